@@ -1,0 +1,38 @@
+# Every command a user types. `make demo` and `make test` install what they need.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+DEMO   ?= demo-out
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test test-fast bench lint clean install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m jobs.demo $(DEMO)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not multinode"
+
+bench: $(STAMP)
+	$(PY) tests/bench/bench_extract.py
+	$(PY) tests/bench/bench_tune.py
+	$(PY) tests/bench/bench_label.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check genre jobs tests
+
+clean:
+	rm -rf $(DEMO) .pytest_cache

@@ -1,0 +1,120 @@
+"""Typed, frozen settings: the single source of truth for feature extraction.
+
+The feature config travels with the data: its dict and hash are written into every
+shard's schema metadata and into every model artifact, and downstream code reads it
+from there rather than from flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from genre.errors import ParameterError
+
+__all__ = ["FEATURES", "GENRES", "FeatureConfig"]
+
+#: Feature names in canonical order.
+FEATURES = ("mfcc", "chroma", "mel")
+
+#: The ten GTZAN genres, in the order GTZAN lists them.
+GENRES = (
+    "blues",
+    "classical",
+    "country",
+    "disco",
+    "hiphop",
+    "jazz",
+    "metal",
+    "pop",
+    "reggae",
+    "rock",
+)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How audio becomes per-segment feature matrices.
+
+    Defaults follow the seed projects: 22050 Hz mono, 3 s segments, n_fft 2048,
+    hop 512 (130 frames per segment), 13 MFCC, 12 chroma bins, 128 mel bands.
+    """
+
+    sample_rate: int = 22050
+    segment_seconds: float = 3.0
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mfcc: int = 13
+    n_mels: int = 128
+    n_chroma: int = 12
+    features: tuple[str, ...] = field(default=FEATURES)
+
+    def __post_init__(self) -> None:
+        for name in ("sample_rate", "n_fft", "hop_length", "n_mfcc", "n_mels", "n_chroma"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ParameterError(f"{name}={value!r} must be a positive integer")
+        if not self.segment_seconds > 0:
+            raise ParameterError(f"segment_seconds={self.segment_seconds!r} must be positive")
+        if self.n_mfcc > self.n_mels:
+            raise ParameterError(f"n_mfcc={self.n_mfcc} must not exceed n_mels={self.n_mels}")
+        features = tuple(self.features)
+        unknown = [f for f in features if f not in FEATURES]
+        if unknown or not features:
+            raise ParameterError(
+                f"features={','.join(features) or '(none)'}: "
+                f"choose one or more of {','.join(FEATURES)}"
+            )
+        # Canonical order, no duplicates, so equal settings hash equally.
+        object.__setattr__(self, "features", tuple(f for f in FEATURES if f in features))
+
+    @property
+    def segment_samples(self) -> int:
+        """Samples per segment (66150 by default)."""
+        return int(round(self.segment_seconds * self.sample_rate))
+
+    @property
+    def frames(self) -> int:
+        """STFT frames per segment with centred frames (130 by default)."""
+        return 1 + self.segment_samples // self.hop_length
+
+    def bins(self, feature: str) -> int:
+        """Number of bins of ``feature`` (13, 12 or 128 by default)."""
+        return {"mfcc": self.n_mfcc, "chroma": self.n_chroma, "mel": self.n_mels}[feature]
+
+    def shape(self, feature: str) -> tuple[int, int]:
+        """Per-segment shape ``(frames, bins)`` of ``feature``."""
+        return (self.frames, self.bins(feature))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["features"] = list(self.features)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "FeatureConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        extra = sorted(set(d) - known)
+        if extra:
+            raise ParameterError(f"unknown feature-config keys: {', '.join(extra)}")
+        kwargs = dict(d)
+        if "features" in kwargs:
+            kwargs["features"] = tuple(kwargs["features"])
+        return cls(**kwargs)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "FeatureConfig":
+        return cls.from_dict(json.loads(text))
+
+    def hash(self) -> str:
+        """Short, stable hash of the settings (12 hex digits)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+
+    def with_features(self, features: tuple[str, ...] | list[str]) -> "FeatureConfig":
+        return dataclasses.replace(self, features=tuple(features))

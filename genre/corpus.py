@@ -1,0 +1,221 @@
+"""Finding audio files, naming tracks, labels from folders, and leakage-free splits.
+
+A corpus is any tree of audio files. A file at ``<root>/<genre>/<file>`` (exactly
+one folder deep) is labelled with its folder name; files anywhere else are
+unlabelled (``genre`` is ``None``). A track's id is its path relative to the root
+in POSIX form (``blues/blues.00003.wav``): stable across machines and re-runs.
+
+Splits are always by track, never by segment, so segments of one recording never
+sit on both sides of a train/test boundary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import PurePosixPath
+
+import numpy as np
+
+from genre.audio import AUDIO_EXTENSIONS
+from genre.errors import ParameterError
+
+__all__ = [
+    "Track",
+    "Listing",
+    "SPLITS",
+    "list_tracks",
+    "split_tracks",
+    "gtzan_filtered_split",
+    "is_gtzan",
+]
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Track:
+    """One audio file of a corpus."""
+
+    path: str
+    track_id: str
+    genre: str | None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What :func:`list_tracks` found: the audio tracks and the files it ignored."""
+
+    tracks: list[Track]
+    ignored: list[str]
+
+
+def _is_hidden(relative: str) -> bool:
+    return any(part.startswith(".") for part in relative.split("/"))
+
+
+def _walk(filesystem, base: str):
+    """Relative POSIX paths of every file below ``base``.
+
+    Locally ``os.walk`` also yields broken links and unreadable files, which must
+    surface as error rows rather than vanish from the listing.
+    """
+    from pyarrow import fs as pafs
+
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        for folder, dirs, files in os.walk(base):
+            dirs.sort()
+            rel = os.path.relpath(folder, base)
+            for name in files:
+                yield name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}"
+        return
+    for entry in filesystem.get_file_info(pafs.FileSelector(base, recursive=True)):
+        if entry.type == pafs.FileType.File:
+            yield entry.path[len(base) :].lstrip("/")
+
+
+def list_tracks(root: str) -> Listing:
+    """List every audio file under ``root`` (local path or ``s3://``/``gs://`` URI).
+
+    Parameters
+    ----------
+    root : str
+        Folder to search recursively.
+
+    Returns
+    -------
+    Listing
+        ``tracks`` sorted by ``track_id``; ``ignored``: files whose extension is not
+        audio (cover art, playlists, …). Hidden files and folders are skipped silently.
+
+    Raises
+    ------
+    ParameterError
+        ``root`` does not exist or is not a folder.
+    """
+    from pyarrow import fs as pafs
+
+    if "://" in root:
+        filesystem, base = pafs.FileSystem.from_uri(root)
+        prefix = root[: len(root) - len(base)] if root.endswith(base) else root.split("://")[0] + "://"
+    else:
+        filesystem, base, prefix = pafs.LocalFileSystem(), os.path.abspath(root), ""
+    info = filesystem.get_file_info(base)
+    if info.type == pafs.FileType.NotFound:
+        raise ParameterError(f"input {root!r} does not exist")
+    if info.type != pafs.FileType.Directory:
+        raise ParameterError(f"input {root!r} is not a folder")
+    base = base.rstrip("/")
+    tracks, ignored = [], []
+    for relative in _walk(filesystem, base):
+        if _is_hidden(relative):
+            continue
+        full = f"{prefix}{base}/{relative}"
+        if os.path.splitext(relative)[1].lower() not in AUDIO_EXTENSIONS:
+            ignored.append(full)
+            continue
+        parts = PurePosixPath(relative).parts
+        tracks.append(Track(path=full, track_id=relative, genre=parts[0] if len(parts) == 2 else None))
+    tracks.sort(key=lambda t: t.track_id)
+    return Listing(tracks=tracks, ignored=sorted(ignored))
+
+
+def _stable_unit(text: str, seed: int) -> float:
+    digest = hashlib.sha256(f"{seed}:{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_tracks(
+    track_ids: list[str] | np.ndarray,
+    genres: list[str | None] | np.ndarray,
+    *,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+) -> dict[str, str]:
+    """Assign each track to ``train``, ``val`` or ``test``, stratified by genre.
+
+    Deterministic from ``seed`` and the set of track ids (not their order). Within
+    each genre the tracks are shuffled and cut by ``fractions``, rounding so that
+    every split of a genre with at least three tracks gets at least one.
+
+    Parameters
+    ----------
+    track_ids : sequence of str
+        One entry per track (duplicates are collapsed).
+    genres : sequence of str
+        The genre of each entry of ``track_ids``.
+    fractions : (train, val, test), each ≥ 0, summing to 1
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``track_id → split name``.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ParameterError(f"fractions={tuple(fractions)} must be three non-negative numbers summing to 1")
+    by_genre: dict[str, set[str]] = defaultdict(set)
+    for track_id, genre in zip(track_ids, genres):
+        if genre is None:
+            raise ParameterError(f"track {track_id!r} has no genre: splits need labelled tracks")
+        by_genre[str(genre)].add(str(track_id))
+    assignment: dict[str, str] = {}
+    for genre in sorted(by_genre):
+        ids = sorted(by_genre[genre], key=lambda t: _stable_unit(t, seed))
+        n = len(ids)
+        n_val = int(round(fractions[1] * n))
+        n_test = int(round(fractions[2] * n))
+        if n >= 3:
+            n_val = max(n_val, 1) if fractions[1] > 0 else 0
+            n_test = max(n_test, 1) if fractions[2] > 0 else 0
+        n_train = max(n - n_val - n_test, 0)
+        for i, track_id in enumerate(ids):
+            assignment[track_id] = "train" if i < n_train else "val" if i < n_train + n_val else "test"
+    return assignment
+
+
+def _gtzan_key(track_id: str) -> str | None:
+    """``blues/blues.00003.au`` (any folder, any extension) → ``blues.00003``."""
+    stem = PurePosixPath(track_id).name
+    parts = stem.split(".")
+    if len(parts) >= 2 and parts[1].isdigit() and len(parts[1]) == 5:
+        return f"{parts[0]}.{parts[1]}"
+    return None
+
+
+def is_gtzan(track_ids: list[str] | np.ndarray) -> bool:
+    """Whether every track id has a GTZAN file name (``<genre>.000NN.<ext>``)."""
+    return len(track_ids) > 0 and all(_gtzan_key(str(t)) is not None for t in track_ids)
+
+
+def gtzan_filtered_split(track_ids: list[str] | np.ndarray) -> dict[str, str]:
+    """The published artist-filtered GTZAN split (Kereliuk, Sturm & Larsen 2015).
+
+    Tracks are matched by GTZAN name (``blues.00012``) whatever their folder or
+    extension. Tracks the split leaves out (duplicates, distortions) are not in
+    the returned mapping.
+
+    Returns
+    -------
+    dict
+        ``track_id → "train" | "val" | "test"``.
+    """
+    names = {"train": "train_filtered.txt", "val": "valid_filtered.txt", "test": "test_filtered.txt"}
+    lookup: dict[str, str] = {}
+    package = resources.files("genre") / "data" / "gtzan_splits"
+    for split, filename in names.items():
+        for line in (package / filename).read_text().splitlines():
+            key = _gtzan_key(line.strip())
+            if key:
+                lookup[key] = split
+    assignment = {}
+    for track_id in track_ids:
+        key = _gtzan_key(str(track_id))
+        if key in lookup:
+            assignment[str(track_id)] = lookup[key]
+    if not assignment:
+        raise ParameterError("no track matches the GTZAN artist-filtered split (names like blues.00012.wav)")
+    return assignment

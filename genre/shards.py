@@ -1,0 +1,325 @@
+"""Segment shards: the Parquet data set written by extract and read by tune.
+
+Layout of an output folder::
+
+    OUTPUT/
+      part-<16 hex>.parquet   one per batch of tracks, one row per segment
+      manifest.json           feature config, its hash, the shard list and counts
+      errors.parquet          files the latest run could not extract, with reasons
+
+Each shard has the columns ``track_id``, ``path``, ``genre`` (null when
+unlabelled), ``segment``, ``start_s``, ``duration_s`` and one column per feature:
+a ``fixed_size_list<float32>[frames * bins]`` whose shape is stored in the schema
+metadata (``genre.shape.<feature>`` = ``[frames, bins]``) beside the feature
+config (``genre.feature_config``, JSON) and its hash (``genre.feature_config_hash``).
+Plain pyarrow, pandas and DuckDB read them; nothing here needs Ray.
+
+A shard is written to a temporary name and renamed into place, and its name is a
+hash of the tracks it holds. The shard files are the truth: the manifest is rebuilt
+from them, so a killed job leaves no half shard and a re-run skips exactly the
+tracks already present.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
+
+from genre.config import FeatureConfig
+from genre.errors import ConfigMismatchError, ParameterError
+
+__all__ = [
+    "MANIFEST",
+    "ERRORS",
+    "SegmentSet",
+    "segment_schema",
+    "segments_table",
+    "write_shard",
+    "ShardStore",
+    "read_config",
+    "read_segments",
+    "feature_array",
+]
+
+MANIFEST = "manifest.json"
+ERRORS = "errors.parquet"
+_PREFIX = "part-"
+_TMP = ".tmp-"
+_FORMAT = "genre.segments/1"
+
+
+def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in str(root):
+        return pafs.FileSystem.from_uri(str(root))
+    return pafs.LocalFileSystem(), os.path.abspath(str(root))
+
+
+def segment_schema(cfg: FeatureConfig) -> pa.Schema:
+    """Arrow schema of a segment shard for ``cfg`` (metadata included)."""
+    fields = [
+        pa.field("track_id", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("genre", pa.string()),
+        pa.field("segment", pa.int32(), nullable=False),
+        pa.field("start_s", pa.float32(), nullable=False),
+        pa.field("duration_s", pa.float32(), nullable=False),
+    ]
+    metadata = {
+        "genre.format": _FORMAT,
+        "genre.feature_config": cfg.to_json(),
+        "genre.feature_config_hash": cfg.hash(),
+    }
+    for name in cfg.features:
+        frames, bins = cfg.shape(name)
+        fields.append(pa.field(name, pa.list_(pa.float32(), frames * bins), nullable=False))
+        metadata[f"genre.shape.{name}"] = json.dumps([frames, bins])
+    return pa.schema(fields, metadata=metadata)
+
+
+def segments_table(
+    *,
+    track_id: np.ndarray,
+    path: np.ndarray,
+    genre: np.ndarray,
+    segment: np.ndarray,
+    start_s: np.ndarray,
+    duration_s: np.ndarray,
+    features: Mapping[str, np.ndarray],
+    cfg: FeatureConfig,
+) -> pa.Table:
+    """Build a shard table from per-row arrays.
+
+    ``features[name]`` has shape ``(rows, frames, bins)`` as ``cfg.shape(name)``.
+    """
+    schema = segment_schema(cfg)
+    columns: list[pa.Array] = [
+        pa.array(track_id, pa.string()),
+        pa.array(path, pa.string()),
+        pa.array([None if g is None or g != g else g for g in genre], pa.string()),
+        pa.array(segment, pa.int32()),
+        pa.array(start_s, pa.float32()),
+        pa.array(duration_s, pa.float32()),
+    ]
+    for name in cfg.features:
+        values = np.ascontiguousarray(features[name], dtype=np.float32)
+        if values.shape[1:] != cfg.shape(name):
+            raise ParameterError(f"feature {name} has shape {values.shape[1:]}, config says {cfg.shape(name)}")
+        flat = pa.array(values.reshape(-1), pa.float32())
+        columns.append(pa.FixedSizeListArray.from_arrays(flat, values.shape[1] * values.shape[2]))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _shard_name(track_ids: Iterable[str]) -> str:
+    digest = hashlib.sha256("\n".join(sorted(set(track_ids))).encode()).hexdigest()[:16]
+    return f"{_PREFIX}{digest}.parquet"
+
+
+def write_shard(root: str, table: pa.Table) -> str:
+    """Write ``table`` under ``root`` atomically; return the shard's file name.
+
+    Local folders get a temporary file renamed into place; object stores publish an
+    object only when its upload completes, which is atomic already.
+    """
+    filesystem, base = _filesystem(root)
+    name = _shard_name(table.column("track_id").to_pylist())
+    final = f"{base}/{name}"
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        os.makedirs(base, exist_ok=True)
+        tmp = f"{base}/{_TMP}{uuid.uuid4().hex}.parquet"
+        pq.write_table(table, tmp, compression="zstd", filesystem=filesystem)
+        os.replace(tmp, final)
+    else:
+        pq.write_table(table, final, compression="zstd", filesystem=filesystem)
+    return name
+
+
+def read_config(root: str) -> FeatureConfig | None:
+    """The feature config of the shards under ``root``, or ``None`` when there are none."""
+    filesystem, base = _filesystem(root)
+    manifest = f"{base}/{MANIFEST}"
+    if filesystem.get_file_info(manifest).type == pafs.FileType.File:
+        with filesystem.open_input_stream(manifest) as f:
+            return FeatureConfig.from_dict(json.loads(f.read())["feature_config"])
+    shards = _shard_files(filesystem, base)
+    if not shards:
+        return None
+    metadata = pq.read_schema(shards[0], filesystem=filesystem).metadata or {}
+    return FeatureConfig.from_json(metadata[b"genre.feature_config"].decode())
+
+
+def _shard_files(filesystem: pafs.FileSystem, base: str) -> list[str]:
+    info = filesystem.get_file_info(base)
+    if info.type != pafs.FileType.Directory:
+        return []
+    entries = filesystem.get_file_info(pafs.FileSelector(base, recursive=False))
+    return sorted(
+        e.path for e in entries if e.type == pafs.FileType.File and e.base_name.startswith(_PREFIX)
+        and e.base_name.endswith(".parquet")
+    )
+
+
+class ShardStore:
+    """An output folder of shards for one feature config.
+
+    Opening a store creates the folder, refuses one that holds shards of another
+    config, and removes temporary files a killed run left behind.
+
+    Parameters
+    ----------
+    root : str
+        Local folder or object-store URI.
+    cfg : FeatureConfig
+
+    Raises
+    ------
+    ParameterError
+        ``root`` is an existing file.
+    ConfigMismatchError
+        ``root`` holds shards extracted with other settings.
+    """
+
+    def __init__(self, root: str, cfg: FeatureConfig):
+        self.root = str(root)
+        self.cfg = cfg
+        self._fs, self._base = _filesystem(self.root)
+        info = self._fs.get_file_info(self._base)
+        if info.type == pafs.FileType.File:
+            raise ParameterError(f"output {self.root!r} is a file, not a folder")
+        self._fs.create_dir(self._base, recursive=True)
+        existing = read_config(self.root)
+        if existing is not None and existing.hash() != cfg.hash():
+            raise ConfigMismatchError(
+                f"output {self.root!r} holds shards with feature config {existing.hash()} "
+                f"(features={','.join(existing.features)}), this run asks for {cfg.hash()} "
+                f"(features={','.join(cfg.features)}): choose a new output folder"
+            )
+        if isinstance(self._fs, pafs.LocalFileSystem):
+            for entry in self._fs.get_file_info(pafs.FileSelector(self._base)):
+                if entry.base_name.startswith(_TMP):
+                    self._fs.delete_file(entry.path)
+
+    def shard_files(self) -> list[str]:
+        return _shard_files(self._fs, self._base)
+
+    def done_track_ids(self) -> set[str]:
+        """Track ids already present in a complete shard."""
+        files = self.shard_files()
+        if not files:
+            return set()
+        table = pq.read_table(files, columns=["track_id"], filesystem=self._fs)
+        return set(table.column("track_id").unique().to_pylist())
+
+    def write_manifest(self) -> dict[str, Any]:
+        """Rebuild ``manifest.json`` from the shards present; return it."""
+        shards = []
+        for path in self.shard_files():
+            ids = pq.read_table(path, columns=["track_id"], filesystem=self._fs).column("track_id")
+            shards.append({"file": path.rsplit("/", 1)[-1], "tracks": len(ids.unique()), "segments": len(ids)})
+        manifest = {
+            "format": _FORMAT,
+            "feature_config": self.cfg.to_dict(),
+            "feature_config_hash": self.cfg.hash(),
+            "shapes": {name: list(self.cfg.shape(name)) for name in self.cfg.features},
+            "tracks": sum(s["tracks"] for s in shards),
+            "segments": sum(s["segments"] for s in shards),
+            "shards": shards,
+            "updated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        self._write_bytes(MANIFEST, json.dumps(manifest, indent=1).encode())
+        return manifest
+
+    def write_errors(self, rows: list[dict[str, str]]) -> str:
+        """Replace ``errors.parquet`` with this run's failures (``path, track_id, reason, message``)."""
+        table = pa.table(
+            {key: pa.array([r[key] for r in rows], pa.string()) for key in ("path", "track_id", "reason", "message")}
+        )
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        self._write_bytes(ERRORS, sink.getvalue().to_pybytes())
+        return f"{self.root.rstrip('/')}/{ERRORS}"
+
+    def _write_bytes(self, name: str, data: bytes) -> None:
+        final = f"{self._base}/{name}"
+        if isinstance(self._fs, pafs.LocalFileSystem):
+            tmp = f"{self._base}/{_TMP}{uuid.uuid4().hex}-{name}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, final)
+        else:
+            with self._fs.open_output_stream(final) as f:
+                f.write(data)
+
+
+@dataclass(frozen=True)
+class SegmentSet:
+    """Segments read back from shards, as numpy arrays (one entry per segment).
+
+    Attributes
+    ----------
+    track_id, path, genre : np.ndarray [shape=(n,), dtype=object]
+    segment : np.ndarray [shape=(n,), dtype=int32]
+    features : dict[str, np.ndarray]
+        ``name → (n, frames, bins)`` float32.
+    cfg : FeatureConfig
+    """
+
+    track_id: np.ndarray
+    path: np.ndarray
+    genre: np.ndarray
+    segment: np.ndarray
+    features: dict[str, np.ndarray]
+    cfg: FeatureConfig
+
+    def __len__(self) -> int:
+        return len(self.track_id)
+
+
+def feature_array(column: pa.ChunkedArray | pa.Array, shape: tuple[int, int]) -> np.ndarray:
+    """A fixed-size-list column as a ``(rows, frames, bins)`` float32 array."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return values.astype(np.float32, copy=False).reshape(len(column), *shape)
+
+
+def read_segments(root: str, *, features: Iterable[str] | None = None) -> SegmentSet:
+    """Read every segment under ``root`` (only the ``features`` asked for).
+
+    Raises
+    ------
+    ParameterError
+        No shards under ``root``, or a feature that was not extracted.
+    """
+    cfg = read_config(root)
+    filesystem, base = _filesystem(root)
+    files = _shard_files(filesystem, base)
+    if cfg is None or not files:
+        raise ParameterError(f"no segment shards under {root!r}: run the extract job first")
+    names = tuple(features) if features is not None else cfg.features
+    missing = [n for n in names if n not in cfg.features]
+    if missing:
+        raise ParameterError(
+            f"feature(s) {','.join(missing)} not in the shards under {root!r} (they hold {','.join(cfg.features)})"
+        )
+    table = pq.read_table(files, columns=["track_id", "path", "genre", "segment", *names], filesystem=filesystem)
+    table = table.sort_by([("track_id", "ascending"), ("segment", "ascending")])
+    if len(table) == 0:
+        raise ParameterError(f"the shards under {root!r} hold no segments")
+    return SegmentSet(
+        track_id=np.asarray(table.column("track_id").to_pylist(), dtype=object),
+        path=np.asarray(table.column("path").to_pylist(), dtype=object),
+        genre=np.asarray(table.column("genre").to_pylist(), dtype=object),
+        segment=table.column("segment").to_numpy().astype(np.int32),
+        features={n: feature_array(table.column(n), cfg.shape(n)) for n in names},
+        cfg=cfg,
+    )

@@ -1,0 +1,63 @@
+"""Extract job: an audio tree → Parquet segment shards (one row per 3 s segment).
+
+    python -m jobs.extract INPUT OUTPUT [--features mfcc,chroma,mel] [--num-cpus N] [--address ADDR]
+
+Re-running over the same INPUT extracts only new tracks (and retries failed ones);
+a different feature config needs a new OUTPUT.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+
+from genre.config import FEATURES, FeatureConfig
+from genre.errors import ParameterError
+from jobs._cli import add_ray_flags, parser, run_main
+
+
+def _features(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in FEATURES]
+    if unknown or not names:
+        raise ParameterError(f"--features {text!r}: unknown feature {','.join(unknown) or '(none)'}; choose from {','.join(FEATURES)}")
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser("jobs.extract", __doc__.splitlines()[0])
+    p.add_argument("input", nargs="?", help="folder of audio files (local or s3://, gs://); labels from <root>/<genre>/<file>")
+    p.add_argument("output", nargs="?", help="folder for the shards, manifest.json and errors.parquet")
+    p.add_argument("--features", default=",".join(FEATURES), help="comma list of mfcc,chroma,mel (default: all)")
+    p.add_argument("--tracks-per-shard", type=int, default=None, help="tracks per shard/batch (default: auto, ≤ 32)")
+    add_ray_flags(p)
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        from genre.extraction import run_extract
+
+        cfg = FeatureConfig(features=_features(args.features))
+        if args.tracks_per_shard is not None and args.tracks_per_shard <= 0:
+            raise ParameterError(f"--tracks-per-shard={args.tracks_per_shard} must be a positive integer")
+        input_root, output = args.input, args.output
+        if args.smoke_test:  # a generated corpus; INPUT and OUTPUT optional
+            from genre.synth import write_corpus
+
+            scratch = tempfile.mkdtemp(prefix="genre-smoke-")
+            input_root = f"{scratch}/corpus"
+            output = output or f"{scratch}/shards"
+            write_corpus(input_root, per_genre=1, seconds=6.0)
+        if not input_root or not output:
+            raise ParameterError("INPUT and OUTPUT are required (or --smoke-test)")
+        summary = run_extract(
+            input_root, output, cfg=cfg, address=args.address, num_cpus=args.num_cpus,
+            tracks_per_shard=args.tracks_per_shard,
+        )
+        print(summary.format())
+        return 0
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+import pytest
+
+from genre.config import FEATURES, FeatureConfig
+from genre.errors import ParameterError
+
+
+def test_defaults_match_the_seed_projects():
+    cfg = FeatureConfig()
+    assert (cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.segment_samples, cfg.frames) == (22050, 2048, 512, 66150, 130)
+    assert [cfg.shape(f) for f in FEATURES] == [(130, 13), (130, 12), (130, 128)]
+
+
+def test_hash_is_stable_and_ignores_feature_order():
+    a = FeatureConfig(features=("mel", "mfcc"))
+    b = FeatureConfig(features=("mfcc", "mel"))
+    assert a == b and a.hash() == b.hash() and len(a.hash()) == 12
+    assert a.hash() != FeatureConfig().hash()
+    assert FeatureConfig.from_json(a.to_json()) == a
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"hop_length": 0}, "hop_length=0"),
+        ({"n_fft": -2}, "n_fft=-2"),
+        ({"features": ("mfcc", "tempo")}, "tempo"),
+        ({"features": ()}, "features"),
+        ({"n_mfcc": 200}, "n_mfcc=200"),
+        ({"segment_seconds": 0}, "segment_seconds"),
+    ],
+)
+def test_bad_settings_name_the_value(kwargs, needle):
+    with pytest.raises(ParameterError, match=needle):
+        FeatureConfig(**kwargs)
+
+
+def test_unknown_keys_are_refused():
+    with pytest.raises(ParameterError, match="bogus"):
+        FeatureConfig.from_dict({"bogus": 1})

@@ -1,0 +1,104 @@
+"""The shard format: plain Parquet that pyarrow, pandas and DuckDB read without Ray."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from genre.config import FeatureConfig
+from genre.errors import ConfigMismatchError, ParameterError
+from genre.shards import ShardStore, read_config, read_segments, segments_table, write_shard
+
+
+def _table(cfg, rng, track="rock/a.wav", n=3, genre="rock"):
+    return segments_table(
+        track_id=np.array([track] * n, object),
+        path=np.array(["/x/" + track] * n, object),
+        genre=[genre] * n,
+        segment=np.arange(n),
+        start_s=np.arange(n) * 3.0,
+        duration_s=np.full(n, 9.5),
+        features={f: rng.standard_normal((n, *cfg.shape(f))).astype(np.float32) for f in cfg.features},
+        cfg=cfg,
+    )
+
+
+def test_schema_has_fixed_size_lists_and_shape_metadata(tmp_path, rng):
+    cfg = FeatureConfig()
+    name = write_shard(str(tmp_path), _table(cfg, rng))
+    schema = pq.read_schema(tmp_path / name)
+    mel = schema.field("mel").type
+    assert pa.types.is_fixed_size_list(mel) and mel.list_size == 130 * 128 and mel.value_type == pa.float32()
+    assert json.loads(schema.metadata[b"genre.shape.mfcc"]) == [130, 13]
+    assert schema.metadata[b"genre.feature_config_hash"].decode() == cfg.hash()
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_round_trip_keeps_values_and_allows_null_genre(tmp_path, rng):
+    cfg = FeatureConfig(features=("mfcc", "chroma"))
+    table = _table(cfg, rng, genre=None)
+    store = ShardStore(str(tmp_path), cfg)
+    write_shard(str(tmp_path), table)
+    store.write_manifest()
+    back = read_segments(str(tmp_path))
+    assert back.cfg == cfg and list(back.genre) == [None] * 3
+    original = table.column("mfcc").combine_chunks().flatten().to_numpy().reshape(3, 130, 13)
+    np.testing.assert_array_equal(back.features["mfcc"], original)
+    with pytest.raises(ParameterError, match="mel"):
+        read_segments(str(tmp_path), features=["mel"])
+
+
+def test_other_config_is_refused_and_file_output_rejected(tmp_path, rng):
+    cfg = FeatureConfig()
+    ShardStore(str(tmp_path), cfg)
+    write_shard(str(tmp_path), _table(cfg, rng))
+    ShardStore(str(tmp_path), cfg).write_manifest()
+    assert read_config(str(tmp_path)) == cfg
+    with pytest.raises(ConfigMismatchError, match="new output"):
+        ShardStore(str(tmp_path), FeatureConfig(features=("mfcc",)))
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ParameterError, match="is a file"):
+        ShardStore(str(tmp_path / "f"), cfg)
+
+
+def test_leftover_temp_files_are_removed_on_open(tmp_path):
+    (tmp_path / ".tmp-deadbeef.parquet").write_bytes(b"half a shard")
+    ShardStore(str(tmp_path), FeatureConfig())
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_empty_store_reads_as_a_clear_error(tmp_path):
+    with pytest.raises(ParameterError, match="extract"):
+        read_segments(str(tmp_path))
+
+
+READER = r"""
+import sys, json, glob
+import pyarrow.parquet as pq, pandas as pd, duckdb, numpy as np
+root = sys.argv[1]
+files = sorted(glob.glob(root + "/part-*.parquet"))
+table = pq.read_table(files)
+meta = table.schema.metadata
+frames, bins = json.loads(meta[b"genre.shape.mel"])
+mel = np.stack(table.column("mel").to_pylist()).reshape(len(table), frames, bins)
+df = pd.read_parquet(files[0])
+con = duckdb.connect()
+n = con.execute(f"select count(*), count(distinct track_id) from read_parquet('{root}/part-*.parquet')").fetchone()
+first = con.execute(f"select len(mfcc) from read_parquet('{root}/part-*.parquet') limit 1").fetchone()[0]
+assert "ray" not in sys.modules, "ray was imported"
+print(json.dumps({"rows": len(table), "mel": list(mel.shape), "pandas_cols": list(df.columns), "duckdb": list(n), "mfcc_len": first}))
+"""
+
+
+def test_plain_pyarrow_pandas_duckdb_read_shards_without_ray(tmp_path, rng):
+    cfg = FeatureConfig()
+    write_shard(str(tmp_path), _table(cfg, rng, "rock/a.wav"))
+    write_shard(str(tmp_path), _table(cfg, rng, "jazz/b.wav", genre="jazz"))
+    out = subprocess.run([sys.executable, "-c", READER, str(tmp_path)], capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout)
+    assert got["rows"] == 6 and got["mel"] == [6, 130, 128] and got["duckdb"] == [6, 2] and got["mfcc_len"] == 130 * 13
+    assert got["pandas_cols"][:6] == ["track_id", "path", "genre", "segment", "start_s", "duration_s"]
