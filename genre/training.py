@@ -1,0 +1,278 @@
+"""Training and evaluating one model configuration on segment shards.
+
+:func:`prepare` turns shards into train/val/test arrays split **by track** (never
+by segment) and fits the input normalisation on the training split only.
+:func:`fit` trains with early stopping on validation loss and keeps the best
+weights; :func:`evaluate` scores a model at segment and track level. Ray Tune's
+trainable in :mod:`genre.tuning` is a thin loop around :func:`train_epoch`.
+
+The trained network starts with a fixed ``Normalization`` layer holding the
+training-split mean and variance, so a saved model takes raw features and the
+label job cannot forget to normalise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from genre.config import GENRES, FeatureConfig
+from genre.corpus import gtzan_filtered_split, is_gtzan, split_tracks
+from genre.errors import ParameterError
+from genre.models import ModelConfig
+from genre.report import evaluate as evaluate_probs
+from genre.report import segment_to_track
+from genre.shards import SegmentSet
+
+__all__ = ["SPLIT_METHODS", "PreparedData", "prepare", "stack_features", "build_network", "train_epoch", "fit", "evaluate", "FitResult"]
+
+SPLIT_METHODS = ("random", "gtzan-filtered", "auto")
+
+
+def stack_features(features: dict[str, np.ndarray], names: tuple[str, ...]) -> np.ndarray:
+    """Concatenate ``names`` along the bins axis: ``(n, frames, sum of bins)`` float32."""
+    missing = [n for n in names if n not in features]
+    if missing:
+        raise ParameterError(f"features {','.join(missing)} are missing (have {','.join(features)})")
+    arrays = [features[n] for n in names]
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=-1)
+
+
+@dataclass
+class PreparedData:
+    """Arrays for one experiment: split by track, labels as class indices.
+
+    ``x[split]`` is ``(segments, frames, bins)`` float32, ``y[split]`` is
+    ``(segments,)`` int32 and ``track[split]`` the track id of each segment.
+    """
+
+    x: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    track: dict[str, np.ndarray]
+    labels: list[str]
+    features: tuple[str, ...]
+    feature_config: FeatureConfig
+    mean: np.ndarray
+    variance: np.ndarray
+    split_method: str
+    seed: int
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        return tuple(self.x["train"].shape[1:])  # type: ignore[return-value]
+
+
+def _labels(genres: np.ndarray) -> list[str]:
+    present = sorted({str(g) for g in genres})
+    # GTZAN order when the corpus uses GTZAN genres, so confusion matrices read the same everywhere.
+    return [g for g in GENRES if g in present] + [g for g in present if g not in GENRES]
+
+
+def prepare(
+    segments: SegmentSet,
+    *,
+    features: tuple[str, ...] = ("mel",),
+    split: str = "auto",
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+) -> PreparedData:
+    """Split labelled segments by track and fit the normalisation on train.
+
+    Parameters
+    ----------
+    segments : SegmentSet
+        From :func:`genre.shards.read_segments`; unlabelled segments are ignored.
+    features : tuple of str
+        Feature names to stack along the bins axis.
+    split : {"auto", "random", "gtzan-filtered"}
+        ``random``: stratified by genre, seeded. ``gtzan-filtered``: the published
+        artist-filtered lists. ``auto``: the GTZAN lists when every track has a GTZAN
+        name and the lists cover all three splits, else ``random``.
+    fractions : (train, val, test)
+    seed : int
+
+    Raises
+    ------
+    ParameterError
+        No labelled segments, fewer than two genres, unknown split, or a split
+        without tracks.
+    """
+    if split not in SPLIT_METHODS:
+        raise ParameterError(f"split={split!r}: choose one of {', '.join(SPLIT_METHODS)}")
+    labelled = np.array([g is not None for g in segments.genre])
+    if not labelled.any():
+        raise ParameterError("the shards hold no labelled segments (files must sit in <root>/<genre>/)")
+    track = segments.track_id[labelled]
+    genre = segments.genre[labelled]
+    labels = _labels(genre)
+    if len(labels) < 2:
+        raise ParameterError(f"need at least two genres to train, found {labels}")
+    unique_tracks, first = np.unique(track, return_index=True)
+    method = split
+    if split == "auto":
+        method = "random"
+        if is_gtzan(list(unique_tracks)):
+            try:
+                if set(gtzan_filtered_split(list(unique_tracks)).values()) == {"train", "val", "test"}:
+                    method = "gtzan-filtered"
+            except ParameterError:
+                pass
+    if method == "gtzan-filtered":
+        assignment = gtzan_filtered_split(list(unique_tracks))
+    else:
+        assignment = split_tracks(list(unique_tracks), list(genre[first]), fractions=fractions, seed=seed)
+    which = np.array([assignment.get(t, "") for t in track])
+    x_all = stack_features({n: v[labelled] for n, v in segments.features.items()}, tuple(features))
+    y_all = np.array([labels.index(str(g)) for g in genre], dtype=np.int32)
+    data = PreparedData(
+        x={}, y={}, track={}, labels=labels, features=tuple(features), feature_config=segments.cfg.with_features(features),
+        mean=np.zeros(0), variance=np.zeros(0), split_method=method, seed=seed,
+    )
+    for name in ("train", "val", "test"):
+        mask = which == name
+        if not mask.any():
+            raise ParameterError(f"the {name} split is empty: extract more tracks per genre (at least 3)")
+        data.x[name], data.y[name], data.track[name] = x_all[mask], y_all[mask], track[mask]
+        data.counts[name] = {"tracks": int(len(np.unique(track[mask]))), "segments": int(mask.sum())}
+    train = data.x["train"].reshape(-1, data.x["train"].shape[-1]).astype(np.float64)
+    data.mean = train.mean(axis=0).astype(np.float32)
+    data.variance = np.maximum(train.var(axis=0), 1e-6).astype(np.float32)
+    return data
+
+
+def build_network(model_cfg: ModelConfig, data: PreparedData):
+    """The model for ``data``: fixed normalisation, then the zoo model (compiled)."""
+    import keras
+
+    from genre.models import build_model
+
+    core = build_model(model_cfg, input_shape=data.input_shape, n_classes=len(data.labels))
+    inputs = keras.Input(shape=data.input_shape, name="features")
+    normalised = keras.layers.Normalization(axis=-1, mean=data.mean, variance=data.variance, name="train_norm")(inputs)
+    network = keras.Model(inputs, core(normalised), name=f"genre_{model_cfg.kind}")
+    network.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=model_cfg.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return network
+
+
+def train_epoch(network, data: PreparedData, *, batch_size: int, epoch: int, seed: int = 0) -> dict[str, float]:
+    """One epoch of training plus validation; returns the epoch's metrics.
+
+    Keys: ``loss``, ``accuracy`` (train), ``val_loss``, ``val_accuracy`` (segments),
+    ``val_track_accuracy`` (mean of segment probabilities per track) and
+    ``train_segments_per_s`` (training throughput).
+    """
+    order = np.random.default_rng(seed * 100_003 + epoch).permutation(len(data.y["train"]))
+    started = time.perf_counter()
+    history = network.fit(
+        data.x["train"][order], data.y["train"][order], batch_size=batch_size, epochs=1, shuffle=False, verbose=0
+    )
+    train_s = time.perf_counter() - started
+    probs = network.predict(data.x["val"], batch_size=max(256, batch_size), verbose=0)
+    y = data.y["val"]
+    eps = 1e-7
+    val_loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], eps, 1.0))))
+    tracks, track_probs = segment_to_track(data.track["val"], probs, aggregate="mean")
+    track_y = _track_labels(data.track["val"], y, tracks)
+    return {
+        "loss": float(history.history["loss"][-1]),
+        "accuracy": float(history.history["accuracy"][-1]),
+        "val_loss": val_loss,
+        "val_accuracy": float(np.mean(np.argmax(probs, axis=1) == y)),
+        "val_track_accuracy": float(np.mean(np.argmax(track_probs, axis=1) == track_y)),
+        "train_segments_per_s": float(len(order) / max(train_s, 1e-9)),
+    }
+
+
+def _track_labels(segment_tracks: np.ndarray, segment_y: np.ndarray, tracks: np.ndarray) -> np.ndarray:
+    lookup = dict(zip(segment_tracks, segment_y))
+    return np.array([lookup[t] for t in tracks], dtype=np.int32)
+
+
+@dataclass
+class FitResult:
+    """A trained network, its per-epoch history and where the best epoch was."""
+
+    network: Any
+    history: dict[str, list[float]]
+    best_epoch: int
+    stopped_early: bool
+
+
+def fit(
+    data: PreparedData,
+    model_cfg: ModelConfig,
+    *,
+    max_epochs: int = 30,
+    batch_size: int = 64,
+    patience: int = 5,
+    seed: int = 0,
+    on_epoch: Callable[[int, dict[str, float], Any], None] | None = None,
+) -> FitResult:
+    """Train with early stopping on validation loss; restore the best weights.
+
+    ``on_epoch(epoch, metrics, network)`` runs after every epoch (checkpoints,
+    progress reports).
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    network = build_network(model_cfg, data)
+    history: dict[str, list[float]] = {}
+    best_loss, best_epoch, best_weights = np.inf, -1, None
+    stopped = False
+    for epoch in range(max_epochs):
+        metrics = train_epoch(network, data, batch_size=batch_size, epoch=epoch, seed=seed)
+        for key, value in metrics.items():
+            history.setdefault(key, []).append(value)
+        if metrics["val_loss"] < best_loss:
+            best_loss, best_epoch, best_weights = metrics["val_loss"], epoch, network.get_weights()
+        if on_epoch is not None:
+            on_epoch(epoch, metrics, network)
+        if epoch - best_epoch >= patience:
+            stopped = True
+            break
+    if best_weights is not None:
+        network.set_weights(best_weights)
+    return FitResult(network=network, history=history, best_epoch=best_epoch, stopped_early=stopped)
+
+
+def evaluate(network, data: PreparedData, *, split: str = "test", aggregate: str = "mean") -> dict[str, Any]:
+    """Segment- and track-level scores of ``network`` on one split.
+
+    Returns
+    -------
+    dict
+        ``segment_accuracy``, ``track_accuracy`` (the headline), ``track_macro_f1``,
+        and the track-level ``per_genre``, ``confusion`` and ``most_confused`` of
+        :func:`genre.report.evaluate`, plus ``n_tracks`` and ``n_segments``.
+    """
+    x, y, track = data.x[split], data.y[split], data.track[split]
+    probs = network.predict(x, batch_size=256, verbose=0)
+    tracks, track_probs = segment_to_track(track, probs, aggregate=aggregate)
+    track_y = _track_labels(track, y, tracks)
+    report = evaluate_probs(y_true=track_y, probs=track_probs, labels=data.labels)
+    return {
+        "split": split,
+        "aggregate": aggregate,
+        "n_segments": int(len(y)),
+        "n_tracks": int(len(tracks)),
+        "segment_accuracy": float(np.mean(np.argmax(probs, axis=1) == y)),
+        "track_accuracy": float(report["accuracy"]),
+        "track_macro_f1": float(report["macro_f1"]),
+        **{k: v for k, v in report.items() if k not in ("accuracy", "macro_f1")},
+    }
+
+
+def model_config_from_trial(config: dict[str, Any]) -> ModelConfig:
+    """A ``ModelConfig`` from a flat Tune config (unknown keys ignored)."""
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    return ModelConfig(**{k: v for k, v in config.items() if k in known})

@@ -1,0 +1,107 @@
+"""Tune job: search model types and hyperparameters with Ray Tune + ASHA, log to MLflow,
+register the best model with the alias ``champion``.
+
+    python -m jobs.tune SHARDS [--models short_chunk_cnn,crnn,cnn] [--num-samples N] [--max-epochs N]
+                               [--tracking-uri URI] [--register-as NAME] [--address ADDR]
+
+Re-running the same command resumes an interrupted search (or reports a finished one).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from genre.errors import ParameterError
+from jobs._cli import add_ray_flags, parser, run_main
+
+
+def _list(text: str | None) -> tuple[str, ...] | None:
+    return None if text in (None, "", "auto") else tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _table(outcome) -> str:
+    head = f"{'trial':<8} {'model':<16} {'features':<12} {'lr':>8} {'batch':>5} {'width':>5} {'drop':>5} {'epochs':>6} {'val seg':>7} {'val track':>9}"
+    rows = [head, "-" * len(head)]
+    for t in sorted(outcome.trials, key=lambda r: -r["val_track_accuracy"]):
+        rows.append(
+            f"{t['trial']:<8} {t['kind']:<16} {t['features']:<12} {t['learning_rate']:>8.1e} {t['batch_size']:>5} {t['width']:>5} "
+            f"{t['dropout']:>5.2f} {t['epochs']:>6} {t['val_accuracy']:>7.3f} {t['val_track_accuracy']:>9.3f}"
+        )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser("jobs.tune", __doc__.splitlines()[0])
+    p.add_argument("shards", nargs="?", help="output folder of the extract job")
+    p.add_argument("--models", default="short_chunk_cnn,crnn,cnn", help="comma list of model kinds to search over")
+    p.add_argument("--features", default="auto", help="comma list of features to stack (default: mfcc for seed models, mel for the others)")
+    p.add_argument("--num-samples", type=int, default=6, help="trials to run (default 6)")
+    p.add_argument("--max-epochs", type=int, default=12, help="epochs per trial at most (default 12)")
+    p.add_argument("--grace-epochs", type=int, default=2, help="epochs before ASHA may stop a trial (default 2)")
+    p.add_argument("--patience", type=int, default=4, help="early stopping: epochs without val-loss improvement (default 4)")
+    p.add_argument("--scheduler", choices=("asha", "fifo"), default="asha")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="may be fractional; used only when the cluster has GPUs")
+    p.add_argument("--split", choices=("auto", "random", "gtzan-filtered"), default="auto", help="by-track split (auto: GTZAN lists when the corpus is GTZAN)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db in the working directory)")
+    p.add_argument("--experiment", default="genre", help="MLflow experiment name")
+    p.add_argument("--register-as", default="genre", help="registered model name (alias champion)")
+    p.add_argument("--storage", default="ray_results", help="where Ray Tune keeps trial state (local folder or s3://)")
+    p.add_argument("--name", default=None, help="search name (default: derived from the arguments, so a re-run resumes)")
+    p.add_argument("--fresh", action="store_true", help="forget a previous search with the same name and start again")
+    add_ray_flags(p)
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        from genre.runtime import init_ray
+        from genre.shards import read_segments
+        from genre.tuning import SearchSettings, check_tracking_uri, remove_search, run_search
+
+        shards = args.shards
+        if args.smoke_test and not shards:
+            raise ParameterError("--smoke-test needs SHARDS (run python -m jobs.extract --smoke-test first)")
+        if not shards:
+            raise ParameterError("SHARDS is required: the output folder of the extract job")
+        if "://" not in shards and not os.path.isdir(shards):
+            raise ParameterError(f"shards folder {shards!r} does not exist")
+        tracking_uri = args.tracking_uri or f"sqlite:///{os.path.abspath('mlflow.db')}"
+        check_tracking_uri(tracking_uri)
+        settings = SearchSettings(
+            shards=shards, models=_list(args.models) or (), features=_list(args.features),
+            num_samples=2 if args.smoke_test else args.num_samples, max_epochs=2 if args.smoke_test else args.max_epochs,
+            grace_epochs=args.grace_epochs, patience=args.patience, cpus_per_trial=args.cpus_per_trial,
+            gpus_per_trial=args.gpus_per_trial, scheduler=args.scheduler, split=args.split, seed=args.seed,
+            tracking_uri=tracking_uri, experiment=args.experiment, register_as=args.register_as,
+            storage=args.storage, name=args.name,
+        )
+        if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
+            raise ParameterError("--cpus-per-trial must be > 0 and --gpus-per-trial ≥ 0")
+        segments = read_segments(shards)
+        if args.fresh:
+            remove_search(settings)
+        init_ray(address=args.address, num_cpus=args.num_cpus)
+        outcome = run_search(segments, settings)
+        if outcome.already_done:
+            print(f"search {outcome.name} already finished (use --fresh to run it again)")
+        else:
+            print(_table(outcome))
+        best, test = outcome.best, outcome.test
+        print(
+            f"\ntune: {len(outcome.trials)} trials, {sum(t['epochs'] for t in outcome.trials)} trial-epochs in {outcome.wall_s:.0f} s"
+            f"{' (resumed)' if outcome.resumed else ''}\n"
+            f"  best: {best['kind']} on {best['features']} (lr {best['learning_rate']:.1e}, batch {best['batch_size']}, width {best['width']})\n"
+            f"  test ({test['n_tracks']} tracks): track accuracy {test['track_accuracy']:.3f}, segment accuracy {test['segment_accuracy']:.3f}, "
+            f"macro F1 {test['track_macro_f1']:.3f}\n"
+            f"  registered {outcome.registered} version {outcome.version} as {outcome.model_uri}\n"
+            f"  runs: mlflow ui --backend-store-uri {outcome.tracking_uri}   (parent run {outcome.parent_run_id})\n"
+            f"  trial state: {outcome.path}"
+        )
+        return 0
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
