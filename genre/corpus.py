@@ -30,6 +30,7 @@ __all__ = [
     "list_tracks",
     "split_tracks",
     "gtzan_filtered_split",
+    "gtzan_coverage",
     "is_gtzan",
 ]
 
@@ -191,6 +192,30 @@ def is_gtzan(track_ids: list[str] | np.ndarray) -> bool:
     return len(track_ids) > 0 and all(_gtzan_key(str(t)) is not None for t in track_ids)
 
 
+def _gtzan_lists() -> dict[str, str]:
+    """GTZAN name (``blues.00012``) → split of the shipped artist-filtered lists."""
+    names = {"train": "train_filtered.txt", "val": "valid_filtered.txt", "test": "test_filtered.txt"}
+    lookup: dict[str, str] = {}
+    package = resources.files("genre") / "data" / "gtzan_splits"
+    for split, filename in names.items():
+        for line in (package / filename).read_text().splitlines():
+            key = _gtzan_key(line.strip())
+            if key:
+                lookup[key] = split
+    return lookup
+
+
+def gtzan_coverage(track_ids: list[str] | np.ndarray) -> float:
+    """Share of the 930 tracks of the artist-filtered split present in ``track_ids``.
+
+    A full GTZAN gives 1.0; a handful of clips, or a corpus that only borrows
+    GTZAN-style names (the synthetic demo corpus does), gives a small share.
+    """
+    lookup = _gtzan_lists()
+    present = {_gtzan_key(str(t)) for t in track_ids} & set(lookup)
+    return len(present) / len(lookup)
+
+
 def gtzan_filtered_split(track_ids: list[str] | np.ndarray) -> dict[str, str]:
     """The published artist-filtered GTZAN split (Kereliuk, Sturm & Larsen 2015).
 
@@ -202,15 +227,13 @@ def gtzan_filtered_split(track_ids: list[str] | np.ndarray) -> dict[str, str]:
     -------
     dict
         ``track_id → "train" | "val" | "test"``.
+
+    Raises
+    ------
+    ParameterError
+        No track has a name the lists know.
     """
-    names = {"train": "train_filtered.txt", "val": "valid_filtered.txt", "test": "test_filtered.txt"}
-    lookup: dict[str, str] = {}
-    package = resources.files("genre") / "data" / "gtzan_splits"
-    for split, filename in names.items():
-        for line in (package / filename).read_text().splitlines():
-            key = _gtzan_key(line.strip())
-            if key:
-                lookup[key] = split
+    lookup = _gtzan_lists()
     assignment = {}
     for track_id in track_ids:
         key = _gtzan_key(str(track_id))

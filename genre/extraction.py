@@ -80,10 +80,23 @@ def extract_batch(batch: dict[str, np.ndarray], *, cfg: FeatureConfig, output: s
         if success:
             segs = next(good)[3]
             rows["segments"][i], rows["duration_s"][i], rows["shard"][i] = len(segs), segs.duration_s, shard
-    return {
+    out = {
         key: np.asarray(values, dtype=np.int64 if key == "segments" else np.float64 if key == "duration_s" else object)
         for key, values in rows.items()
     }
+    out["node_id"] = np.full(len(ok), _node_id(), dtype=object)
+    return out
+
+
+def _node_id() -> str:
+    """The Ray node running this batch ("" outside Ray): the summary says where work ran."""
+    import sys
+
+    if "ray" not in sys.modules:
+        return ""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 @dataclass
@@ -102,6 +115,7 @@ class ExtractSummary:
     errors_path: str = ""
     total_tracks: int = 0
     total_segments: int = 0
+    nodes: Counter = field(default_factory=Counter)
 
     @property
     def x_realtime(self) -> float:
@@ -118,6 +132,8 @@ class ExtractSummary:
         if skipped:
             reasons = ", ".join(f"{reason}: {n}" for reason, n in self.skipped.most_common())
             lines.append(f"  skipped by reason: {reasons} (details: {self.errors_path})")
+        if self.nodes:
+            lines.append(f"  ran on {len(self.nodes)} node(s): " + ", ".join(f"{n[:8]} {c} tracks" for n, c in self.nodes.most_common()))
         lines.append(
             f"  output: {self.output} now holds {self.total_tracks} tracks, {self.total_segments} segments"
         )
@@ -178,6 +194,7 @@ def run_extract(
         )
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for i in range(len(batch["track_id"])):
+                summary.nodes[str(batch["node_id"][i])] += 1
                 if batch["reason"][i]:
                     summary.skipped[batch["reason"][i]] += 1
                     errors.append({k: str(batch[k][i]) for k in ("path", "track_id", "reason", "message")})

@@ -187,6 +187,16 @@ def _regulariser(cfg: ModelConfig):
     return keras.regularizers.L2(cfg.l2) if cfg.l2 > 0 else None
 
 
+def _batch_norm():
+    import keras
+
+    # Keras' default momentum 0.99 needs hundreds of steps before the moving
+    # statistics match the data; a small corpus gives ~20 steps an epoch, and
+    # validation (which uses the moving statistics) would stay at chance for the
+    # first epochs, long enough for early stopping and ASHA to kill the trial.
+    return keras.layers.BatchNormalization(momentum=0.9)
+
+
 def _units(cfg: ModelConfig, factor: float) -> int:
     """``factor × width``, at least 4."""
     return max(4, int(round(cfg.width * factor)))
@@ -212,7 +222,7 @@ def _conv2d_block(
         kernel_regularizer=_regulariser(cfg),
     )(x)
     if cfg.batch_norm:
-        x = keras.layers.BatchNormalization()(x)
+        x = _batch_norm()(x)
     x = keras.layers.Activation("relu")(x)
     return keras.layers.MaxPooling2D(pool, strides=strides, padding="same")(x)
 
@@ -229,7 +239,7 @@ def _conv1d_block(x, cfg: ModelConfig, *, filters: int):
         kernel_regularizer=_regulariser(cfg),
     )(x)
     if cfg.batch_norm:
-        x = keras.layers.BatchNormalization()(x)
+        x = _batch_norm()(x)
     x = keras.layers.Activation("relu")(x)
     return keras.layers.MaxPooling1D(2, padding="same")(x)
 
@@ -242,7 +252,7 @@ def _dense_block(x, cfg: ModelConfig, *, units: int):
         units, use_bias=not cfg.batch_norm, kernel_regularizer=_regulariser(cfg)
     )(x)
     if cfg.batch_norm:
-        x = keras.layers.BatchNormalization()(x)
+        x = _batch_norm()(x)
     x = keras.layers.Activation("relu")(x)
     return keras.layers.Dropout(cfg.dropout)(x)
 

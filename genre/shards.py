@@ -299,12 +299,23 @@ def read_segments(root: str, *, features: Iterable[str] | None = None) -> Segmen
     ------
     ParameterError
         No shards under ``root``, or a feature that was not extracted.
+    ConfigMismatchError
+        A shard was extracted with other settings than the folder's manifest says
+        (for example shards of two extract runs copied into one folder).
     """
     cfg = read_config(root)
     filesystem, base = _filesystem(root)
     files = _shard_files(filesystem, base)
     if cfg is None or not files:
         raise ParameterError(f"no segment shards under {root!r}: run the extract job first")
+    for file in files:
+        metadata = pq.read_schema(file, filesystem=filesystem).metadata or {}
+        found = metadata.get(b"genre.feature_config_hash", b"(none)").decode()
+        if found != cfg.hash():
+            raise ConfigMismatchError(
+                f"shard {file.rsplit('/', 1)[-1]} under {root!r} has feature config {found}, "
+                f"the folder's is {cfg.hash()}: keep shards of one extract config per folder"
+            )
     names = tuple(features) if features is not None else cfg.features
     missing = [n for n in names if n not in cfg.features]
     if missing:

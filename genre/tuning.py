@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,7 @@ def _trainable(config: dict[str, Any], segments: SegmentSet, settings: SearchSet
     configure_tensorflow()
     _configure_threads(settings.cpus_per_trial)
     import keras
+    import ray
 
     keras.utils.set_random_seed(settings.seed + int(config.get("trial_seed", 0)))
     features = tuple(config["features"].split("+"))
@@ -162,9 +164,10 @@ def _trainable(config: dict[str, Any], segments: SegmentSet, settings: SearchSet
     if checkpoint is not None:  # resumed after an interruption
         with checkpoint.as_directory() as d:
             state = json.loads((Path(d) / _STATE).read_text())
-            network.load_weights(str(Path(d) / _LAST))
+            network.optimizer.build(network.trainable_variables)  # so Adam's moments load too
             best_weights_file = Path(d) / _BEST
             best_weights = _read_weights(network, best_weights_file) if best_weights_file.exists() else None
+            network.load_weights(str(Path(d) / _LAST))  # last: its optimizer state is the one to go on from
     else:
         best_weights = None
     for epoch in range(state["epoch"], settings.max_epochs):
@@ -190,6 +193,7 @@ def _trainable(config: dict[str, Any], segments: SegmentSet, settings: SearchSet
             stop = epoch - state["best_epoch"] >= settings.patience
             tune.report(
                 {**metrics, "epoch": epoch + 1, "best_val_accuracy": best_val, "best_val_track_accuracy": best_track,
+                 "node_id": ray.get_runtime_context().get_node_id(),
                  "done": stop or epoch + 1 == settings.max_epochs},
                 checkpoint=tune.Checkpoint.from_directory(d),
             )
@@ -199,7 +203,9 @@ def _trainable(config: dict[str, Any], segments: SegmentSet, settings: SearchSet
 
 def _read_weights(network, path: Path):
     current = network.get_weights()
-    network.load_weights(str(path))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        network.load_weights(str(path))
     best = network.get_weights()
     network.set_weights(current)
     return best
@@ -232,6 +238,7 @@ class MlflowTrialLogger(Callback):
     def __init__(self, client, experiment_id: str, parent_run_id: str):
         self.client, self.experiment_id, self.parent = client, experiment_id, parent_run_id
         self.runs: dict[str, str] = {}
+        self._node_logged: set[str] = set()
 
     def run_for(self, trial_id: str, config: dict[str, Any] | None = None) -> str | None:
         """The trial's run id; created (with its params) when ``config`` is given."""
@@ -250,8 +257,9 @@ class MlflowTrialLogger(Callback):
                 tags={"mlflow.parentRunId": self.parent, "genre.trial_id": trial_id, "genre.kind": config["kind"]},
             )
             self.runs[trial_id] = run.info.run_id
-            for key, value in config.items():
-                self.client.log_param(run.info.run_id, key, value)
+            from mlflow.entities import Param
+
+            self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in config.items()])
         return self.runs.get(trial_id)
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -265,6 +273,9 @@ class MlflowTrialLogger(Callback):
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(result[k]), now, step) for k in _EPOCH_METRICS if k in result]
         self.client.log_batch(run_id, metrics=metrics)
+        if "node_id" in result and trial.trial_id not in self._node_logged:
+            self.client.set_tag(run_id, "genre.node_id", result["node_id"])
+            self._node_logged.add(trial.trial_id)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.client.set_terminated(self.run_for(trial.trial_id, trial.config), "FINISHED")
@@ -388,7 +399,8 @@ def run_search(segments: SegmentSet, settings: SearchSettings, *, progress: bool
             continue
         state, directory = _load_state(result.checkpoint)
         row = {
-            "trial": Path(result.path).name.split("_")[1] if "_" in Path(result.path).name else Path(result.path).name,
+            "trial": str(result.metrics.get("trial_id", Path(result.path).name)),
+            "node_id": str(result.metrics.get("node_id", "")),
             "kind": result.config["kind"],
             "features": result.config["features"],
             "learning_rate": round(float(result.config["learning_rate"]), 6),
@@ -418,7 +430,9 @@ def run_search(segments: SegmentSet, settings: SearchSettings, *, progress: bool
 
     data = prepare(segments, features=tuple(best_row["features"].split("+")), split=settings.split, seed=settings.seed)
     network = build_network(model_config_from_trial(best_row["config"]), data)
-    network.load_weights(str(best_dir / _BEST))
+    with warnings.catch_warnings():  # the checkpoint's optimizer state is not needed here
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        network.load_weights(str(best_dir / _BEST))
     test = evaluate(network, data, split="test")
     val = evaluate(network, data, split="val")
     outcome = _log_champion(
@@ -467,6 +481,14 @@ def _log_champion(client, settings, parent_run_id, network, data, segments, best
             network, name="model", signature=signature, metadata={MODEL_METADATA_KEY: metadata},
             pip_requirements=[f"keras=={keras.__version__}", f"tensorflow-cpu=={tf.__version__}"],
         )
+        # The model carries what it needs to be fed correctly, as files beside MLmodel.
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "feature_config.json").write_text(json.dumps(metadata["feature_config"], indent=1))
+            (Path(d) / "labels.json").write_text(json.dumps(data.labels))
+            (Path(d) / "genre.json").write_text(json.dumps(metadata, indent=1, default=str))
+            splits = {str(t): name for name, ids in data.track.items() for t in np.unique(ids)}
+            (Path(d) / "splits.json").write_text(json.dumps(dict(sorted(splits.items())), indent=0))
+            client.log_model_artifacts(info.model_id, d, artifact_path="genre")
         best_by_kind: dict[str, dict] = {}
         for row in trials:
             if row["kind"] not in best_by_kind or row["val_track_accuracy"] > best_by_kind[row["kind"]]["val_track_accuracy"]:

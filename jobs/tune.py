@@ -21,14 +21,20 @@ def _list(text: str | None) -> tuple[str, ...] | None:
 
 
 def _table(outcome) -> str:
-    head = f"{'trial':<8} {'model':<16} {'features':<12} {'lr':>8} {'batch':>5} {'width':>5} {'drop':>5} {'epochs':>6} {'val seg':>7} {'val track':>9}"
+    head = f"{'trial':<12} {'model':<16} {'features':<12} {'lr':>8} {'batch':>5} {'width':>5} {'drop':>5} {'epochs':>6} {'val seg':>7} {'val track':>9}"
     rows = [head, "-" * len(head)]
     for t in sorted(outcome.trials, key=lambda r: -r["val_track_accuracy"]):
         rows.append(
-            f"{t['trial']:<8} {t['kind']:<16} {t['features']:<12} {t['learning_rate']:>8.1e} {t['batch_size']:>5} {t['width']:>5} "
+            f"{t['trial']:<12} {t['kind']:<16} {t['features']:<12} {t['learning_rate']:>8.1e} {t['batch_size']:>5} {t['width']:>5} "
             f"{t['dropout']:>5.2f} {t['epochs']:>6} {t['val_accuracy']:>7.3f} {t['val_track_accuracy']:>9.3f}"
         )
     return "\n".join(rows)
+
+
+def _where(tracking_uri: str) -> str:
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri} in a browser"
+    return f"mlflow ui --backend-store-uri {tracking_uri}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  test ({test['n_tracks']} tracks): track accuracy {test['track_accuracy']:.3f}, segment accuracy {test['segment_accuracy']:.3f}, "
             f"macro F1 {test['track_macro_f1']:.3f}\n"
             f"  registered {outcome.registered} version {outcome.version} as {outcome.model_uri}\n"
-            f"  runs: mlflow ui --backend-store-uri {outcome.tracking_uri}   (parent run {outcome.parent_run_id})\n"
+            f"  runs: {_where(outcome.tracking_uri)}   (parent run {outcome.parent_run_id})\n"
             f"  trial state: {outcome.path}"
         )
         return 0

@@ -1,0 +1,170 @@
+"""The tune job end to end, through its command line, against a real MLflow tracking server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, free_port, run_job
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def client(tuned):
+    import mlflow
+
+    mlflow.set_tracking_uri(tuned.uri)  # get_model_info and download_artifacts read the global URI
+    return mlflow.MlflowClient(tuned.uri)
+
+
+@pytest.fixture(scope="module")
+def runs(tuned, client):
+    experiment = client.get_experiment_by_name("tests")
+    all_runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in all_runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in all_runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def test_search_is_one_parent_run_with_one_child_run_per_trial(runs):
+    parents, children = runs
+    assert len(parents) == 1
+    assert len(children) == 3
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert all(r.info.status == "FINISHED" for r in [*parents, *children])
+
+
+def test_each_trial_run_has_params_metrics_per_epoch_and_artifacts(runs, client):
+    _, children = runs
+    for run in children:
+        assert {"kind", "learning_rate", "batch_size", "width", "dropout", "features"} <= set(run.data.params)
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        epochs = int(max(m.step for m in history))
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, epochs + 1))
+        for key in ("loss", "accuracy", "val_loss", "val_track_accuracy", "train_segments_per_s"):
+            assert len(client.get_metric_history(run.info.run_id, key)) == epochs, key
+        names = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"curves.png", "confusion_val.png", "classification_report.json"} <= names, names
+        assert run.data.tags.get("genre.node_id")
+
+
+def test_trial_classification_report_is_json_with_per_genre_scores(runs, client, tmp_path):
+    import mlflow
+
+    _, children = runs
+    path = mlflow.artifacts.download_artifacts(
+        run_id=children[0].info.run_id, artifact_path="classification_report.json", dst_path=str(tmp_path),
+        tracking_uri=client.tracking_uri,
+    )
+    report = json.loads(Path(path).read_text())
+    assert len(report["labels"]) == 10 and set(report["per_genre"]) == set(report["labels"])
+    assert len(report["confusion"]) == 10 and 0.0 <= report["track_accuracy"] <= 1.0
+
+
+def test_champion_is_a_keras_model_with_its_feature_config_and_labels(tuned, client, tmp_path):
+    import mlflow
+
+    version = client.get_model_version_by_alias(tuned.name, "champion")
+    uri = f"models:/{tuned.name}@champion"
+    info = mlflow.models.get_model_info(uri)
+    assert "keras" in info.flavors
+    assert info.signature is not None
+    meta = info.metadata["genre"]
+    assert meta["features"] == ["mfcc"] and len(meta["labels"]) == 10
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path), tracking_uri=tuned.uri))
+    config = json.loads((local / "genre" / "feature_config.json").read_text())
+    assert config["n_mfcc"] == 13 and config["features"] == ["mfcc"]
+    assert json.loads((local / "genre" / "labels.json").read_text()) == meta["labels"]
+    splits = json.loads((local / "genre" / "splits.json").read_text())
+    assert set(splits.values()) == {"train", "val", "test"} and len(splits) == 40
+    assert float(version.tags["test_track_accuracy"]) == pytest.approx(meta["test_track_accuracy"], abs=1e-4)
+
+
+def test_summary_lists_trials_and_says_where_to_look(tuned):
+    out = tuned.result.stdout
+    assert "tune: 3 trials" in out
+    assert "test (10 tracks): track accuracy" in out
+    assert f"open {tuned.uri}" in out
+    assert f"models:/{tuned.name}@champion" in out
+    table = [line for line in out.splitlines() if line[:1].isalnum() and line.split()[1:2] and line.split()[1] in ("cnn", "mlp")]
+    assert len(table) == 3
+
+
+def test_same_command_again_reports_the_finished_search(tuned):
+    again = run_job("jobs.tune", *tuned.args, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "already finished" in again.stdout
+
+
+def test_killed_search_resumes_where_it_stopped(small_shards, mlflow_server, tmp_path):
+    storage = tmp_path / "ray-results"
+    args = [
+        "-m", "jobs.tune", str(small_shards), "--models", "mlp", "--num-samples", "2", "--max-epochs", "8",
+        "--scheduler", "fifo", "--patience", "100", "--tracking-uri", mlflow_server, "--experiment", "resume",
+        "--register-as", "genre-resume", "--storage", str(storage), "--num-cpus", "2", "--name", "resume",
+    ]
+    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(storage.glob("resume/*/checkpoint_00000[2-9]")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    subprocess.run(["pkill", "-9", "-f", f"{storage}"], check=False)
+    assert list(storage.glob("resume/*/checkpoint_*")), "the search must be interrupted part-way"
+    result = run_job(*args[1:2], *args[2:], timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "(resumed)" in result.stdout
+    assert "tune: 2 trials, 16 trial-epochs" in result.stdout
+
+
+def _one_error_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "WARNING" not in line]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_unreachable_tracking_server_is_one_line(small_shards, tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = run_job("jobs.tune", str(small_shards), "--tracking-uri", dead, "--storage", str(tmp_path), timeout=120)
+    assert "unreachable" in _one_error_line(result)
+
+
+def test_empty_shards_folder_is_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_job("jobs.tune", str(tmp_path / "empty"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db", timeout=120)
+    assert "run the extract job first" in _one_error_line(result)
+
+
+def test_shards_of_another_feature_config_are_one_line(small_corpus, small_shards, tmp_path):
+    import shutil
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(small_shards, mixed)
+    other = tmp_path / "other"
+    extract = run_job("jobs.extract", str(small_corpus / "blues"), str(other), "--features", "chroma", "--num-cpus", "1")
+    assert extract.returncode == 0, extract.stderr
+    shutil.copy(sorted(other.glob("part-*.parquet"))[0], mixed / "part-0000000000000000.parquet")
+    result = run_job("jobs.tune", str(mixed), "--tracking-uri", f"sqlite:///{tmp_path}/m.db", timeout=120)
+    assert "feature config" in _one_error_line(result)
+
+
+def test_features_missing_from_the_shards_are_one_line(small_shards, tmp_path):
+    result = run_job("jobs.tune", str(small_shards), "--features", "chroma", "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
+                     timeout=120)
+    assert "chroma" in _one_error_line(result)
+
+
+def test_unknown_model_kind_is_one_line(small_shards, tmp_path):
+    result = run_job("jobs.tune", str(small_shards), "--models", "resnet9000", "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
+                     timeout=120)
+    assert "resnet9000" in _one_error_line(result)
