@@ -17,11 +17,13 @@ those windows are decoded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Union
+from typing import IO
 
 import numpy as np
 import soundfile as sf
@@ -50,7 +52,7 @@ AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS + FALLBACK_EXTENSIONS
 #: Peak amplitude under which a whole track counts as silent.
 SILENCE_PEAK = 1e-4
 
-Source = Union[str, os.PathLike, IO[bytes]]
+Source = str | os.PathLike | IO[bytes]
 
 # libsndfile's parser log says "data : 176400 (should be 88178)" when the header
 # promises more bytes than the file holds: the signature of a truncated file.
@@ -124,6 +126,24 @@ def _classify(exc: Exception, name: str) -> AudioFileError:
     return AudioFileError("corrupt", f"{name}: cannot decode ({text.strip()})")
 
 
+@contextlib.contextmanager
+def _quiet_decoder(ext: str):
+    """Silence libmpg123, which prints "Note: Illegal Audio-MPEG-Header…" to the C-level
+    stderr for every damaged MP3; the error we raise says it once, in one line."""
+    if ext != ".mp3":
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _to_mono(block: np.ndarray) -> np.ndarray:
     return block.mean(axis=1, dtype=np.float32) if block.ndim == 2 and block.shape[1] > 1 else block.reshape(-1)
 
@@ -194,7 +214,7 @@ def _decode(
         _check_silence(y, name)
         return (y, duration_s, None) if windows is None else (_cut_windows(y, sample_rate, windows), duration_s, windows[0])
     try:
-        with sf.SoundFile(_open(source)) as f:
+        with _quiet_decoder(ext), sf.SoundFile(_open(source)) as f:
             native_rate, declared = f.samplerate, f.frames
             _check_header(f.extra_info, name)
             if windows is None:
@@ -323,7 +343,8 @@ def load_segments(
     if max_segments is not None and isinstance(source, (str, os.PathLike)) and "://" not in str(source):
         # Long tracks: decode only the windows we keep (a 2-hour mix stays cheap).
         try:
-            info = sf.info(str(source))
+            with _quiet_decoder(os.path.splitext(str(source))[1].lower()):
+                info = sf.info(str(source))
             duration = info.frames / info.samplerate
         except Exception:  # unknown to libsndfile: decode the whole file below
             duration = 0.0

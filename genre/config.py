@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from genre.errors import ParameterError
 
@@ -95,7 +96,7 @@ class FeatureConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "FeatureConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         extra = sorted(set(d) - known)
         if extra:
@@ -109,12 +110,12 @@ class FeatureConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "FeatureConfig":
+    def from_json(cls, text: str) -> FeatureConfig:
         return cls.from_dict(json.loads(text))
 
     def hash(self) -> str:
         """Short, stable hash of the settings (12 hex digits)."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
 
-    def with_features(self, features: tuple[str, ...] | list[str]) -> "FeatureConfig":
+    def with_features(self, features: tuple[str, ...] | list[str]) -> FeatureConfig:
         return dataclasses.replace(self, features=tuple(features))

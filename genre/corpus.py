@@ -158,8 +158,10 @@ def split_tracks(
     """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
         raise ParameterError(f"fractions={tuple(fractions)} must be three non-negative numbers summing to 1")
+    if len(track_ids) != len(genres):
+        raise ParameterError(f"{len(track_ids)} track ids but {len(genres)} genres: one genre per track")
     by_genre: dict[str, set[str]] = defaultdict(set)
-    for track_id, genre in zip(track_ids, genres):
+    for track_id, genre in zip(track_ids, genres, strict=True):
         if genre is None:
             raise ParameterError(f"track {track_id!r} has no genre: splits need labelled tracks")
         by_genre[str(genre)].add(str(track_id))

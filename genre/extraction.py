@@ -48,7 +48,7 @@ def extract_batch(batch: dict[str, np.ndarray], *, cfg: FeatureConfig, output: s
     """
     rows = {key: [] for key in _RESULT_KEYS}
     parts, ok = [], []
-    for path, track_id, genre in zip(batch["path"], batch["track_id"], batch["genre"]):
+    for path, track_id, genre in zip(batch["path"], batch["track_id"], batch["genre"], strict=True):
         reason = message = ""
         try:
             segs = load_segments(str(path), sample_rate=cfg.sample_rate, segment_seconds=cfg.segment_seconds)
@@ -58,7 +58,7 @@ def extract_batch(batch: dict[str, np.ndarray], *, cfg: FeatureConfig, output: s
         except Exception as exc:  # a decoder bug must not sink the other files of the job
             reason, message = "internal", f"{path}: {type(exc).__name__}: {exc}"
         ok.append(not reason)
-        for key, value in zip(_RESULT_KEYS, (str(track_id), str(path), 0, 0.0, "", reason, message)):
+        for key, value in zip(_RESULT_KEYS, (str(track_id), str(path), 0, 0.0, "", reason, message), strict=True):
             rows[key].append(value)
     shard = ""
     if parts:
@@ -67,7 +67,7 @@ def extract_batch(batch: dict[str, np.ndarray], *, cfg: FeatureConfig, output: s
         table = segments_table(
             track_id=np.repeat([p[0] for p in parts], counts),
             path=np.repeat([p[1] for p in parts], counts),
-            genre=[p[2] for p, c in zip(parts, counts) for _ in range(c)],
+            genre=[p[2] for p, c in zip(parts, counts, strict=True) for _ in range(c)],
             segment=np.concatenate([np.arange(c) for c in counts]),
             start_s=np.concatenate([p[3].start_s for p in parts]),
             duration_s=np.repeat([p[3].duration_s for p in parts], counts),

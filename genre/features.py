@@ -23,8 +23,8 @@ import functools
 
 import numpy as np
 import scipy.fft
-import scipy.sparse
 import scipy.signal
+import scipy.sparse
 
 from genre.config import FeatureConfig
 from genre.errors import ParameterError

@@ -135,9 +135,13 @@ def resolve_model(uri: str, *, tracking_uri: str) -> LabelModel:
 
 
 def _load_keras(model_bytes: bytes):
+    import warnings
+
     import keras
 
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        # compile=False: no optimizer to restore, and Keras says so at length.
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         path = Path(d) / "model.keras"
         path.write_bytes(model_bytes)
         return keras.saving.load_model(str(path), compile=False)
@@ -164,8 +168,8 @@ def list_inputs(source: str) -> tuple[list[dict[str, str]], str]:
         raise ParameterError(f"input {source!r} does not exist")
     ext = os.path.splitext(source)[1].lower()
     if ext in (".txt", ".lst", ".m3u"):
-        lines = [l.strip() for l in Path(source).read_text().splitlines()]
-        paths = [l for l in lines if l and not l.startswith("#")]
+        lines = [line.strip() for line in Path(source).read_text().splitlines()]
+        paths = [line for line in lines if line and not line.startswith("#")]
     elif ext == ".csv":
         import pandas as pd
 
@@ -194,7 +198,7 @@ def featurize_batch(
     """
     rows: dict[str, list] = {k: [] for k in ("path", "track_id", "n_segments", "duration_s", "reason", "error", "x")}
     segs, owners = [], []
-    for i, (path, track_id) in enumerate(zip(batch["path"], batch["track_id"])):
+    for i, (path, track_id) in enumerate(zip(batch["path"], batch["track_id"], strict=True)):
         reason = error = ""
         n, duration = 0, 0.0
         try:
@@ -206,7 +210,7 @@ def featurize_batch(
             reason, error = exc.reason, str(exc)
         except Exception as exc:  # one odd file must not abort the whole collection
             reason, error = "internal", f"{path}: {type(exc).__name__}: {exc}"
-        for key, value in zip(rows, (str(path), str(track_id), n, duration, reason, error, None)):
+        for key, value in zip(rows, (str(path), str(track_id), n, duration, reason, error, None), strict=True):
             rows[key].append(value)
     empty = np.zeros((0, cfg.frames, sum(cfg.bins(f) for f in features)), np.float32)
     rows["x"] = [empty] * len(rows["path"])
@@ -227,11 +231,16 @@ def featurize_batch(
 class Predictor:
     """Ray Data actor: loads the model once, predicts segments, aggregates per track."""
 
-    def __init__(self, *, model_bytes: bytes, labels: tuple[str, ...], aggregate: str, top_k: int, batch_size: int):
+    def __init__(self, *, model_bytes: bytes | tuple, labels: tuple[str, ...], aggregate: str, top_k: int, batch_size: int):
         from genre.models import configure_tensorflow
 
+        if isinstance(model_bytes, tuple):  # (ObjectRef,): the driver put the bytes in the object store once
+            import ray
+
+            model_bytes = ray.get(model_bytes[0])
         configure_tensorflow()
         self.model = _load_keras(model_bytes)
+        self.node_id = _node_id()
         self.labels, self.aggregate, self.top_k, self.batch_size = list(labels), aggregate, top_k, batch_size
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -248,7 +257,19 @@ class Predictor:
             owner = np.repeat(np.arange(len(ok)), [len(xs[i]) for i in ok])
             order, track_probs = segment_to_track(owner, seg_probs, aggregate=self.aggregate)
             probs[np.asarray(ok)[order]] = track_probs
-        return _result_columns(batch, probs, self.labels, self.top_k)
+        out = _result_columns(batch, probs, self.labels, self.top_k)
+        out["node_id"] = np.full(n, self.node_id, dtype=object)
+        return out
+
+
+def _node_id() -> str:
+    import sys
+
+    if "ray" not in sys.modules:
+        return ""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 def _result_columns(batch: dict[str, np.ndarray], probs: np.ndarray, labels: list[str], top_k: int) -> dict[str, np.ndarray]:
@@ -306,7 +327,7 @@ def _to_table(rows: list[dict[str, Any]], labels: list[str], model: str, aggrega
         cols["track_id"].append(r["track_id"])
         cols["genre"].append(None if bad else r["genre"])
         cols["confidence"].append(None if bad else float(r["confidence"]))
-        cols["top_k"].append(None if bad else [{"genre": g, "probability": float(p)} for g, p in zip(r["top_genres"], r["top_probs"])])
+        cols["top_k"].append(None if bad else [{"genre": g, "probability": float(p)} for g, p in zip(r["top_genres"], r["top_probs"], strict=True)])
         for label in labels:
             cols[f"p_{label}"].append(None if bad else float(r[f"p_{label}"]))
         cols["n_segments"].append(int(r["n_segments"]))
@@ -365,19 +386,19 @@ class _ResultStore:
         return dropped
 
     def supersede(self, model: str) -> int:
-        """Move parts of other models aside (``superseded/``), keeping them."""
+        """Move parts of other models aside (``_superseded/``), keeping them."""
         moved = 0
         for part in self.parts():
             models = set(pq.read_table(part, columns=["model"]).column("model").to_pylist())
             if models != {model}:
-                target = self.root / "superseded"
+                target = self.root / "_superseded"
                 target.mkdir(exist_ok=True)
                 shutil.move(str(part), target / part.name)
                 moved += 1
         return moved
 
 
-def read_results(root: str) -> "pd.DataFrame":  # noqa: F821
+def read_results(root: str) -> pd.DataFrame:  # noqa: F821
     """The results table under ``root`` as a pandas DataFrame (no Ray needed)."""
     parts = sorted(Path(root).glob(f"{_PART}*.parquet"))
     if not parts:
@@ -400,6 +421,7 @@ class LabelSummary:
     superseded: int = 0
     retried: int = 0
     csv: str = ""
+    nodes: Counter = field(default_factory=Counter)
 
     def format(self) -> str:
         done = self.labelled + sum(self.failed.values())
@@ -409,7 +431,7 @@ class LabelSummary:
             f"{self.labelled} labelled, {sum(self.failed.values())} failed; {self.already_done} of {self.found} already done",
         ]
         if self.superseded or self.retried:
-            lines.append(f"  moved {self.superseded} parts of other models to superseded/; {self.retried} failed rows retried")
+            lines.append(f"  moved {self.superseded} parts of other models to _superseded/; {self.retried} failed rows retried")
         if self.failed:
             lines.append("  failed by reason: " + ", ".join(f"{r}: {n}" for r, n in self.failed.most_common()))
         if self.genres:
@@ -417,6 +439,8 @@ class LabelSummary:
         if self.least_confident:
             lines.append("  least confident:")
             lines += [f"    {c:.2f}  {g:<10} {p}" for p, g, c in self.least_confident]
+        if self.nodes:
+            lines.append(f"  predicted on {len(self.nodes)} node(s): " + ", ".join(f"{n[:8]} {c} files" for n, c in self.nodes.most_common()))
         lines.append(f"  results: {self.output}" + (f" (CSV: {self.csv})" if self.csv else ""))
         return "\n".join(lines)
 
@@ -439,6 +463,7 @@ def run_label(
     address: str | None = None,
     num_cpus: int | None = None,
     flush_rows: int = 512,
+    flush_s: float = 5.0,
 ) -> LabelSummary:
     """Label every file of ``source`` that ``output`` does not hold yet."""
     import ray
@@ -484,18 +509,21 @@ def run_label(
                 fn_kwargs={"cfg": model.feature_config, "features": model.features, "max_segments": max_segments},
             )
             .map_batches(
-                Predictor, batch_size=per_task, batch_format="numpy", concurrency=n_actors,
+                Predictor, batch_size=per_task, batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=n_actors),
                 num_gpus=gpus, num_cpus=0 if gpus else 0.5,
-                fn_constructor_kwargs={"model_bytes": model.keras_bytes, "labels": model.labels, "aggregate": aggregate,
-                                       "top_k": min(top_k, len(labels)), "batch_size": batch_size},
+                fn_constructor_kwargs={"model_bytes": (ray.put(model.keras_bytes),), "labels": model.labels,
+                                       "aggregate": aggregate, "top_k": min(top_k, len(labels)), "batch_size": batch_size},
             )
         )
         buffer: list[dict[str, Any]] = []
         scored: list[tuple[str, str, float]] = []
+        last_flush = time.monotonic()
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for i in range(len(batch["path"])):
                 row = {k: v[i] for k, v in batch.items()}
                 buffer.append(row)
+                summary.nodes[str(row["node_id"])] += 1
                 if row["reason"]:
                     summary.failed[row["reason"]] += 1
                 else:
@@ -503,14 +531,15 @@ def run_label(
                     summary.segments += int(row["n_segments"])
                     summary.genres[row["genre"]] += 1
                     scored.append((row["path"], row["genre"], float(row["confidence"])))
-            if len(buffer) >= flush_rows:
+            # Flush by size and by time: a killed run loses at most a few seconds of work.
+            if len(buffer) >= flush_rows or (buffer and time.monotonic() - last_flush > flush_s):
                 store.write(_to_table(buffer, labels, model.name, aggregate))
-                buffer = []
+                buffer, last_flush = [], time.monotonic()
         if buffer:
             store.write(_to_table(buffer, labels, model.name, aggregate))
         summary.least_confident = sorted(scored, key=lambda r: r[2])[:10]
     if csv and store.parts():
-        summary.csv = str(Path(output) / "results.csv")
+        summary.csv = str(Path(output) / "_results.csv")
         frame = read_results(output)
         frame["top_k"] = frame["top_k"].map(lambda v: json.dumps([{k: (round(float(x), 4) if k == "probability" else x) for k, x in d.items()} for d in v]) if v is not None else "")
         frame.to_csv(summary.csv, index=False)

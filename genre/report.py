@@ -166,7 +166,7 @@ def plot_confusion(confusion: np.ndarray, labels: list[str], *, title: str = "",
 def plot_history(history: dict[str, list[float]], *, title: str = "", path: str | Path | None = None):
     """Accuracy and loss per epoch, train and validation, in two panels."""
     fig, axes = _figure(1, 2, figsize=(9, 3.4))
-    for ax, metric in zip(axes, ("accuracy", "loss")):
+    for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
         for key, style in ((metric, "-"), (f"val_{metric}", "--"), (f"val_track_{metric}", ":")):
             if history.get(key):
                 ax.plot(range(1, len(history[key]) + 1), history[key], style, label=key)

@@ -4,8 +4,8 @@ Layout of an output folder::
 
     OUTPUT/
       part-<16 hex>.parquet   one per batch of tracks, one row per segment
-      manifest.json           feature config, its hash, the shard list and counts
-      errors.parquet          files the latest run could not extract, with reasons
+      _manifest.json          feature config, its hash, the shard list and counts
+      _errors.parquet         files the latest run could not extract, with reasons
 
 Each shard has the columns ``track_id``, ``path``, ``genre`` (null when
 unlabelled), ``segment``, ``start_s``, ``duration_s`` and one column per feature:
@@ -27,8 +27,9 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -51,8 +52,8 @@ __all__ = [
     "feature_array",
 ]
 
-MANIFEST = "manifest.json"
-ERRORS = "errors.parquet"
+MANIFEST = "_manifest.json"
+ERRORS = "_errors.parquet"
 _PREFIX = "part-"
 _TMP = ".tmp-"
 _FORMAT = "genre.segments/1"
@@ -220,7 +221,7 @@ class ShardStore:
         return set(table.column("track_id").unique().to_pylist())
 
     def write_manifest(self) -> dict[str, Any]:
-        """Rebuild ``manifest.json`` from the shards present; return it."""
+        """Rebuild ``_manifest.json`` from the shards present; return it."""
         shards = []
         for path in self.shard_files():
             ids = pq.read_table(path, columns=["track_id"], filesystem=self._fs).column("track_id")
@@ -239,7 +240,7 @@ class ShardStore:
         return manifest
 
     def write_errors(self, rows: list[dict[str, str]]) -> str:
-        """Replace ``errors.parquet`` with this run's failures (``path, track_id, reason, message``)."""
+        """Replace ``_errors.parquet`` with this run's failures (``path, track_id, reason, message``)."""
         table = pa.table(
             {key: pa.array([r[key] for r in rows], pa.string()) for key in ("path", "track_id", "reason", "message")}
         )

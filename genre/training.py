@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -192,7 +193,7 @@ def train_epoch(network, data: PreparedData, *, batch_size: int, epoch: int, see
 
 
 def _track_labels(segment_tracks: np.ndarray, segment_y: np.ndarray, tracks: np.ndarray) -> np.ndarray:
-    lookup = dict(zip(segment_tracks, segment_y))
+    lookup = dict(zip(segment_tracks, segment_y, strict=True))
     return np.array([lookup[t] for t in tracks], dtype=np.int32)
 
 

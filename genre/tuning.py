@@ -147,7 +147,13 @@ def _trainable(config: dict[str, Any], segments: SegmentSet, settings: SearchSet
     from ray import tune
 
     from genre.models import configure_tensorflow
-    from genre.training import build_network, evaluate, model_config_from_trial, prepare, train_epoch
+    from genre.training import (
+        build_network,
+        evaluate,
+        model_config_from_trial,
+        prepare,
+        train_epoch,
+    )
 
     configure_tensorflow()
     _configure_threads(settings.cpus_per_trial)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from genre.errors import GenreError
 
-__all__ = ["run_main", "add_ray_flags"]
+__all__ = ["run_main", "add_ray_flags", "tracking_uri"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,6 +25,11 @@ def add_ray_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local runtime)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray runtime (default: all)")
     p.add_argument("--smoke-test", action="store_true", help="tiny run that checks the wiring in seconds")
+
+
+def tracking_uri(flag: str | None) -> str:
+    """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else ``mlflow.db`` in the working directory."""
+    return flag or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath('mlflow.db')}"
 
 
 def run_main(body: Callable[[], int]) -> int:

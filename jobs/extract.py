@@ -27,7 +27,7 @@ def _features(text: str) -> tuple[str, ...]:
 def main(argv: list[str] | None = None) -> int:
     p = parser("jobs.extract", __doc__.splitlines()[0])
     p.add_argument("input", nargs="?", help="folder of audio files (local or s3://, gs://); labels from <root>/<genre>/<file>")
-    p.add_argument("output", nargs="?", help="folder for the shards, manifest.json and errors.parquet")
+    p.add_argument("output", nargs="?", help="folder for the shards, _manifest.json and _errors.parquet")
     p.add_argument("--features", default=",".join(FEATURES), help="comma list of mfcc,chroma,mel (default: all)")
     p.add_argument("--tracks-per-shard", type=int, default=None, help="tracks per shard/batch (default: auto, ≤ 32)")
     add_ray_flags(p)

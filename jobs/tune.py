@@ -14,6 +14,7 @@ import sys
 
 from genre.errors import ParameterError
 from jobs._cli import add_ray_flags, parser, run_main
+from jobs._cli import tracking_uri as cli_tracking_uri
 
 
 def _list(text: str | None) -> tuple[str, ...] | None:
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="may be fractional; used only when the cluster has GPUs")
     p.add_argument("--split", choices=("auto", "random", "gtzan-filtered"), default="auto", help="by-track split (auto: GTZAN lists when the corpus is GTZAN)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db in the working directory)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory)")
     p.add_argument("--experiment", default="genre", help="MLflow experiment name")
     p.add_argument("--register-as", default="genre", help="registered model name (alias champion)")
     p.add_argument("--storage", default="ray_results", help="where Ray Tune keeps trial state (local folder or s3://)")
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ParameterError("SHARDS is required: the output folder of the extract job")
         if "://" not in shards and not os.path.isdir(shards):
             raise ParameterError(f"shards folder {shards!r} does not exist")
-        tracking_uri = args.tracking_uri or f"sqlite:///{os.path.abspath('mlflow.db')}"
+        tracking_uri = cli_tracking_uri(args.tracking_uri)
         check_tracking_uri(tracking_uri)
         settings = SearchSettings(
             shards=shards, models=_list(args.models) or (), features=_list(args.features),

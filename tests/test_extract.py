@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -60,11 +59,11 @@ def test_job_extracts_every_good_file_and_reports_each_bad_one(corpus, extracted
     assert rows.groupby("track_id").size().to_dict() == expected_segments
     assert not rows.duplicated(["track_id", "segment"]).any()
     assert rows.set_index("track_id")["genre"].dropna().to_dict() == {k: k.split("/")[0] for k in expected_segments if not k.startswith("unl")}
-    errors = pq.read_table(out / "errors.parquet").to_pandas()
+    errors = pq.read_table(out / "_errors.parquet").to_pandas()
     assert sorted(errors.track_id) == sorted(f"broken/{n}" for n in bad)
     for name, reasons in bad.items():
         assert errors.set_index("track_id").loc[f"broken/{name}", "reason"] in reasons
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["tracks"] == 7 and manifest["segments"] == sum(expected_segments.values())
     assert "7 tracks → 16 segments" in result.stdout and f"{len(bad)} skipped" in result.stdout
     assert "realtime" in result.stdout and "h of audio" in result.stdout
@@ -79,7 +78,7 @@ def test_rerun_is_idempotent(corpus, extracted):
     assert again.returncode == 0, again.stderr
     assert "0 tracks → 0 segments" in again.stdout and "7 already extracted" in again.stdout
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")} == before
-    assert len(pq.read_table(out / "errors.parquet")) == len(bad)
+    assert len(pq.read_table(out / "_errors.parquet")) == len(bad)
 
 
 def test_changed_feature_config_is_refused(corpus, extracted):

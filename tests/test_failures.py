@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from genre.audio import load_segments
+from genre.config import FeatureConfig
 from genre.errors import AudioFileError
 from genre.extraction import extract_batch
-from genre.config import FeatureConfig
 from tests.conftest import run_job, tone, write_audio
 
 
@@ -89,5 +89,5 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, args, needle):
     (tmp_path / "afile").write_text("x")
     result = run_job("jobs.extract", *[a.format(tmp=tmp_path) for a in args], timeout=120)
     assert result.returncode == 2
-    lines = [l for l in result.stderr.splitlines() if l.strip() and "WARNING" not in l]
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "WARNING" not in line]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr, result.stderr

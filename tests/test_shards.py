@@ -85,12 +85,12 @@ table = pq.read_table(files)
 meta = table.schema.metadata
 frames, bins = json.loads(meta[b"genre.shape.mel"])
 mel = np.stack(table.column("mel").to_pylist()).reshape(len(table), frames, bins)
-df = pd.read_parquet(files[0])
+df = pd.read_parquet(root)  # the whole folder is one dataset: manifest and errors start with "_"
 con = duckdb.connect()
 n = con.execute(f"select count(*), count(distinct track_id) from read_parquet('{root}/part-*.parquet')").fetchone()
 first = con.execute(f"select len(mfcc) from read_parquet('{root}/part-*.parquet') limit 1").fetchone()[0]
 assert "ray" not in sys.modules, "ray was imported"
-print(json.dumps({"rows": len(table), "mel": list(mel.shape), "pandas_cols": list(df.columns), "duckdb": list(n), "mfcc_len": first}))
+print(json.dumps({"pandas_rows": len(df), "rows": len(table), "mel": list(mel.shape), "pandas_cols": list(df.columns), "duckdb": list(n), "mfcc_len": first}))
 """
 
 
@@ -98,7 +98,10 @@ def test_plain_pyarrow_pandas_duckdb_read_shards_without_ray(tmp_path, rng):
     cfg = FeatureConfig()
     write_shard(str(tmp_path), _table(cfg, rng, "rock/a.wav"))
     write_shard(str(tmp_path), _table(cfg, rng, "jazz/b.wav", genre="jazz"))
+    store = ShardStore(str(tmp_path), cfg)
+    store.write_errors([{"path": "/x/c.wav", "track_id": "c.wav", "reason": "empty", "message": "c.wav: empty"}])
+    store.write_manifest()
     out = subprocess.run([sys.executable, "-c", READER, str(tmp_path)], capture_output=True, text=True, check=True)
     got = json.loads(out.stdout)
-    assert got["rows"] == 6 and got["mel"] == [6, 130, 128] and got["duckdb"] == [6, 2] and got["mfcc_len"] == 130 * 13
+    assert got["rows"] == got["pandas_rows"] == 6 and got["mel"] == [6, 130, 128] and got["duckdb"] == [6, 2] and got["mfcc_len"] == 130 * 13
     assert got["pandas_cols"][:6] == ["track_id", "path", "genre", "segment", "start_s", "duration_s"]

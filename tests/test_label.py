@@ -1,0 +1,261 @@
+"""The label job end to end, through its command line, with the model the session's search registered."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import FORMATS, REPO, free_port, run_job, tone, write_audio
+from tests.test_failures import make_bad_files
+
+pytestmark = pytest.mark.slow
+
+
+def _results(out: Path):
+    return pq.read_table(sorted(str(p) for p in out.glob("part-*.parquet"))).to_pandas()
+
+
+def _one_error_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "WARNING" not in line]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def champion(tuned):
+    return ["--model", f"models:/{tuned.name}@champion", "--tracking-uri", tuned.uri]
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    """Every accepted format, odd names, a 10-minute track and one bad file of every kind."""
+    root = tmp_path_factory.mktemp("collection")
+    good = []
+    for i, (ext, sr, ch) in enumerate(zip(FORMATS, (22050, 44100, 48000, 44100, 8000, 16000), (1, 2, 2, 2, 1, 1), strict=True)):
+        good.append(write_audio(root / "Ünïcode and spaces" / f"track {i} één{ext}",
+                                tone(seconds=7.0, sample_rate=sr, channels=ch, freq_hz=220 + 40 * i), sample_rate=sr))
+    sr = 16000
+    t = np.arange(600 * sr) / sr
+    long = (0.3 * np.sin(2 * np.pi * (200 + 100 * np.sin(2 * np.pi * t / 60)) * t)).astype(np.float32)
+    good.append(write_audio(root / "long" / "ten minutes.flac", long, sample_rate=sr))
+    bad = make_bad_files(root / "broken")
+    return root, good, bad
+
+
+@pytest.fixture(scope="module")
+def labelled(collection, champion, tmp_path_factory):
+    root, _, _ = collection
+    out = tmp_path_factory.mktemp("results")
+    result = run_job("jobs.label", str(root), str(out), *champion, "--num-cpus", "2", "--csv", timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return out, result
+
+
+def test_one_row_per_input_file_bad_files_included(collection, labelled):
+    root, good, bad = collection
+    out, result = labelled
+    rows = _results(out)
+    assert len(rows) == len(good) + len(bad)
+    assert sorted(rows.path) == sorted([str(p) for p in good] + [str(root / "broken" / n) for n in bad])
+    failed = rows[rows.error.notna()]
+    assert sorted(Path(p).name for p in failed.path) == sorted(bad)
+    for _, row in failed.iterrows():
+        assert row.error_reason in bad[Path(row.path).name] and row.genre != row.genre  # null
+    ok = rows[rows.error.isna()]
+    assert ok.genre.notna().all() and (ok.confidence > 0).all()
+    probs = ok[[c for c in rows.columns if c.startswith("p_")]].to_numpy()
+    assert probs.shape[1] == 10
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    np.testing.assert_allclose(ok.confidence, probs.max(axis=1), atol=1e-6)
+    assert all(row.top_k[0]["genre"] == row.genre and len(row.top_k) == 3 for _, row in ok.iterrows())
+    assert (rows.model == "genre-test/1").all() and rows.labeled_at.notna().all()
+    assert f"{len(good)} labelled, {len(bad)} failed" in result.stdout
+    assert "least confident" in result.stdout and "failed by reason" in result.stdout
+
+
+def test_ten_minute_track_is_labelled_from_spread_segments(labelled):
+    out, _ = labelled
+    row = _results(out).set_index("track_id").loc["long/ten minutes.flac"]
+    assert row.n_segments == 10
+    assert row.duration_s == pytest.approx(600.0, abs=0.01)
+
+
+def test_csv_on_request_has_the_same_rows(labelled):
+    import pandas as pd
+
+    out, _ = labelled
+    csv = pd.read_csv(out / "_results.csv")
+    assert sorted(csv.path) == sorted(_results(out).path)
+
+
+def test_results_read_by_plain_pandas_pyarrow_duckdb_without_ray(labelled):
+    out, _ = labelled
+    code = f"""
+import sys, pyarrow.dataset as ds, pandas as pd, duckdb
+t = ds.dataset({str(out)!r}, format="parquet").to_table()
+df = pd.read_parquet({str(out)!r})
+n = duckdb.sql("select count(*), count(error) from read_parquet('{out}/part-*.parquet')").fetchall()[0]
+assert "ray" not in sys.modules
+print(len(t), len(df), n[0], n[1])
+"""
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    rows = _results(out)
+    assert got == [str(len(rows))] * 3 + [str(rows.error.notna().sum())]
+
+
+def test_rerun_labels_nothing_new_and_writes_no_file_twice(collection, labelled, champion):
+    root, good, bad = collection
+    out, _ = labelled
+    parts = sorted(p.name for p in out.glob("part-*.parquet"))
+    again = run_job("jobs.label", str(root), str(out), *champion, "--num-cpus", "2", timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "0 files" in again.stdout and f"{len(good) + len(bad)} of {len(good) + len(bad)} already done" in again.stdout
+    assert sorted(p.name for p in out.glob("part-*.parquet")) == parts
+
+
+def test_retry_errors_relabels_only_failed_files(collection, labelled, champion, tmp_path):
+    root, good, bad = collection
+    out = tmp_path / "retry"
+    shutil.copytree(labelled[0], out)
+    result = run_job("jobs.label", str(root), str(out), *champion, "--num-cpus", "2", "--retry-errors", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"{len(bad)} files" in result.stdout and f"{len(good)} of {len(good) + len(bad)} already done" in result.stdout
+    rows = _results(out)
+    assert len(rows) == len(good) + len(bad) and not rows.path.duplicated().any()
+
+
+def test_accuracy_on_held_out_tracks_matches_the_tune_figure(small_corpus, tuned, champion, tmp_path):
+    import mlflow
+
+    mlflow.set_tracking_uri(tuned.uri)
+    uri = f"models:/{tuned.name}@champion"
+    meta = mlflow.models.get_model_info(uri).metadata["genre"]
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path / "model")))
+    splits = json.loads((local / "genre" / "splits.json").read_text())
+    test = sorted(t for t, s in splits.items() if s == "test")
+    listing = tmp_path / "test tracks.txt"
+    listing.write_text("".join(f"{small_corpus / t}\n" for t in test))  # a text list is an accepted INPUT
+    out = tmp_path / "out"
+    result = run_job("jobs.label", str(listing), str(out), *champion, "--aggregate", "mean", "--num-cpus", "2", timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = _results(out)
+    assert len(rows) == len(test) and rows.error.isna().all()
+    truth = rows.path.map(lambda p: Path(p).parent.name)
+    assert float((rows.genre == truth).mean()) == pytest.approx(meta["test_track_accuracy"], abs=1e-9)
+
+
+def test_killed_driver_then_rerun_labels_every_file_exactly_once(tmp_path, champion):
+    root = tmp_path / "many"
+    n = 240
+    for i in range(n):
+        write_audio(root / f"f{i:03d}.flac", tone(seconds=12.0, sample_rate=22050, freq_hz=150 + i), sample_rate=22050)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "jobs.label", str(root), str(out), *champion, "--num-cpus", "2", "--flush-seconds", "0.2"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(out.glob("part-*.parquet")):
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(2)
+    at_kill = len(_results(out))
+    assert 0 < at_kill < n, "the run must be interrupted part-way for this test to mean anything"
+    result = run_job("jobs.label", str(root), str(out), *champion, "--num-cpus", "2", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"{at_kill} of {n} already done" in result.stdout
+    rows = _results(out)
+    assert len(rows) == n and rows.path.nunique() == n and rows.error.isna().all()
+
+
+def test_another_model_version_is_refused_unless_new_model_ok(collection, labelled, tuned, tmp_path):
+    import mlflow
+
+    mlflow.set_tracking_uri(tuned.uri)
+    client = mlflow.MlflowClient(tuned.uri)
+    source = client.get_model_version_by_alias(tuned.name, "champion")
+    v2 = mlflow.register_model(source.source, tuned.name)
+    root, good, bad = collection
+    out = tmp_path / "results"
+    shutil.copytree(labelled[0], out)
+    model = ["--model", f"models:/{tuned.name}/{v2.version}", "--tracking-uri", tuned.uri]
+    refused = run_job("jobs.label", str(root), str(out), *model, "--num-cpus", "2", timeout=300)
+    assert "--new-model-ok" in _one_error_line(refused)
+    again = run_job("jobs.label", str(root), str(out), *model, "--num-cpus", "2", "--new-model-ok", timeout=300)
+    assert again.returncode == 0, again.stderr
+    rows = _results(out)
+    assert len(rows) == len(good) + len(bad) and (rows.model == f"{tuned.name}/{v2.version}").all()
+    assert list((out / "_superseded").glob("part-*.parquet")), "the old labels are kept aside, not deleted"
+    import pandas as pd
+
+    assert len(pd.read_parquet(out)) == len(rows), "the folder read as one dataset holds only the current labels"
+
+
+def _register(tuned, name: str, *, input_bins: int, metadata: dict | None):
+    import keras
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    mlflow.set_tracking_uri(tuned.uri)
+    inputs = keras.Input((130, input_bins))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs)))
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 130, input_bins))]),
+                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]))
+    with mlflow.start_run():
+        info = mlflow.keras.log_model(model, name="model", signature=signature, metadata=metadata,
+                                      registered_model_name=name)
+    return f"models:/{name}/{info.registered_model_version}"
+
+
+def test_model_whose_feature_config_does_not_match_is_refused(tuned, tmp_path):
+    from genre.config import FeatureConfig
+
+    cfg = FeatureConfig(features=("mel",))
+    meta = {"genre": {"labels": [f"g{i}" for i in range(10)], "features": ["mel"], "feature_config": cfg.to_dict()}}
+    uri = _register(tuned, "mismatched", input_bins=13, metadata=meta)
+    result = run_job("jobs.label", str(tmp_path), str(tmp_path / "out"), "--model", uri, "--tracking-uri", tuned.uri)
+    assert "refusing" in _one_error_line(result)
+
+
+def test_model_without_a_feature_config_is_refused(tuned, tmp_path):
+    uri = _register(tuned, "foreign", input_bins=13, metadata=None)
+    result = run_job("jobs.label", str(tmp_path), str(tmp_path / "out"), "--model", uri, "--tracking-uri", tuned.uri)
+    assert "feature config" in _one_error_line(result)
+
+
+def test_unknown_model_uri_is_one_line(tuned, tmp_path):
+    result = run_job("jobs.label", str(tmp_path), str(tmp_path / "out"), "--model", "models:/nope@champion",
+                     "--tracking-uri", tuned.uri)
+    assert "not found" in _one_error_line(result)
+
+
+def test_unreachable_tracking_server_is_one_line(tmp_path):
+    result = run_job("jobs.label", str(tmp_path), str(tmp_path / "out"), "--model", "models:/genre@champion",
+                     "--tracking-uri", f"http://127.0.0.1:{free_port()}")
+    assert "unreachable" in _one_error_line(result)
+
+
+def test_one_file_prints_its_genres(collection, champion):
+    _, good, _ = collection
+    result = run_job("jobs.label", str(good[0]), *champion, "--top-k", "4", timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert str(good[0]) in lines[0] and "genre-test/1" in lines[0]
+    assert len(lines) == 5 and all("%" in line for line in lines[1:])
+
+
+def test_one_bad_file_is_one_line(collection, champion):
+    root, _, _ = collection
+    result = run_job("jobs.label", str(root / "broken" / "text.mp3"), *champion, timeout=300)
+    assert "not a recognised audio file" in _one_error_line(result)
