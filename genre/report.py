@@ -218,11 +218,15 @@ def plot_genre_panels(examples: dict[str, np.ndarray], *, sample_rate: int = 220
         axes[row][0].set_ylabel(genre)
         extent = [0, cfg.segment_seconds, 0, 1]
         axes[row][1].imshow(feats["mel"][0].T, origin="lower", aspect="auto", cmap="magma", extent=[0, cfg.segment_seconds, 0, cfg.n_mels])
-        axes[row][2].imshow(feats["mfcc"][0].T, origin="lower", aspect="auto", cmap="coolwarm", extent=[*extent[:2], 0, cfg.n_mfcc])
+        # Each coefficient standardised over time: raw c0 is ~10× the others and would flatten the picture.
+        mfcc = feats["mfcc"][0]
+        mfcc = (mfcc - mfcc.mean(axis=0)) / (mfcc.std(axis=0) + 1e-6)
+        axes[row][2].imshow(mfcc.T, origin="lower", aspect="auto", cmap="coolwarm", vmin=-2.5, vmax=2.5,
+                            extent=[*extent[:2], 0, cfg.n_mfcc])
         if row == 0:
             axes[row][0].set_title("waveform")
             axes[row][1].set_title("log-mel spectrogram (128 bands)")
-            axes[row][2].set_title("MFCC (13)")
+            axes[row][2].set_title("MFCC (13, each standardised over time)")
     for ax in axes[-1]:
         ax.set_xlabel("seconds")
     return _finish(fig, path)

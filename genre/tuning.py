@@ -64,9 +64,9 @@ class SearchSettings:
     shards: str
     models: tuple[str, ...] = ("short_chunk_cnn", "crnn", "cnn")
     features: tuple[str, ...] | None = None  # None: default_features(kind) per trial
-    num_samples: int = 6
-    max_epochs: int = 12
-    grace_epochs: int = 2
+    num_samples: int = 8
+    max_epochs: int = 15
+    grace_epochs: int = 3
     patience: int = 4
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -111,6 +111,35 @@ class SearchOutcome:
     resumed: bool = False
     already_done: bool = False
     counts: dict[str, Any] = field(default_factory=dict)
+
+    def format(self) -> str:
+        """The trials table (best first) and a short summary, as the tune job prints them."""
+        head = (f"{'trial':<12} {'model':<16} {'features':<12} {'lr':>8} {'batch':>5} {'width':>5} {'drop':>5} "
+                f"{'epochs':>6} {'val seg':>7} {'val track':>9}  {'node':<8}")
+        lines = [head, "-" * len(head)]
+        for t in sorted(self.trials, key=lambda r: (-r["val_track_accuracy"], -r["val_accuracy"])):
+            lines.append(
+                f"{t['trial']:<12} {t['kind']:<16} {t['features']:<12} {t['learning_rate']:>8.1e} {t['batch_size']:>5} "
+                f"{t['width']:>5} {t['dropout']:>5.2f} {t['epochs']:>6} {t['val_accuracy']:>7.3f} {t['val_track_accuracy']:>9.3f}  "
+                f"{t.get('node_id', '')[:8]:<8}"
+            )
+        best, test = self.best, self.test
+        where = (f"open {self.tracking_uri} in a browser" if self.tracking_uri.startswith(("http://", "https://"))
+                 else f"mlflow ui --backend-store-uri {self.tracking_uri}")
+        confused = "; ".join(f"{a} → {b}: {n}" for a, b, n in test.get("most_confused", [])[:3]) or "none"
+        lines += [
+            "",
+            f"tune: {len(self.trials)} trials, {sum(t['epochs'] for t in self.trials)} trial-epochs in {self.wall_s:.0f} s"
+            f"{' (resumed)' if self.resumed else ''}",
+            f"  best: {best['kind']} on {best['features']} (lr {best['learning_rate']:.1e}, batch {best['batch_size']}, "
+            f"width {best['width']}, dropout {best['dropout']:.2f})",
+            f"  test ({test['n_tracks']} tracks): track accuracy {test['track_accuracy']:.3f}, segment accuracy "
+            f"{test['segment_accuracy']:.3f}, macro F1 {test['track_macro_f1']:.3f}; most confused: {confused}",
+            f"  registered {self.registered} version {self.version} as {self.model_uri}",
+            f"  runs: {where}   (parent run {self.parent_run_id})",
+            f"  trial state: {self.path}",
+        ]
+        return "\n".join(lines)
 
 
 def check_tracking_uri(uri: str) -> None:
@@ -365,6 +394,9 @@ def run_search(segments: SegmentSet, settings: SearchSettings, *, progress: bool
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(json.dumps({"status": "running", "parent_run_id": parent_run_id}))
 
+    # One checkpoint per trial-epoch forces a snapshot of Tune's (small) experiment state; Tune
+    # warns about that on every fast epoch, which buries the progress table.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     gpus = settings.gpus_per_trial if cluster_gpus() > 0 else 0.0
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, segments=segments, settings=settings),

@@ -21,31 +21,14 @@ def _list(text: str | None) -> tuple[str, ...] | None:
     return None if text in (None, "", "auto") else tuple(x.strip() for x in text.split(",") if x.strip())
 
 
-def _table(outcome) -> str:
-    head = f"{'trial':<12} {'model':<16} {'features':<12} {'lr':>8} {'batch':>5} {'width':>5} {'drop':>5} {'epochs':>6} {'val seg':>7} {'val track':>9}"
-    rows = [head, "-" * len(head)]
-    for t in sorted(outcome.trials, key=lambda r: -r["val_track_accuracy"]):
-        rows.append(
-            f"{t['trial']:<12} {t['kind']:<16} {t['features']:<12} {t['learning_rate']:>8.1e} {t['batch_size']:>5} {t['width']:>5} "
-            f"{t['dropout']:>5.2f} {t['epochs']:>6} {t['val_accuracy']:>7.3f} {t['val_track_accuracy']:>9.3f}"
-        )
-    return "\n".join(rows)
-
-
-def _where(tracking_uri: str) -> str:
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"open {tracking_uri} in a browser"
-    return f"mlflow ui --backend-store-uri {tracking_uri}"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = parser("jobs.tune", __doc__.splitlines()[0])
     p.add_argument("shards", nargs="?", help="output folder of the extract job")
     p.add_argument("--models", default="short_chunk_cnn,crnn,cnn", help="comma list of model kinds to search over")
     p.add_argument("--features", default="auto", help="comma list of features to stack (default: mfcc for seed models, mel for the others)")
-    p.add_argument("--num-samples", type=int, default=6, help="trials to run (default 6)")
-    p.add_argument("--max-epochs", type=int, default=12, help="epochs per trial at most (default 12)")
-    p.add_argument("--grace-epochs", type=int, default=2, help="epochs before ASHA may stop a trial (default 2)")
+    p.add_argument("--num-samples", type=int, default=8, help="trials to run (default 8)")
+    p.add_argument("--max-epochs", type=int, default=15, help="epochs per trial at most (default 15)")
+    p.add_argument("--grace-epochs", type=int, default=3, help="epochs before ASHA may stop a trial (default 3)")
     p.add_argument("--patience", type=int, default=4, help="early stopping: epochs without val-loss improvement (default 4)")
     p.add_argument("--scheduler", choices=("asha", "fifo"), default="asha")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
@@ -92,19 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run_search(segments, settings)
         if outcome.already_done:
             print(f"search {outcome.name} already finished (use --fresh to run it again)")
-        else:
-            print(_table(outcome))
-        best, test = outcome.best, outcome.test
-        print(
-            f"\ntune: {len(outcome.trials)} trials, {sum(t['epochs'] for t in outcome.trials)} trial-epochs in {outcome.wall_s:.0f} s"
-            f"{' (resumed)' if outcome.resumed else ''}\n"
-            f"  best: {best['kind']} on {best['features']} (lr {best['learning_rate']:.1e}, batch {best['batch_size']}, width {best['width']})\n"
-            f"  test ({test['n_tracks']} tracks): track accuracy {test['track_accuracy']:.3f}, segment accuracy {test['segment_accuracy']:.3f}, "
-            f"macro F1 {test['track_macro_f1']:.3f}\n"
-            f"  registered {outcome.registered} version {outcome.version} as {outcome.model_uri}\n"
-            f"  runs: {_where(outcome.tracking_uri)}   (parent run {outcome.parent_run_id})\n"
-            f"  trial state: {outcome.path}"
-        )
+        print(outcome.format())
         return 0
 
     return run_main(body)
