@@ -7,7 +7,7 @@ DEMO   ?= demo-out
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast bench lint clean install
+.PHONY: demo test test-fast bench eval-models eval-gtzan lint clean install
 
 install: $(STAMP)
 
@@ -30,6 +30,12 @@ bench: $(STAMP)
 	$(PY) tests/bench/bench_extract.py
 	$(PY) tests/bench/bench_tune.py
 	$(PY) tests/bench/bench_label.py
+
+eval-models: $(STAMP)
+	$(PY) tests/bench/eval_models.py
+
+eval-gtzan: $(STAMP)
+	$(PY) tests/bench/eval_gtzan_mini.py --configs seed_cnn,short_chunk_cnn,crnn,mlp --figure docs/confusion_gtzan_mini.png
 
 lint: $(STAMP)
 	$(PY) -m ruff check genre jobs tests

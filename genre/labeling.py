@@ -71,6 +71,19 @@ class LabelModel:
     feature_config: FeatureConfig
     aggregate: str
 
+    @classmethod
+    def from_network(cls, network, data, *, name: str = "local/0", aggregate: str = "mean") -> LabelModel:
+        """A model trained in this process (``genre.training.fit``), without the registry.
+
+        For smoke tests and benchmarks; production models come from :func:`resolve_model`.
+        """
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "model.keras"
+            network.save(path)
+            blob = path.read_bytes()
+        return cls(uri=name, name=name, keras_bytes=blob, labels=tuple(data.labels), features=tuple(data.features),
+                   feature_config=data.feature_config, aggregate=aggregate)
+
 
 def _model_tag(uri: str, client) -> str:
     """``models:/genre@champion`` → ``genre/3``; other URIs stay as they are."""

@@ -83,6 +83,7 @@ def prepare(
     split: str = "auto",
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
     seed: int = 0,
+    assignment: dict[str, str] | None = None,
 ) -> PreparedData:
     """Split labelled segments by track and fit the normalisation on train.
 
@@ -98,6 +99,9 @@ def prepare(
         tracks are present (a full GTZAN), else ``random``.
     fractions : (train, val, test)
     seed : int
+    assignment : dict or None
+        ``track_id → "train" | "val" | "test"`` chosen by the caller (cross-validation
+        folds); overrides ``split``. Tracks it leaves out are not used.
 
     Raises
     ------
@@ -122,7 +126,9 @@ def prepare(
         # clips, or the demo corpus with its GTZAN-style names, would leave splits
         # of one or two tracks.
         method = "gtzan-filtered" if gtzan_coverage(list(unique_tracks)) >= GTZAN_AUTO_COVERAGE else "random"
-    if method == "gtzan-filtered":
+    if assignment is not None:
+        method = "given"
+    elif method == "gtzan-filtered":
         assignment = gtzan_filtered_split(list(unique_tracks))
     else:
         assignment = split_tracks(list(unique_tracks), list(genre[first]), fractions=fractions, seed=seed)

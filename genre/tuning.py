@@ -67,6 +67,7 @@ class SearchSettings:
     num_samples: int = 8
     max_epochs: int = 15
     grace_epochs: int = 3
+    reduction_factor: int = 3  # ASHA keeps the best 1/reduction_factor of trials at each rung
     patience: int = 4
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -363,8 +364,10 @@ def run_search(segments: SegmentSet, settings: SearchSettings, *, progress: bool
     unknown = [m for m in settings.models if m not in MODEL_KINDS]
     if unknown or not settings.models:
         raise ParameterError(f"--models: unknown model {','.join(unknown) or '(none)'}; choose from {','.join(MODEL_KINDS)}")
-    if settings.num_samples <= 0 or settings.max_epochs <= 0:
-        raise ParameterError("--num-samples and --max-epochs must be positive integers")
+    if settings.num_samples <= 0 or settings.max_epochs <= 0 or settings.grace_epochs <= 0:
+        raise ParameterError("--num-samples, --max-epochs and --grace-epochs must be positive integers")
+    if settings.reduction_factor < 2:
+        raise ParameterError(f"--reduction-factor={settings.reduction_factor} must be at least 2")
     for kind in settings.models:  # fail now, not inside a trial, on data that cannot train
         prepare(segments, features=settings.features or default_features(kind), split=settings.split, seed=settings.seed)
     check_tracking_uri(settings.tracking_uri)
@@ -403,7 +406,8 @@ def run_search(segments: SegmentSet, settings: SearchSettings, *, progress: bool
         {"cpu": settings.cpus_per_trial, "gpu": gpus},
     )
     if settings.scheduler == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=settings.max_epochs, grace_period=settings.grace_epochs, reduction_factor=3)
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=settings.max_epochs, grace_period=settings.grace_epochs,
+                                  reduction_factor=settings.reduction_factor)
     elif settings.scheduler == "fifo":
         scheduler = FIFOScheduler()
     else:

@@ -18,6 +18,29 @@ from jobs._cli import add_ray_flags, parser, run_main
 from jobs._cli import tracking_uri as cli_tracking_uri
 
 
+def _smoke(args) -> int:
+    """A tiny corpus, a one-epoch model trained here (no registry), labelled end to end."""
+    import tempfile
+
+    from genre.config import FeatureConfig
+    from genre.extraction import run_extract
+    from genre.labeling import LabelModel, run_label
+    from genre.models import ModelConfig, configure_tensorflow
+    from genre.shards import read_segments
+    from genre.synth import write_corpus
+    from genre.training import fit, prepare
+
+    work = tempfile.mkdtemp(prefix="genre-label-smoke-")
+    write_corpus(f"{work}/corpus", per_genre=3, seconds=4.0)
+    run_extract(f"{work}/corpus", f"{work}/shards", cfg=FeatureConfig(features=("mfcc",)), address=args.address,
+                num_cpus=args.num_cpus)
+    configure_tensorflow()
+    data = prepare(read_segments(f"{work}/shards"), features=("mfcc",))
+    model = LabelModel.from_network(fit(data, ModelConfig(kind="mlp", width=8), max_epochs=1).network, data, name="smoke/1")
+    print(run_label(f"{work}/corpus", args.output or f"{work}/labels", model=model).format())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser("jobs.label", __doc__.splitlines()[0])
     p.add_argument("input", nargs="?", help="folder, glob, .txt/.csv/.parquet list of paths, or one audio file")
@@ -40,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from genre.labeling import label_file, resolve_model, run_label
 
+        if args.smoke_test:
+            return _smoke(args)
         if not args.model:
             raise ParameterError("--model is required (for example models:/genre@champion)")
         if not args.input:

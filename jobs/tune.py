@@ -1,5 +1,6 @@
-"""Tune job: search model types and hyperparameters with Ray Tune + ASHA, log to MLflow,
-register the best model with the alias ``champion``.
+"""Tune job: search models and hyperparameters (Ray Tune + ASHA), log to MLflow, register the best.
+
+The best trial's model is registered with the alias ``champion``.
 
     python -m jobs.tune SHARDS [--models short_chunk_cnn,crnn,cnn] [--num-samples N] [--max-epochs N]
                                [--tracking-uri URI] [--register-as NAME] [--address ADDR]
@@ -29,12 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-samples", type=int, default=8, help="trials to run (default 8)")
     p.add_argument("--max-epochs", type=int, default=15, help="epochs per trial at most (default 15)")
     p.add_argument("--grace-epochs", type=int, default=3, help="epochs before ASHA may stop a trial (default 3)")
+    p.add_argument("--reduction-factor", type=int, default=3, help="ASHA keeps the best 1/N of trials at each rung (default 3)")
     p.add_argument("--patience", type=int, default=4, help="early stopping: epochs without val-loss improvement (default 4)")
-    p.add_argument("--scheduler", choices=("asha", "fifo"), default="asha")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--scheduler", choices=("asha", "fifo"), default="asha", help="asha stops trials that fall behind; fifo runs every trial to the end")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial, also TensorFlow's thread count (default 1)")
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="may be fractional; used only when the cluster has GPUs")
     p.add_argument("--split", choices=("auto", "random", "gtzan-filtered"), default="auto", help="by-track split (auto: GTZAN lists when the corpus is GTZAN)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of the search (default 0)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory)")
     p.add_argument("--experiment", default="genre", help="MLflow experiment name")
     p.add_argument("--register-as", default="genre", help="registered model name (alias champion)")
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = SearchSettings(
             shards=shards, models=_list(args.models) or (), features=_list(args.features),
             num_samples=2 if args.smoke_test else args.num_samples, max_epochs=2 if args.smoke_test else args.max_epochs,
-            grace_epochs=args.grace_epochs, patience=args.patience, cpus_per_trial=args.cpus_per_trial,
+            grace_epochs=args.grace_epochs, reduction_factor=args.reduction_factor, patience=args.patience, cpus_per_trial=args.cpus_per_trial,
             gpus_per_trial=args.gpus_per_trial, scheduler=args.scheduler, split=args.split, seed=args.seed,
             tracking_uri=tracking_uri, experiment=args.experiment, register_as=args.register_as,
             storage=args.storage, name=args.name,

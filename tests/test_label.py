@@ -259,3 +259,9 @@ def test_one_bad_file_is_one_line(collection, champion):
     root, _, _ = collection
     result = run_job("jobs.label", str(root / "broken" / "text.mp3"), *champion, timeout=300)
     assert "not a recognised audio file" in _one_error_line(result)
+
+
+def test_smoke_test_flag_labels_a_generated_corpus():
+    result = run_job("jobs.label", "--smoke-test", "--num-cpus", "2", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "30 labelled, 0 failed" in result.stdout

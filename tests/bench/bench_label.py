@@ -1,0 +1,149 @@
+"""The label job's cost and memory, measured side by side in one run.
+
+(a) Cost: the label job end to end (decode, features, predictor pool, results table) vs
+    the extract job alone (decode, the same features, shards), same collection, same
+    CPUs, one Ray runtime; best of two alternating rounds each.
+(b) Memory: peak resident memory of the whole run, driver and every Ray process
+    (sum of RSS over the driver and its descendants, sampled every 0.2 s), labelling
+    1000 and then 4000 short tracks. Streaming keeps it flat.
+
+The model is the demo's kind (short_chunk_cnn on log-mel, width 32), trained for one
+epoch: what it predicts does not matter here, what it costs does.
+
+    python tests/bench/bench_label.py [--tracks 100] [--cpus 2]
+
+The last line is machine-readable:
+label_over_extract=<f> peak_rss_1k_mb=<f> peak_rss_4k_mb=<f>
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+
+class PeakRss:
+    """Samples the summed RSS of this process and all its descendants (Ray's raylet, workers, …)."""
+
+    def __init__(self, interval_s: float = 0.2):
+        import psutil
+
+        self.me, self.interval_s, self.peak, self._stop = psutil.Process(), interval_s, 0, threading.Event()
+
+    def _total(self) -> int:
+        total = 0
+        for proc in [self.me, *self.me.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except Exception:  # a worker that just exited
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._total())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self):
+        self.peak = self._total()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def train_model(work: Path):
+    """A one-epoch short_chunk_cnn on log-mel, as a LabelModel (no MLflow needed for a benchmark)."""
+    from genre.config import FeatureConfig
+    from genre.extraction import run_extract
+    from genre.labeling import LabelModel
+    from genre.models import ModelConfig, configure_tensorflow
+    from genre.shards import read_segments
+    from genre.synth import write_corpus
+    from genre.training import fit, prepare
+
+    configure_tensorflow()
+    write_corpus(work / "train-corpus", per_genre=3, seconds=6.0, seed=5)
+    cfg = FeatureConfig(features=("mel",))
+    run_extract(str(work / "train-corpus"), str(work / "train-shards"), cfg=cfg)
+    data = prepare(read_segments(str(work / "train-shards")), features=("mel",))
+    network = fit(data, ModelConfig(kind="short_chunk_cnn", width=32), max_epochs=1).network
+    return LabelModel.from_network(network, data, name="bench/1")
+
+
+def short_tracks(folder: Path, n: int, *, seconds: float = 4.0, sample_rate: int = 16000) -> None:
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    rng = np.random.default_rng(n)
+    for i in range(n):
+        y = 0.2 * np.sin(2 * np.pi * (100 + 5 * (i % 200)) * t) + 0.02 * rng.standard_normal(len(t))
+        sf.write(folder / f"t{i:05d}.flac", y.astype(np.float32), sample_rate)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tracks", type=int, default=100, help="30 s tracks for (a)")
+    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--memory-sizes", default="1000,4000")
+    args = ap.parse_args()
+
+    import ray
+
+    from genre.extraction import run_extract
+    from genre.labeling import run_label
+    from genre.runtime import init_ray
+    from genre.synth import write_corpus
+
+    work = Path(tempfile.mkdtemp(prefix="bench-label-"))
+    try:
+        init_ray(num_cpus=args.cpus)
+        model = train_model(work)
+        write_corpus(work / "corpus", per_genre=max(1, args.tracks // 10), seconds=30.0, seed=7)
+        costs: dict[str, list[float]] = {"extract": [], "label": []}
+        for round_ in range(2):
+            shutil.rmtree(work / "shards", ignore_errors=True)
+            shutil.rmtree(work / "labels", ignore_errors=True)
+            extract = run_extract(str(work / "corpus"), str(work / "shards"), cfg=model.feature_config)
+            costs["extract"].append(extract.wall_s)
+            label = run_label(str(work / "corpus"), str(work / "labels"), model=model)
+            costs["label"].append(label.wall_s)
+            print(f"round {round_ + 1}: extract {extract.wall_s:.1f} s ({extract.extracted} tracks), "
+                  f"label {label.wall_s:.1f} s ({label.labelled} tracks)")
+        ratio = min(costs["label"]) / min(costs["extract"])
+        print(f"(a) {args.tracks} tracks of 30 s, {args.cpus} CPUs, features {','.join(model.features)}: "
+              f"extract {min(costs['extract']):.1f} s, label {min(costs['label']):.1f} s → label / extract = {ratio:.2f}")
+
+        peaks = {}
+        for n in (int(x) for x in args.memory_sizes.split(",")):
+            short_tracks(work / f"short-{n}", n)
+            with PeakRss() as rss:
+                summary = run_label(str(work / f"short-{n}"), str(work / f"labels-{n}"), model=model)
+            peaks[n] = rss.peak / 2**20
+            print(f"(b) {n} tracks of 4 s: {summary.wall_s:.0f} s ({(summary.labelled + sum(summary.failed.values())) / summary.wall_s:.0f} tracks/s), "
+                  f"peak RSS of driver + Ray processes {peaks[n]:.0f} MB")
+        sizes = sorted(peaks)
+        growth = peaks[sizes[-1]] / peaks[sizes[0]] - 1
+        print(f"    memory growth from {sizes[0]} to {sizes[-1]} tracks: {100 * growth:+.1f} %")
+        ray.shutdown()
+        print(f"label_over_extract={ratio:.3f} peak_rss_1k_mb={peaks[sizes[0]]:.1f} peak_rss_4k_mb={peaks[sizes[-1]]:.1f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
