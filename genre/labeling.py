@@ -19,7 +19,6 @@ import datetime as _dt
 import glob
 import json
 import os
-import shutil
 import tempfile
 import time
 import uuid
@@ -353,70 +352,111 @@ def _to_table(rows: list[dict[str, Any]], labels: list[str], model: str, aggrega
     return pa.Table.from_pydict(cols, schema=_results_schema(labels))
 
 
+def _filesystem(root: str):
+    from pyarrow import fs as pafs
+
+    if "://" in str(root):
+        return pafs.FileSystem.from_uri(str(root))
+    return pafs.LocalFileSystem(), os.path.abspath(str(root))
+
+
 class _ResultStore:
-    """The OUTPUT folder: atomic Parquet parts written by the driver only."""
+    """The OUTPUT folder (local or object store): Parquet parts written by the driver only.
+
+    Locally a part is written under a temporary name and renamed into place; an
+    object store publishes an object only once its upload completes. Either way a
+    killed run leaves whole parts or none.
+    """
 
     def __init__(self, root: str):
-        self.root = Path(root)
-        if self.root.exists() and not self.root.is_dir():
-            raise ParameterError(f"output {root!r} is a file, not a folder")
-        self.root.mkdir(parents=True, exist_ok=True)
-        for leftover in self.root.glob(f"{_TMP}*"):
-            leftover.unlink()
+        from pyarrow import fs as pafs
 
-    def parts(self) -> list[Path]:
-        return sorted(self.root.glob(f"{_PART}*.parquet"))
+        self.root = str(root)
+        self.fs, self.base = _filesystem(self.root)
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        if self.fs.get_file_info(self.base).type == pafs.FileType.File:
+            raise ParameterError(f"output {root!r} is a file, not a folder")
+        self.fs.create_dir(self.base, recursive=True)
+        for entry in self._entries():
+            if entry.base_name.startswith(_TMP):
+                self.fs.delete_file(entry.path)
+
+    def _entries(self):
+        from pyarrow import fs as pafs
+
+        return self.fs.get_file_info(pafs.FileSelector(self.base, recursive=False))
+
+    def parts(self) -> list[str]:
+        return sorted(e.path for e in self._entries() if e.base_name.startswith(_PART) and e.base_name.endswith(".parquet"))
 
     def existing(self) -> pa.Table | None:
         parts = self.parts()
         if not parts:
             return None
-        return pq.read_table([str(p) for p in parts], columns=["path", "model", "error"])
+        return pq.read_table(parts, columns=["path", "model", "error"], filesystem=self.fs)
+
+    def _put(self, table: pa.Table, path: str) -> None:
+        if self.local:
+            tmp = f"{self.base}/{_TMP}{uuid.uuid4().hex}.parquet"
+            pq.write_table(table, tmp, compression="zstd", filesystem=self.fs)
+            os.replace(tmp, path)
+        else:
+            pq.write_table(table, path, compression="zstd", filesystem=self.fs)
 
     def write(self, table: pa.Table) -> None:
         name = f"{_PART}{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = self.root / f"{_TMP}{name}"
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, self.root / name)
+        self._put(table, f"{self.base}/{name}")
 
     def drop_errors(self) -> int:
         """Rewrite parts without their error rows (so those files are labelled again)."""
         dropped = 0
         for part in self.parts():
-            table = pq.read_table(part)
+            table = pq.read_table(part, filesystem=self.fs)
             keep = pc.is_null(table.column("error"))
             if pc.all(keep).as_py():
                 continue
             dropped += len(table) - pc.sum(keep.cast(pa.int32())).as_py()
             kept = table.filter(keep)
-            tmp = self.root / f"{_TMP}{part.name}"
-            pq.write_table(kept, tmp, compression="zstd")
             if len(kept):
-                os.replace(tmp, part)
+                self._put(kept, part)
             else:
-                tmp.unlink()
-                part.unlink()
+                self.fs.delete_file(part)
         return dropped
 
     def supersede(self, model: str) -> int:
         """Move parts of other models aside (``_superseded/``), keeping them."""
         moved = 0
         for part in self.parts():
-            models = set(pq.read_table(part, columns=["model"]).column("model").to_pylist())
+            models = set(pq.read_table(part, columns=["model"], filesystem=self.fs).column("model").to_pylist())
             if models != {model}:
-                target = self.root / "_superseded"
-                target.mkdir(exist_ok=True)
-                shutil.move(str(part), target / part.name)
+                self.fs.create_dir(f"{self.base}/_superseded", recursive=True)
+                self.fs.move(part, f"{self.base}/_superseded/{part.rsplit('/', 1)[-1]}")
                 moved += 1
         return moved
 
+    def write_csv(self, name: str) -> str:
+        frame = read_results(self.root)
+        frame["top_k"] = frame["top_k"].map(
+            lambda v: json.dumps([{"genre": d["genre"], "probability": round(float(d["probability"]), 4)} for d in v])
+            if v is not None else ""
+        )
+        with self.fs.open_output_stream(f"{self.base}/{name}") as f:
+            f.write(frame.to_csv(index=False).encode())
+        return f"{self.root.rstrip('/')}/{name}"
+
 
 def read_results(root: str) -> pd.DataFrame:  # noqa: F821
-    """The results table under ``root`` as a pandas DataFrame (no Ray needed)."""
-    parts = sorted(Path(root).glob(f"{_PART}*.parquet"))
+    """The results table under ``root`` (local or object store) as a pandas DataFrame; no Ray needed."""
+    fs, base = _filesystem(root)
+    from pyarrow import fs as pafs
+
+    if fs.get_file_info(base).type != pafs.FileType.Directory:
+        raise ParameterError(f"no results under {root!r}")
+    parts = sorted(e.path for e in fs.get_file_info(pafs.FileSelector(base)) if e.base_name.startswith(_PART)
+                   and e.base_name.endswith(".parquet"))
     if not parts:
         raise ParameterError(f"no results under {root!r}")
-    return pq.read_table([str(p) for p in parts]).to_pandas()
+    return pq.read_table(parts, filesystem=fs).to_pandas()
 
 
 @dataclass
@@ -552,10 +592,7 @@ def run_label(
             store.write(_to_table(buffer, labels, model.name, aggregate))
         summary.least_confident = sorted(scored, key=lambda r: r[2])[:10]
     if csv and store.parts():
-        summary.csv = str(Path(output) / "_results.csv")
-        frame = read_results(output)
-        frame["top_k"] = frame["top_k"].map(lambda v: json.dumps([{k: (round(float(x), 4) if k == "probability" else x) for k, x in d.items()} for d in v]) if v is not None else "")
-        frame.to_csv(summary.csv, index=False)
+        summary.csv = store.write_csv("_results.csv")
     summary.wall_s = time.perf_counter() - started
     return summary
 

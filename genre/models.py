@@ -202,6 +202,17 @@ def _units(cfg: ModelConfig, factor: float) -> int:
     return max(4, int(round(cfg.width * factor)))
 
 
+def _conv_bn_relu(x, cfg: ModelConfig, conv, *, filters: int):
+    """Convolution (size 3, "same") → batch norm → ReLU; ``conv`` is Conv1D or Conv2D."""
+    # No bias before batch norm: its shift makes the bias redundant.
+    x = conv(filters, 3, padding="same", use_bias=not cfg.batch_norm, kernel_regularizer=_regulariser(cfg))(x)
+    if cfg.batch_norm:
+        x = _batch_norm()(x)
+    import keras
+
+    return keras.layers.Activation("relu")(x)
+
+
 def _conv2d_block(
     x,
     cfg: ModelConfig,
@@ -213,17 +224,7 @@ def _conv2d_block(
     """3×3 Conv2D → batch norm → ReLU → max pool on ``(batch, time, freq, channels)``."""
     import keras
 
-    # No bias before batch norm: its shift makes the bias redundant.
-    x = keras.layers.Conv2D(
-        filters,
-        3,
-        padding="same",
-        use_bias=not cfg.batch_norm,
-        kernel_regularizer=_regulariser(cfg),
-    )(x)
-    if cfg.batch_norm:
-        x = _batch_norm()(x)
-    x = keras.layers.Activation("relu")(x)
+    x = _conv_bn_relu(x, cfg, keras.layers.Conv2D, filters=filters)
     return keras.layers.MaxPooling2D(pool, strides=strides, padding="same")(x)
 
 
@@ -231,16 +232,7 @@ def _conv1d_block(x, cfg: ModelConfig, *, filters: int):
     """Conv1D (size 3) over time → batch norm → ReLU → max pool 2 on ``(batch, time, channels)``."""
     import keras
 
-    x = keras.layers.Conv1D(
-        filters,
-        3,
-        padding="same",
-        use_bias=not cfg.batch_norm,
-        kernel_regularizer=_regulariser(cfg),
-    )(x)
-    if cfg.batch_norm:
-        x = _batch_norm()(x)
-    x = keras.layers.Activation("relu")(x)
+    x = _conv_bn_relu(x, cfg, keras.layers.Conv1D, filters=filters)
     return keras.layers.MaxPooling1D(2, padding="same")(x)
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
+
+from genre.synth import WRITE_FORMATS, write_audio  # noqa: F401  (re-exported for the tests)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -18,14 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 #: Every format the product accepts, with the libsndfile format/subtype that writes it.
-FORMATS = {
-    ".wav": ("WAV", "PCM_16"),
-    ".flac": ("FLAC", "PCM_16"),
-    ".ogg": ("OGG", "VORBIS"),
-    ".mp3": ("MP3", "MPEG_LAYER_III"),
-    ".au": ("AU", "PCM_16"),
-    ".aiff": ("AIFF", "PCM_16"),
-}
+FORMATS = WRITE_FORMATS
 
 
 def tone(*, seconds: float, sample_rate: int, freq_hz: float = 440.0, channels: int = 1, amp: float = 0.3) -> np.ndarray:
@@ -36,14 +30,6 @@ def tone(*, seconds: float, sample_rate: int, freq_hz: float = 440.0, channels: 
     if channels > 1:
         y = np.stack([y * (1.0 - 0.1 * c) for c in range(channels)], axis=1)
     return y.astype(np.float32)
-
-
-def write_audio(path: Path, y: np.ndarray, *, sample_rate: int) -> Path:
-    """Write ``y`` in the format its extension names."""
-    fmt, subtype = FORMATS[path.suffix.lower()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), y, sample_rate, format=fmt, subtype=subtype)
-    return path
 
 
 @pytest.fixture

@@ -119,3 +119,14 @@ def test_smoke_test_flag_runs_on_a_generated_corpus(tmp_path):
     result = run_job("jobs.extract", "--smoke-test", "--num-cpus", "2")
     assert result.returncode == 0, result.stderr
     assert "10 tracks → 20 segments" in result.stdout
+
+
+def test_uris_go_through_pyarrow_filesystems(corpus, tmp_path):
+    """``file://`` takes the same code path as ``s3://``/``gs://``: listing, reading and writing through pyarrow."""
+    root, bad = corpus
+    out = tmp_path / "shards"
+    result = run_job("jobs.extract", root.as_uri(), out.as_uri(), "--num-cpus", "2", "--features", "mfcc")
+    assert result.returncode == 0, result.stderr
+    rows = _rows(out)
+    assert rows.track_id.nunique() == 7 and rows.path.str.startswith("file://").all()
+    assert "7 tracks → 16 segments" in result.stdout and f"{len(bad)} skipped" in result.stdout

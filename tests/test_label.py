@@ -265,3 +265,15 @@ def test_smoke_test_flag_labels_a_generated_corpus():
     result = run_job("jobs.label", "--smoke-test", "--num-cpus", "2", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "30 labelled, 0 failed" in result.stdout
+
+
+def test_uris_go_through_pyarrow_filesystems(collection, champion, tmp_path):
+    """``file://`` takes the same code path as ``s3://``/``gs://`` for INPUT and OUTPUT."""
+    root, good, bad = collection
+    out = tmp_path / "labels"
+    result = run_job("jobs.label", (root / "Ünïcode and spaces").as_uri(), out.as_uri(), *champion, "--num-cpus", "2",
+                     "--csv", timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = _results(out)
+    assert len(rows) == 6 and rows.error.isna().all() and rows.path.str.startswith("file://").all()
+    assert (out / "_results.csv").exists()
