@@ -553,7 +553,12 @@ def run_label(
         init_ray(address=address, num_cpus=num_cpus)
         gpus = gpus_per_worker if cluster_gpus() > 0 else 0.0
         cpus = ray.cluster_resources().get("CPU", 1.0)
-        n_actors = predictors or max(1, int(cluster_gpus() / gpus) if gpus else 1)
+        if predictors:
+            pool = ray.data.ActorPoolStrategy(size=predictors)
+        elif gpus:
+            pool = ray.data.ActorPoolStrategy(size=max(1, int(cluster_gpus() / gpus)))
+        else:  # CPU only: one predictor per 8 CPUs at most, grown by Ray Data when batches queue up
+            pool = ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, int(cpus // 8)))
         per_task = max(1, min(tracks_per_task, -(-len(todo) // int(max(1, 2 * cpus)))))
         ds = (
             ray.data.from_items(todo, override_num_blocks=max(1, -(-len(todo) // per_task)))
@@ -563,8 +568,10 @@ def run_label(
             )
             .map_batches(
                 Predictor, batch_size=per_task, batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=n_actors),
-                num_gpus=gpus, num_cpus=0 if gpus else 0.5,
+                compute=pool, num_gpus=gpus,
+                # No CPU reservation: a predictor is busy a fraction of the time, and
+                # reserving even half a CPU would leave a 2-CPU machine one decoding task.
+                num_cpus=0,
                 fn_constructor_kwargs={"model_bytes": (ray.put(model.keras_bytes),), "labels": model.labels,
                                        "aggregate": aggregate, "top_k": min(top_k, len(labels)), "batch_size": batch_size},
             )

@@ -222,8 +222,12 @@ def fit(
     patience: int = 5,
     seed: int = 0,
     on_epoch: Callable[[int, dict[str, float], Any], None] | None = None,
+    restore_best: bool = True,
 ) -> FitResult:
     """Train with early stopping on validation loss; restore the best weights.
+
+    ``restore_best=False`` keeps the last epoch's weights (retraining for a number of
+    epochs chosen earlier, when validation data has joined the training data).
 
     ``on_epoch(epoch, metrics, network)`` runs after every epoch (checkpoints,
     progress reports).
@@ -246,7 +250,7 @@ def fit(
         if epoch - best_epoch >= patience:
             stopped = True
             break
-    if best_weights is not None:
+    if restore_best and best_weights is not None:
         network.set_weights(best_weights)
     return FitResult(network=network, history=history, best_epoch=best_epoch, stopped_early=stopped)
 

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top-k", type=int, default=3, help="genres kept per track (default 3)")
     p.add_argument("--batch-size", type=int, default=256, help="segments per model call (default 256)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per predictor actor, used only when the cluster has GPUs")
-    p.add_argument("--predictors", type=int, default=None, help="predictor actors (default: 1, or one per GPU share)")
+    p.add_argument("--predictors", type=int, default=None, help="predictor actors (default: one per GPU share; without GPUs 1, growing to one per 8 CPUs when batches queue up)")
     p.add_argument("--flush-seconds", type=float, default=5.0, help="write finished rows at least this often (default 5): a killed run loses no more")
     p.add_argument("--csv", action="store_true", help="also write OUTPUT/_results.csv (the leading _ keeps it out of the Parquet dataset)")
     p.add_argument("--retry-errors", action="store_true", help="label files that failed before again")
