@@ -17,6 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import PurePosixPath
+from urllib.parse import quote
 
 import numpy as np
 
@@ -114,7 +115,8 @@ def list_tracks(root: str) -> Listing:
     for relative in _walk(filesystem, base):
         if _is_hidden(relative):
             continue
-        full = f"{prefix}{base}/{relative}"
+        # A URI stays a valid URI: spaces and non-ASCII names are percent-encoded.
+        full = f"{prefix}{quote(f'{base}/{relative}')}" if prefix else f"{base}/{relative}"
         if os.path.splitext(relative)[1].lower() not in AUDIO_EXTENSIONS:
             ignored.append(full)
             continue
