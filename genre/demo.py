@@ -43,7 +43,7 @@ class DemoSettings:
     seed: int = 0
     models: tuple[str, ...] = ("short_chunk_cnn", "crnn", "cnn")
     num_samples: int = 8
-    max_epochs: int = 15
+    max_epochs: int = 20
     grace_epochs: int = 3
     num_cpus: int | None = None
     docs: str | None = None  # also copy the figures here (the README's pictures)

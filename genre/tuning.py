@@ -65,10 +65,10 @@ class SearchSettings:
     models: tuple[str, ...] = ("short_chunk_cnn", "crnn", "cnn")
     features: tuple[str, ...] | None = None  # None: default_features(kind) per trial
     num_samples: int = 8
-    max_epochs: int = 15
+    max_epochs: int = 20
     grace_epochs: int = 3
     reduction_factor: int = 3  # ASHA keeps the best 1/reduction_factor of trials at each rung
-    patience: int = 4
+    patience: int = 6
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     scheduler: str = "asha"  # or "fifo"

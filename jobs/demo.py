@@ -1,6 +1,6 @@
 """Demo: the whole pipeline on the built-in synthetic corpus (what ``make demo`` runs).
 
-    python -m jobs.demo [OUTPUT] [--per-genre 10] [--seconds 30] [--num-samples 8] [--max-epochs 15]
+    python -m jobs.demo [OUTPUT] [--per-genre 10] [--seconds 30] [--num-samples 8] [--max-epochs 20]
     python -m jobs.demo --smoke-test        # 3 tracks per genre of 6 s, 2 short trials: the wiring in about a minute
 
 synth → extract → tune → label (plus a few broken files) → results head, track-level
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="seconds per track (default 30)")
     p.add_argument("--models", default="short_chunk_cnn,crnn,cnn", help="model kinds to search over")
     p.add_argument("--num-samples", type=int, default=8, help="tune trials (default 8)")
-    p.add_argument("--max-epochs", type=int, default=15, help="epochs per trial at most (default 15)")
+    p.add_argument("--max-epochs", type=int, default=20, help="epochs per trial at most (default 20)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray runtime (default: all)")
     p.add_argument("--docs", default=None, help="also copy the pictures into this folder (the README's docs/)")
     p.add_argument("--smoke-test", action="store_true", help="tiny corpus and search: checks the wiring quickly")
