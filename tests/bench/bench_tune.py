@@ -7,7 +7,7 @@ the trials that fall behind at its rungs. Printed for each: trial-epochs, wall t
 best validation accuracy (segments; tracks beside it). Then training throughput
 (segments/s) of every model type on the same data, two CPU threads.
 
-    python tests/bench/bench_tune.py [--per-genre 10] [--num-samples 9] [--max-epochs 15]
+    python tests/bench/bench_tune.py [--per-genre 10] [--num-samples 16] [--max-epochs 16] [--grace-epochs 2]
 
 The last line is machine-readable:
 asha_epochs=<n> fifo_epochs=<n> asha_best=<f> fifo_best=<f>
@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--per-genre", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--models", default="short_chunk_cnn,crnn,cnn")
-    ap.add_argument("--num-samples", type=int, default=12)
+    ap.add_argument("--num-samples", type=int, default=16)
     ap.add_argument("--max-epochs", type=int, default=16)
     ap.add_argument("--grace-epochs", type=int, default=2)
     ap.add_argument("--reduction-factor", type=int, default=4)
