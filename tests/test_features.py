@@ -64,7 +64,8 @@ def test_batches_larger_than_one_chunk_equal_one_by_one(rng):
     together = extract(x, cfg)
     alone = extract(x[30:31], cfg)
     for name in cfg.features:
-        np.testing.assert_allclose(together[name][30], alone[name][0], atol=1e-5)
+        # Equal up to float32 rounding: BLAS may take another path for another batch size.
+        np.testing.assert_allclose(together[name][30], alone[name][0], rtol=1e-5, atol=1e-4)
 
 
 def test_pure_tone_lights_its_pitch_class():
@@ -79,7 +80,11 @@ def test_silence_gives_zero_chroma_and_constant_mfcc():
     cfg = FeatureConfig()
     out = extract(np.zeros((1, cfg.segment_samples), np.float32), cfg)
     assert np.all(out["chroma"] == 0)
-    assert np.ptp(out["mfcc"][0, :, 0]) == 0
+    # Every frame is the same, up to float32 rounding of the DCT (BLAS may take another SIMD path
+    # for the last rows: one ulp of -1131 is 1.2e-4).
+    c0 = out["mfcc"][0, :, 0]
+    np.testing.assert_allclose(c0, c0[0], rtol=1e-5)
+    np.testing.assert_allclose(out["mfcc"][0, :, 1:], 0, atol=1e-2)
 
 
 def test_wrong_segment_length_is_refused():
