@@ -1,4 +1,4 @@
-"""Typed, frozen settings: the single source of truth for feature extraction.
+"""Typed, frozen settings: the single source of truth for feature extraction and search.
 
 The feature config travels with the data: its dict and hash are written into every
 shard's schema metadata and into every model artifact, and downstream code reads it
@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from genre.errors import ParameterError
 
-__all__ = ["FEATURES", "GENRES", "FeatureConfig"]
+__all__ = ["FEATURES", "GENRES", "FeatureConfig", "SearchSettings"]
 
 #: Feature names in canonical order.
 FEATURES = ("mfcc", "chroma", "mel")
@@ -119,3 +120,40 @@ class FeatureConfig:
 
     def with_features(self, features: tuple[str, ...] | list[str]) -> FeatureConfig:
         return dataclasses.replace(self, features=tuple(features))
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything a search needs besides the data (the tune job's and the demo's defaults)."""
+
+    shards: str
+    models: tuple[str, ...] = ("short_chunk_cnn", "crnn", "cnn")
+    features: tuple[str, ...] | None = None  # None: default_features(kind) per trial
+    num_samples: int = 8
+    max_epochs: int = 20
+    grace_epochs: int = 3
+    reduction_factor: int = 3  # ASHA keeps the best 1/reduction_factor of trials at each rung
+    patience: int = 6
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    scheduler: str = "asha"  # or "fifo"
+    split: str = "auto"
+    seed: int = 0
+    tracking_uri: str = ""
+    experiment: str = "genre"
+    register_as: str = "genre"
+    alias: str = "champion"
+    storage: str = "ray_results"
+    name: str | None = None
+    learning_rate: tuple[float, float] = (3e-4, 3e-3)
+    batch_sizes: tuple[int, ...] = (32, 64)
+    widths: tuple[int, ...] = (16, 32)
+    dropout: tuple[float, float] = (0.1, 0.4)
+
+    def search_name(self) -> str:
+        """A name stable for the same search, so re-running the command resumes it."""
+        if self.name:
+            return self.name
+        keys = {k: v for k, v in asdict(self).items() if k not in ("tracking_uri", "storage", "name", "experiment", "register_as", "alias")}
+        keys["shards"] = os.path.abspath(self.shards) if "://" not in self.shards else self.shards
+        return "search-" + hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:10]

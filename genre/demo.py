@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genre.config import GENRES, FeatureConfig
+from genre.config import GENRES, FeatureConfig, SearchSettings
 
 __all__ = ["DemoSettings", "run_demo", "write_broken_files"]
 
@@ -41,10 +41,10 @@ class DemoSettings:
     per_genre: int = 10
     seconds: float = 30.0
     seed: int = 0
-    models: tuple[str, ...] = ("short_chunk_cnn", "crnn", "cnn")
-    num_samples: int = 8
-    max_epochs: int = 20
-    grace_epochs: int = 3
+    models: tuple[str, ...] = SearchSettings.models
+    num_samples: int = SearchSettings.num_samples
+    max_epochs: int = SearchSettings.max_epochs
+    grace_epochs: int = SearchSettings.grace_epochs
     num_cpus: int | None = None
     docs: str | None = None  # also copy the figures here (the README's pictures)
 

@@ -16,7 +16,6 @@ names and the exact feature config; it is registered and given the alias
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 from ray.tune import Callback
 
+from genre.config import SearchSettings
 from genre.errors import ParameterError
 from genre.shards import SegmentSet
 
@@ -55,43 +55,6 @@ _SEED_KINDS = ("mlp", "cnn", "lstm", "gru", "cnn_lstm", "cnn_gru")
 def default_features(kind: str) -> tuple[str, ...]:
     """Seed models read MFCC as the seed projects did; the log-mel models read mel."""
     return ("mfcc",) if kind in _SEED_KINDS else ("mel",)
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """Everything a search needs besides the data."""
-
-    shards: str
-    models: tuple[str, ...] = ("short_chunk_cnn", "crnn", "cnn")
-    features: tuple[str, ...] | None = None  # None: default_features(kind) per trial
-    num_samples: int = 8
-    max_epochs: int = 20
-    grace_epochs: int = 3
-    reduction_factor: int = 3  # ASHA keeps the best 1/reduction_factor of trials at each rung
-    patience: int = 6
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    scheduler: str = "asha"  # or "fifo"
-    split: str = "auto"
-    seed: int = 0
-    tracking_uri: str = ""
-    experiment: str = "genre"
-    register_as: str = "genre"
-    alias: str = "champion"
-    storage: str = "ray_results"
-    name: str | None = None
-    learning_rate: tuple[float, float] = (3e-4, 3e-3)
-    batch_sizes: tuple[int, ...] = (32, 64)
-    widths: tuple[int, ...] = (16, 32)
-    dropout: tuple[float, float] = (0.1, 0.4)
-
-    def search_name(self) -> str:
-        """A name stable for the same search, so re-running the command resumes it."""
-        if self.name:
-            return self.name
-        keys = {k: v for k, v in asdict(self).items() if k not in ("tracking_uri", "storage", "name", "experiment", "register_as", "alias")}
-        keys["shards"] = os.path.abspath(self.shards) if "://" not in self.shards else self.shards
-        return "search-" + hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 @dataclass

@@ -12,24 +12,26 @@ from __future__ import annotations
 import sys
 import tempfile
 
+from genre.demo import DemoSettings
 from jobs._cli import parser, run_main
 
 
 def main(argv: list[str] | None = None) -> int:
+    D = DemoSettings  # the defaults live there, once
     p = parser("jobs.demo", __doc__.splitlines()[0])
-    p.add_argument("output", nargs="?", default="demo-out", help="folder for everything the demo writes (default: demo-out)")
-    p.add_argument("--per-genre", type=int, default=10, help="synthetic tracks per genre (default 10)")
-    p.add_argument("--seconds", type=float, default=30.0, help="seconds per track (default 30)")
-    p.add_argument("--models", default="short_chunk_cnn,crnn,cnn", help="model kinds to search over")
-    p.add_argument("--num-samples", type=int, default=8, help="tune trials (default 8)")
-    p.add_argument("--max-epochs", type=int, default=20, help="epochs per trial at most (default 20)")
+    p.add_argument("output", nargs="?", default=D.output, help="folder for everything the demo writes (default: %(default)s)")
+    p.add_argument("--per-genre", type=int, default=D.per_genre, help="synthetic tracks per genre (default %(default)s)")
+    p.add_argument("--seconds", type=float, default=D.seconds, help="seconds per track (default %(default)s)")
+    p.add_argument("--models", default=",".join(D.models), help="model kinds to search over (default %(default)s)")
+    p.add_argument("--num-samples", type=int, default=D.num_samples, help="tune trials (default %(default)s)")
+    p.add_argument("--max-epochs", type=int, default=D.max_epochs, help="epochs per trial at most (default %(default)s)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray runtime (default: all)")
     p.add_argument("--docs", default=None, help="also copy the pictures into this folder (the README's docs/)")
     p.add_argument("--smoke-test", action="store_true", help="tiny corpus and search: checks the wiring quickly")
     args = p.parse_args(argv)
 
     def body() -> int:
-        from genre.demo import DemoSettings, run_demo
+        from genre.demo import run_demo
         from genre.errors import ParameterError
 
         if args.per_genre < 3:
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.smoke_test:
             settings = DemoSettings(
-                output=tempfile.mkdtemp(prefix="genre-demo-") if args.output == "demo-out" else args.output,
+                output=tempfile.mkdtemp(prefix="genre-demo-") if args.output == D.output else args.output,
                 per_genre=3, seconds=6.0, models=("cnn",), num_samples=2, max_epochs=2, grace_epochs=1,
                 num_cpus=args.num_cpus,
             )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
+from genre.config import SearchSettings
 from genre.errors import ParameterError
 from jobs._cli import add_ray_flags, parser, run_main
 from jobs._cli import tracking_uri as cli_tracking_uri
@@ -23,24 +24,25 @@ def _list(text: str | None) -> tuple[str, ...] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    S = SearchSettings  # the defaults live there, once
     p = parser("jobs.tune", __doc__.splitlines()[0])
     p.add_argument("shards", nargs="?", help="output folder of the extract job")
-    p.add_argument("--models", default="short_chunk_cnn,crnn,cnn", help="comma list of model kinds to search over")
+    p.add_argument("--models", default=",".join(S.models), help="comma list of model kinds to search over (default %(default)s)")
     p.add_argument("--features", default="auto", help="comma list of features to stack (default: mfcc for seed models, mel for the others)")
-    p.add_argument("--num-samples", type=int, default=8, help="trials to run (default 8)")
-    p.add_argument("--max-epochs", type=int, default=20, help="epochs per trial at most (default 20)")
-    p.add_argument("--grace-epochs", type=int, default=3, help="epochs before ASHA may stop a trial (default 3)")
-    p.add_argument("--reduction-factor", type=int, default=3, help="ASHA keeps the best 1/N of trials at each rung (default 3)")
-    p.add_argument("--patience", type=int, default=6, help="early stopping: epochs without val-loss improvement (default 6)")
-    p.add_argument("--scheduler", choices=("asha", "fifo"), default="asha", help="asha stops trials that fall behind; fifo runs every trial to the end")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial, also TensorFlow's thread count (default 1)")
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="may be fractional; used only when the cluster has GPUs")
-    p.add_argument("--split", choices=("auto", "random", "gtzan-filtered"), default="auto", help="by-track split (auto: GTZAN lists when the corpus is GTZAN)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split and of the search (default 0)")
+    p.add_argument("--num-samples", type=int, default=S.num_samples, help="trials to run (default %(default)s)")
+    p.add_argument("--max-epochs", type=int, default=S.max_epochs, help="epochs per trial at most (default %(default)s)")
+    p.add_argument("--grace-epochs", type=int, default=S.grace_epochs, help="epochs before ASHA may stop a trial (default %(default)s)")
+    p.add_argument("--reduction-factor", type=int, default=S.reduction_factor, help="ASHA keeps the best 1/N of trials at each rung (default %(default)s)")
+    p.add_argument("--patience", type=int, default=S.patience, help="early stopping: epochs without val-loss improvement (default %(default)s)")
+    p.add_argument("--scheduler", choices=("asha", "fifo"), default=S.scheduler, help="asha stops trials that fall behind; fifo runs every trial to the end")
+    p.add_argument("--cpus-per-trial", type=float, default=S.cpus_per_trial, help="CPUs per trial, also TensorFlow's thread count (default %(default)s)")
+    p.add_argument("--gpus-per-trial", type=float, default=S.gpus_per_trial, help="may be fractional; used only when the cluster has GPUs")
+    p.add_argument("--split", choices=("auto", "random", "gtzan-filtered"), default=S.split, help="by-track split (auto: GTZAN lists when the corpus is GTZAN)")
+    p.add_argument("--seed", type=int, default=S.seed, help="seed of the split and of the search (default %(default)s)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory)")
-    p.add_argument("--experiment", default="genre", help="MLflow experiment name")
-    p.add_argument("--register-as", default="genre", help="registered model name (alias champion)")
-    p.add_argument("--storage", default="ray_results", help="where Ray Tune keeps trial state (local folder or s3://)")
+    p.add_argument("--experiment", default=S.experiment, help="MLflow experiment name (default %(default)s)")
+    p.add_argument("--register-as", default=S.register_as, help=f"registered model name (default %(default)s; alias {S.alias})")
+    p.add_argument("--storage", default=S.storage, help="where Ray Tune keeps trial state (local folder or s3://)")
     p.add_argument("--name", default=None, help="search name (default: derived from the arguments, so a re-run resumes)")
     p.add_argument("--fresh", action="store_true", help="forget a previous search with the same name and start again")
     add_ray_flags(p)
