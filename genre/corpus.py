@@ -1,9 +1,12 @@
 """Finding audio files, naming tracks, labels from folders, and leakage-free splits.
 
 A corpus is any tree of audio files. A file at ``<root>/<genre>/<file>`` (exactly
-one folder deep) is labelled with its folder name; files anywhere else are
-unlabelled (``genre`` is ``None``). A track's id is its path relative to the root
-in POSIX form (``blues/blues.00003.wav``): stable across machines and re-runs.
+one folder deep) is labelled with its folder name, unless that name starts with
+``_``: such folders hold audio that belongs to no genre (``_other/``, the styles
+outside the taxonomy that :func:`genre.synth.write_other` writes), listed but
+unlabelled. Files anywhere else are unlabelled too (``genre`` is ``None``). A
+track's id is its path relative to the root in POSIX form
+(``blues/blues.00003.wav``): stable across machines and re-runs.
 
 Splits are always by track, never by segment, so segments of one recording never
 sit on both sides of a train/test boundary.
@@ -90,8 +93,11 @@ def list_tracks(root: str) -> Listing:
     Returns
     -------
     Listing
-        ``tracks`` sorted by ``track_id``; ``ignored``: files whose extension is not
-        audio (cover art, playlists, …). Hidden files and folders are skipped silently.
+        ``tracks`` sorted by ``track_id``, each labelled with its folder's name when it
+        sits exactly one folder deep in a folder whose name does not start with ``_``
+        (``_other/x.wav`` and ``a/b/x.wav`` are unlabelled: ``genre=None``);
+        ``ignored``: files whose extension is not audio (cover art, playlists, …).
+        Hidden files and folders are skipped silently.
 
     Raises
     ------
@@ -121,7 +127,8 @@ def list_tracks(root: str) -> Listing:
             ignored.append(full)
             continue
         parts = PurePosixPath(relative).parts
-        tracks.append(Track(path=full, track_id=relative, genre=parts[0] if len(parts) == 2 else None))
+        labelled = len(parts) == 2 and not parts[0].startswith("_")
+        tracks.append(Track(path=full, track_id=relative, genre=parts[0] if labelled else None))
     tracks.sort(key=lambda t: t.track_id)
     return Listing(tracks=tracks, ignored=sorted(ignored))
 

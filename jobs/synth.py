@@ -1,10 +1,14 @@
 """Synth job: write the built-in synthetic demo corpus (ten genres, GTZAN-style names).
 
     python -m jobs.synth OUTPUT [--per-genre 10] [--seconds 30] [--seed 0]
+                                [--extra-styles [--extra-per-style N]]
     python -m jobs.synth --smoke-test [OUTPUT]     # 2 tracks per genre of 4 s
 
 Tracks are written as OUTPUT/<genre>/<genre>.NNNNN.<wav|flac|ogg> at mixed sample
-rates, mono and stereo; the same arguments always write the same audio.
+rates, mono and stereo; the same arguments always write the same audio. With
+--extra-styles, styles that are none of the ten (drone, techno, solo percussion,
+speech-like noise) go to OUTPUT/_other/<style>.NNNNN.<ext>: a folder whose name
+starts with "_" is listed but never labelled, so it probes out-of-distribution scores.
 """
 
 from __future__ import annotations
@@ -25,13 +29,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="seconds per track (default: 30)")
     p.add_argument("--seed", type=int, default=0, help="corpus seed (default: 0)")
     p.add_argument(
+        "--extra-styles", action="store_true",
+        help="also write styles outside the ten genres into OUTPUT/_other/ (unlabelled)",
+    )
+    p.add_argument(
+        "--extra-per-style", type=int, default=None, metavar="N",
+        help="tracks per extra style, with --extra-styles (default: as many as per genre)",
+    )
+    p.add_argument(
         "--smoke-test", action="store_true", help="2 tracks per genre of 4 s; OUTPUT optional"
     )
     args = p.parse_args(argv)
 
     def body() -> int:
         from genre.errors import ParameterError
-        from genre.synth import write_corpus
+        from genre.synth import OTHER_FOLDER, write_corpus, write_other
 
         per_genre, seconds, output = args.per_genre, args.seconds, args.output
         if args.smoke_test:
@@ -39,14 +51,25 @@ def main(argv: list[str] | None = None) -> int:
             output = output or tempfile.mkdtemp(prefix="genre-synth-")
         if not output:
             raise ParameterError("OUTPUT is required (or --smoke-test)")
+        if args.extra_per_style is not None and not args.extra_styles:
+            raise ParameterError("--extra-per-style needs --extra-styles")
         start = time.perf_counter()
         paths = write_corpus(output, per_genre=per_genre, seconds=seconds, seed=args.seed)
         formats = sorted({path.suffix.lstrip(".") for path in paths})
         rates = sorted({sf.info(str(path)).samplerate for path in paths})
         print(
-            f"wrote {len(paths)} tracks of {seconds:g} s ({len(formats)} formats: {', '.join(formats)}; "
-            f"{len(rates)} rates) to {output} in {time.perf_counter() - start:.1f} s"
+            f"wrote {len(paths)} tracks of {seconds:g} s ({len(formats)} formats: "
+            f"{', '.join(formats)}; {len(rates)} rates) to {output} "
+            f"in {time.perf_counter() - start:.1f} s"
         )
+        if args.extra_styles:
+            start = time.perf_counter()
+            per_style = args.extra_per_style if args.extra_per_style is not None else per_genre
+            extra = write_other(output, per_style=per_style, seconds=seconds, seed=args.seed)
+            print(
+                f"wrote {len(extra)} extra-style tracks (unlabelled) to {output}/{OTHER_FOLDER} "
+                f"in {time.perf_counter() - start:.1f} s"
+            )
         return 0
 
     return run_main(body)

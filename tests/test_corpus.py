@@ -6,13 +6,30 @@ from genre.errors import ParameterError
 
 
 def test_labels_come_from_one_folder_deep(tmp_path):
-    for rel in ["jazz/a.wav", "rock/b.flac", "loose.mp3", "x/y/deep.ogg", "rock/cover.jpg", ".hidden/z.wav", "rock/.DS_Store"]:
+    files = ["jazz/a.wav", "rock/b.flac", "loose.mp3", "x/y/deep.ogg", "rock/cover.jpg",
+             ".hidden/z.wav", "rock/.DS_Store"]
+    for rel in files:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
     listing = list_tracks(str(tmp_path))
     got = {t.track_id: t.genre for t in listing.tracks}
-    assert got == {"jazz/a.wav": "jazz", "rock/b.flac": "rock", "loose.mp3": None, "x/y/deep.ogg": None}
+    assert got == {
+        "jazz/a.wav": "jazz", "rock/b.flac": "rock", "loose.mp3": None, "x/y/deep.ogg": None
+    }
     assert [p.rsplit("/", 1)[-1] for p in listing.ignored] == ["cover.jpg"]
+
+
+def test_folders_starting_with_underscore_are_listed_unlabelled(tmp_path):
+    for rel in ["jazz/a.wav", "_other/drone.00000.wav", "_scratch/b.flac", "rock_/c.ogg"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    got = {t.track_id: t.genre for t in list_tracks(str(tmp_path)).tracks}
+    assert got == {
+        "jazz/a.wav": "jazz",
+        "_other/drone.00000.wav": None,
+        "_scratch/b.flac": None,
+        "rock_/c.ogg": "rock_",
+    }
 
 
 def test_missing_or_file_input_is_a_parameter_error(tmp_path):
@@ -35,7 +52,10 @@ def test_split_is_by_track_stratified_and_deterministic():
     assert a != split_tracks(ids, genres, seed=4)
     assert set(a) == set(ids)
     for g in "abc":
-        counts = {s: sum(1 for t, sp in a.items() if sp == s and t.startswith(g)) for s in ("train", "val", "test")}
+        counts = {
+            s: sum(1 for t, sp in a.items() if sp == s and t.startswith(g))
+            for s in ("train", "val", "test")
+        }
         assert counts == {"train": 6, "val": 2, "test": 2}
 
 
