@@ -13,6 +13,15 @@ one segment is dropped; a track shorter than one segment is rejected as
 ``too-short``. With ``max_segments`` set (the label job), a longer track
 contributes only that many segments, spread evenly from start to end, and only
 those windows are decoded.
+
+What one file may cost
+----------------------
+A header is checked before any sample is decoded: a sample rate outside
+4 kHz–384 kHz is ``corrupt`` (a WAV whose header says 1 Hz would otherwise be
+resampled to billions of samples), and a declared duration above ``max_duration_s``
+(3 hours by default; ``--max-duration`` in the jobs) is ``too-long``. Whole files are
+decoded a minute at a time and resampled as a stream, so memory holds the output
+and one block, not the file's native-rate, multi-channel samples.
 """
 
 from __future__ import annotations
@@ -35,8 +44,10 @@ __all__ = [
     "SOUNDFILE_EXTENSIONS",
     "FALLBACK_EXTENSIONS",
     "AUDIO_EXTENSIONS",
+    "MIN_SAMPLE_RATE",
+    "MAX_SAMPLE_RATE",
+    "MAX_DURATION_S",
     "Segments",
-    "is_audio_path",
     "load",
     "segment",
     "spread_starts",
@@ -51,6 +62,13 @@ AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS + FALLBACK_EXTENSIONS
 
 #: Peak amplitude under which a whole track counts as silent.
 SILENCE_PEAK = 1e-4
+
+#: Native sample rates a header may declare (Hz); anything else is a corrupt header.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4_000, 384_000
+#: Longest track decoded by default (s): 3 hours is ~1 GB of float32 at 22.05 kHz.
+MAX_DURATION_S = 3 * 3600.0
+#: Whole files are read this many seconds at a time.
+_BLOCK_S = 60.0
 
 Source = str | os.PathLike | IO[bytes]
 
@@ -80,14 +98,15 @@ class Segments:
         return int(self.audio.shape[0])
 
 
-def is_audio_path(path: str | os.PathLike) -> bool:
-    """Whether ``path`` has an extension genre tries to decode."""
-    return os.path.splitext(str(path))[1].lower() in AUDIO_EXTENSIONS
+def _is_uri(source: Source) -> bool:
+    from genre.store import is_uri
+
+    return is_uri(source)
 
 
 def _open(source: Source) -> Source:
     """Local paths pass through; ``s3://``/``gs://`` URIs open through pyarrow."""
-    if isinstance(source, (str, os.PathLike)) and "://" in str(source):
+    if isinstance(source, (str, os.PathLike)) and _is_uri(source):
         from pyarrow import fs as pafs
 
         filesystem, path = pafs.FileSystem.from_uri(str(source))
@@ -96,7 +115,7 @@ def _open(source: Source) -> Source:
 
 
 def _check_local(source: Source) -> None:
-    if not isinstance(source, (str, os.PathLike)) or "://" in str(source):
+    if not isinstance(source, (str, os.PathLike)) or _is_uri(source):
         return
     path = Path(source)
     if not path.exists():
@@ -105,6 +124,23 @@ def _check_local(source: Source) -> None:
         raise AudioFileError("unreadable", f"{path}: permission denied")
     if path.stat().st_size == 0:
         raise AudioFileError("empty", f"{path}: file is empty (0 bytes)")
+
+
+def _check_declared(native_rate: int, frames: int, name: str, max_duration_s: float) -> None:
+    """Refuse a header whose rate or length would make decoding unbounded."""
+    if not MIN_SAMPLE_RATE <= native_rate <= MAX_SAMPLE_RATE:
+        raise AudioFileError(
+            "corrupt",
+            f"{name}: header declares a sample rate of {native_rate} Hz, outside "
+            f"{MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz (corrupt or unsupported header)",
+        )
+    duration_s = frames / native_rate
+    if frames > 0 and duration_s > max_duration_s:
+        raise AudioFileError(
+            "too-long",
+            f"{name}: declares {duration_s / 3600:.1f} h of audio, over the "
+            f"{max_duration_s / 3600:g} h limit (raise it with --max-duration SECONDS)",
+        )
 
 
 def _check_header(info_log: str, name: str) -> None:
@@ -154,7 +190,7 @@ def _resample(y: np.ndarray, *, from_rate: int, to_rate: int) -> np.ndarray:
     return soxr.resample(y, from_rate, to_rate, quality="HQ").astype(np.float32, copy=False)
 
 
-def _load_fallback(path: str, *, sample_rate: int) -> tuple[np.ndarray, float]:
+def _load_fallback(path: str, *, sample_rate: int, max_duration_s: float) -> tuple[np.ndarray, float]:
     import warnings
 
     import librosa
@@ -162,17 +198,54 @@ def _load_fallback(path: str, *, sample_rate: int) -> tuple[np.ndarray, float]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            y, _ = librosa.load(path, sr=sample_rate, mono=True, res_type="soxr_hq")
+            # audioread cannot say the length up front: decode at most one second more
+            # than the limit, which tells a too-long file without decoding all of it.
+            y, _ = librosa.load(
+                path, sr=sample_rate, mono=True, res_type="soxr_hq", duration=max_duration_s + 1.0
+            )
     except Exception as exc:  # audioread raises a zoo of backend-specific errors
         raise AudioFileError("unsupported", f"{path}: no decoder for this format ({type(exc).__name__})") from exc
+    if len(y) > max_duration_s * sample_rate:
+        raise AudioFileError(
+            "too-long", f"{path}: longer than the {max_duration_s / 3600:g} h limit "
+            "(raise it with --max-duration SECONDS)"
+        )
     return y.astype(np.float32, copy=False), len(y) / sample_rate
+
+
+def _read_whole(f: sf.SoundFile, *, name: str, sample_rate: int) -> tuple[np.ndarray, float]:
+    """Decode all of ``f`` a block at a time, mixed to mono and resampled as a stream.
+
+    soxr's stream gives the same samples as one ``soxr.resample`` call on the whole
+    signal; peak memory is the output plus one block.
+    """
+    native_rate, declared = f.samplerate, f.frames
+    block = max(1, int(_BLOCK_S * native_rate))
+    stream = None
+    if native_rate != sample_rate:
+        stream = soxr.ResampleStream(native_rate, sample_rate, 1, dtype="float32", quality="HQ")
+    pieces, read = [], 0
+    while True:
+        data = f.read(block, dtype="float32", always_2d=True)
+        read += len(data)
+        last = len(data) < block
+        mono = np.ascontiguousarray(_to_mono(data), dtype=np.float32)
+        pieces.append(mono if stream is None else stream.resample_chunk(mono, last=last))
+        if last:
+            break
+    if declared > 0 and read < declared * 0.99:
+        raise AudioFileError("truncated", f"{name}: truncated (decoded {read} of {declared} frames)")
+    y = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+    return np.asarray(y, dtype=np.float32), read / native_rate
 
 
 def _name(source: Source) -> str:
     return str(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "<stream>")
 
 
-def load(source: Source, *, sample_rate: int = 22050) -> tuple[np.ndarray, float]:
+def load(
+    source: Source, *, sample_rate: int = 22050, max_duration_s: float = MAX_DURATION_S
+) -> tuple[np.ndarray, float]:
     """Decode a whole file to mono float32 at ``sample_rate``.
 
     Parameters
@@ -180,6 +253,8 @@ def load(source: Source, *, sample_rate: int = 22050) -> tuple[np.ndarray, float
     source : path, URI or binary file object
     sample_rate : int > 0
         Target rate in Hz.
+    max_duration_s : float > 0
+        Refuse files whose header declares more audio than this (``too-long``).
 
     Returns
     -------
@@ -191,14 +266,14 @@ def load(source: Source, *, sample_rate: int = 22050) -> tuple[np.ndarray, float
     ------
     AudioFileError
         With ``reason`` one of ``empty``, ``not-audio``, ``truncated``, ``corrupt``,
-        ``silent``, ``unreadable``, ``unsupported``.
+        ``silent``, ``unreadable``, ``unsupported``, ``too-long``.
     """
-    y, duration_s, _ = _decode(source, sample_rate=sample_rate, windows=None)
+    y, duration_s, _ = _decode(source, sample_rate=sample_rate, windows=None, max_duration_s=max_duration_s)
     return y, duration_s
 
 
 def _decode(
-    source: Source, *, sample_rate: int, windows: tuple[np.ndarray, float] | None
+    source: Source, *, sample_rate: int, windows: tuple[np.ndarray, float] | None, max_duration_s: float
 ) -> tuple[np.ndarray, float, np.ndarray | None]:
     """Decode everything (``windows=None``) or only ``(starts_s, seconds)`` windows.
 
@@ -206,25 +281,22 @@ def _decode(
     """
     if sample_rate <= 0:
         raise ParameterError(f"sample_rate={sample_rate} must be a positive integer")
+    if not max_duration_s > 0:
+        raise ParameterError(f"max_duration_s={max_duration_s} must be positive")
     name = _name(source)
     _check_local(source)
     ext = os.path.splitext(name)[1].lower()
     if isinstance(source, (str, os.PathLike)) and ext in FALLBACK_EXTENSIONS:
-        y, duration_s = _load_fallback(str(source), sample_rate=sample_rate)
+        y, duration_s = _load_fallback(str(source), sample_rate=sample_rate, max_duration_s=max_duration_s)
         _check_silence(y, name)
         return (y, duration_s, None) if windows is None else (_cut_windows(y, sample_rate, windows), duration_s, windows[0])
     try:
         with _quiet_decoder(ext), sf.SoundFile(_open(source)) as f:
             native_rate, declared = f.samplerate, f.frames
+            _check_declared(native_rate, declared, name, max_duration_s)
             _check_header(f.extra_info, name)
             if windows is None:
-                block = f.read(dtype="float32", always_2d=True)
-                if declared > 0 and len(block) < declared * 0.99:
-                    raise AudioFileError(
-                        "truncated", f"{name}: truncated (decoded {len(block)} of {declared} frames)"
-                    )
-                duration_s = len(block) / native_rate
-                y = _resample(_to_mono(block), from_rate=native_rate, to_rate=sample_rate)
+                y, duration_s = _read_whole(f, name=name, sample_rate=sample_rate)
                 _check_silence(y, name)
                 return y, duration_s, None
             starts_s, seconds = windows
@@ -243,7 +315,7 @@ def _decode(
         if isinstance(exc, PermissionError):
             raise AudioFileError("unreadable", f"{name}: permission denied") from exc
         if ext not in SOUNDFILE_EXTENSIONS and isinstance(source, (str, os.PathLike)):
-            y, duration_s = _load_fallback(str(source), sample_rate=sample_rate)
+            y, duration_s = _load_fallback(str(source), sample_rate=sample_rate, max_duration_s=max_duration_s)
             _check_silence(y, name)
             return (y, duration_s, None) if windows is None else (_cut_windows(y, sample_rate, windows), duration_s, windows[0])
         raise _classify(exc, name) from exc
@@ -316,6 +388,7 @@ def load_segments(
     sample_rate: int = 22050,
     segment_seconds: float = 3.0,
     max_segments: int | None = None,
+    max_duration_s: float = MAX_DURATION_S,
 ) -> Segments:
     """Decode a file and cut it into segments, following the module's segmenting policy.
 
@@ -327,6 +400,8 @@ def load_segments(
     max_segments : int > 0 or None
         Keep at most this many segments, spread evenly over the track; for long
         tracks only those windows are decoded.
+    max_duration_s : float > 0
+        Refuse files whose header declares more audio than this (``too-long``).
 
     Returns
     -------
@@ -340,19 +415,24 @@ def load_segments(
     """
     if max_segments is not None and max_segments <= 0:
         raise ParameterError(f"max_segments={max_segments} must be a positive integer")
-    if max_segments is not None and isinstance(source, (str, os.PathLike)) and "://" not in str(source):
+    if max_segments is not None and isinstance(source, (str, os.PathLike)) and not _is_uri(source):
         # Long tracks: decode only the windows we keep (a 2-hour mix stays cheap).
         try:
             with _quiet_decoder(os.path.splitext(str(source))[1].lower()):
                 info = sf.info(str(source))
-            duration = info.frames / info.samplerate
+            rate, frames = info.samplerate, info.frames
         except Exception:  # unknown to libsndfile: decode the whole file below
-            duration = 0.0
+            rate, frames = 0, 0
+        if rate:
+            _check_declared(rate, frames, _name(source), max_duration_s)
+        duration = frames / rate if rate else 0.0
         if duration > segment_seconds * max_segments * 2:
             starts = spread_starts(duration, segment_seconds=segment_seconds, max_segments=max_segments)
-            audio, duration_s, _ = _decode(source, sample_rate=sample_rate, windows=(starts, segment_seconds))
+            audio, duration_s, _ = _decode(
+                source, sample_rate=sample_rate, windows=(starts, segment_seconds), max_duration_s=max_duration_s
+            )
             return Segments(audio=audio, start_s=starts.astype(np.float32), duration_s=duration_s)
-    y, duration_s = load(source, sample_rate=sample_rate)
+    y, duration_s = load(source, sample_rate=sample_rate, max_duration_s=max_duration_s)
     segments = segment(y, sample_rate=sample_rate, segment_seconds=segment_seconds)
     if len(segments) == 0:
         raise AudioFileError(

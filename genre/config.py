@@ -17,10 +17,19 @@ from typing import Any
 
 from genre.errors import ParameterError
 
-__all__ = ["FEATURES", "GENRES", "FeatureConfig", "SearchSettings"]
+__all__ = ["FEATURES", "GENRES", "AGGREGATES", "SPLIT_METHODS", "SCHEDULERS", "FeatureConfig", "SearchSettings"]
 
 #: Feature names in canonical order.
 FEATURES = ("mfcc", "chroma", "mel")
+
+#: Ways to turn segment probabilities into a track's: mean, max, or a majority vote.
+AGGREGATES = ("mean", "max", "vote")
+
+#: How tracks are split into train/val/test (always by track, never by segment).
+SPLIT_METHODS = ("random", "gtzan-filtered", "auto")
+
+#: Trial schedulers of a search: ASHA stops trials that fall behind; FIFO runs all.
+SCHEDULERS = ("asha", "fifo")
 
 #: The ten GTZAN genres, in the order GTZAN lists them.
 GENRES = (
@@ -124,7 +133,12 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """Everything a search needs besides the data (the tune job's and the demo's defaults)."""
+    """Everything a search needs besides the data (the tune job's and the demo's defaults).
+
+    Validated on construction, before anything is created or started. A grace period
+    longer than the epoch budget is clamped to it (ASHA could not stop anything
+    earlier); ``grace_clamped`` says so.
+    """
 
     shards: str
     models: tuple[str, ...] = ("short_chunk_cnn", "crnn", "cnn")
@@ -149,11 +163,67 @@ class SearchSettings:
     batch_sizes: tuple[int, ...] = (32, 64)
     widths: tuple[int, ...] = (16, 32)
     dropout: tuple[float, float] = (0.1, 0.4)
+    grace_clamped: bool = False
+
+    def __post_init__(self) -> None:
+        from genre.models import MODEL_KINDS
+
+        object.__setattr__(self, "models", tuple(self.models))
+        unknown = [m for m in self.models if m not in MODEL_KINDS]
+        if unknown or not self.models:
+            raise ParameterError(
+                f"--models: unknown model {','.join(unknown) or '(none)'}; choose from {','.join(MODEL_KINDS)}"
+            )
+        if self.features is not None:
+            object.__setattr__(self, "features", tuple(self.features))
+            FeatureConfig(features=self.features)  # names known, raises otherwise
+        for flag, value in (("--num-samples", self.num_samples), ("--max-epochs", self.max_epochs),
+                            ("--grace-epochs", self.grace_epochs), ("--patience", self.patience)):
+            _positive_int(flag, value)
+        if isinstance(self.reduction_factor, bool) or not isinstance(self.reduction_factor, int) \
+                or self.reduction_factor < 2:
+            raise ParameterError(f"--reduction-factor={self.reduction_factor} must be an integer of at least 2")
+        if not self.cpus_per_trial > 0 or not self.gpus_per_trial >= 0:
+            raise ParameterError(
+                f"--cpus-per-trial={self.cpus_per_trial} must be > 0 and --gpus-per-trial={self.gpus_per_trial} ≥ 0"
+            )
+        _choice("--scheduler", self.scheduler, SCHEDULERS)
+        _choice("--split", self.split, SPLIT_METHODS)
+        low, high = self.learning_rate
+        if not 0 < low <= high:
+            raise ParameterError(f"learning_rate={self.learning_rate}: need 0 < low ≤ high")
+        for name in ("batch_sizes", "widths"):
+            if not getattr(self, name) or any(int(v) <= 0 for v in getattr(self, name)):
+                raise ParameterError(f"{name}={getattr(self, name)} must be positive integers")
+        if not 0 <= self.dropout[0] <= self.dropout[1] < 1:
+            raise ParameterError(f"dropout={self.dropout}: need 0 ≤ low ≤ high < 1")
+        if not self.register_as or not self.alias or not self.experiment:
+            raise ParameterError("--register-as, the alias and --experiment must not be empty")
+        if self.grace_epochs > self.max_epochs:
+            object.__setattr__(self, "grace_epochs", self.max_epochs)
+            object.__setattr__(self, "grace_clamped", True)
 
     def search_name(self) -> str:
-        """A name stable for the same search, so re-running the command resumes it."""
+        """A name stable for the same search, so re-running the command resumes it.
+
+        Where the result is registered (name, alias) and logged is not part of it: a
+        re-run with another ``--register-as`` registers the finished search's champion
+        under the new name instead of searching again.
+        """
         if self.name:
             return self.name
-        keys = {k: v for k, v in asdict(self).items() if k not in ("tracking_uri", "storage", "name", "experiment", "register_as", "alias")}
-        keys["shards"] = os.path.abspath(self.shards) if "://" not in self.shards else self.shards
-        return "search-" + hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        skip = ("tracking_uri", "storage", "name", "experiment", "register_as", "alias", "grace_clamped")
+        keys = {k: v for k, v in asdict(self).items() if k not in skip}
+        keys["shards"] = self.shards if "://" in self.shards else os.path.abspath(self.shards)
+        digest = hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        return "search-" + digest
+
+
+def _positive_int(flag: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ParameterError(f"{flag}={value} must be a positive integer")
+
+
+def _choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ParameterError(f"{flag}={value!r}: choose one of {', '.join(choices)}")

@@ -16,20 +16,37 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from genre.audio import load_segments
+from genre.audio import MAX_DURATION_S, Segments, load_segments
 from genre.config import FeatureConfig
 from genre.corpus import list_tracks
-from genre.errors import AudioFileError
+from genre.errors import AudioFileError, ParameterError
 from genre.features import extract
 from genre.shards import ShardStore, segments_table, write_shard
+from genre.store import AttemptJournal, FolderLock
 
-__all__ = ["extract_batch", "ExtractSummary", "run_extract"]
+__all__ = ["MAX_SHARD_SEGMENTS", "extract_batch", "ExtractSummary", "check_extract_arguments", "run_extract"]
 
 _RESULT_KEYS = ("track_id", "path", "segments", "duration_s", "shard", "reason", "message")
+#: Segments held in memory before a batch writes a shard (≈ 270 MB of 22.05 kHz audio).
+MAX_SHARD_SEGMENTS = 1024
+#: Ray retries a batch whose worker died this often; with the crash journal's two
+#: attempts per file, the third run of a batch skips its culprit.
+TASK_RETRIES = 3
 
 
-def extract_batch(batch: dict[str, np.ndarray], *, cfg: FeatureConfig, output: str) -> dict[str, np.ndarray]:
-    """Extract a batch of tracks into one shard under ``output``.
+def extract_batch(
+    batch: dict[str, np.ndarray],
+    *,
+    cfg: FeatureConfig,
+    output: str,
+    max_duration_s: float = MAX_DURATION_S,
+    max_shard_segments: int = MAX_SHARD_SEGMENTS,
+) -> dict[str, np.ndarray]:
+    """Extract a batch of tracks into shards under ``output``.
+
+    Every file is decoded inside the folder's crash journal (see
+    :class:`genre.store.AttemptJournal`), so a file that kills its worker is skipped as
+    ``crashed`` when Ray retries the batch, and the batch's other files are written.
 
     Parameters
     ----------
@@ -38,54 +55,69 @@ def extract_batch(batch: dict[str, np.ndarray], *, cfg: FeatureConfig, output: s
     cfg : FeatureConfig
     output : str
         Shard folder.
+    max_duration_s : float
+        Longest file decoded (``too-long`` beyond).
+    max_shard_segments : int
+        A shard is written as soon as the decoded segments reach this many, which bounds
+        the memory of a batch of long tracks (1024 segments ≈ 270 MB of audio).
 
     Returns
     -------
     dict
         One entry per input track: ``track_id``, ``path``, ``segments`` (int),
         ``duration_s``, ``shard`` (file name, ``""`` on failure), ``reason`` and
-        ``message`` (``""`` on success).
+        ``message`` (``""`` on success), ``node_id``.
     """
+    journal = AttemptJournal(output)
+    n = len(batch["path"])
     rows = {key: [] for key in _RESULT_KEYS}
-    parts, ok = [], []
-    for path, track_id, genre in zip(batch["path"], batch["track_id"], batch["genre"], strict=True):
-        reason = message = ""
+    for key, default in (("segments", 0), ("duration_s", 0.0), ("shard", ""), ("reason", ""), ("message", "")):
+        rows[key] = [default] * n
+    rows["track_id"] = [str(t) for t in batch["track_id"]]
+    rows["path"] = [str(p) for p in batch["path"]]
+    pending: list[tuple[int, str, Segments]] = []  # (row, genre, segments) not yet in a shard
+    for i, genre in enumerate(batch["genre"]):
+        path, track_id = rows["path"][i], rows["track_id"][i]
         try:
-            segs = load_segments(str(path), sample_rate=cfg.sample_rate, segment_seconds=cfg.segment_seconds)
-            parts.append((str(track_id), str(path), genre, segs))
+            segs = journal.decode(track_id, path, lambda path=path: load_segments(
+                path, sample_rate=cfg.sample_rate, segment_seconds=cfg.segment_seconds,
+                max_duration_s=max_duration_s,
+            ))
+            pending.append((i, genre, segs))
         except AudioFileError as exc:
-            reason, message = exc.reason, str(exc)
+            rows["reason"][i], rows["message"][i] = exc.reason, str(exc)
         except Exception as exc:  # a decoder bug must not sink the other files of the job
-            reason, message = "internal", f"{path}: {type(exc).__name__}: {exc}"
-        ok.append(not reason)
-        for key, value in zip(_RESULT_KEYS, (str(track_id), str(path), 0, 0.0, "", reason, message), strict=True):
-            rows[key].append(value)
-    shard = ""
-    if parts:
-        audio = np.concatenate([p[3].audio for p in parts])
-        counts = [len(p[3]) for p in parts]
-        table = segments_table(
-            track_id=np.repeat([p[0] for p in parts], counts),
-            path=np.repeat([p[1] for p in parts], counts),
-            genre=[p[2] for p, c in zip(parts, counts, strict=True) for _ in range(c)],
-            segment=np.concatenate([np.arange(c) for c in counts]),
-            start_s=np.concatenate([p[3].start_s for p in parts]),
-            duration_s=np.repeat([p[3].duration_s for p in parts], counts),
-            features=extract(audio, cfg),
-            cfg=cfg,
-        )
-        shard = write_shard(output, table)
-    good = iter(parts)
-    for i, success in enumerate(ok):
-        if success:
-            segs = next(good)[3]
-            rows["segments"][i], rows["duration_s"][i], rows["shard"][i] = len(segs), segs.duration_s, shard
-    out = {
-        key: np.asarray(values, dtype=np.int64 if key == "segments" else np.float64 if key == "duration_s" else object)
-        for key, values in rows.items()
-    }
-    out["node_id"] = np.full(len(ok), _node_id(), dtype=object)
+            rows["reason"][i], rows["message"][i] = "internal", f"{path}: {type(exc).__name__}: {exc}"
+        if pending and (i == n - 1 or sum(len(p[2]) for p in pending) >= max_shard_segments):
+            _write_pending(pending, rows, cfg=cfg, output=output)
+            pending = []
+    if pending:
+        _write_pending(pending, rows, cfg=cfg, output=output)
+    out = {key: np.asarray(values, dtype=object) for key, values in rows.items()}
+    out["segments"] = np.asarray(rows["segments"], dtype=np.int64)
+    out["duration_s"] = np.asarray(rows["duration_s"], dtype=np.float64)
+    out["node_id"] = np.full(n, _node_id(), dtype=object)
     return out
+
+
+def _write_pending(
+    pending: list[tuple[int, str, Segments]], rows: dict[str, list], *, cfg: FeatureConfig, output: str
+) -> None:
+    """One shard for the decoded tracks of ``pending``; fill their result rows."""
+    counts = [len(segs) for _, _, segs in pending]
+    table = segments_table(
+        track_id=np.repeat([rows["track_id"][i] for i, _, _ in pending], counts),
+        path=np.repeat([rows["path"][i] for i, _, _ in pending], counts),
+        genre=[genre for (_, genre, _), c in zip(pending, counts, strict=True) for _ in range(c)],
+        segment=np.concatenate([np.arange(c) for c in counts]),
+        start_s=np.concatenate([segs.start_s for _, _, segs in pending]),
+        duration_s=np.repeat([segs.duration_s for _, _, segs in pending], counts),
+        features=extract(np.concatenate([segs.audio for _, _, segs in pending]), cfg),
+        cfg=cfg,
+    )
+    shard = write_shard(output, table)
+    for i, _, segs in pending:
+        rows["segments"][i], rows["duration_s"][i], rows["shard"][i] = len(segs), segs.duration_s, shard
 
 
 def _node_id() -> str:
@@ -147,6 +179,23 @@ def _tracks_per_shard(n_todo: int, cpus: float, requested: int | None) -> int:
     return int(min(32, max(1, math.ceil(n_todo / max(1.0, 4 * cpus)))))
 
 
+def check_extract_arguments(
+    *, num_cpus: int | None = None, tracks_per_shard: int | None = None, max_duration_s: float = MAX_DURATION_S
+) -> None:
+    """Refuse bad extract settings before anything is created or started.
+
+    Raises
+    ------
+    ParameterError
+        A count that is not a positive integer, a duration that is not positive.
+    """
+    for flag, value in (("--num-cpus", num_cpus), ("--tracks-per-shard", tracks_per_shard)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise ParameterError(f"{flag}={value} must be a positive integer")
+    if not max_duration_s > 0:
+        raise ParameterError(f"--max-duration={max_duration_s} must be a positive number of seconds")
+
+
 def run_extract(
     input_root: str,
     output: str,
@@ -155,55 +204,90 @@ def run_extract(
     address: str | None = None,
     num_cpus: int | None = None,
     tracks_per_shard: int | None = None,
+    max_duration_s: float = MAX_DURATION_S,
 ) -> ExtractSummary:
     """Extract every new audio file under ``input_root`` into shards under ``output``.
+
+    Parameters
+    ----------
+    input_root : str
+        Audio tree (local folder or URI).
+    output : str
+        Shard folder; one writer at a time (``_lock``).
+    cfg : FeatureConfig
+    address, num_cpus
+        Ray cluster address; CPUs of a local runtime.
+    tracks_per_shard : int or None
+        Tracks per batch and shard (default: ≥ 4 batches per CPU, ≤ 32).
+    max_duration_s : float
+        Longest file decoded; longer ones are ``too-long`` skips.
+
+    Returns
+    -------
+    ExtractSummary
 
     Raises
     ------
     ParameterError
-        Missing input, output that is a file.
+        Bad settings, missing input, output that is a file or locked by a live run.
     ConfigMismatchError
         ``output`` holds shards extracted with other settings.
     """
+    check_extract_arguments(num_cpus=num_cpus, tracks_per_shard=tracks_per_shard, max_duration_s=max_duration_s)
     started = time.perf_counter()
     listing = list_tracks(input_root)
-    store = ShardStore(output, cfg)
-    done = store.done_track_ids()
-    todo = [t for t in listing.tracks if t.track_id not in done]
-    summary = ExtractSummary(
-        output=output,
-        tracks_found=len(listing.tracks),
-        already_done=len(listing.tracks) - len(todo),
-        ignored_files=len(listing.ignored),
-    )
-    errors: list[dict[str, str]] = []
-    if todo:
-        import ray
-
-        from genre.runtime import init_ray
-
-        init_ray(address=address, num_cpus=num_cpus)
-        per_shard = _tracks_per_shard(len(todo), ray.cluster_resources().get("CPU", 1.0), tracks_per_shard)
-        items = [{"path": t.path, "track_id": t.track_id, "genre": t.genre} for t in todo]
-        ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_shard)).map_batches(
-            extract_batch,
-            fn_kwargs={"cfg": cfg, "output": output},
-            batch_size=per_shard,
-            batch_format="numpy",
-            num_cpus=1,
+    with FolderLock(output, command="jobs.extract"):
+        store = ShardStore(output, cfg)
+        done = store.done_track_ids()
+        todo = [t for t in listing.tracks if t.track_id not in done]
+        summary = ExtractSummary(
+            output=output,
+            tracks_found=len(listing.tracks),
+            already_done=len(listing.tracks) - len(todo),
+            ignored_files=len(listing.ignored),
         )
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for i in range(len(batch["track_id"])):
-                summary.nodes[str(batch["node_id"][i])] += 1
-                if batch["reason"][i]:
-                    summary.skipped[batch["reason"][i]] += 1
-                    errors.append({k: str(batch[k][i]) for k in ("path", "track_id", "reason", "message")})
-                else:
-                    summary.extracted += 1
-                    summary.segments += int(batch["segments"][i])
-                    summary.audio_s += float(batch["duration_s"][i])
-    summary.errors_path = store.write_errors(errors)
-    manifest = store.write_manifest()
+        errors = _extract_on_ray(
+            todo, summary, cfg=cfg, output=output, address=address, num_cpus=num_cpus,
+            tracks_per_shard=tracks_per_shard, max_duration_s=max_duration_s,
+        ) if todo else []
+        summary.errors_path = store.write_errors(errors)
+        manifest = store.write_manifest()
     summary.total_tracks, summary.total_segments = manifest["tracks"], manifest["segments"]
     summary.wall_s = time.perf_counter() - started
     return summary
+
+
+def _extract_on_ray(
+    todo: list, summary: ExtractSummary, *, cfg: FeatureConfig, output: str, address: str | None,
+    num_cpus: int | None, tracks_per_shard: int | None, max_duration_s: float,
+) -> list[dict[str, str]]:
+    """Map :func:`extract_batch` over ``todo`` on Ray Data; count into ``summary``; return the skips."""
+    import ray
+
+    from genre.runtime import init_ray
+
+    init_ray(address=address, num_cpus=num_cpus)
+    per_shard = _tracks_per_shard(len(todo), ray.cluster_resources().get("CPU", 1.0), tracks_per_shard)
+    items = [{"path": t.path, "track_id": t.track_id, "genre": t.genre} for t in todo]
+    ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_shard)).map_batches(
+        extract_batch,
+        fn_kwargs={"cfg": cfg, "output": output, "max_duration_s": max_duration_s},
+        batch_size=per_shard,
+        batch_format="numpy",
+        num_cpus=1,
+        # Ray Data retries a dead worker's task forever by default; the crash journal
+        # needs three runs of a batch to skip its culprit, so allow exactly that.
+        max_retries=TASK_RETRIES,
+    )
+    errors: list[dict[str, str]] = []
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for i in range(len(batch["track_id"])):
+            summary.nodes[str(batch["node_id"][i])] += 1
+            if batch["reason"][i]:
+                summary.skipped[batch["reason"][i]] += 1
+                errors.append({k: str(batch[k][i]) for k in ("path", "track_id", "reason", "message")})
+            else:
+                summary.extracted += 1
+                summary.segments += int(batch["segments"][i])
+                summary.audio_s += float(batch["duration_s"][i])
+    return errors

@@ -49,6 +49,7 @@ __all__ = [
     "build_model",
     "count_params",
     "configure_tensorflow",
+    "pip_requirements",
 ]
 
 #: The seed projects' models, meant for MFCC input.
@@ -179,6 +180,14 @@ def configure_tensorflow(*, gpus: bool | None = None, mixed_precision: bool = Fa
         import keras
 
         keras.mixed_precision.set_global_policy("mixed_float16")
+
+
+def pip_requirements() -> list[str]:
+    """What a logged model needs installed to load: this Keras and this TensorFlow build."""
+    import keras
+    import tensorflow as tf
+
+    return [f"keras=={keras.__version__}", f"tensorflow-cpu=={tf.__version__}"]
 
 
 def _regulariser(cfg: ModelConfig):

@@ -6,6 +6,8 @@ Layout of an output folder::
       part-<16 hex>.parquet   one per batch of tracks, one row per segment
       _manifest.json          feature config, its hash, the shard list and counts
       _errors.parquet         files the latest run could not extract, with reasons
+      _lock                   present while a run writes (one writer at a time)
+      _attempts/              files whose decoding killed a worker (the crash journal)
 
 Each shard has the columns ``track_id``, ``path``, ``genre`` (null when
 unlabelled), ``segment``, ``start_s``, ``duration_s`` and one column per feature:
@@ -25,8 +27,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
+from genre import store
 from genre.config import FeatureConfig
 from genre.errors import ConfigMismatchError, ParameterError
 
@@ -54,15 +55,8 @@ __all__ = [
 
 MANIFEST = "_manifest.json"
 ERRORS = "_errors.parquet"
-_PREFIX = "part-"
-_TMP = ".tmp-"
 _FORMAT = "genre.segments/1"
-
-
-def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in str(root):
-        return pafs.FileSystem.from_uri(str(root))
-    return pafs.LocalFileSystem(), os.path.abspath(str(root))
+_KEYS = ["track_id", "segment"]
 
 
 def segment_schema(cfg: FeatureConfig) -> pa.Schema:
@@ -122,58 +116,37 @@ def segments_table(
 
 def _shard_name(track_ids: Iterable[str]) -> str:
     digest = hashlib.sha256("\n".join(sorted(set(track_ids))).encode()).hexdigest()[:16]
-    return f"{_PREFIX}{digest}.parquet"
+    return f"{store.PART_PREFIX}{digest}.parquet"
 
 
 def write_shard(root: str, table: pa.Table) -> str:
-    """Write ``table`` under ``root`` atomically; return the shard's file name.
-
-    Local folders get a temporary file renamed into place; object stores publish an
-    object only when its upload completes, which is atomic already.
-    """
-    filesystem, base = _filesystem(root)
+    """Write ``table`` under ``root`` atomically; return the shard's file name."""
+    filesystem, base = store.filesystem(root)
     name = _shard_name(table.column("track_id").to_pylist())
-    final = f"{base}/{name}"
-    if isinstance(filesystem, pafs.LocalFileSystem):
-        os.makedirs(base, exist_ok=True)
-        tmp = f"{base}/{_TMP}{uuid.uuid4().hex}.parquet"
-        pq.write_table(table, tmp, compression="zstd", filesystem=filesystem)
-        os.replace(tmp, final)
-    else:
-        pq.write_table(table, final, compression="zstd", filesystem=filesystem)
+    store.write_table(filesystem, base, name, table)
     return name
 
 
 def read_config(root: str) -> FeatureConfig | None:
     """The feature config of the shards under ``root``, or ``None`` when there are none."""
-    filesystem, base = _filesystem(root)
+    filesystem, base = store.filesystem(root)
     manifest = f"{base}/{MANIFEST}"
     if filesystem.get_file_info(manifest).type == pafs.FileType.File:
         with filesystem.open_input_stream(manifest) as f:
             return FeatureConfig.from_dict(json.loads(f.read())["feature_config"])
-    shards = _shard_files(filesystem, base)
+    shards = store.list_parts(filesystem, base)
     if not shards:
         return None
     metadata = pq.read_schema(shards[0], filesystem=filesystem).metadata or {}
     return FeatureConfig.from_json(metadata[b"genre.feature_config"].decode())
 
 
-def _shard_files(filesystem: pafs.FileSystem, base: str) -> list[str]:
-    info = filesystem.get_file_info(base)
-    if info.type != pafs.FileType.Directory:
-        return []
-    entries = filesystem.get_file_info(pafs.FileSelector(base, recursive=False))
-    return sorted(
-        e.path for e in entries if e.type == pafs.FileType.File and e.base_name.startswith(_PREFIX)
-        and e.base_name.endswith(".parquet")
-    )
-
-
 class ShardStore:
     """An output folder of shards for one feature config.
 
     Opening a store creates the folder, refuses one that holds shards of another
-    config, and removes temporary files a killed run left behind.
+    config, and removes temporary files a killed run left behind: open it only while
+    holding the folder's :class:`genre.store.FolderLock`.
 
     Parameters
     ----------
@@ -192,7 +165,7 @@ class ShardStore:
     def __init__(self, root: str, cfg: FeatureConfig):
         self.root = str(root)
         self.cfg = cfg
-        self._fs, self._base = _filesystem(self.root)
+        self._fs, self._base = store.filesystem(self.root)
         info = self._fs.get_file_info(self._base)
         if info.type == pafs.FileType.File:
             raise ParameterError(f"output {self.root!r} is a file, not a folder")
@@ -204,13 +177,10 @@ class ShardStore:
                 f"(features={','.join(existing.features)}), this run asks for {cfg.hash()} "
                 f"(features={','.join(cfg.features)}): choose a new output folder"
             )
-        if isinstance(self._fs, pafs.LocalFileSystem):
-            for entry in self._fs.get_file_info(pafs.FileSelector(self._base)):
-                if entry.base_name.startswith(_TMP):
-                    self._fs.delete_file(entry.path)
+        store.remove_temporaries(self._fs, self._base)
 
     def shard_files(self) -> list[str]:
-        return _shard_files(self._fs, self._base)
+        return store.list_parts(self._fs, self._base)
 
     def done_track_ids(self) -> set[str]:
         """Track ids already present in a complete shard."""
@@ -222,17 +192,21 @@ class ShardStore:
 
     def write_manifest(self) -> dict[str, Any]:
         """Rebuild ``_manifest.json`` from the shards present; return it."""
-        shards = []
+        shards, seen = [], set()
         for path in self.shard_files():
-            ids = pq.read_table(path, columns=["track_id"], filesystem=self._fs).column("track_id")
-            shards.append({"file": path.rsplit("/", 1)[-1], "tracks": len(ids.unique()), "segments": len(ids)})
+            keys = pq.read_table(path, columns=_KEYS, filesystem=self._fs)
+            ids = keys.column("track_id")
+            pairs = set(zip(ids.to_pylist(), keys.column("segment").to_pylist(), strict=True))
+            new = pairs - seen  # a segment counts once, whichever shards repeat it
+            seen |= pairs
+            shards.append({"file": path.rsplit("/", 1)[-1], "tracks": len(ids.unique()), "segments": len(new)})
         manifest = {
             "format": _FORMAT,
             "feature_config": self.cfg.to_dict(),
             "feature_config_hash": self.cfg.hash(),
             "shapes": {name: list(self.cfg.shape(name)) for name in self.cfg.features},
-            "tracks": sum(s["tracks"] for s in shards),
-            "segments": sum(s["segments"] for s in shards),
+            "tracks": len({track for track, _ in seen}),
+            "segments": len(seen),
             "shards": shards,
             "updated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
@@ -250,15 +224,7 @@ class ShardStore:
         return f"{self.root.rstrip('/')}/{ERRORS}"
 
     def _write_bytes(self, name: str, data: bytes) -> None:
-        final = f"{self._base}/{name}"
-        if isinstance(self._fs, pafs.LocalFileSystem):
-            tmp = f"{self._base}/{_TMP}{uuid.uuid4().hex}-{name}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, final)
-        else:
-            with self._fs.open_output_stream(final) as f:
-                f.write(data)
+        store.write_bytes(self._fs, self._base, name, data)
 
 
 @dataclass(frozen=True)
@@ -272,6 +238,8 @@ class SegmentSet:
     features : dict[str, np.ndarray]
         ``name → (n, frames, bins)`` float32.
     cfg : FeatureConfig
+    duplicates : int
+        Rows dropped on read because another shard held the same segment.
     """
 
     track_id: np.ndarray
@@ -280,6 +248,7 @@ class SegmentSet:
     segment: np.ndarray
     features: dict[str, np.ndarray]
     cfg: FeatureConfig
+    duplicates: int = 0
 
     def __len__(self) -> int:
         return len(self.track_id)
@@ -294,7 +263,10 @@ def feature_array(column: pa.ChunkedArray | pa.Array, shape: tuple[int, int]) ->
 
 
 def read_segments(root: str, *, features: Iterable[str] | None = None) -> SegmentSet:
-    """Read every segment under ``root`` (only the ``features`` asked for).
+    """Read every segment under ``root`` (only the ``features`` asked for), once each.
+
+    A segment (``track_id``, ``segment``) held by more than one shard is read once,
+    with a warning; ``SegmentSet.duplicates`` says how many rows were dropped.
 
     Raises
     ------
@@ -305,8 +277,8 @@ def read_segments(root: str, *, features: Iterable[str] | None = None) -> Segmen
         (for example shards of two extract runs copied into one folder).
     """
     cfg = read_config(root)
-    filesystem, base = _filesystem(root)
-    files = _shard_files(filesystem, base)
+    filesystem, base = store.filesystem(root)
+    files = store.list_parts(filesystem, base)
     if cfg is None or not files:
         raise ParameterError(f"no segment shards under {root!r}: run the extract job first")
     for file in files:
@@ -324,6 +296,7 @@ def read_segments(root: str, *, features: Iterable[str] | None = None) -> Segmen
             f"feature(s) {','.join(missing)} not in the shards under {root!r} (they hold {','.join(cfg.features)})"
         )
     table = pq.read_table(files, columns=["track_id", "path", "genre", "segment", *names], filesystem=filesystem)
+    table, duplicates = store.drop_duplicates(table, keys=_KEYS, what="segments", where=repr(root))
     table = table.sort_by([("track_id", "ascending"), ("segment", "ascending")])
     if len(table) == 0:
         raise ParameterError(f"the shards under {root!r} hold no segments")
@@ -334,4 +307,5 @@ def read_segments(root: str, *, features: Iterable[str] | None = None) -> Segmen
         segment=table.column("segment").to_numpy().astype(np.int32),
         features={n: feature_array(table.column(n), cfg.shape(n)) for n in names},
         cfg=cfg,
+        duplicates=duplicates,
     )

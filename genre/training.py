@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from genre.config import GENRES, FeatureConfig
+from genre.card import ModelCard
+from genre.config import GENRES, SPLIT_METHODS, FeatureConfig
 from genre.corpus import gtzan_coverage, gtzan_filtered_split, split_tracks
 from genre.errors import ParameterError
 from genre.models import ModelConfig
@@ -29,9 +30,11 @@ from genre.report import evaluate as evaluate_probs
 from genre.report import segment_to_track
 from genre.shards import SegmentSet
 
-__all__ = ["SPLIT_METHODS", "PreparedData", "prepare", "stack_features", "build_network", "train_epoch", "fit", "evaluate", "FitResult"]
+__all__ = [
+    "SPLIT_METHODS", "PreparedData", "prepare", "stack_features", "build_network", "train_epoch", "fit",
+    "evaluate", "FitResult", "card_for",
+]
 
-SPLIT_METHODS = ("random", "gtzan-filtered", "auto")
 #: ``split="auto"`` picks the artist-filtered GTZAN lists when this share of them is present.
 GTZAN_AUTO_COVERAGE = 0.9
 
@@ -280,6 +283,19 @@ def evaluate(network, data: PreparedData, *, split: str = "test", aggregate: str
         "track_macro_f1": float(report["macro_f1"]),
         **{k: v for k, v in report.items() if k not in ("accuracy", "macro_f1")},
     }
+
+
+def card_for(
+    data: PreparedData, *, model_config: dict[str, Any] | None = None, aggregate: str = "mean",
+    training: dict[str, Any] | None = None,
+) -> ModelCard:
+    """The model card of a network trained on ``data``: labels, features, splits."""
+    splits = {name: tuple(sorted({str(t) for t in ids})) for name, ids in data.track.items()}
+    return ModelCard(
+        labels=tuple(data.labels), features=tuple(data.features), feature_config=data.feature_config,
+        model_config=dict(model_config or {}), aggregate=aggregate, split_method=data.split_method,
+        splits=splits, training=dict(training or {}),
+    )
 
 
 def model_config_from_trial(config: dict[str, Any]) -> ModelConfig:

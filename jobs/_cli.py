@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from genre.errors import GenreError
 
-__all__ = ["run_main", "add_ray_flags", "tracking_uri"]
+__all__ = ["run_main", "add_ray_flags", "check_ray_flags", "add_max_duration", "tracking_uri"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,6 +25,24 @@ def add_ray_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local runtime)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray runtime (default: all)")
     p.add_argument("--smoke-test", action="store_true", help="tiny run that checks the wiring in seconds")
+
+
+def check_ray_flags(args: argparse.Namespace) -> None:
+    """Refuse bad Ray flags before anything is created or started."""
+    from genre.errors import ParameterError
+
+    if args.num_cpus is not None and args.num_cpus <= 0:
+        raise ParameterError(f"--num-cpus={args.num_cpus} must be a positive integer")
+
+
+def add_max_duration(p: argparse.ArgumentParser) -> None:
+    from genre.audio import MAX_DURATION_S
+
+    p.add_argument(
+        "--max-duration", type=float, default=MAX_DURATION_S, metavar="SECONDS",
+        help="longest file decoded; longer (or headers claiming longer) are reported, not decoded "
+             "(default %(default).0f s = 3 h)",
+    )
 
 
 def tracking_uri(flag: str | None) -> str:

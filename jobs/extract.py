@@ -13,7 +13,7 @@ import tempfile
 
 from genre.config import FEATURES, FeatureConfig
 from genre.errors import ParameterError
-from jobs._cli import add_ray_flags, parser, run_main
+from jobs._cli import add_max_duration, add_ray_flags, check_ray_flags, parser, run_main
 
 
 def _features(text: str) -> tuple[str, ...]:
@@ -30,15 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("output", nargs="?", help="folder for the shards, _manifest.json and _errors.parquet")
     p.add_argument("--features", default=",".join(FEATURES), help="comma list of mfcc,chroma,mel (default: all)")
     p.add_argument("--tracks-per-shard", type=int, default=None, help="tracks per shard/batch (default: auto, ≤ 32)")
+    add_max_duration(p)
     add_ray_flags(p)
     args = p.parse_args(argv)
 
     def body() -> int:
-        from genre.extraction import run_extract
+        from genre.extraction import check_extract_arguments, run_extract
 
         cfg = FeatureConfig(features=_features(args.features))
-        if args.tracks_per_shard is not None and args.tracks_per_shard <= 0:
-            raise ParameterError(f"--tracks-per-shard={args.tracks_per_shard} must be a positive integer")
+        check_ray_flags(args)
+        check_extract_arguments(num_cpus=args.num_cpus, tracks_per_shard=args.tracks_per_shard,
+                                max_duration_s=args.max_duration)
         input_root, output = args.input, args.output
         if args.smoke_test:  # a generated corpus; INPUT and OUTPUT optional
             from genre.synth import write_corpus
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ParameterError("INPUT and OUTPUT are required (or --smoke-test)")
         summary = run_extract(
             input_root, output, cfg=cfg, address=args.address, num_cpus=args.num_cpus,
-            tracks_per_shard=args.tracks_per_shard,
+            tracks_per_shard=args.tracks_per_shard, max_duration_s=args.max_duration,
         )
         print(summary.format())
         return 0

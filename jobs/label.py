@@ -13,32 +13,10 @@ from __future__ import annotations
 import os
 import sys
 
+from genre.config import AGGREGATES
 from genre.errors import ParameterError
-from jobs._cli import add_ray_flags, parser, run_main
+from jobs._cli import add_max_duration, add_ray_flags, check_ray_flags, parser, run_main
 from jobs._cli import tracking_uri as cli_tracking_uri
-
-
-def _smoke(args) -> int:
-    """A tiny corpus, a one-epoch model trained here (no registry), labelled end to end."""
-    import tempfile
-
-    from genre.config import FeatureConfig
-    from genre.extraction import run_extract
-    from genre.labeling import LabelModel, run_label
-    from genre.models import ModelConfig, configure_tensorflow
-    from genre.shards import read_segments
-    from genre.synth import write_corpus
-    from genre.training import fit, prepare
-
-    work = tempfile.mkdtemp(prefix="genre-label-smoke-")
-    write_corpus(f"{work}/corpus", per_genre=3, seconds=4.0)
-    run_extract(f"{work}/corpus", f"{work}/shards", cfg=FeatureConfig(features=("mfcc",)), address=args.address,
-                num_cpus=args.num_cpus)
-    configure_tensorflow()
-    data = prepare(read_segments(f"{work}/shards"), features=("mfcc",))
-    model = LabelModel.from_network(fit(data, ModelConfig(kind="mlp", width=8), max_epochs=1).network, data, name="smoke/1")
-    print(run_label(f"{work}/corpus", args.output or f"{work}/labels", model=model).format())
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("output", nargs="?", help="results folder (Parquet parts); omit for a single file")
     p.add_argument("--model", default=None, help="MLflow model URI: models:/genre@champion, models:/genre/3, runs:/…")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory)")
-    p.add_argument("--aggregate", choices=("mean", "max", "vote"), default=None, help="segment → track (default: the model's, mean)")
+    p.add_argument("--aggregate", choices=AGGREGATES, default=None, help="segment → track (default: the model's, mean)")
     p.add_argument("--segments", type=int, default=10, help="segments per track, spread evenly over long tracks (default 10)")
     p.add_argument("--top-k", type=int, default=3, help="genres kept per track (default 3)")
     p.add_argument("--batch-size", type=int, default=256, help="segments per model call (default 256)")
@@ -57,14 +35,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--csv", action="store_true", help="also write OUTPUT/_results.csv (the leading _ keeps it out of the Parquet dataset)")
     p.add_argument("--retry-errors", action="store_true", help="label files that failed before again")
     p.add_argument("--new-model-ok", action="store_true", help="OUTPUT holds labels of another model: move them aside and label again")
+    add_max_duration(p)
     add_ray_flags(p)
     args = p.parse_args(argv)
 
     def body() -> int:
-        from genre.labeling import label_file, resolve_model, run_label
+        from genre.labeling import LabelSettings, label_file, resolve_model, run_label
 
+        check_ray_flags(args)
+        settings = LabelSettings(  # validates every setting; nothing has started yet
+            aggregate=args.aggregate, max_segments=args.segments, top_k=args.top_k, batch_size=args.batch_size,
+            gpus_per_worker=args.gpus_per_worker, predictors=args.predictors, max_duration_s=args.max_duration,
+            retry_errors=args.retry_errors, new_model_ok=args.new_model_ok, csv=args.csv, address=args.address,
+            num_cpus=args.num_cpus, flush_s=args.flush_seconds,
+        )
         if args.smoke_test:
-            return _smoke(args)
+            from genre.demo import smoke_label
+
+            print(smoke_label(args.output, settings=settings).format())
+            return 0
         if not args.model:
             raise ParameterError("--model is required (for example models:/genre@champion)")
         if not args.input:
@@ -77,18 +66,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ParameterError(f"input {args.input!r} does not exist")
         model = resolve_model(args.model, tracking_uri=tracking_uri)
         if single:
-            result = label_file(args.input, model=model, aggregate=args.aggregate, max_segments=args.segments, top_k=args.top_k)
+            result = label_file(args.input, model=model, aggregate=args.aggregate, max_segments=args.segments,
+                                top_k=args.top_k, max_duration_s=args.max_duration)
             print(f"{result['path']}  ({result['duration_s']:.1f} s, {result['n_segments']} segments, {result['model']}, {result['aggregate']})")
             for genre, prob in result["top"]:
                 print(f"  {genre:<10} {prob:6.1%}  {'█' * int(round(prob * 40))}")
             return 0
-        summary = run_label(
-            args.input, args.output, model=model, aggregate=args.aggregate, max_segments=args.segments,
-            top_k=args.top_k, batch_size=args.batch_size, gpus_per_worker=args.gpus_per_worker,
-            predictors=args.predictors, retry_errors=args.retry_errors, new_model_ok=args.new_model_ok,
-            csv=args.csv, address=args.address, num_cpus=args.num_cpus, flush_s=args.flush_seconds,
-        )
-        print(summary.format())
+        print(run_label(args.input, args.output, model=model, settings=settings).format())
         return 0
 
     return run_main(body)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 import sys
 
-from genre.config import SearchSettings
+from genre.config import SCHEDULERS, SPLIT_METHODS, SearchSettings
 from genre.errors import ParameterError
-from jobs._cli import add_ray_flags, parser, run_main
+from jobs._cli import add_ray_flags, check_ray_flags, parser, run_main
 from jobs._cli import tracking_uri as cli_tracking_uri
 
 
@@ -34,10 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grace-epochs", type=int, default=S.grace_epochs, help="epochs before ASHA may stop a trial (default %(default)s)")
     p.add_argument("--reduction-factor", type=int, default=S.reduction_factor, help="ASHA keeps the best 1/N of trials at each rung (default %(default)s)")
     p.add_argument("--patience", type=int, default=S.patience, help="early stopping: epochs without val-loss improvement (default %(default)s)")
-    p.add_argument("--scheduler", choices=("asha", "fifo"), default=S.scheduler, help="asha stops trials that fall behind; fifo runs every trial to the end")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default=S.scheduler, help="asha stops trials that fall behind; fifo runs every trial to the end")
     p.add_argument("--cpus-per-trial", type=float, default=S.cpus_per_trial, help="CPUs per trial, also TensorFlow's thread count (default %(default)s)")
     p.add_argument("--gpus-per-trial", type=float, default=S.gpus_per_trial, help="may be fractional; used only when the cluster has GPUs")
-    p.add_argument("--split", choices=("auto", "random", "gtzan-filtered"), default=S.split, help="by-track split (auto: GTZAN lists when the corpus is GTZAN)")
+    p.add_argument("--split", choices=SPLIT_METHODS, default=S.split, help="by-track split (auto: GTZAN lists when the corpus is GTZAN)")
     p.add_argument("--seed", type=int, default=S.seed, help="seed of the split and of the search (default %(default)s)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory)")
     p.add_argument("--experiment", default=S.experiment, help="MLflow experiment name (default %(default)s)")
@@ -49,9 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def body() -> int:
-        from genre.runtime import init_ray
+        from genre.card import check_tracking_uri
         from genre.shards import read_segments
-        from genre.tuning import SearchSettings, check_tracking_uri, remove_search, run_search
 
         shards = args.shards
         if args.smoke_test and not shards:
@@ -60,24 +59,33 @@ def main(argv: list[str] | None = None) -> int:
             raise ParameterError("SHARDS is required: the output folder of the extract job")
         if "://" not in shards and not os.path.isdir(shards):
             raise ParameterError(f"shards folder {shards!r} does not exist")
+        check_ray_flags(args)
         tracking_uri = cli_tracking_uri(args.tracking_uri)
-        check_tracking_uri(tracking_uri)
-        settings = SearchSettings(
+        settings = SearchSettings(  # validates every setting; nothing has started yet
             shards=shards, models=_list(args.models) or (), features=_list(args.features),
             num_samples=2 if args.smoke_test else args.num_samples, max_epochs=2 if args.smoke_test else args.max_epochs,
-            grace_epochs=args.grace_epochs, reduction_factor=args.reduction_factor, patience=args.patience, cpus_per_trial=args.cpus_per_trial,
-            gpus_per_trial=args.gpus_per_trial, scheduler=args.scheduler, split=args.split, seed=args.seed,
-            tracking_uri=tracking_uri, experiment=args.experiment, register_as=args.register_as,
-            storage=args.storage, name=args.name,
+            grace_epochs=args.grace_epochs, reduction_factor=args.reduction_factor, patience=args.patience,
+            cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, scheduler=args.scheduler,
+            split=args.split, seed=args.seed, tracking_uri=tracking_uri, experiment=args.experiment,
+            register_as=args.register_as, storage=args.storage, name=args.name,
         )
-        if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
-            raise ParameterError("--cpus-per-trial must be > 0 and --gpus-per-trial ≥ 0")
+        if settings.grace_clamped:
+            print(f"note: --grace-epochs {args.grace_epochs} is more than --max-epochs {settings.max_epochs}; "
+                  f"using {settings.grace_epochs}", file=sys.stderr)
+        check_tracking_uri(tracking_uri)
         segments = read_segments(shards)
+        from genre.runtime import init_ray
+        from genre.tuning import check_search, remove_search, run_search
+
+        check_search(segments, settings)
         if args.fresh:
             remove_search(settings)
         init_ray(address=args.address, num_cpus=args.num_cpus)
         outcome = run_search(segments, settings)
-        if outcome.already_done:
+        if outcome.reregistered:
+            print(f"search {outcome.name} had already finished: registered its champion as {outcome.model_uri} "
+                  f"(version {outcome.version}) without searching again")
+        elif outcome.already_done:
             print(f"search {outcome.name} already finished (use --fresh to run it again)")
         print(outcome.format())
         return 0

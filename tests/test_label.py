@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from genre.card import ModelCard
 from tests.conftest import FORMATS, REPO, free_port, run_job, tone, write_audio
 from tests.test_failures import make_bad_files
 
@@ -140,10 +141,9 @@ def test_accuracy_on_held_out_tracks_matches_the_tune_figure(small_corpus, tuned
 
     mlflow.set_tracking_uri(tuned.uri)
     uri = f"models:/{tuned.name}@champion"
-    meta = mlflow.models.get_model_info(uri).metadata["genre"]
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path / "model")))
-    splits = json.loads((local / "genre" / "splits.json").read_text())
-    test = sorted(t for t, s in splits.items() if s == "test")
+    card = ModelCard.from_metadata(mlflow.models.get_model_info(uri).metadata["genre"])
+    meta = card.training
+    test = sorted(card.splits["test"])
     listing = tmp_path / "test tracks.txt"
     listing.write_text("".join(f"{small_corpus / t}\n" for t in test))  # a text list is an accepted INPUT
     out = tmp_path / "out"
@@ -277,3 +277,47 @@ def test_uris_go_through_pyarrow_filesystems(collection, champion, tmp_path):
     rows = _results(out)
     assert len(rows) == 6 and rows.error.isna().all() and rows.path.str.startswith("file://").all()
     assert (out / "_results.csv").exists()
+
+
+def _tampered_copy(tuned, tmp_path, *, n_mfcc: int, fix_hash: bool, signature: str) -> Path:
+    """The champion downloaded to a folder, its MLmodel edited as a user might."""
+    import mlflow
+    import yaml
+
+    from genre.config import FeatureConfig
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{tuned.name}@champion",
+                                                     dst_path=str(tmp_path / "model"), tracking_uri=tuned.uri))
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+    meta = mlmodel["metadata"]["genre"]
+    meta["feature_config"]["n_mfcc"] = n_mfcc
+    if fix_hash:
+        meta["feature_config_hash"] = FeatureConfig.from_dict(meta["feature_config"]).hash()
+    if signature == "deleted":
+        mlmodel.pop("signature", None)
+    else:
+        inputs = json.loads(mlmodel["signature"]["inputs"])
+        inputs[0]["tensor-spec"]["shape"] = [-1, 130, n_mfcc]
+        mlmodel["signature"]["inputs"] = json.dumps(inputs)
+    (local / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    return local
+
+
+@pytest.mark.parametrize("signature", ["deleted", "edited"])
+def test_a_model_whose_keras_input_does_not_fit_its_card_is_refused_in_the_driver(tuned, tmp_path, signature):
+    """MLmodel says n_mfcc=20 (hash fixed to match, signature deleted or edited to 20 bins),
+    the Keras file still takes 13: one line, exit 2, before any Ray worker starts."""
+    local = _tampered_copy(tuned, tmp_path, n_mfcc=20, fix_hash=True, signature=signature)
+    song = write_audio(tmp_path / "in" / "song.wav", tone(seconds=7, sample_rate=22050), sample_rate=22050)
+    result = run_job("jobs.label", str(song.parent), str(tmp_path / "out"), "--model", str(local),
+                     "--tracking-uri", tuned.uri, "--num-cpus", "1", timeout=300)
+    line = _one_error_line(result)
+    assert "takes input (130, 13)" in line and "(130, 20)" in line, line
+    assert not (tmp_path / "out").exists(), "nothing is created for a command that exits 2"
+
+
+def test_a_card_edited_without_its_hash_is_refused(tuned, tmp_path):
+    local = _tampered_copy(tuned, tmp_path, n_mfcc=20, fix_hash=False, signature="deleted")
+    song = write_audio(tmp_path / "song.wav", tone(seconds=7, sample_rate=22050), sample_rate=22050)
+    result = run_job("jobs.label", str(song), "--model", str(local), "--tracking-uri", tuned.uri, timeout=300)
+    assert "card was edited" in _one_error_line(result)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from genre.card import ModelCard
 from tests.conftest import REPO, free_port, run_job
 
 pytestmark = pytest.mark.slow
@@ -77,15 +78,14 @@ def test_champion_is_a_keras_model_with_its_feature_config_and_labels(tuned, cli
     info = mlflow.models.get_model_info(uri)
     assert "keras" in info.flavors
     assert info.signature is not None
-    meta = info.metadata["genre"]
-    assert meta["features"] == ["mfcc"] and len(meta["labels"]) == 10
+    card = ModelCard.from_metadata(info.metadata["genre"])
+    assert card.features == ("mfcc",) and len(card.labels) == 10
+    assert card.feature_config.n_mfcc == 13 and card.feature_config.features == ("mfcc",)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path), tracking_uri=tuned.uri))
-    config = json.loads((local / "genre" / "feature_config.json").read_text())
-    assert config["n_mfcc"] == 13 and config["features"] == ["mfcc"]
-    assert json.loads((local / "genre" / "labels.json").read_text()) == meta["labels"]
-    splits = json.loads((local / "genre" / "splits.json").read_text())
+    assert ModelCard.from_metadata(json.loads((local / "genre" / "card.json").read_text())) == card
+    splits = card.split_of()
     assert set(splits.values()) == {"train", "val", "test"} and len(splits) == 40
-    assert float(version.tags["test_track_accuracy"]) == pytest.approx(meta["test_track_accuracy"], abs=1e-4)
+    assert float(version.tags["test_track_accuracy"]) == pytest.approx(card.training["test_track_accuracy"], abs=1e-4)
 
 
 def test_summary_lists_trials_and_says_where_to_look(tuned):
@@ -168,3 +168,125 @@ def test_unknown_model_kind_is_one_line(small_shards, tmp_path):
     result = run_job("jobs.tune", str(small_shards), "--models", "resnet9000", "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
                      timeout=120)
     assert "resnet9000" in _one_error_line(result)
+
+
+def test_max_epochs_below_the_default_grace_period_runs_with_artifacts_beside_the_database(small_shards, tmp_path):
+    """``--max-epochs 2`` with the default ``--grace-epochs 3`` used to crash inside ASHAScheduler."""
+    db = tmp_path / "db" / "mlflow.db"
+    db.parent.mkdir()
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.tune", str(small_shards), "--models", "mlp", "--num-samples", "1",
+         "--max-epochs", "2", "--tracking-uri", f"sqlite:///{db}", "--storage", str(tmp_path / "ray"),
+         "--num-cpus", "2"],
+        cwd=elsewhere, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "using 2" in result.stderr and "AssertionError" not in result.stderr
+    assert not (elsewhere / "mlruns").exists() and list(elsewhere.iterdir()) == []
+    artifacts = db.parent / "mlartifacts"
+    assert artifacts.is_dir() and any(artifacts.rglob("*.keras"))
+    assert f"artifacts: {artifacts.as_uri()}" in result.stdout
+    assert [p.info.status for p in _parents(f"sqlite:///{db}", "genre")] == ["FINISHED"]
+
+
+def _parents(uri: str, experiment: str):
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    runs = client.search_runs([found.experiment_id])
+    return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+
+
+def _interrupt_when_training(args: list[str], uri: str, experiment: str) -> subprocess.CompletedProcess:
+    import mlflow
+
+    started_ms = time.time() * 1000
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.tune", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    client = mlflow.MlflowClient(uri)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        parents = _parents(uri, experiment)
+        runs = client.search_runs([parents[0].info.experiment_id]) if parents else []
+        logged = [m.timestamp for r in runs if "mlflow.parentRunId" in r.data.tags
+                  for m in client.get_metric_history(r.info.run_id, "val_accuracy")]
+        if any(t > started_ms for t in logged):
+            break  # a trial of this run has reported an epoch: the search is under way
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=180)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_ctrl_c_ends_the_parent_run_as_killed_and_a_rerun_reuses_it(small_shards, tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = [str(small_shards), "--models", "mlp", "--num-samples", "2", "--max-epochs", "200", "--patience", "200",
+            "--scheduler", "fifo", "--tracking-uri", uri, "--experiment", "ctrl-c", "--storage",
+            str(tmp_path / "ray"), "--num-cpus", "2"]
+    first = _interrupt_when_training(args, uri, "ctrl-c")
+    assert first.returncode == 130, first.stderr[-3000:]
+    assert "re-run the same command" in first.stderr
+    parents = _parents(uri, "ctrl-c")
+    assert [p.info.status for p in parents] == ["KILLED"]
+    second = _interrupt_when_training(args, uri, "ctrl-c")
+    assert second.returncode == 130, second.stderr[-3000:]
+    again = _parents(uri, "ctrl-c")
+    assert [p.info.run_id for p in again] == [parents[0].info.run_id], "a re-run resumes the same parent run"
+    assert [p.info.status for p in again] == ["KILLED"]
+
+
+def test_an_exception_in_the_search_ends_the_parent_run_as_failed(small_shards, tmp_path, monkeypatch):
+    import mlflow
+
+    from genre import tuning
+    from genre.config import SearchSettings
+    from genre.shards import read_segments
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("a trial runner crashed")
+
+    monkeypatch.setattr(tuning, "_fit", boom)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    settings = SearchSettings(shards=str(small_shards), models=("mlp",), tracking_uri=uri,
+                              storage=str(tmp_path / "ray"), experiment="boom")
+    with pytest.raises(RuntimeError, match="crashed"):
+        tuning.run_search(read_segments(str(small_shards)), settings, progress=False)
+    parents = _parents(uri, "boom")
+    assert [p.info.status for p in parents] == ["FAILED"]
+    experiment = mlflow.MlflowClient(uri).get_experiment_by_name("boom")
+    assert experiment.artifact_location == (tmp_path / "mlartifacts").as_uri()
+
+
+def test_rerun_with_another_register_as_registers_the_finished_champion(tuned, client):
+    args = list(tuned.args)
+    args[args.index("--register-as") + 1] = "genre-test-other"
+    result = run_job("jobs.tune", *args, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "registered its champion as models:/genre-test-other@champion" in result.stdout
+    first = client.get_model_version_by_alias(tuned.name, "champion")
+    other = client.get_model_version_by_alias("genre-test-other", "champion")
+    assert other.source == first.source, "the same logged model, not a new search"
+    assert "tune: 3 trials" in result.stdout
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--max-epochs", "0"], "--max-epochs"),
+    (["--num-samples", "-1"], "--num-samples"),
+    (["--reduction-factor", "1"], "--reduction-factor"),
+    (["--cpus-per-trial", "0"], "--cpus-per-trial"),
+    (["--num-cpus", "0"], "--num-cpus"),
+    (["--models", "cnn,bogus"], "bogus"),
+])
+def test_bad_search_settings_start_nothing_and_create_nothing(small_shards, tmp_path, flags, needle):
+    db = tmp_path / "mlflow.db"
+    result = run_job("jobs.tune", str(small_shards), "--tracking-uri", f"sqlite:///{db}", "--storage",
+                     str(tmp_path / "ray"), *flags, timeout=120)
+    assert needle in _one_error_line(result)
+    assert "Ray" not in result.stderr and "token" not in result.stderr.lower()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing is created for a command that exits 2"

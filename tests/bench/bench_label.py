@@ -71,7 +71,7 @@ def train_model(work: Path, *, kind: str = "short_chunk_cnn", feature: str = "me
     """A one-epoch model of ``kind`` on ``feature``, as a LabelModel (no MLflow needed for a benchmark)."""
     from genre.config import FeatureConfig
     from genre.extraction import run_extract
-    from genre.labeling import LabelModel
+    from genre.labeling import model_from_network
     from genre.models import ModelConfig, configure_tensorflow
     from genre.shards import read_segments
     from genre.synth import write_corpus
@@ -84,7 +84,7 @@ def train_model(work: Path, *, kind: str = "short_chunk_cnn", feature: str = "me
     run_extract(str(work / "train-corpus"), str(work / f"train-shards-{feature}"), cfg=cfg)
     data = prepare(read_segments(str(work / f"train-shards-{feature}")), features=(feature,))
     network = fit(data, ModelConfig(kind=kind, width=32), max_epochs=1).network
-    return LabelModel.from_network(network, data, name=f"bench-{kind}/1")
+    return model_from_network(network, data, name=f"bench-{kind}/1")
 
 
 def cost_ratio(work: Path, model, *, rounds: int = 2) -> tuple[float, float]:

@@ -1,0 +1,265 @@
+"""The model card: everything a trained model needs to be fed and read, in one type.
+
+Tune writes a :class:`ModelCard` once, as the MLflow model's metadata (key ``genre``)
+and as the artifact ``genre/card.json`` beside the Keras file; label and the demo read
+it back with :func:`resolve`. Nothing else parses model metadata. As in nanoGPT's
+checkpoint, the consumer rebuilds what it needs from the card alone: the labels, the
+feature names and the exact feature config, the segment aggregation, the splits the
+model was trained and tested on, and room for what later stages add (a pretrained
+extractor, a calibration).
+
+:func:`resolve` checks the model before any work starts: the Keras file's own input
+layer must take ``(frames, bins)`` as the card's feature config gives them, whatever
+the MLmodel signature says (it is optional and editable), so a model fed the wrong
+features fails in the driver with one line instead of inside a Ray worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genre.config import AGGREGATES, FeatureConfig
+from genre.errors import ConfigMismatchError, ParameterError
+
+__all__ = ["METADATA_KEY", "CARD_ARTIFACT", "ModelCard", "ResolvedModel", "keras_input_shape", "resolve",
+           "check_tracking_uri"]
+
+#: Key of the card in the MLflow model's metadata.
+METADATA_KEY = "genre"
+#: Where the card is also written, beside the model (``<model>/genre/card.json``).
+CARD_ARTIFACT = "genre/card.json"
+_FORMAT = "genre.card/1"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a trained model is and how to feed it.
+
+    Attributes
+    ----------
+    labels : tuple of str
+        Class names in output order.
+    features : tuple of str
+        Features stacked along the bins axis, in order.
+    feature_config : FeatureConfig
+        The exact settings the features were extracted with.
+    model_config : dict
+        Architecture and optimiser settings (a ``ModelConfig`` as a dict, plus trial keys).
+    aggregate : str
+        Segment → track aggregation (``mean``, ``max`` or ``vote``).
+    split_method : str
+        How tracks were split (``random``, ``gtzan-filtered``, ``given``).
+    splits : dict
+        ``split name → track ids`` (``train``, ``val``, ``test``).
+    training : dict
+        Summary figures (test accuracy, search name, …), for people and reports.
+    extractor : dict or None
+        A pretrained feature extractor the features need, with its weights' hash.
+    calibration : dict or None
+        Probability calibration fitted after training.
+    """
+
+    labels: tuple[str, ...]
+    features: tuple[str, ...]
+    feature_config: FeatureConfig
+    model_config: dict[str, Any] = field(default_factory=dict)
+    aggregate: str = "mean"
+    split_method: str = ""
+    splits: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    extractor: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
+        object.__setattr__(self, "features", tuple(str(x) for x in self.features))
+        object.__setattr__(self, "splits", {str(k): tuple(map(str, v)) for k, v in self.splits.items()})
+        if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
+            raise ParameterError(f"a model card needs two or more distinct labels, got {list(self.labels)}")
+        missing = [f for f in self.features if f not in self.feature_config.features]
+        if not self.features or missing:
+            raise ConfigMismatchError(
+                f"card features {','.join(self.features) or '(none)'} are not all in its feature config "
+                f"({','.join(self.feature_config.features)})"
+            )
+        if self.aggregate not in AGGREGATES:
+            raise ParameterError(f"aggregate={self.aggregate!r}: choose one of {', '.join(AGGREGATES)}")
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """``(frames, bins)`` of one segment's input as the feature config gives it."""
+        cfg = self.feature_config
+        return (cfg.frames, sum(cfg.bins(f) for f in self.features))
+
+    def split_of(self) -> dict[str, str]:
+        """``track id → split name``."""
+        return {track: name for name, tracks in self.splits.items() for track in tracks}
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The card as plain JSON-able data (MLflow metadata, ``card.json``)."""
+        d = dataclasses.asdict(self)
+        d["feature_config"] = self.feature_config.to_dict()
+        d["feature_config_hash"] = self.feature_config.hash()
+        d["labels"], d["features"] = list(self.labels), list(self.features)
+        d["splits"] = {k: list(v) for k, v in self.splits.items()}
+        d["format"] = _FORMAT
+        return json.loads(json.dumps(d, default=_plain))
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any] | None, *, source: str = "model") -> ModelCard:
+        """Read a card written by :meth:`to_metadata`.
+
+        Raises
+        ------
+        ConfigMismatchError
+            ``meta`` is not a genre model card, or its feature config hash does not match.
+        """
+        if not meta or "feature_config" not in meta or "labels" not in meta:
+            raise ConfigMismatchError(
+                f"{source} carries no genre model card (labels, features, feature config): "
+                "it was not made by jobs.tune"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in meta.items() if k in known}
+        cfg = FeatureConfig.from_dict(meta["feature_config"])
+        stated = meta.get("feature_config_hash")
+        if stated and stated != cfg.hash():
+            raise ConfigMismatchError(
+                f"{source}: its feature config hashes to {cfg.hash()}, but the card says {stated}: "
+                "the card was edited; refusing to guess which is right"
+            )
+        kwargs["feature_config"] = cfg
+        return cls(**kwargs)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_metadata(), indent=1, sort_keys=True)
+
+
+def _plain(value: Any) -> Any:
+    """JSON for numpy scalars and arrays inside model configs and summaries."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def keras_input_shape(keras_bytes: bytes) -> tuple[int, ...]:
+    """The per-example input shape declared by a ``.keras`` file, read without TensorFlow.
+
+    Raises
+    ------
+    ConfigMismatchError
+        Not a Keras 3 archive, or no input layer with a static shape.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(keras_bytes)) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise ConfigMismatchError(f"not a Keras 3 model file ({type(exc).__name__})") from exc
+    for layer in config.get("config", {}).get("layers", []):
+        if layer.get("class_name") == "InputLayer":
+            shape = layer.get("config", {}).get("batch_shape") or layer.get("config", {}).get("batch_input_shape")
+            if shape:
+                return tuple(int(d) if d is not None else -1 for d in shape[1:])
+    raise ConfigMismatchError("the Keras model file declares no input layer with a shape")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model looked up and checked: its card, its Keras file's bytes and its name."""
+
+    uri: str
+    name: str  # e.g. "genre/3"
+    card: ModelCard
+    keras_bytes: bytes
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Fail fast, in one line, when an HTTP tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
+            if response.status != 200:
+                raise ParameterError(f"MLflow tracking server at {uri} answered {response.status} on /health")
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ParameterError(f"MLflow tracking server at {uri} is unreachable ({reason})") from exc
+
+
+def _model_tag(uri: str, client) -> str:
+    """``models:/genre@champion`` → ``genre/3``; other URIs stay as they are."""
+    if not uri.startswith("models:/"):
+        return uri
+    ref = uri[len("models:/") :]
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return f"{name}/{client.get_model_version_by_alias(name, alias).version}"
+    name, _, version = ref.partition("/")
+    if version in ("", "latest"):
+        versions = client.search_model_versions(f"name='{name}'")
+        version = str(max(int(v.version) for v in versions))
+    return f"{name}/{version}"
+
+
+def resolve(uri: str, *, tracking_uri: str) -> ResolvedModel:
+    """Look up ``uri`` (``models:/name@alias``, ``models:/name/3``, ``runs:/…``, a local
+    model folder), read its card and check the Keras model's real input against it.
+
+    Raises
+    ------
+    ParameterError
+        Unknown model or unreachable tracking server.
+    ConfigMismatchError
+        Not a genre model, no Keras file, or a Keras input that the card's features
+        do not fit.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    check_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri)
+    try:
+        tag = _model_tag(uri, client)
+        info = mlflow.models.get_model_info(uri)
+        with tempfile.TemporaryDirectory() as d:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri, dst_path=d))
+            keras_files = sorted(local.rglob("*.keras"))
+            blob = keras_files[0].read_bytes() if keras_files else b""
+    except (MlflowException, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ParameterError(f"model {uri!r} not found at {tracking_uri}: {first}") from exc
+    card = ModelCard.from_metadata((info.metadata or {}).get(METADATA_KEY), source=f"model {uri!r}")
+    if not blob:
+        raise ConfigMismatchError(f"model {uri!r} has no Keras model file")
+    check_input(card, blob, source=f"model {uri!r}")
+    return ResolvedModel(uri=uri, name=tag, card=card, keras_bytes=blob)
+
+
+def check_input(card: ModelCard, keras_bytes: bytes, *, source: str = "model") -> None:
+    """Refuse a Keras model whose input layer does not take the card's features.
+
+    Raises
+    ------
+    ConfigMismatchError
+    """
+    actual = keras_input_shape(keras_bytes)
+    expected = card.input_shape
+    fits = len(actual) == len(expected) and all(a in (-1, e) for a, e in zip(actual, expected, strict=True))
+    if not fits:
+        raise ConfigMismatchError(
+            f"{source}: the Keras model takes input {actual} but its card's features "
+            f"{'+'.join(card.features)} with feature config {card.feature_config.hash()} give {expected}: "
+            "refusing to feed it"
+        )

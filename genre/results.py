@@ -1,0 +1,176 @@
+"""The results table: one row per labelled file, as Parquet parts in an output folder.
+
+Columns: ``path``, ``track_id``, ``genre`` (top-1), ``confidence``, ``top_k`` (a list
+of ``{genre, probability}``), one ``p_<genre>`` column per label, ``n_segments``,
+``duration_s``, ``model`` (name/version), ``aggregate``, ``error`` and
+``error_reason`` (null unless the file could not be labelled), ``labeled_at``.
+
+Only the label job's driver writes, one part at a time, atomically, holding the
+folder's lock (:mod:`genre.store`); :func:`read_results` returns one row per path
+whatever the folder holds (the latest), so pandas users and a re-run see the same
+table. Plain pyarrow, pandas and DuckDB read the folder; nothing here needs Ray.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import uuid
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
+
+from genre import store
+from genre.errors import ParameterError
+
+__all__ = ["FORMAT", "CSV_NAME", "results_schema", "results_table", "ResultStore", "read_results"]
+
+FORMAT = "genre.results/1"
+CSV_NAME = "_results.csv"
+_SUPERSEDED = "_superseded"
+
+
+def results_schema(labels: list[str]) -> pa.Schema:
+    """Arrow schema of the results table for ``labels``."""
+    fields = [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("track_id", pa.string(), nullable=False),
+        pa.field("genre", pa.string()),
+        pa.field("confidence", pa.float32()),
+        pa.field("top_k", pa.list_(pa.struct([("genre", pa.string()), ("probability", pa.float32())]))),
+        *[pa.field(f"p_{label}", pa.float32()) for label in labels],
+        pa.field("n_segments", pa.int32()),
+        pa.field("duration_s", pa.float32()),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("aggregate", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("error_reason", pa.string()),
+        pa.field("labeled_at", pa.timestamp("s", tz="UTC"), nullable=False),
+    ]
+    return pa.schema(fields, metadata={"genre.format": FORMAT})
+
+
+def results_table(rows: list[dict[str, Any]], *, labels: list[str], model: str, aggregate: str) -> pa.Table:
+    """Rows from the predictor (``path``, ``track_id``, ``genre``, ``confidence``,
+    ``top_genres``, ``top_probs``, ``p_<label>``, ``n_segments``, ``duration_s``,
+    ``reason``, ``error``) as a results table."""
+    now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+    cols: dict[str, list] = {f.name: [] for f in results_schema(labels)}
+    for r in rows:
+        bad = bool(r["reason"])
+        cols["path"].append(r["path"])
+        cols["track_id"].append(r["track_id"])
+        cols["genre"].append(None if bad else r["genre"])
+        cols["confidence"].append(None if bad else float(r["confidence"]))
+        cols["top_k"].append(None if bad else [
+            {"genre": g, "probability": float(p)} for g, p in zip(r["top_genres"], r["top_probs"], strict=True)
+        ])
+        for label in labels:
+            cols[f"p_{label}"].append(None if bad else float(r[f"p_{label}"]))
+        cols["n_segments"].append(int(r["n_segments"]))
+        cols["duration_s"].append(float(r["duration_s"]) if r["duration_s"] else None)
+        cols["model"].append(model)
+        cols["aggregate"].append(aggregate)
+        cols["error"].append(r["error"] or None)
+        cols["error_reason"].append(r["reason"] or None)
+        cols["labeled_at"].append(now)
+    return pa.Table.from_pydict(cols, schema=results_schema(labels))
+
+
+class ResultStore:
+    """The OUTPUT folder of the label job (local or object store).
+
+    Open it only while holding the folder's :class:`genre.store.FolderLock`: opening
+    removes temporaries a killed run left behind.
+    """
+
+    def __init__(self, root: str):
+        self.root = str(root)
+        self.fs, self.base = store.filesystem(self.root)
+        if self.fs.get_file_info(self.base).type == pafs.FileType.File:
+            raise ParameterError(f"output {root!r} is a file, not a folder")
+        self.fs.create_dir(self.base, recursive=True)
+        store.remove_temporaries(self.fs, self.base)
+
+    def parts(self) -> list[str]:
+        return store.list_parts(self.fs, self.base)
+
+    def existing(self) -> pa.Table | None:
+        """``path``, ``model``, ``error`` of every row present (``None`` when empty)."""
+        parts = self.parts()
+        if not parts:
+            return None
+        return pq.read_table(parts, columns=["path", "model", "error"], filesystem=self.fs)
+
+    def write(self, table: pa.Table) -> None:
+        name = f"{store.PART_PREFIX}{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
+        store.write_table(self.fs, self.base, name, table)
+
+    def drop_errors(self) -> int:
+        """Rewrite parts without their error rows (so those files are labelled again)."""
+        dropped = 0
+        for part in self.parts():
+            table = pq.read_table(part, filesystem=self.fs)
+            keep = pc.is_null(table.column("error"))
+            if pc.all(keep).as_py():
+                continue
+            dropped += len(table) - pc.sum(keep.cast(pa.int32())).as_py()
+            kept = table.filter(keep)
+            if len(kept):
+                store.write_table(self.fs, self.base, part.rsplit("/", 1)[-1], kept)
+            else:
+                self.fs.delete_file(part)
+        return dropped
+
+    def supersede(self, model: str) -> int:
+        """Move parts of other models aside (``_superseded/``), keeping them."""
+        moved = 0
+        for part in self.parts():
+            models = set(pq.read_table(part, columns=["model"], filesystem=self.fs).column("model").to_pylist())
+            if models != {model}:
+                self.fs.create_dir(f"{self.base}/{_SUPERSEDED}", recursive=True)
+                self.fs.move(part, f"{self.base}/{_SUPERSEDED}/{part.rsplit('/', 1)[-1]}")
+                moved += 1
+        return moved
+
+    def write_csv(self, name: str = CSV_NAME) -> str:
+        """The table as CSV (``top_k`` as JSON), beside the parts; return its location."""
+        frame = read_results(self.root)
+        frame["top_k"] = frame["top_k"].map(_top_k_json)
+        store.write_bytes(self.fs, self.base, name, frame.to_csv(index=False).encode())
+        return store.join(self.root, name)
+
+
+def _top_k_json(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return json.dumps([{"genre": d["genre"], "probability": round(float(d["probability"]), 4)} for d in value])
+
+
+def read_results(root: str):
+    """The results table under ``root`` (local or object store) as a pandas DataFrame.
+
+    One row per ``path``: when parts hold the same path twice (two runs' parts copied
+    into one folder, say), the latest ``labeled_at`` wins, with a warning, and
+    ``frame.attrs["duplicates"]`` says how many rows were dropped. No Ray needed.
+
+    Raises
+    ------
+    ParameterError
+        No results under ``root``.
+    """
+    fs, base = store.filesystem(root)
+    parts = store.list_parts(fs, base)
+    if not parts:
+        raise ParameterError(f"no results under {root!r}")
+    table, dropped = store.drop_duplicates(
+        pq.read_table(parts, filesystem=fs), keys=["path"], what="results", where=repr(root),
+        keep_last_by="labeled_at",
+    )
+    frame = table.to_pandas()
+    frame.attrs["duplicates"] = dropped
+    return frame

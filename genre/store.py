@@ -1,0 +1,424 @@
+"""One Parquet folder, as shards and results both use it.
+
+An output folder (local, or an ``s3://``/``gs://`` URI through pyarrow) holds
+``part-*.parquet`` files and a few ``_``-prefixed companions. This module owns the
+promises both stores keep:
+
+* **atomic parts**: a part is written under a temporary name and renamed into place
+  (object stores publish an object only once its upload completes), so a killed job
+  leaves whole parts or none; temporaries a killed run left are removed by the next
+  writer, under the lock;
+* **one writer at a time**: :class:`FolderLock` (``_lock``) refuses a second run into
+  the same folder and takes over the lock of a dead process on this host;
+* **a crash journal**: :class:`AttemptJournal` (``_attempts/``) remembers files whose
+  decoding was interrupted, so a file that kills its worker is skipped after two
+  attempts instead of taking the good files of its batch down with it every time;
+* **no duplicate on read**: :func:`drop_duplicates` keeps one row per key, whatever
+  the folder holds (parts of two runs copied together, say), and says how many it
+  dropped.
+
+Nothing here needs Ray.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
+
+from genre.errors import AudioFileError, ParameterError
+
+__all__ = [
+    "PART_PREFIX",
+    "is_uri",
+    "filesystem",
+    "join",
+    "list_parts",
+    "write_table",
+    "write_bytes",
+    "remove_temporaries",
+    "drop_duplicates",
+    "FolderLock",
+    "AttemptJournal",
+]
+
+PART_PREFIX = "part-"
+_TMP = ".tmp-"
+_LOCK = "_lock"
+_ATTEMPTS = "_attempts"
+#: Seconds after which a lock file that cannot be parsed (a writer killed between
+#: creating and filling it) counts as stale.
+_UNREADABLE_LOCK_S = 30.0
+
+
+def is_uri(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names an object-store or ``file://`` URI rather than a local path."""
+    return "://" in str(path)
+
+
+def filesystem(root: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem of ``root`` and the path within it (absolute for local paths)."""
+    if is_uri(root):
+        return pafs.FileSystem.from_uri(str(root))
+    return pafs.LocalFileSystem(), os.path.abspath(str(root))
+
+
+def join(root: str, name: str) -> str:
+    """``root/name`` for display, keeping a URI a URI."""
+    return f"{str(root).rstrip('/')}/{name}"
+
+
+def _is_local(fs: pafs.FileSystem) -> bool:
+    return isinstance(fs, pafs.LocalFileSystem)
+
+
+def list_parts(fs: pafs.FileSystem, base: str, *, prefix: str = PART_PREFIX) -> list[str]:
+    """Sorted paths of the ``<prefix>*.parquet`` files directly under ``base`` (``[]`` if none)."""
+    if fs.get_file_info(base).type != pafs.FileType.Directory:
+        return []
+    entries = fs.get_file_info(pafs.FileSelector(base, recursive=False))
+    return sorted(
+        e.path
+        for e in entries
+        if e.type == pafs.FileType.File
+        and e.base_name.startswith(prefix)
+        and e.base_name.endswith(".parquet")
+    )
+
+
+def write_table(fs: pafs.FileSystem, base: str, name: str, table: pa.Table) -> str:
+    """Write ``table`` as ``base/name`` atomically (zstd); return the final path."""
+    final = f"{base}/{name}"
+    if _is_local(fs):
+        os.makedirs(base, exist_ok=True)
+        tmp = f"{base}/{_TMP}{uuid.uuid4().hex}.parquet"
+        pq.write_table(table, tmp, compression="zstd", filesystem=fs)
+        os.replace(tmp, final)
+    else:
+        pq.write_table(table, final, compression="zstd", filesystem=fs)
+    return final
+
+
+def write_bytes(fs: pafs.FileSystem, base: str, name: str, data: bytes) -> str:
+    """Write ``data`` as ``base/name`` atomically; return the final path."""
+    final = f"{base}/{name}"
+    if _is_local(fs):
+        os.makedirs(base, exist_ok=True)
+        tmp = f"{base}/{_TMP}{uuid.uuid4().hex}-{name.replace('/', '_')}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, final)
+    else:
+        with fs.open_output_stream(final) as f:
+            f.write(data)
+    return final
+
+
+def remove_temporaries(fs: pafs.FileSystem, base: str) -> int:
+    """Delete the temporary files a killed writer left under ``base``; return how many.
+
+    Call it only while holding the folder's :class:`FolderLock`: the temporaries of a
+    live writer look the same.
+    """
+    if not _is_local(fs) or fs.get_file_info(base).type != pafs.FileType.Directory:
+        return 0
+    removed = 0
+    for entry in fs.get_file_info(pafs.FileSelector(base)):
+        if entry.base_name.startswith(_TMP):
+            fs.delete_file(entry.path)
+            removed += 1
+    return removed
+
+
+def drop_duplicates(
+    table: pa.Table, *, keys: list[str], what: str, where: str, keep_last_by: str | None = None
+) -> tuple[pa.Table, int]:
+    """Keep one row per ``keys``; warn once, naming ``what`` and ``where``, when any go.
+
+    Parameters
+    ----------
+    table : pa.Table
+    keys : list of str
+        Columns that identify a row (``track_id, segment`` for shards, ``path`` for results).
+    what, where : str
+        For the warning: "segments", "results"; the folder.
+    keep_last_by : str or None
+        Keep the row with the largest value of this column (``labeled_at``); otherwise
+        the first row in the table's order.
+
+    Returns
+    -------
+    table : pa.Table
+        Without duplicates, rows in the input order.
+    dropped : int
+    """
+    if len(table) == 0:
+        return table, 0
+    index = pa.array(range(len(table)), pa.int64())
+    frame = table.select(keys).append_column("_row", index)
+    if keep_last_by is not None:
+        frame = frame.append_column("_by", table.column(keep_last_by))
+        frame = frame.sort_by([("_by", "descending"), ("_row", "ascending")])
+    first = frame.group_by(keys, use_threads=False).aggregate([("_row", "first")])
+    dropped = len(table) - len(first)
+    if not dropped:
+        return table, 0
+    keep = sorted(first.column("_row_first").to_pylist())
+    warnings.warn(
+        f"{dropped} duplicate {what} under {where} ignored (the same "
+        f"{', '.join(keys)} in more than one part)",
+        stacklevel=3,
+    )
+    return table.take(pa.array(keep, pa.int64())), dropped
+
+
+# ----------------------------------------------------------------------------- the lock
+
+
+def _pid_start(pid: int) -> str:
+    """The start time of ``pid`` from /proc ("" where unknown): tells a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _alive(pid: int, start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not start or not _pid_start(pid) or _pid_start(pid) == start
+
+
+class FolderLock:
+    """Single-writer lock on an output folder (``OUTPUT/_lock``).
+
+    Locally the lock file is created with ``O_EXCL``, so of two runs started at the
+    same moment exactly one wins. A lock left by a process of this host that is no
+    longer running (killed, machine rebooted) is taken over with a message on stderr;
+    a lock held by a live process, or by another host, is refused with one line.
+
+    On ``s3://``/``gs://`` there is no atomic create-if-absent through pyarrow: the lock
+    is written after checking that none exists, which stops a second run started later
+    but not two started within the same second, and a lock of a crashed run on another
+    machine must be removed by hand. Run one writer per output folder there.
+
+    Parameters
+    ----------
+    root : str
+        The output folder; created if missing.
+    command : str
+        What holds the lock, for the message a refused run prints.
+
+    Raises
+    ------
+    ParameterError
+        From :meth:`acquire`: another run holds the folder.
+    """
+
+    def __init__(self, root: str, *, command: str):
+        self.root = str(root)
+        self.command = command
+        self.fs, self.base = filesystem(self.root)
+        self.path = f"{self.base}/{_LOCK}"
+        self.token = uuid.uuid4().hex
+        self.took_over: dict[str, Any] | None = None
+        self._held = False
+
+    def _record(self) -> bytes:
+        pid = os.getpid()
+        return json.dumps({
+            "pid": pid, "pid_start": _pid_start(pid), "host": socket.gethostname(),
+            "command": self.command, "token": self.token,
+            "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }).encode()
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            with self.fs.open_input_stream(self.path) as f:
+                return json.loads(f.read())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+
+    def _stale(self, holder: dict[str, Any]) -> bool:
+        if not holder:  # created but never filled: its writer died at once
+            info = self.fs.get_file_info(self.path)
+            mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
+            return time.time() - mtime > _UNREADABLE_LOCK_S
+        if holder.get("host") != socket.gethostname():
+            return False  # cannot tell whether a process on another machine lives
+        return not _alive(int(holder.get("pid", -1)), str(holder.get("pid_start", "")))
+
+    def _create(self) -> bool:
+        if _is_local(self.fs):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(self._record())
+            return True
+        if self.fs.get_file_info(self.path).type != pafs.FileType.NotFound:
+            return False
+        with self.fs.open_output_stream(self.path) as f:
+            f.write(self._record())
+        return True
+
+    def acquire(self) -> FolderLock:
+        """Take the lock (see the class docstring); return ``self``."""
+        if self.fs.get_file_info(self.base).type == pafs.FileType.File:
+            raise ParameterError(f"output {self.root!r} is a file, not a folder")
+        self.fs.create_dir(self.base, recursive=True)
+        for _ in range(3):
+            if self._create():
+                self._held = True
+                return self
+            holder = self._holder()
+            if holder is None:
+                continue  # released in between: try again
+            if not self._stale(holder):
+                raise ParameterError(_busy_message(self.root, self.path, holder))
+            self.took_over = holder
+            print(
+                f"note: taking over the lock on {self.root} left by {holder.get('command', 'a run')} "
+                f"(pid {holder.get('pid', '?')}, since {holder.get('since', '?')}), which is no longer running",
+                file=sys.stderr,
+            )
+            self.fs.delete_file(self.path)
+        raise ParameterError(f"could not lock {self.root!r}: another run keeps taking it")
+
+    def release(self) -> None:
+        """Remove the lock if it is still this run's."""
+        if not self._held:
+            return
+        self._held = False
+        holder = self._holder()
+        if holder and holder.get("token") == self.token:
+            self.fs.delete_file(self.path)
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _busy_message(root: str, path: str, holder: dict[str, Any]) -> str:
+    who = f"{holder.get('command', 'another run')} (pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
+    return (
+        f"output {root!r} is being written by {who}, since {holder.get('since', '?')}): "
+        f"wait for it to finish, or remove {path} if that run is gone"
+    )
+
+
+# ----------------------------------------------------------------------------- crash journal
+
+T = TypeVar("T")
+#: Test hook: a worker about to decode a file whose path contains this string exits at
+#: once, as one killed by the OOM killer would (tests/test_failures.py).
+_DIE_ON = "GENRE_TEST_DIE_ON"
+
+
+def _fault_injection(path: str) -> None:
+    needle = os.environ.get(_DIE_ON)
+    if needle and needle in str(path):
+        os._exit(137)
+
+
+class AttemptJournal:
+    """Which files were being decoded when their worker died (``OUTPUT/_attempts/``).
+
+    A batch function calls :meth:`begin` before decoding a file and :meth:`end` once the
+    file is decoded (or rejected with a reason). A marker therefore survives only when
+    the process died in between: the OOM killer, a segfault in a decoder, a kill of the
+    whole job. Ray retries the batch; a file whose marker records ``max_attempts``
+    deaths is skipped as ``crashed`` and the rest of its batch goes on.
+
+    Each file belongs to one batch and a batch runs in one task at a time, so a marker
+    found by :meth:`begin` is always left by an earlier, dead attempt.
+    """
+
+    def __init__(self, root: str, *, max_attempts: int = 2):
+        self.root = str(root)
+        self.fs, base = filesystem(self.root)
+        self.base = f"{base}/{_ATTEMPTS}"
+        self.max_attempts = max_attempts
+        self._made = False
+
+    def _path(self, key: str) -> str:
+        return f"{self.base}/{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+
+    def deaths(self, key: str) -> int:
+        """How many attempts at ``key`` died mid-decode."""
+        try:
+            with self.fs.open_input_stream(self._path(key)) as f:
+                return int(json.loads(f.read()).get("deaths", 0))
+        except (FileNotFoundError, ValueError, OSError):
+            return 0
+
+    def begin(self, key: str, *, path: str) -> bool:
+        """Record an attempt at ``key``; ``False`` when it already killed ``max_attempts`` workers."""
+        deaths = self.deaths(key)
+        if deaths >= self.max_attempts:
+            return False
+        if not self._made:
+            self.fs.create_dir(self.base, recursive=True)
+            self._made = True
+        record = {"key": key, "path": path, "deaths": deaths + 1, "host": socket.gethostname(), "pid": os.getpid()}
+        with self.fs.open_output_stream(self._path(key)) as f:
+            f.write(json.dumps(record).encode())
+        return True
+
+    def end(self, key: str) -> None:
+        """The attempt at ``key`` finished (well or with a reason): forget it."""
+        try:
+            self.fs.delete_file(self._path(key))
+        except (FileNotFoundError, OSError):
+            pass
+
+    def decode(self, key: str, path: str, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (the decoding of ``path``) between :meth:`begin` and :meth:`end`.
+
+        Raises
+        ------
+        AudioFileError
+            ``crashed``: earlier attempts at ``key`` killed their worker twice.
+        """
+        if not self.begin(key, path=path):
+            raise AudioFileError(
+                "crashed",
+                f"{path}: the worker decoding this file died {self.max_attempts} times (out of memory "
+                f"or a decoder crash); skipped. Delete {self._path(key)} to try it again",
+            )
+        _fault_injection(path)
+        try:
+            return fn()
+        finally:  # an exception is a verdict on the file, not a death
+            self.end(key)
+
+    def clear(self) -> int:
+        """Forget every recorded crash (``--retry-errors``); return how many."""
+        if self.fs.get_file_info(self.base).type != pafs.FileType.Directory:
+            return 0
+        entries = self.fs.get_file_info(pafs.FileSelector(self.base))
+        for entry in entries:
+            self.fs.delete_file(entry.path)
+        return len(entries)
