@@ -1,0 +1,576 @@
+"""Confidence you can act on: calibration, review thresholds and out-of-taxonomy scores.
+
+Everything here works on **track-level probabilities** ``(tracks, classes)``, after the
+segment aggregation the model card names (:func:`genre.report.segment_to_track`), so a
+classifier and a zero-shot tag mapping are treated alike. Models give probabilities, not
+logits, so temperature scaling (Guo et al. 2017, https://arxiv.org/abs/1706.04599) uses
+``log p`` as the logits: ``softmax(log p / T)``. That is exact for a softmax model's own
+logits up to a per-row constant, which softmax ignores, and it keeps every row's argmax.
+
+The order of fitting, all on the validation tracks (:func:`fit_calibration`): the
+temperature first, then the review threshold and the out-of-taxonomy threshold on the
+*calibrated* probabilities, which are what :func:`apply` scores at label time. The result is
+a :class:`Calibration`, stored as a plain JSON dict in the model card's ``calibration``.
+Pure numpy/scipy (matplotlib for the figure); no Ray, MLflow or TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
+from scipy.stats import rankdata
+
+from genre.errors import ParameterError
+
+__all__ = [
+    "REVIEW_REASONS", "OOD_METHODS", "temperature_scale", "fit_temperature",
+    "expected_calibration_error", "brier_score", "reliability_bins", "plot_reliability",
+    "review_threshold", "output_ood_score", "MahalanobisOOD", "ood_threshold", "auroc",
+    "Calibration", "fit_calibration", "apply",
+]
+
+#: Values of ``review_reason`` (besides ``None``).
+REVIEW_REASONS = ("low-confidence", "out-of-taxonomy")
+#: Out-of-taxonomy scores: two from the model's outputs, one from embeddings.
+OOD_METHODS = ("entropy", "msp", "mahalanobis")
+_FORMAT = "genre.calibration/1"
+_METRICS = ("ece_before", "ece_after", "brier_before", "brier_after")
+# Floor before log, so a probability of exactly 0 stays finite; below float32 resolution, so
+# float32 model outputs are never clipped.
+_EPS = float(np.finfo(np.float32).smallest_subnormal)
+
+
+def _probs(probs: Any, name: str = "probs") -> np.ndarray:
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] < 1 or p.shape[1] < 2:
+        raise ParameterError(f"{name} must be 2-D (tracks, classes≥2), got shape {p.shape}")
+    if not np.all(np.isfinite(p)) or np.any(p < 0):
+        raise ParameterError(f"{name} must be finite and non-negative")
+    if not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
+        raise ParameterError(f"rows of {name} must sum to 1 (normalise scores first)")
+    return p
+
+
+def _labels(y: Any, n: int, k: int) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n:
+        raise ParameterError(f"y has shape {y.shape}, expected ({n},) to match probs")
+    if not np.issubdtype(y.dtype, np.integer) or np.any(y < 0) or np.any(y >= k):
+        raise ParameterError(f"y must hold integer class indices in [0, {k})")
+    return y.astype(np.int64)
+
+
+def _number(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not np.isfinite(value) or not (low < value if low_open else low <= value) \
+            or not value <= high:
+        bracket = "(" if low_open else "["
+        raise ParameterError(f"{name}={value!r} must be a finite number in {bracket}{low}, {high}]")
+    return float(value)
+
+
+def _scores(scores: Any, name: str) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1 or len(s) == 0 or not np.all(np.isfinite(s)):
+        raise ParameterError(f"{name} must be a non-empty 1-D array of finite numbers")
+    return s
+
+
+def temperature_scale(probs: np.ndarray, *, temperature: float) -> np.ndarray:
+    """Soften (``T > 1``) or sharpen (``T < 1``) probabilities; each row's argmax is kept.
+
+    Parameters
+    ----------
+    probs : np.ndarray [shape=(tracks, classes)]
+        Rows sum to 1.
+    temperature : float > 0
+
+    Returns
+    -------
+    np.ndarray [shape=(tracks, classes), dtype=float64]
+        ``softmax(log(probs) / temperature)``.
+    """
+    temperature = _number("temperature", temperature, 0, np.inf, low_open=True)
+    p = _probs(probs)
+    return softmax(np.log(np.maximum(p, _EPS)) / temperature, axis=1)
+
+
+def fit_temperature(probs: np.ndarray, y: np.ndarray, *, bounds: tuple[float, float] = (0.05, 20.0),
+                    prior_width: float = 1.0) -> float:
+    """The temperature that minimises the negative log-likelihood of ``y``.
+
+    A weak log-normal prior centred on ``T = 1`` (standard deviation ``prior_width`` in
+    ``log T``) is added to the summed NLL: negligible beside hundreds of validation tracks,
+    it stops ten tracks that are all right from driving ``T`` to the lower bound (the NLL
+    of a separable set keeps falling as ``T → 0``).
+
+    Parameters
+    ----------
+    probs : np.ndarray [shape=(tracks, classes)]
+    y : np.ndarray [shape=(tracks,)], true class indices
+    bounds : (float, float), the search range for ``T``
+    prior_width : float > 0; ``inf`` turns the prior off (plain maximum likelihood)
+
+    Returns
+    -------
+    float
+        ``T``: above 1 for an overconfident model, below 1 for an underconfident one.
+    """
+    low, high = bounds
+    if not (0 < low < high < np.inf):
+        raise ParameterError(f"bounds={bounds} must satisfy 0 < low < high < inf")
+    if not prior_width > 0:  # inf allowed
+        raise ParameterError(f"prior_width={prior_width} must be positive")
+    p = _probs(probs)
+    y = _labels(y, len(p), p.shape[1])
+    logits = np.log(np.maximum(p, _EPS))
+    rows = np.arange(len(y))
+
+    def objective(log_t: float) -> float:
+        nll = -log_softmax(logits / np.exp(log_t), axis=1)[rows, y].sum()
+        return float(nll + 0.5 * (log_t / prior_width) ** 2)
+
+    # The NLL is convex in 1/T, hence unimodal in log T: bounded Brent finds the minimum.
+    res = minimize_scalar(objective, bounds=(np.log(low), np.log(high)), method="bounded",
+                          options={"xatol": 1e-5})
+    return float(np.exp(res.x))
+
+
+def reliability_bins(probs: np.ndarray, y: np.ndarray, *, bins: int = 15) -> dict[str, np.ndarray]:
+    """Mean confidence, accuracy and count per equal-width confidence bin.
+
+    Confidence is the top probability; bin ``b`` holds ``(b/bins, (b+1)/bins]`` (the first
+    also holds 0), as in Guo et al.
+
+    Returns
+    -------
+    dict
+        ``edges`` (bins + 1,); ``confidence``, ``accuracy`` (bins,), NaN where a bin is
+        empty; ``count`` (bins,) int.
+    """
+    if not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ParameterError(f"bins={bins} must be a positive integer")
+    p = _probs(probs)
+    y = _labels(y, len(p), p.shape[1])
+    conf = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    idx = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)
+    count = np.bincount(idx, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(idx, weights=conf, minlength=bins) / count
+        accuracy = np.bincount(idx, weights=correct, minlength=bins) / count
+    return {"edges": np.linspace(0.0, 1.0, bins + 1), "confidence": mean_conf,
+            "accuracy": accuracy, "count": count}
+
+
+def expected_calibration_error(probs: np.ndarray, y: np.ndarray, *, bins: int = 15) -> float:
+    """ECE: the count-weighted mean of ``|accuracy − confidence|`` over equal-width bins."""
+    r = reliability_bins(probs, y, bins=bins)
+    full = r["count"] > 0
+    gap = np.abs(r["accuracy"][full] - r["confidence"][full])
+    return float(np.sum(r["count"][full] * gap) / r["count"].sum())
+
+
+def brier_score(probs: np.ndarray, y: np.ndarray) -> float:
+    """Multi-class Brier score (Brier 1950): mean over tracks of ``Σ_k (p_k − onehot_k)²``.
+
+    Ranges over ``[0, 2]``: 0 for certain and right, 2 for certain and wrong, ``1 − 1/K``
+    for a uniform guess. (Not divided by the number of classes.)
+    """
+    p = _probs(probs)
+    y = _labels(y, len(p), p.shape[1])
+    onehot = np.zeros_like(p)
+    onehot[np.arange(len(y)), y] = 1.0
+    return float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
+
+
+def plot_reliability(before: dict[str, np.ndarray], after: dict[str, np.ndarray], *,
+                     path: str | Path, title: str = "") -> Path:
+    """Reliability diagram (PNG): both curves, the diagonal, and a confidence histogram.
+
+    ``before`` and ``after`` are :func:`reliability_bins` of the same tracks without and
+    with calibration. Uses matplotlib's object API (no pyplot, no global backend).
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 6.5))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.plot([0, 1], [0, 1], color="0.6", linestyle="--", label="perfectly calibrated")
+    width = np.diff(before["edges"])
+    for name, r, color in (("before", before, "tab:red"), ("after", after, "tab:blue")):
+        full = r["count"] > 0
+        ece = np.sum(r["count"][full] * np.abs(r["accuracy"] - r["confidence"])[full])
+        ece /= max(int(r["count"].sum()), 1)
+        top.plot(r["confidence"][full], r["accuracy"][full], marker="o", color=color,
+                 label=f"{name} (ECE {ece:.3f})")
+        bottom.bar(r["edges"][:-1], r["count"], width=width, align="edge", alpha=0.45,
+                   color=color, label=name)
+    top.set(xlim=(0, 1), ylim=(0, 1.02), ylabel="accuracy", title=title or "reliability")
+    top.legend(loc="upper left", fontsize=8)
+    bottom.set(xlabel="confidence (top probability)", ylabel="tracks")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def review_threshold(confidence: np.ndarray, correct: np.ndarray, *, target: float = 0.95,
+                     min_tracks: int = 5) -> float:
+    """The lowest confidence ``c`` such that validation tracks with confidence ≥ ``c`` are
+    right at least ``target`` of the time (and there are at least ``min_tracks`` of them).
+
+    Tracks below the threshold need review. Edge cases: if all tracks together reach
+    ``target``, the answer is ``0.0`` (flag nothing, including new tracks below the lowest
+    validation confidence); if no ``c`` does, it is ``1.0``, which :func:`apply` reads as
+    "flag everything".
+
+    Parameters
+    ----------
+    confidence : np.ndarray [shape=(tracks,)], top calibrated probability per track
+    correct : np.ndarray [shape=(tracks,), dtype=bool]
+    target : float in (0, 1]
+    min_tracks : int ≥ 1, the fewest tracks at or above ``c`` that may vouch for it
+
+    Returns
+    -------
+    float in [0, 1]
+    """
+    target = _number("target", target, 0, 1, low_open=True)
+    if not isinstance(min_tracks, (int, np.integer)) or min_tracks < 1:
+        raise ParameterError(f"min_tracks={min_tracks} must be a positive integer")
+    conf = _scores(confidence, "confidence")
+    correct = np.asarray(correct)
+    if correct.shape != conf.shape:
+        raise ParameterError(f"correct {correct.shape} and confidence {conf.shape} differ")
+    order = np.argsort(-conf, kind="stable")
+    conf, right = conf[order], correct[order].astype(np.float64)
+    n_above = np.arange(1, len(conf) + 1)
+    accuracy = np.cumsum(right) / n_above
+    # A candidate ends a run of equal confidences: "≥ c" takes in all the ties.
+    last_of_tie = np.append(conf[1:] < conf[:-1], True)
+    ok = last_of_tie & (accuracy >= target - 1e-12) & (n_above >= min_tracks)
+    if ok[-1]:
+        return 0.0
+    if not ok.any():
+        return 1.0
+    return float(conf[np.flatnonzero(ok)[-1]])
+
+
+def output_ood_score(probs: np.ndarray, *, method: str = "entropy") -> np.ndarray:
+    """Out-of-taxonomy score from the model's own outputs: higher = less like any genre.
+
+    The logit-based scores (energy, max-logit) cannot be had from probabilities: with
+    ``log p`` as logits the energy ``−logsumexp(log p)`` is 0 for every track, and the max
+    logit ``log max p`` ranks tracks as the top probability does. So: ``msp`` is
+    ``1 − max p`` (Hendrycks & Gimpel 2017); ``entropy`` is the entropy over ``log K`` (in
+    [0, 1]), which also sees probability spread over several genres, as for music none of
+    them fits.
+
+    Returns
+    -------
+    np.ndarray [shape=(tracks,)]
+    """
+    p = _probs(probs)
+    if method == "msp":
+        return 1.0 - p.max(axis=1)
+    if method == "entropy":
+        return -np.sum(p * np.log(np.maximum(p, _EPS)), axis=1) / np.log(p.shape[1])
+    raise ParameterError(f"method={method!r} must be 'msp' or 'entropy'")
+
+
+def _compact(a: np.ndarray) -> list:
+    """Nested lists of the float32 values' shortest decimals: half the JSON, exact on reload."""
+    a = np.asarray(a, dtype=np.float32)
+    if a.ndim == 1:
+        return [float(str(v)) for v in a]
+    return [_compact(row) for row in a]
+
+
+@dataclass(frozen=True, eq=False)
+class MahalanobisOOD:
+    """Distance of an embedding to the nearest class mean, under one shared covariance.
+
+    The within-class covariance of the standardised training embeddings is shrunk toward
+    the identity (Ledoit & Wolf 2004's analytic weight, or a fixed ``shrinkage``); its
+    ``components`` largest eigen-directions are kept with their variances, and the rest
+    share one variance (their mean), so the card stays small (``components × dims``
+    numbers) and the score exact when ``components`` ≥ the covariance's rank.
+    Parameters are float32, so :meth:`to_dict`/:meth:`from_dict` give identical scores.
+
+    Attributes
+    ----------
+    scale : (dims,) per-feature within-class standard deviation
+    means : (classes, dims) standardised class means
+    basis : (components, dims) orthonormal directions
+    variances : (components,) variance along each direction
+    residual_variance : float, variance in every other direction
+    """
+
+    scale: np.ndarray
+    means: np.ndarray
+    basis: np.ndarray
+    variances: np.ndarray
+    residual_variance: float
+
+    @classmethod
+    def fit(cls, embeddings: np.ndarray, y: np.ndarray, *, components: int = 64,
+            shrinkage: float | None = None) -> MahalanobisOOD:
+        """Fit on training tracks: ``embeddings`` (tracks, dims), ``y`` (tracks,) class ids."""
+        x = np.asarray(embeddings, dtype=np.float64)
+        if x.ndim != 2 or len(x) < 2 or not np.all(np.isfinite(x)):
+            raise ParameterError(f"embeddings must be finite (tracks≥2, dims), got {x.shape}")
+        y = _labels(y, len(x), np.iinfo(np.int64).max)
+        if not isinstance(components, (int, np.integer)) or components < 1:
+            raise ParameterError(f"components={components} must be a positive integer")
+        if shrinkage is not None:
+            shrinkage = _number("shrinkage", shrinkage, 0, 1, low_open=True)
+        classes, inverse = np.unique(y, return_inverse=True)
+        means = np.stack([x[inverse == i].mean(axis=0) for i in range(len(classes))])
+        resid = x - means[inverse]
+        std = resid.std(axis=0)
+        scale = np.where(std > 0, std, 1.0)
+        r = resid / scale
+        n, d = r.shape
+        _, s, vt = np.linalg.svd(r / np.sqrt(n), full_matrices=False)
+        eig = s**2  # eigenvalues of the sample covariance S = rᵀr / n
+        mu = eig.sum() / d
+        if shrinkage is None:  # Ledoit-Wolf: ||S||_F² = Σ eig², Σ_i ||x_i x_iᵀ − S||² below
+            delta = max(np.sum(eig**2) - 2 * mu * eig.sum() + d * mu**2, 1e-300)
+            beta = (np.sum(np.sum(r**2, axis=1) ** 2) - n * np.sum(eig**2)) / n**2
+            shrinkage = float(np.clip(beta / delta, 1e-6, 1.0))
+        k = min(int(components), len(eig), d)
+        shrunk = (1 - shrinkage) * eig + shrinkage * mu
+        rest = d - k
+        residual = ((1 - shrinkage) * eig[k:].sum() + shrinkage * mu * rest) / rest if rest else 1.0
+        return cls(scale=scale.astype(np.float32), means=(means / scale).astype(np.float32),
+                   basis=vt[:k].astype(np.float32), variances=shrunk[:k].astype(np.float32),
+                   residual_variance=float(np.float32(max(residual, 1e-12))))
+
+    def score(self, embeddings: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance to the nearest class mean: ``(tracks, dims)`` → ``(tracks,)``."""
+        x = np.asarray(embeddings, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != len(self.scale) or not np.all(np.isfinite(x)):
+            raise ParameterError(f"embeddings must be finite (tracks, {len(self.scale)}), "
+                                 f"got {x.shape}")
+        z = x / self.scale.astype(np.float64)
+        basis, variances = self.basis.astype(np.float64), self.variances.astype(np.float64)
+        best = np.full(len(z), np.inf)
+        for mean in self.means.astype(np.float64):  # one class at a time: (tracks, dims) only
+            diff = z - mean
+            proj = diff @ basis.T  # (tracks, components)
+            outside = np.maximum(np.sum(diff**2, axis=1) - np.sum(proj**2, axis=1), 0.0)
+            dist = np.sum(proj**2 / variances, axis=1) + outside / self.residual_variance
+            best = np.minimum(best, dist)
+        return np.sqrt(best)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scale": _compact(self.scale), "means": _compact(self.means),
+                "basis": _compact(self.basis), "variances": _compact(self.variances),
+                "residual_variance": self.residual_variance}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MahalanobisOOD:
+        try:
+            arrays = {key: np.asarray(d[key], dtype=np.float32)
+                      for key in ("scale", "means", "basis", "variances")}
+            residual = float(d["residual_variance"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ParameterError(f"malformed Mahalanobis parameters: {e}") from None
+        scale, means, basis, variances = arrays.values()
+        if (scale.ndim != 1 or means.ndim != 2 or basis.ndim != 2
+                or means.shape[1] != len(scale) or basis.shape[1] != len(scale)
+                or variances.shape != basis.shape[:1] or not residual > 0
+                or not (np.all(scale > 0) and np.all(variances > 0))):
+            raise ParameterError("malformed Mahalanobis parameters: inconsistent shapes or values")
+        return cls(**arrays, residual_variance=residual)
+
+
+def ood_threshold(scores_in_val: np.ndarray, *, quantile: float = 0.95) -> float:
+    """The ``quantile`` of in-taxonomy validation scores: above it, a track is out of taxonomy."""
+    quantile = _number("quantile", quantile, 0, 1, low_open=True)
+    return float(np.quantile(_scores(scores_in_val, "scores_in_val"), quantile))
+
+
+def auroc(scores_in: np.ndarray, scores_out: np.ndarray) -> float:
+    """P(an out-of-taxonomy score > an in-taxonomy score), ties counting half (Mann-Whitney U)."""
+    s_in, s_out = _scores(scores_in, "scores_in"), _scores(scores_out, "scores_out")
+    ranks = rankdata(np.concatenate([s_in, s_out]))  # ties get the average rank
+    u = ranks[len(s_in):].sum() - len(s_out) * (len(s_out) + 1) / 2
+    return float(u / (len(s_in) * len(s_out)))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What label needs to turn track probabilities into confidence it can act on.
+
+    Attributes
+    ----------
+    temperature : float > 0
+    min_confidence : float in [0, 1]
+        Calibrated confidence below which a track needs review (1.0: every track).
+    target : float
+        Share of validation tracks at or above ``min_confidence`` that were right.
+    ood : dict or None
+        ``{"method": one of OOD_METHODS, "threshold": float, "mahalanobis": dict or None}``.
+    ece_before, ece_after, brier_before, brier_after : float or None
+        On the test tracks, without and with the temperature (15 bins).
+    n_val_tracks : int
+        Validation tracks everything was fitted on.
+    """
+
+    temperature: float = 1.0
+    min_confidence: float = 0.0
+    target: float = 0.95
+    ood: dict[str, Any] | None = None
+    ece_before: float | None = None
+    ece_after: float | None = None
+    brier_before: float | None = None
+    brier_after: float | None = None
+    n_val_tracks: int = 0
+    _mahalanobis: MahalanobisOOD | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        # Validate, and store plain floats so that to_dict() is JSON-safe whatever came in.
+        limits = {"temperature": (0, np.inf, True), "min_confidence": (0, 1, False),
+                  "target": (0, 1, True), **dict.fromkeys(_METRICS, (0, 2, False))}
+        for name, (low, high, low_open) in limits.items():
+            if getattr(self, name) is not None or name not in _METRICS:
+                value = _number(name, getattr(self, name), low, high, low_open=low_open)
+                object.__setattr__(self, name, value)
+        if not isinstance(self.n_val_tracks, int) or self.n_val_tracks < 0:
+            raise ParameterError(f"n_val_tracks={self.n_val_tracks} must be a count")
+        if self.ood is None:
+            return
+        keys = {"method", "threshold", "mahalanobis"}
+        if not isinstance(self.ood, dict) or set(self.ood) != keys \
+                or self.ood["method"] not in OOD_METHODS:
+            raise ParameterError(f"ood={self.ood!r:.80} must be {{method in {OOD_METHODS}, "
+                                 "threshold, mahalanobis}")
+        threshold = _number("ood['threshold']", self.ood["threshold"], -np.inf, np.inf)
+        object.__setattr__(self, "ood", {**self.ood, "threshold": threshold})
+        params = self.ood["mahalanobis"]
+        if (self.ood["method"] == "mahalanobis") != (params is not None):
+            raise ParameterError("ood['mahalanobis'] holds parameters iff the method is that")
+        if params is not None:  # validate once, and keep the parsed model for apply()
+            object.__setattr__(self, "_mahalanobis", MahalanobisOOD.from_dict(params))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict for the model card's ``calibration`` field."""
+        names = [f.name for f in fields(self) if f.init]
+        return {"format": _FORMAT, **{name: getattr(self, name) for name in names}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Calibration:
+        d = dict(d)
+        if d.pop("format", None) != _FORMAT:
+            raise ParameterError(f"calibration is not in format {_FORMAT}")
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise ParameterError(f"malformed calibration: {e}") from None
+
+
+def fit_calibration(val_probs: np.ndarray, val_y: np.ndarray, *, target: float = 0.95,
+                    min_tracks: int = 5, ood_method: str | None = "entropy",
+                    ood_quantile: float = 0.95, mahalanobis: MahalanobisOOD | None = None,
+                    val_embeddings: np.ndarray | None = None, test_probs: np.ndarray | None = None,
+                    test_y: np.ndarray | None = None) -> Calibration:
+    """Fit everything on the validation tracks; score ECE and Brier on the test tracks.
+
+    Parameters
+    ----------
+    val_probs : np.ndarray [shape=(tracks, classes)], uncalibrated, after aggregation
+    val_y : np.ndarray [shape=(tracks,)]
+    target, min_tracks : see :func:`review_threshold`
+    ood_method : {"entropy", "msp", "mahalanobis"} or None (no out-of-taxonomy score)
+        ``mahalanobis`` needs ``mahalanobis`` (fitted on the training tracks) and
+        ``val_embeddings`` (tracks, dims).
+    ood_quantile : see :func:`ood_threshold`
+    test_probs, test_y : optional test tracks for the before/after figures
+    """
+    p = _probs(val_probs, "val_probs")
+    y = _labels(val_y, len(p), p.shape[1])
+    if ood_method is not None and ood_method not in OOD_METHODS:
+        raise ParameterError(f"ood_method={ood_method!r} must be one of {OOD_METHODS} or None")
+    if ood_method == "mahalanobis" and (mahalanobis is None or val_embeddings is None):
+        raise ParameterError("ood_method='mahalanobis' needs mahalanobis and val_embeddings")
+    if (test_probs is None) != (test_y is None):
+        raise ParameterError("give both test_probs and test_y, or neither")
+    temperature = fit_temperature(p, y)
+    calibrated = temperature_scale(p, temperature=temperature)
+    min_confidence = review_threshold(calibrated.max(axis=1), calibrated.argmax(axis=1) == y,
+                                      target=target, min_tracks=min_tracks)
+    ood = None
+    if ood_method is not None:
+        maha = ood_method == "mahalanobis"
+        scores = (mahalanobis.score(val_embeddings) if maha
+                  else output_ood_score(calibrated, method=ood_method))
+        if len(scores) != len(p):
+            raise ParameterError(f"val_embeddings has {len(scores)} rows, val_probs {len(p)}")
+        ood = {"method": ood_method, "threshold": ood_threshold(scores, quantile=ood_quantile),
+               "mahalanobis": mahalanobis.to_dict() if maha else None}
+    metrics = {}
+    if test_probs is not None:
+        t = _probs(test_probs, "test_probs")
+        ty = _labels(test_y, len(t), t.shape[1])
+        after = temperature_scale(t, temperature=temperature)
+        metrics = {"ece_before": expected_calibration_error(t, ty),
+                   "ece_after": expected_calibration_error(after, ty),
+                   "brier_before": brier_score(t, ty), "brier_after": brier_score(after, ty)}
+    return Calibration(temperature=temperature, min_confidence=min_confidence, target=target,
+                       ood=ood, n_val_tracks=len(p), **metrics)
+
+
+def apply(calibration: Calibration, track_probs: np.ndarray, *,
+          embeddings: np.ndarray | None = None,
+          min_confidence: float | None = None) -> dict[str, np.ndarray]:
+    """Calibrate track probabilities and decide which tracks need review.
+
+    Parameters
+    ----------
+    calibration : Calibration
+    track_probs : np.ndarray [shape=(tracks, classes)]
+        Uncalibrated, after segment aggregation.
+    embeddings : np.ndarray [shape=(tracks, dims)], optional
+        Needed when the calibration's OOD method is ``mahalanobis``.
+    min_confidence : float in [0, 1], optional
+        Overrides the card's threshold (``--min-confidence``); 1.0 flags every track.
+
+    Returns
+    -------
+    dict
+        ``probs`` (tracks, classes); ``prediction`` (tracks,) int, unchanged by
+        calibration; ``confidence`` (tracks,); ``ood_score`` (tracks,), NaN without an OOD
+        method; ``needs_review`` (tracks,) bool; ``review_reason`` (tracks,) object:
+        ``"out-of-taxonomy"`` (wins when both apply), ``"low-confidence"`` or None.
+    """
+    if not isinstance(calibration, Calibration):
+        raise ParameterError(f"calibration must be a Calibration, got {type(calibration).__name__}")
+    threshold = calibration.min_confidence if min_confidence is None else min_confidence
+    threshold = _number("min_confidence", threshold, 0, 1)
+    probs = temperature_scale(track_probs, temperature=calibration.temperature)
+    ood = calibration.ood
+    if ood is None:
+        ood_score = np.full(len(probs), np.nan)
+    elif ood["method"] == "mahalanobis":
+        if embeddings is None:
+            raise ParameterError("this calibration's OOD score needs the tracks' embeddings")
+        ood_score = calibration._mahalanobis.score(embeddings)
+        if len(ood_score) != len(probs):
+            raise ParameterError(f"embeddings has {len(ood_score)} rows, track_probs {len(probs)}")
+    else:
+        ood_score = output_ood_score(probs, method=ood["method"])
+    confidence = probs.max(axis=1)
+    low = (confidence < threshold) | (threshold >= 1.0)
+    out = np.zeros(len(probs), dtype=bool) if ood is None else ood_score > ood["threshold"]
+    reason = np.full(len(probs), None, dtype=object)
+    reason[low] = "low-confidence"
+    reason[out] = "out-of-taxonomy"
+    return {"probs": probs, "prediction": probs.argmax(axis=1), "confidence": confidence,
+            "ood_score": ood_score, "needs_review": low | out, "review_reason": reason}
