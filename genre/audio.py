@@ -55,7 +55,19 @@ __all__ = [
 ]
 
 #: Extensions decoded by libsndfile.
-SOUNDFILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".au", ".snd", ".aif", ".aiff", ".aifc")
+SOUNDFILE_EXTENSIONS = (
+    ".wav",
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".mp3",
+    ".au",
+    ".snd",
+    ".aif",
+    ".aiff",
+    ".aifc",
+)
 #: Extensions decoded through librosa/audioread when a backend (ffmpeg) is present.
 FALLBACK_EXTENSIONS = (".m4a", ".aac", ".wma", ".mp4")
 AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS + FALLBACK_EXTENSIONS
@@ -74,7 +86,9 @@ Source = str | os.PathLike | IO[bytes]
 
 # libsndfile's parser log says "data : 176400 (should be 88178)" when the header
 # promises more bytes than the file holds: the signature of a truncated file.
-_HEADER_SHOULD_BE = re.compile(r"^\s*(?:data|Data Size|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M)
+_HEADER_SHOULD_BE = re.compile(
+    r"^\s*(?:data|Data Size|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M
+)
 
 
 @dataclass(frozen=True)
@@ -149,7 +163,8 @@ def _check_header(info_log: str, name: str) -> None:
         # 0 and 0xFFFFFFFF are "unknown length" markers of streamed writers.
         if actual < declared and declared not in (0, 0xFFFFFFFF):
             raise AudioFileError(
-                "truncated", f"{name}: truncated (header promises {declared} data bytes, file holds {actual})"
+                "truncated",
+                f"{name}: truncated (header promises {declared} data bytes, file holds {actual})",
             )
 
 
@@ -158,7 +173,9 @@ def _classify(exc: Exception, name: str) -> AudioFileError:
     if "Format not recognised" in text or "not a regular file" in text:
         return AudioFileError("not-audio", f"{name}: not a recognised audio file")
     if "malformed" in text or "lost sync" in text or "Unspecified internal error" in text:
-        return AudioFileError("corrupt", f"{name}: corrupt or truncated stream ({text.split(':')[-1].strip()})")
+        return AudioFileError(
+            "corrupt", f"{name}: corrupt or truncated stream ({text.split(':')[-1].strip()})"
+        )
     return AudioFileError("corrupt", f"{name}: cannot decode ({text.strip()})")
 
 
@@ -181,7 +198,11 @@ def _quiet_decoder(ext: str):
 
 
 def _to_mono(block: np.ndarray) -> np.ndarray:
-    return block.mean(axis=1, dtype=np.float32) if block.ndim == 2 and block.shape[1] > 1 else block.reshape(-1)
+    return (
+        block.mean(axis=1, dtype=np.float32)
+        if block.ndim == 2 and block.shape[1] > 1
+        else block.reshape(-1)
+    )
 
 
 def _resample(y: np.ndarray, *, from_rate: int, to_rate: int) -> np.ndarray:
@@ -190,7 +211,9 @@ def _resample(y: np.ndarray, *, from_rate: int, to_rate: int) -> np.ndarray:
     return soxr.resample(y, from_rate, to_rate, quality="HQ").astype(np.float32, copy=False)
 
 
-def _load_fallback(path: str, *, sample_rate: int, max_duration_s: float) -> tuple[np.ndarray, float]:
+def _load_fallback(
+    path: str, *, sample_rate: int, max_duration_s: float
+) -> tuple[np.ndarray, float]:
     import warnings
 
     import librosa
@@ -204,11 +227,14 @@ def _load_fallback(path: str, *, sample_rate: int, max_duration_s: float) -> tup
                 path, sr=sample_rate, mono=True, res_type="soxr_hq", duration=max_duration_s + 1.0
             )
     except Exception as exc:  # audioread raises a zoo of backend-specific errors
-        raise AudioFileError("unsupported", f"{path}: no decoder for this format ({type(exc).__name__})") from exc
+        raise AudioFileError(
+            "unsupported", f"{path}: no decoder for this format ({type(exc).__name__})"
+        ) from exc
     if len(y) > max_duration_s * sample_rate:
         raise AudioFileError(
-            "too-long", f"{path}: longer than the {max_duration_s / 3600:g} h limit "
-            "(raise it with --max-duration SECONDS)"
+            "too-long",
+            f"{path}: longer than the {max_duration_s / 3600:g} h limit "
+            "(raise it with --max-duration SECONDS)",
         )
     return y.astype(np.float32, copy=False), len(y) / sample_rate
 
@@ -234,13 +260,19 @@ def _read_whole(f: sf.SoundFile, *, name: str, sample_rate: int) -> tuple[np.nda
         if last:
             break
     if declared > 0 and read < declared * 0.99:
-        raise AudioFileError("truncated", f"{name}: truncated (decoded {read} of {declared} frames)")
+        raise AudioFileError(
+            "truncated", f"{name}: truncated (decoded {read} of {declared} frames)"
+        )
     y = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
     return np.asarray(y, dtype=np.float32), read / native_rate
 
 
 def _name(source: Source) -> str:
-    return str(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "<stream>")
+    return (
+        str(source)
+        if isinstance(source, (str, os.PathLike))
+        else getattr(source, "name", "<stream>")
+    )
 
 
 def load(
@@ -268,12 +300,18 @@ def load(
         With ``reason`` one of ``empty``, ``not-audio``, ``truncated``, ``corrupt``,
         ``silent``, ``unreadable``, ``unsupported``, ``too-long``.
     """
-    y, duration_s, _ = _decode(source, sample_rate=sample_rate, windows=None, max_duration_s=max_duration_s)
+    y, duration_s, _ = _decode(
+        source, sample_rate=sample_rate, windows=None, max_duration_s=max_duration_s
+    )
     return y, duration_s
 
 
 def _decode(
-    source: Source, *, sample_rate: int, windows: tuple[np.ndarray, float] | None, max_duration_s: float
+    source: Source,
+    *,
+    sample_rate: int,
+    windows: tuple[np.ndarray, float] | None,
+    max_duration_s: float,
 ) -> tuple[np.ndarray, float, np.ndarray | None]:
     """Decode everything (``windows=None``) or only ``(starts_s, seconds)`` windows.
 
@@ -287,9 +325,15 @@ def _decode(
     _check_local(source)
     ext = os.path.splitext(name)[1].lower()
     if isinstance(source, (str, os.PathLike)) and ext in FALLBACK_EXTENSIONS:
-        y, duration_s = _load_fallback(str(source), sample_rate=sample_rate, max_duration_s=max_duration_s)
+        y, duration_s = _load_fallback(
+            str(source), sample_rate=sample_rate, max_duration_s=max_duration_s
+        )
         _check_silence(y, name)
-        return (y, duration_s, None) if windows is None else (_cut_windows(y, sample_rate, windows), duration_s, windows[0])
+        return (
+            (y, duration_s, None)
+            if windows is None
+            else (_cut_windows(y, sample_rate, windows), duration_s, windows[0])
+        )
     try:
         with _quiet_decoder(ext), sf.SoundFile(_open(source)) as f:
             native_rate, declared = f.samplerate, f.frames
@@ -307,17 +351,27 @@ def _decode(
                 f.seek(int(round(start * native_rate)))
                 block = f.read(want, dtype="float32", always_2d=True)
                 if len(block) < want:
-                    raise AudioFileError("truncated", f"{name}: truncated (short read at {start:.1f} s)")
-                pieces.append(_resample(_to_mono(block), from_rate=native_rate, to_rate=sample_rate))
+                    raise AudioFileError(
+                        "truncated", f"{name}: truncated (short read at {start:.1f} s)"
+                    )
+                pieces.append(
+                    _resample(_to_mono(block), from_rate=native_rate, to_rate=sample_rate)
+                )
     except AudioFileError:
         raise
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
         if isinstance(exc, PermissionError):
             raise AudioFileError("unreadable", f"{name}: permission denied") from exc
         if ext not in SOUNDFILE_EXTENSIONS and isinstance(source, (str, os.PathLike)):
-            y, duration_s = _load_fallback(str(source), sample_rate=sample_rate, max_duration_s=max_duration_s)
+            y, duration_s = _load_fallback(
+                str(source), sample_rate=sample_rate, max_duration_s=max_duration_s
+            )
             _check_silence(y, name)
-            return (y, duration_s, None) if windows is None else (_cut_windows(y, sample_rate, windows), duration_s, windows[0])
+            return (
+                (y, duration_s, None)
+                if windows is None
+                else (_cut_windows(y, sample_rate, windows), duration_s, windows[0])
+            )
         raise _classify(exc, name) from exc
     n = int(round(seconds * sample_rate))
     audio = np.stack([_fit(p, n) for p in pieces])
@@ -363,7 +417,9 @@ def segment(y: np.ndarray, *, sample_rate: int, segment_seconds: float = 3.0) ->
         raise ParameterError("y must be a one-dimensional numpy array")
     n = int(round(segment_seconds * sample_rate))
     if n <= 0:
-        raise ParameterError(f"segment_seconds={segment_seconds} gives no samples at {sample_rate} Hz")
+        raise ParameterError(
+            f"segment_seconds={segment_seconds} gives no samples at {sample_rate} Hz"
+        )
     count = len(y) // n
     return np.asarray(y[: count * n], dtype=np.float32).reshape(count, n)
 
@@ -427,20 +483,29 @@ def load_segments(
             _check_declared(rate, frames, _name(source), max_duration_s)
         duration = frames / rate if rate else 0.0
         if duration > segment_seconds * max_segments * 2:
-            starts = spread_starts(duration, segment_seconds=segment_seconds, max_segments=max_segments)
+            starts = spread_starts(
+                duration, segment_seconds=segment_seconds, max_segments=max_segments
+            )
             audio, duration_s, _ = _decode(
-                source, sample_rate=sample_rate, windows=(starts, segment_seconds), max_duration_s=max_duration_s
+                source,
+                sample_rate=sample_rate,
+                windows=(starts, segment_seconds),
+                max_duration_s=max_duration_s,
             )
             return Segments(audio=audio, start_s=starts.astype(np.float32), duration_s=duration_s)
     y, duration_s = load(source, sample_rate=sample_rate, max_duration_s=max_duration_s)
     segments = segment(y, sample_rate=sample_rate, segment_seconds=segment_seconds)
     if len(segments) == 0:
         raise AudioFileError(
-            "too-short", f"{_name(source)}: too short ({duration_s:.2f} s < one {segment_seconds:g} s segment)"
+            "too-short",
+            f"{_name(source)}: too short ({duration_s:.2f} s < one {segment_seconds:g} s segment)",
         )
     starts = np.arange(len(segments), dtype=np.float64) * segment_seconds
     if max_segments is not None and len(segments) > max_segments:
         keep = np.round(np.linspace(0, len(segments) - 1, max_segments)).astype(np.int64)
         segments, starts = segments[keep], starts[keep]
-    return Segments(audio=np.ascontiguousarray(segments), start_s=starts.astype(np.float32), duration_s=duration_s)
-
+    return Segments(
+        audio=np.ascontiguousarray(segments),
+        start_s=starts.astype(np.float32),
+        duration_s=duration_s,
+    )

@@ -28,10 +28,22 @@ from scipy.stats import rankdata
 from genre.errors import ParameterError
 
 __all__ = [
-    "REVIEW_REASONS", "OOD_METHODS", "temperature_scale", "fit_temperature",
-    "expected_calibration_error", "brier_score", "reliability_bins", "plot_reliability",
-    "review_threshold", "output_ood_score", "MahalanobisOOD", "ood_threshold", "auroc",
-    "Calibration", "fit_calibration", "apply",
+    "REVIEW_REASONS",
+    "OOD_METHODS",
+    "temperature_scale",
+    "fit_temperature",
+    "expected_calibration_error",
+    "brier_score",
+    "reliability_bins",
+    "plot_reliability",
+    "review_threshold",
+    "output_ood_score",
+    "MahalanobisOOD",
+    "ood_threshold",
+    "auroc",
+    "Calibration",
+    "fit_calibration",
+    "apply",
 ]
 
 #: Values of ``review_reason`` (besides ``None``).
@@ -67,8 +79,12 @@ def _labels(y: Any, n: int, k: int) -> np.ndarray:
 
 def _number(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not ok or not np.isfinite(value) or not (low < value if low_open else low <= value) \
-            or not value <= high:
+    if (
+        not ok
+        or not np.isfinite(value)
+        or not (low < value if low_open else low <= value)
+        or not value <= high
+    ):
         bracket = "(" if low_open else "["
         raise ParameterError(f"{name}={value!r} must be a finite number in {bracket}{low}, {high}]")
     return float(value)
@@ -100,8 +116,13 @@ def temperature_scale(probs: np.ndarray, *, temperature: float) -> np.ndarray:
     return softmax(np.log(np.maximum(p, _EPS)) / temperature, axis=1)
 
 
-def fit_temperature(probs: np.ndarray, y: np.ndarray, *, bounds: tuple[float, float] = (0.05, 20.0),
-                    prior_width: float = 1.0) -> float:
+def fit_temperature(
+    probs: np.ndarray,
+    y: np.ndarray,
+    *,
+    bounds: tuple[float, float] = (0.05, 20.0),
+    prior_width: float = 1.0,
+) -> float:
     """The temperature that minimises the negative log-likelihood of ``y``.
 
     A weak log-normal prior centred on ``T = 1`` (standard deviation ``prior_width`` in
@@ -136,8 +157,9 @@ def fit_temperature(probs: np.ndarray, y: np.ndarray, *, bounds: tuple[float, fl
         return float(nll + 0.5 * (log_t / prior_width) ** 2)
 
     # The NLL is convex in 1/T, hence unimodal in log T: bounded Brent finds the minimum.
-    res = minimize_scalar(objective, bounds=(np.log(low), np.log(high)), method="bounded",
-                          options={"xatol": 1e-5})
+    res = minimize_scalar(
+        objective, bounds=(np.log(low), np.log(high)), method="bounded", options={"xatol": 1e-5}
+    )
     return float(np.exp(res.x))
 
 
@@ -164,8 +186,12 @@ def reliability_bins(probs: np.ndarray, y: np.ndarray, *, bins: int = 15) -> dic
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf = np.bincount(idx, weights=conf, minlength=bins) / count
         accuracy = np.bincount(idx, weights=correct, minlength=bins) / count
-    return {"edges": np.linspace(0.0, 1.0, bins + 1), "confidence": mean_conf,
-            "accuracy": accuracy, "count": count}
+    return {
+        "edges": np.linspace(0.0, 1.0, bins + 1),
+        "confidence": mean_conf,
+        "accuracy": accuracy,
+        "count": count,
+    }
 
 
 def expected_calibration_error(probs: np.ndarray, y: np.ndarray, *, bins: int = 15) -> float:
@@ -189,8 +215,13 @@ def brier_score(probs: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
 
 
-def plot_reliability(before: dict[str, np.ndarray], after: dict[str, np.ndarray], *,
-                     path: str | Path, title: str = "") -> Path:
+def plot_reliability(
+    before: dict[str, np.ndarray],
+    after: dict[str, np.ndarray],
+    *,
+    path: str | Path,
+    title: str = "",
+) -> Path:
     """Reliability diagram (PNG): both curves, the diagonal, and a confidence histogram.
 
     ``before`` and ``after`` are :func:`reliability_bins` of the same tracks without and
@@ -206,10 +237,22 @@ def plot_reliability(before: dict[str, np.ndarray], after: dict[str, np.ndarray]
         full = r["count"] > 0
         ece = np.sum(r["count"][full] * np.abs(r["accuracy"] - r["confidence"])[full])
         ece /= max(int(r["count"].sum()), 1)
-        top.plot(r["confidence"][full], r["accuracy"][full], marker="o", color=color,
-                 label=f"{name} (ECE {ece:.3f})")
-        bottom.bar(r["edges"][:-1], r["count"], width=width, align="edge", alpha=0.45,
-                   color=color, label=name)
+        top.plot(
+            r["confidence"][full],
+            r["accuracy"][full],
+            marker="o",
+            color=color,
+            label=f"{name} (ECE {ece:.3f})",
+        )
+        bottom.bar(
+            r["edges"][:-1],
+            r["count"],
+            width=width,
+            align="edge",
+            alpha=0.45,
+            color=color,
+            label=name,
+        )
     top.set(xlim=(0, 1), ylim=(0, 1.02), ylabel="accuracy", title=title or "reliability")
     top.legend(loc="upper left", fontsize=8)
     bottom.set(xlabel="confidence (top probability)", ylabel="tracks")
@@ -220,8 +263,9 @@ def plot_reliability(before: dict[str, np.ndarray], after: dict[str, np.ndarray]
     return path
 
 
-def review_threshold(confidence: np.ndarray, correct: np.ndarray, *, target: float = 0.95,
-                     min_tracks: int = 5) -> float:
+def review_threshold(
+    confidence: np.ndarray, correct: np.ndarray, *, target: float = 0.95, min_tracks: int = 5
+) -> float:
     """The lowest confidence ``c`` such that validation tracks with confidence ≥ ``c`` are
     right at least ``target`` of the time (and there are at least ``min_tracks`` of them).
 
@@ -319,8 +363,14 @@ class MahalanobisOOD:
     residual_variance: float
 
     @classmethod
-    def fit(cls, embeddings: np.ndarray, y: np.ndarray, *, components: int = 64,
-            shrinkage: float | None = None) -> MahalanobisOOD:
+    def fit(
+        cls,
+        embeddings: np.ndarray,
+        y: np.ndarray,
+        *,
+        components: int = 64,
+        shrinkage: float | None = None,
+    ) -> MahalanobisOOD:
         """Fit on training tracks: ``embeddings`` (tracks, dims), ``y`` (tracks,) class ids."""
         x = np.asarray(embeddings, dtype=np.float64)
         if x.ndim != 2 or len(x) < 2 or not np.all(np.isfinite(x)):
@@ -348,16 +398,21 @@ class MahalanobisOOD:
         shrunk = (1 - shrinkage) * eig + shrinkage * mu
         rest = d - k
         residual = ((1 - shrinkage) * eig[k:].sum() + shrinkage * mu * rest) / rest if rest else 1.0
-        return cls(scale=scale.astype(np.float32), means=(means / scale).astype(np.float32),
-                   basis=vt[:k].astype(np.float32), variances=shrunk[:k].astype(np.float32),
-                   residual_variance=float(np.float32(max(residual, 1e-12))))
+        return cls(
+            scale=scale.astype(np.float32),
+            means=(means / scale).astype(np.float32),
+            basis=vt[:k].astype(np.float32),
+            variances=shrunk[:k].astype(np.float32),
+            residual_variance=float(np.float32(max(residual, 1e-12))),
+        )
 
     def score(self, embeddings: np.ndarray) -> np.ndarray:
         """Mahalanobis distance to the nearest class mean: ``(tracks, dims)`` → ``(tracks,)``."""
         x = np.asarray(embeddings, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != len(self.scale) or not np.all(np.isfinite(x)):
-            raise ParameterError(f"embeddings must be finite (tracks, {len(self.scale)}), "
-                                 f"got {x.shape}")
+            raise ParameterError(
+                f"embeddings must be finite (tracks, {len(self.scale)}), got {x.shape}"
+            )
         z = x / self.scale.astype(np.float64)
         basis, variances = self.basis.astype(np.float64), self.variances.astype(np.float64)
         best = np.full(len(z), np.inf)
@@ -370,23 +425,35 @@ class MahalanobisOOD:
         return np.sqrt(best)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"scale": _compact(self.scale), "means": _compact(self.means),
-                "basis": _compact(self.basis), "variances": _compact(self.variances),
-                "residual_variance": self.residual_variance}
+        return {
+            "scale": _compact(self.scale),
+            "means": _compact(self.means),
+            "basis": _compact(self.basis),
+            "variances": _compact(self.variances),
+            "residual_variance": self.residual_variance,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MahalanobisOOD:
         try:
-            arrays = {key: np.asarray(d[key], dtype=np.float32)
-                      for key in ("scale", "means", "basis", "variances")}
+            arrays = {
+                key: np.asarray(d[key], dtype=np.float32)
+                for key in ("scale", "means", "basis", "variances")
+            }
             residual = float(d["residual_variance"])
         except (KeyError, TypeError, ValueError) as e:
             raise ParameterError(f"malformed Mahalanobis parameters: {e}") from None
         scale, means, basis, variances = arrays.values()
-        if (scale.ndim != 1 or means.ndim != 2 or basis.ndim != 2
-                or means.shape[1] != len(scale) or basis.shape[1] != len(scale)
-                or variances.shape != basis.shape[:1] or not residual > 0
-                or not (np.all(scale > 0) and np.all(variances > 0))):
+        if (
+            scale.ndim != 1
+            or means.ndim != 2
+            or basis.ndim != 2
+            or means.shape[1] != len(scale)
+            or basis.shape[1] != len(scale)
+            or variances.shape != basis.shape[:1]
+            or not residual > 0
+            or not (np.all(scale > 0) and np.all(variances > 0))
+        ):
             raise ParameterError("malformed Mahalanobis parameters: inconsistent shapes or values")
         return cls(**arrays, residual_variance=residual)
 
@@ -401,7 +468,7 @@ def auroc(scores_in: np.ndarray, scores_out: np.ndarray) -> float:
     """P(an out-of-taxonomy score > an in-taxonomy score), ties counting half (Mann-Whitney U)."""
     s_in, s_out = _scores(scores_in, "scores_in"), _scores(scores_out, "scores_out")
     ranks = rankdata(np.concatenate([s_in, s_out]))  # ties get the average rank
-    u = ranks[len(s_in):].sum() - len(s_out) * (len(s_out) + 1) / 2
+    u = ranks[len(s_in) :].sum() - len(s_out) * (len(s_out) + 1) / 2
     return float(u / (len(s_in) * len(s_out)))
 
 
@@ -437,8 +504,12 @@ class Calibration:
 
     def __post_init__(self):
         # Validate, and store plain floats so that to_dict() is JSON-safe whatever came in.
-        limits = {"temperature": (0, np.inf, True), "min_confidence": (0, 1, False),
-                  "target": (0, 1, True), **dict.fromkeys(_METRICS, (0, 2, False))}
+        limits = {
+            "temperature": (0, np.inf, True),
+            "min_confidence": (0, 1, False),
+            "target": (0, 1, True),
+            **dict.fromkeys(_METRICS, (0, 2, False)),
+        }
         for name, (low, high, low_open) in limits.items():
             if getattr(self, name) is not None or name not in _METRICS:
                 value = _number(name, getattr(self, name), low, high, low_open=low_open)
@@ -448,10 +519,14 @@ class Calibration:
         if self.ood is None:
             return
         keys = {"method", "threshold", "mahalanobis"}
-        if not isinstance(self.ood, dict) or set(self.ood) != keys \
-                or self.ood["method"] not in OOD_METHODS:
-            raise ParameterError(f"ood={self.ood!r:.80} must be {{method in {OOD_METHODS}, "
-                                 "threshold, mahalanobis}")
+        if (
+            not isinstance(self.ood, dict)
+            or set(self.ood) != keys
+            or self.ood["method"] not in OOD_METHODS
+        ):
+            raise ParameterError(
+                f"ood={self.ood!r:.80} must be {{method in {OOD_METHODS}, threshold, mahalanobis}}"
+            )
         threshold = _number("ood['threshold']", self.ood["threshold"], -np.inf, np.inf)
         object.__setattr__(self, "ood", {**self.ood, "threshold": threshold})
         params = self.ood["mahalanobis"]
@@ -476,11 +551,19 @@ class Calibration:
             raise ParameterError(f"malformed calibration: {e}") from None
 
 
-def fit_calibration(val_probs: np.ndarray, val_y: np.ndarray, *, target: float = 0.95,
-                    min_tracks: int = 5, ood_method: str | None = "entropy",
-                    ood_quantile: float = 0.95, mahalanobis: MahalanobisOOD | None = None,
-                    val_embeddings: np.ndarray | None = None, test_probs: np.ndarray | None = None,
-                    test_y: np.ndarray | None = None) -> Calibration:
+def fit_calibration(
+    val_probs: np.ndarray,
+    val_y: np.ndarray,
+    *,
+    target: float = 0.95,
+    min_tracks: int = 5,
+    ood_method: str | None = "entropy",
+    ood_quantile: float = 0.95,
+    mahalanobis: MahalanobisOOD | None = None,
+    val_embeddings: np.ndarray | None = None,
+    test_probs: np.ndarray | None = None,
+    test_y: np.ndarray | None = None,
+) -> Calibration:
     """Fit everything on the validation tracks; score ECE and Brier on the test tracks.
 
     Parameters
@@ -504,32 +587,52 @@ def fit_calibration(val_probs: np.ndarray, val_y: np.ndarray, *, target: float =
         raise ParameterError("give both test_probs and test_y, or neither")
     temperature = fit_temperature(p, y)
     calibrated = temperature_scale(p, temperature=temperature)
-    min_confidence = review_threshold(calibrated.max(axis=1), calibrated.argmax(axis=1) == y,
-                                      target=target, min_tracks=min_tracks)
+    min_confidence = review_threshold(
+        calibrated.max(axis=1), calibrated.argmax(axis=1) == y, target=target, min_tracks=min_tracks
+    )
     ood = None
     if ood_method is not None:
         maha = ood_method == "mahalanobis"
-        scores = (mahalanobis.score(val_embeddings) if maha
-                  else output_ood_score(calibrated, method=ood_method))
+        scores = (
+            mahalanobis.score(val_embeddings)
+            if maha
+            else output_ood_score(calibrated, method=ood_method)
+        )
         if len(scores) != len(p):
             raise ParameterError(f"val_embeddings has {len(scores)} rows, val_probs {len(p)}")
-        ood = {"method": ood_method, "threshold": ood_threshold(scores, quantile=ood_quantile),
-               "mahalanobis": mahalanobis.to_dict() if maha else None}
+        ood = {
+            "method": ood_method,
+            "threshold": ood_threshold(scores, quantile=ood_quantile),
+            "mahalanobis": mahalanobis.to_dict() if maha else None,
+        }
     metrics = {}
     if test_probs is not None:
         t = _probs(test_probs, "test_probs")
         ty = _labels(test_y, len(t), t.shape[1])
         after = temperature_scale(t, temperature=temperature)
-        metrics = {"ece_before": expected_calibration_error(t, ty),
-                   "ece_after": expected_calibration_error(after, ty),
-                   "brier_before": brier_score(t, ty), "brier_after": brier_score(after, ty)}
-    return Calibration(temperature=temperature, min_confidence=min_confidence, target=target,
-                       ood=ood, n_val_tracks=len(p), **metrics)
+        metrics = {
+            "ece_before": expected_calibration_error(t, ty),
+            "ece_after": expected_calibration_error(after, ty),
+            "brier_before": brier_score(t, ty),
+            "brier_after": brier_score(after, ty),
+        }
+    return Calibration(
+        temperature=temperature,
+        min_confidence=min_confidence,
+        target=target,
+        ood=ood,
+        n_val_tracks=len(p),
+        **metrics,
+    )
 
 
-def apply(calibration: Calibration, track_probs: np.ndarray, *,
-          embeddings: np.ndarray | None = None,
-          min_confidence: float | None = None) -> dict[str, np.ndarray]:
+def apply(
+    calibration: Calibration,
+    track_probs: np.ndarray,
+    *,
+    embeddings: np.ndarray | None = None,
+    min_confidence: float | None = None,
+) -> dict[str, np.ndarray]:
     """Calibrate track probabilities and decide which tracks need review.
 
     Parameters
@@ -572,5 +675,11 @@ def apply(calibration: Calibration, track_probs: np.ndarray, *,
     reason = np.full(len(probs), None, dtype=object)
     reason[low] = "low-confidence"
     reason[out] = "out-of-taxonomy"
-    return {"probs": probs, "prediction": probs.argmax(axis=1), "confidence": confidence,
-            "ood_score": ood_score, "needs_review": low | out, "review_reason": reason}
+    return {
+        "probs": probs,
+        "prediction": probs.argmax(axis=1),
+        "confidence": confidence,
+        "ood_score": ood_score,
+        "needs_review": low | out,
+        "review_reason": reason,
+    }

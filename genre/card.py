@@ -29,8 +29,15 @@ from typing import Any
 from genre.config import AGGREGATES, FeatureConfig
 from genre.errors import ConfigMismatchError, ParameterError
 
-__all__ = ["METADATA_KEY", "CARD_ARTIFACT", "ModelCard", "ResolvedModel", "keras_input_shape", "resolve",
-           "check_tracking_uri"]
+__all__ = [
+    "METADATA_KEY",
+    "CARD_ARTIFACT",
+    "ModelCard",
+    "ResolvedModel",
+    "keras_input_shape",
+    "resolve",
+    "check_tracking_uri",
+]
 
 #: Key of the card in the MLflow model's metadata.
 METADATA_KEY = "genre"
@@ -81,9 +88,13 @@ class ModelCard:
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
         object.__setattr__(self, "features", tuple(str(x) for x in self.features))
-        object.__setattr__(self, "splits", {str(k): tuple(map(str, v)) for k, v in self.splits.items()})
+        object.__setattr__(
+            self, "splits", {str(k): tuple(map(str, v)) for k, v in self.splits.items()}
+        )
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
-            raise ParameterError(f"a model card needs two or more distinct labels, got {list(self.labels)}")
+            raise ParameterError(
+                f"a model card needs two or more distinct labels, got {list(self.labels)}"
+            )
         missing = [f for f in self.features if f not in self.feature_config.features]
         if not self.features or missing:
             raise ConfigMismatchError(
@@ -91,7 +102,9 @@ class ModelCard:
                 f"({','.join(self.feature_config.features)})"
             )
         if self.aggregate not in AGGREGATES:
-            raise ParameterError(f"aggregate={self.aggregate!r}: choose one of {', '.join(AGGREGATES)}")
+            raise ParameterError(
+                f"aggregate={self.aggregate!r}: choose one of {', '.join(AGGREGATES)}"
+            )
 
     @property
     def input_shape(self) -> tuple[int, int]:
@@ -165,7 +178,9 @@ def keras_input_shape(keras_bytes: bytes) -> tuple[int, ...]:
         raise ConfigMismatchError(f"not a Keras 3 model file ({type(exc).__name__})") from exc
     for layer in config.get("config", {}).get("layers", []):
         if layer.get("class_name") == "InputLayer":
-            shape = layer.get("config", {}).get("batch_shape") or layer.get("config", {}).get("batch_input_shape")
+            shape = layer.get("config", {}).get("batch_shape") or layer.get("config", {}).get(
+                "batch_input_shape"
+            )
             if shape:
                 return tuple(int(d) if d is not None else -1 for d in shape[1:])
     raise ConfigMismatchError("the Keras model file declares no input layer with a shape")
@@ -191,7 +206,9 @@ def check_tracking_uri(uri: str) -> None:
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
             if response.status != 200:
-                raise ParameterError(f"MLflow tracking server at {uri} answered {response.status} on /health")
+                raise ParameterError(
+                    f"MLflow tracking server at {uri} answered {response.status} on /health"
+                )
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ParameterError(f"MLflow tracking server at {uri} is unreachable ({reason})") from exc
@@ -234,7 +251,11 @@ def resolve(uri: str, *, tracking_uri: str) -> ResolvedModel:
         tag = _model_tag(uri, client)
         info = mlflow.models.get_model_info(uri)
         with tempfile.TemporaryDirectory() as d:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri, dst_path=d))
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri, tracking_uri=tracking_uri, dst_path=d
+                )
+            )
             keras_files = sorted(local.rglob("*.keras"))
             blob = keras_files[0].read_bytes() if keras_files else b""
     except (MlflowException, OSError) as exc:
@@ -256,7 +277,9 @@ def check_input(card: ModelCard, keras_bytes: bytes, *, source: str = "model") -
     """
     actual = keras_input_shape(keras_bytes)
     expected = card.input_shape
-    fits = len(actual) == len(expected) and all(a in (-1, e) for a, e in zip(actual, expected, strict=True))
+    fits = len(actual) == len(expected) and all(
+        a in (-1, e) for a, e in zip(actual, expected, strict=True)
+    )
     if not fits:
         raise ConfigMismatchError(
             f"{source}: the Keras model takes input {actual} but its card's features "

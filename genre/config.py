@@ -17,7 +17,15 @@ from typing import Any
 
 from genre.errors import ParameterError
 
-__all__ = ["FEATURES", "GENRES", "AGGREGATES", "SPLIT_METHODS", "SCHEDULERS", "FeatureConfig", "SearchSettings"]
+__all__ = [
+    "FEATURES",
+    "GENRES",
+    "AGGREGATES",
+    "SPLIT_METHODS",
+    "SCHEDULERS",
+    "FeatureConfig",
+    "SearchSettings",
+]
 
 #: Feature names in canonical order.
 FEATURES = ("mfcc", "chroma", "mel")
@@ -177,12 +185,21 @@ class SearchSettings:
         if self.features is not None:
             object.__setattr__(self, "features", tuple(self.features))
             FeatureConfig(features=self.features)  # names known, raises otherwise
-        for flag, value in (("--num-samples", self.num_samples), ("--max-epochs", self.max_epochs),
-                            ("--grace-epochs", self.grace_epochs), ("--patience", self.patience)):
+        for flag, value in (
+            ("--num-samples", self.num_samples),
+            ("--max-epochs", self.max_epochs),
+            ("--grace-epochs", self.grace_epochs),
+            ("--patience", self.patience),
+        ):
             _positive_int(flag, value)
-        if isinstance(self.reduction_factor, bool) or not isinstance(self.reduction_factor, int) \
-                or self.reduction_factor < 2:
-            raise ParameterError(f"--reduction-factor={self.reduction_factor} must be an integer of at least 2")
+        if (
+            isinstance(self.reduction_factor, bool)
+            or not isinstance(self.reduction_factor, int)
+            or self.reduction_factor < 2
+        ):
+            raise ParameterError(
+                f"--reduction-factor={self.reduction_factor} must be an integer of at least 2"
+            )
         if not self.cpus_per_trial > 0 or not self.gpus_per_trial >= 0:
             raise ParameterError(
                 f"--cpus-per-trial={self.cpus_per_trial} must be > 0 and --gpus-per-trial={self.gpus_per_trial} ≥ 0"
@@ -212,10 +229,20 @@ class SearchSettings:
         """
         if self.name:
             return self.name
-        skip = ("tracking_uri", "storage", "name", "experiment", "register_as", "alias", "grace_clamped")
+        skip = (
+            "tracking_uri",
+            "storage",
+            "name",
+            "experiment",
+            "register_as",
+            "alias",
+            "grace_clamped",
+        )
         keys = {k: v for k, v in asdict(self).items() if k not in skip}
         keys["shards"] = self.shards if "://" in self.shards else os.path.abspath(self.shards)
-        digest = hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        digest = hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[
+            :10
+        ]
         return "search-" + digest
 
 

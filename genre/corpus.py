@@ -108,7 +108,9 @@ def list_tracks(root: str) -> Listing:
 
     if "://" in root:
         filesystem, base = pafs.FileSystem.from_uri(root)
-        prefix = root[: len(root) - len(base)] if root.endswith(base) else root.split("://")[0] + "://"
+        prefix = (
+            root[: len(root) - len(base)] if root.endswith(base) else root.split("://")[0] + "://"
+        )
     else:
         filesystem, base, prefix = pafs.LocalFileSystem(), os.path.abspath(root), ""
     info = filesystem.get_file_info(base)
@@ -166,9 +168,13 @@ def split_tracks(
         ``track_id → split name``.
     """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ParameterError(f"fractions={tuple(fractions)} must be three non-negative numbers summing to 1")
+        raise ParameterError(
+            f"fractions={tuple(fractions)} must be three non-negative numbers summing to 1"
+        )
     if len(track_ids) != len(genres):
-        raise ParameterError(f"{len(track_ids)} track ids but {len(genres)} genres: one genre per track")
+        raise ParameterError(
+            f"{len(track_ids)} track ids but {len(genres)} genres: one genre per track"
+        )
     by_genre: dict[str, set[str]] = defaultdict(set)
     for track_id, genre in zip(track_ids, genres, strict=True):
         if genre is None:
@@ -185,7 +191,9 @@ def split_tracks(
             n_test = max(n_test, 1) if fractions[2] > 0 else 0
         n_train = max(n - n_val - n_test, 0)
         for i, track_id in enumerate(ids):
-            assignment[track_id] = "train" if i < n_train else "val" if i < n_train + n_val else "test"
+            assignment[track_id] = (
+                "train" if i < n_train else "val" if i < n_train + n_val else "test"
+            )
     return assignment
 
 
@@ -205,7 +213,11 @@ def is_gtzan(track_ids: list[str] | np.ndarray) -> bool:
 
 def _gtzan_lists() -> dict[str, str]:
     """GTZAN name (``blues.00012``) → split of the shipped artist-filtered lists."""
-    names = {"train": "train_filtered.txt", "val": "valid_filtered.txt", "test": "test_filtered.txt"}
+    names = {
+        "train": "train_filtered.txt",
+        "val": "valid_filtered.txt",
+        "test": "test_filtered.txt",
+    }
     lookup: dict[str, str] = {}
     package = resources.files("genre") / "data" / "gtzan_splits"
     for split, filename in names.items():
@@ -251,5 +263,7 @@ def gtzan_filtered_split(track_ids: list[str] | np.ndarray) -> dict[str, str]:
         if key in lookup:
             assignment[str(track_id)] = lookup[key]
     if not assignment:
-        raise ParameterError("no track matches the GTZAN artist-filtered split (names like blues.00012.wav)")
+        raise ParameterError(
+            "no track matches the GTZAN artist-filtered split (names like blues.00012.wav)"
+        )
     return assignment

@@ -79,7 +79,12 @@ def run_demo(settings: DemoSettings) -> dict:
     from genre.tuning import SearchSettings, run_search
 
     out = Path(settings.output).resolve()
-    corpus, shards, labels, figures = out / "corpus", out / "shards", out / "labels", out / "figures"
+    corpus, shards, labels, figures = (
+        out / "corpus",
+        out / "shards",
+        out / "labels",
+        out / "figures",
+    )
     started = time.perf_counter()
 
     t0 = _step("1/5 synth: the built-in demo corpus")
@@ -87,8 +92,12 @@ def run_demo(settings: DemoSettings) -> dict:
     if corpus.is_dir() and sum(1 for p in corpus.rglob("*") if p.is_file()) == expected:
         print(f"corpus already written: {corpus} ({expected} tracks)")
     else:
-        paths = write_corpus(corpus, per_genre=settings.per_genre, seconds=settings.seconds, seed=settings.seed)
-        print(f"wrote {len(paths)} tracks of {settings.seconds:g} s to {corpus} in {time.perf_counter() - t0:.1f} s")
+        paths = write_corpus(
+            corpus, per_genre=settings.per_genre, seconds=settings.seconds, seed=settings.seed
+        )
+        print(
+            f"wrote {len(paths)} tracks of {settings.seconds:g} s to {corpus} in {time.perf_counter() - t0:.1f} s"
+        )
 
     _step("2/5 extract: audio → Parquet segment shards (Ray Data)")
     init_ray(num_cpus=settings.num_cpus)
@@ -97,8 +106,14 @@ def run_demo(settings: DemoSettings) -> dict:
     _step("3/5 tune: Ray Tune + ASHA, logged to MLflow, best model registered")
     tracking_uri = f"sqlite:///{out / 'mlflow.db'}"
     search = SearchSettings(
-        shards=str(shards), models=settings.models, num_samples=settings.num_samples, max_epochs=settings.max_epochs,
-        grace_epochs=settings.grace_epochs, tracking_uri=tracking_uri, storage=str(out / "ray_results"), name="demo",
+        shards=str(shards),
+        models=settings.models,
+        num_samples=settings.num_samples,
+        max_epochs=settings.max_epochs,
+        grace_epochs=settings.grace_epochs,
+        tracking_uri=tracking_uri,
+        storage=str(out / "ray_results"),
+        name="demo",
     )
     outcome = run_search(read_segments(str(shards)), search, progress=False)
     print(outcome.format())
@@ -114,10 +129,14 @@ def run_demo(settings: DemoSettings) -> dict:
     t0 = _step("5/5 results")
     import pandas as pd
 
-    with pd.option_context("display.width", 140, "display.max_columns", 8, "display.max_colwidth", 44):
+    with pd.option_context(
+        "display.width", 140, "display.max_columns", 8, "display.max_colwidth", 44
+    ):
         frame = read_results(str(labels))
         frame["file"] = frame.path.map(lambda p: "/".join(Path(p).parts[-2:]))
-        shown = frame[["file", "genre", "confidence", "n_segments", "duration_s", "model", "error_reason"]].fillna("")
+        shown = frame[
+            ["file", "genre", "confidence", "n_segments", "duration_s", "model", "error_reason"]
+        ].fillna("")
         print(pd.concat([shown.head(8), shown[frame.error.notna()]]).to_string(index=False))
     figures_ = _figures(outcome, tracking_uri, corpus, figures, settings)
     scores = _accuracy(frame, model.card)
@@ -150,7 +169,9 @@ def _accuracy(frame, card) -> dict:
     }
 
 
-def _figures(outcome, tracking_uri: str, corpus: Path, figures: Path, settings: DemoSettings) -> list[Path]:
+def _figures(
+    outcome, tracking_uri: str, corpus: Path, figures: Path, settings: DemoSettings
+) -> list[Path]:
     import mlflow
 
     from genre.audio import load
@@ -159,7 +180,9 @@ def _figures(outcome, tracking_uri: str, corpus: Path, figures: Path, settings: 
     figures.mkdir(parents=True, exist_ok=True)
     made = []
     for name in ("confusion_test.png", "curves_by_model.png"):
-        path = mlflow.artifacts.download_artifacts(run_id=outcome.parent_run_id, artifact_path=name, tracking_uri=tracking_uri)
+        path = mlflow.artifacts.download_artifacts(
+            run_id=outcome.parent_run_id, artifact_path=name, tracking_uri=tracking_uri
+        )
         made.append(Path(shutil.copy(path, figures / name)))
     examples = {}
     for genre in GENRES:
@@ -194,8 +217,13 @@ def smoke_label(output: str | None = None, *, settings=None):
     settings = settings or LabelSettings()
     work = tempfile.mkdtemp(prefix="genre-label-smoke-")
     write_corpus(f"{work}/corpus", per_genre=3, seconds=4.0)
-    run_extract(f"{work}/corpus", f"{work}/shards", cfg=FeatureConfig(features=("mfcc",)),
-                address=settings.address, num_cpus=settings.num_cpus)
+    run_extract(
+        f"{work}/corpus",
+        f"{work}/shards",
+        cfg=FeatureConfig(features=("mfcc",)),
+        address=settings.address,
+        num_cpus=settings.num_cpus,
+    )
     configure_tensorflow()
     data = prepare(read_segments(f"{work}/shards"), features=("mfcc",))
     network = fit(data, ModelConfig(kind="mlp", width=8), max_epochs=1).network

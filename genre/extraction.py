@@ -24,7 +24,13 @@ from genre.features import extract
 from genre.shards import ShardStore, segments_table, write_shard
 from genre.store import AttemptJournal, FolderLock
 
-__all__ = ["MAX_SHARD_SEGMENTS", "extract_batch", "ExtractSummary", "check_extract_arguments", "run_extract"]
+__all__ = [
+    "MAX_SHARD_SEGMENTS",
+    "extract_batch",
+    "ExtractSummary",
+    "check_extract_arguments",
+    "run_extract",
+]
 
 _RESULT_KEYS = ("track_id", "path", "segments", "duration_s", "shard", "reason", "message")
 #: Segments held in memory before a batch writes a shard (≈ 270 MB of 22.05 kHz audio).
@@ -71,7 +77,13 @@ def extract_batch(
     journal = AttemptJournal(output)
     n = len(batch["path"])
     rows = {key: [] for key in _RESULT_KEYS}
-    for key, default in (("segments", 0), ("duration_s", 0.0), ("shard", ""), ("reason", ""), ("message", "")):
+    for key, default in (
+        ("segments", 0),
+        ("duration_s", 0.0),
+        ("shard", ""),
+        ("reason", ""),
+        ("message", ""),
+    ):
         rows[key] = [default] * n
     rows["track_id"] = [str(t) for t in batch["track_id"]]
     rows["path"] = [str(p) for p in batch["path"]]
@@ -79,15 +91,24 @@ def extract_batch(
     for i, genre in enumerate(batch["genre"]):
         path, track_id = rows["path"][i], rows["track_id"][i]
         try:
-            segs = journal.decode(track_id, path, lambda path=path: load_segments(
-                path, sample_rate=cfg.sample_rate, segment_seconds=cfg.segment_seconds,
-                max_duration_s=max_duration_s,
-            ))
+            segs = journal.decode(
+                track_id,
+                path,
+                lambda path=path: load_segments(
+                    path,
+                    sample_rate=cfg.sample_rate,
+                    segment_seconds=cfg.segment_seconds,
+                    max_duration_s=max_duration_s,
+                ),
+            )
             pending.append((i, genre, segs))
         except AudioFileError as exc:
             rows["reason"][i], rows["message"][i] = exc.reason, str(exc)
         except Exception as exc:  # a decoder bug must not sink the other files of the job
-            rows["reason"][i], rows["message"][i] = "internal", f"{path}: {type(exc).__name__}: {exc}"
+            rows["reason"][i], rows["message"][i] = (
+                "internal",
+                f"{path}: {type(exc).__name__}: {exc}",
+            )
         if pending and (i == n - 1 or sum(len(p[2]) for p in pending) >= max_shard_segments):
             _write_pending(pending, rows, cfg=cfg, output=output)
             pending = []
@@ -101,7 +122,11 @@ def extract_batch(
 
 
 def _write_pending(
-    pending: list[tuple[int, str, Segments]], rows: dict[str, list], *, cfg: FeatureConfig, output: str
+    pending: list[tuple[int, str, Segments]],
+    rows: dict[str, list],
+    *,
+    cfg: FeatureConfig,
+    output: str,
 ) -> None:
     """One shard for the decoded tracks of ``pending``; fill their result rows."""
     counts = [len(segs) for _, _, segs in pending]
@@ -117,7 +142,11 @@ def _write_pending(
     )
     shard = write_shard(output, table)
     for i, _, segs in pending:
-        rows["segments"][i], rows["duration_s"][i], rows["shard"][i] = len(segs), segs.duration_s, shard
+        rows["segments"][i], rows["duration_s"][i], rows["shard"][i] = (
+            len(segs),
+            segs.duration_s,
+            shard,
+        )
 
 
 def _node_id() -> str:
@@ -165,7 +194,10 @@ class ExtractSummary:
             reasons = ", ".join(f"{reason}: {n}" for reason, n in self.skipped.most_common())
             lines.append(f"  skipped by reason: {reasons} (details: {self.errors_path})")
         if self.nodes:
-            lines.append(f"  ran on {len(self.nodes)} node(s): " + ", ".join(f"{n[:8]} {c} tracks" for n, c in self.nodes.most_common()))
+            lines.append(
+                f"  ran on {len(self.nodes)} node(s): "
+                + ", ".join(f"{n[:8]} {c} tracks" for n, c in self.nodes.most_common())
+            )
         lines.append(
             f"  output: {self.output} now holds {self.total_tracks} tracks, {self.total_segments} segments"
         )
@@ -180,7 +212,10 @@ def _tracks_per_shard(n_todo: int, cpus: float, requested: int | None) -> int:
 
 
 def check_extract_arguments(
-    *, num_cpus: int | None = None, tracks_per_shard: int | None = None, max_duration_s: float = MAX_DURATION_S
+    *,
+    num_cpus: int | None = None,
+    tracks_per_shard: int | None = None,
+    max_duration_s: float = MAX_DURATION_S,
 ) -> None:
     """Refuse bad extract settings before anything is created or started.
 
@@ -190,10 +225,14 @@ def check_extract_arguments(
         A count that is not a positive integer, a duration that is not positive.
     """
     for flag, value in (("--num-cpus", num_cpus), ("--tracks-per-shard", tracks_per_shard)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value <= 0
+        ):
             raise ParameterError(f"{flag}={value} must be a positive integer")
     if not max_duration_s > 0:
-        raise ParameterError(f"--max-duration={max_duration_s} must be a positive number of seconds")
+        raise ParameterError(
+            f"--max-duration={max_duration_s} must be a positive number of seconds"
+        )
 
 
 def run_extract(
@@ -233,7 +272,9 @@ def run_extract(
     ConfigMismatchError
         ``output`` holds shards extracted with other settings.
     """
-    check_extract_arguments(num_cpus=num_cpus, tracks_per_shard=tracks_per_shard, max_duration_s=max_duration_s)
+    check_extract_arguments(
+        num_cpus=num_cpus, tracks_per_shard=tracks_per_shard, max_duration_s=max_duration_s
+    )
     started = time.perf_counter()
     listing = list_tracks(input_root)
     with FolderLock(output, command="jobs.extract"):
@@ -246,10 +287,20 @@ def run_extract(
             already_done=len(listing.tracks) - len(todo),
             ignored_files=len(listing.ignored),
         )
-        errors = _extract_on_ray(
-            todo, summary, cfg=cfg, output=output, address=address, num_cpus=num_cpus,
-            tracks_per_shard=tracks_per_shard, max_duration_s=max_duration_s,
-        ) if todo else []
+        errors = (
+            _extract_on_ray(
+                todo,
+                summary,
+                cfg=cfg,
+                output=output,
+                address=address,
+                num_cpus=num_cpus,
+                tracks_per_shard=tracks_per_shard,
+                max_duration_s=max_duration_s,
+            )
+            if todo
+            else []
+        )
         summary.errors_path = store.write_errors(errors)
         manifest = store.write_manifest()
     summary.total_tracks, summary.total_segments = manifest["tracks"], manifest["segments"]
@@ -258,8 +309,15 @@ def run_extract(
 
 
 def _extract_on_ray(
-    todo: list, summary: ExtractSummary, *, cfg: FeatureConfig, output: str, address: str | None,
-    num_cpus: int | None, tracks_per_shard: int | None, max_duration_s: float,
+    todo: list,
+    summary: ExtractSummary,
+    *,
+    cfg: FeatureConfig,
+    output: str,
+    address: str | None,
+    num_cpus: int | None,
+    tracks_per_shard: int | None,
+    max_duration_s: float,
 ) -> list[dict[str, str]]:
     """Map :func:`extract_batch` over ``todo`` on Ray Data; count into ``summary``; return the skips."""
     import ray
@@ -267,9 +325,13 @@ def _extract_on_ray(
     from genre.runtime import init_ray
 
     init_ray(address=address, num_cpus=num_cpus)
-    per_shard = _tracks_per_shard(len(todo), ray.cluster_resources().get("CPU", 1.0), tracks_per_shard)
+    per_shard = _tracks_per_shard(
+        len(todo), ray.cluster_resources().get("CPU", 1.0), tracks_per_shard
+    )
     items = [{"path": t.path, "track_id": t.track_id, "genre": t.genre} for t in todo]
-    ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_shard)).map_batches(
+    ds = ray.data.from_items(
+        items, override_num_blocks=math.ceil(len(items) / per_shard)
+    ).map_batches(
         extract_batch,
         fn_kwargs={"cfg": cfg, "output": output, "max_duration_s": max_duration_s},
         batch_size=per_shard,
@@ -285,7 +347,9 @@ def _extract_on_ray(
             summary.nodes[str(batch["node_id"][i])] += 1
             if batch["reason"][i]:
                 summary.skipped[batch["reason"][i]] += 1
-                errors.append({k: str(batch[k][i]) for k in ("path", "track_id", "reason", "message")})
+                errors.append(
+                    {k: str(batch[k][i]) for k in ("path", "track_id", "reason", "message")}
+                )
             else:
                 summary.extracted += 1
                 summary.segments += int(batch["segments"][i])

@@ -27,7 +27,13 @@ import scipy.fft
 from genre.config import FeatureConfig
 from genre.errors import ParameterError
 
-__all__ = ["power_spectrogram", "extract", "log_mel_from_power", "mfcc_from_log_mel", "chroma_from_power"]
+__all__ = [
+    "power_spectrogram",
+    "extract",
+    "log_mel_from_power",
+    "mfcc_from_log_mel",
+    "chroma_from_power",
+]
 
 _AMIN = 1e-10
 _TOP_DB = 80.0
@@ -61,7 +67,9 @@ def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
 
 def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
     mel = np.asarray(mel, dtype=np.float64)
-    return np.where(mel >= 15.0, 1000.0 * np.exp(np.log(6.4) / 27.0 * (mel - 15.0)), mel * (200.0 / 3))
+    return np.where(
+        mel >= 15.0, 1000.0 * np.exp(np.log(6.4) / 27.0 * (mel - 15.0)), mel * (200.0 / 3)
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -95,7 +103,9 @@ def _chroma_basis(sample_rate: int, n_fft: int, n_chroma: int) -> np.ndarray:
     weights = np.exp(-0.5 * (2 * d / widths[None, :]) ** 2)
     norms = np.sqrt(np.sum(weights**2, axis=0))
     weights /= np.where(norms < np.finfo(weights.dtype).tiny, 1.0, norms)[None, :]
-    weights *= np.exp(-0.5 * ((bins / n_chroma - 5.0) / 2.0) ** 2)[None, :]  # centre octave 5, width 2
+    weights *= np.exp(-0.5 * ((bins / n_chroma - 5.0) / 2.0) ** 2)[
+        None, :
+    ]  # centre octave 5, width 2
     weights = np.roll(weights, -3 * (n_chroma // 12), axis=0)  # start at C, not A
     return np.ascontiguousarray(weights[:, : 1 + n_fft // 2].T, dtype=np.float32)
 
@@ -104,11 +114,14 @@ def _chroma_basis(sample_rate: int, n_fft: int, n_chroma: int) -> np.ndarray:
 def _dct_basis(n_mels: int, n_mfcc: int) -> np.ndarray:
     # DCT-II with orthonormal scaling, as scipy.fftpack.dct(type=2, norm="ortho").
     return np.ascontiguousarray(
-        scipy.fft.dct(np.eye(n_mels, dtype=np.float64), type=2, norm="ortho", axis=0)[:n_mfcc].T, dtype=np.float32
+        scipy.fft.dct(np.eye(n_mels, dtype=np.float64), type=2, norm="ortho", axis=0)[:n_mfcc].T,
+        dtype=np.float32,
     )  # (mels, mfcc)
 
 
-def power_spectrogram(segments: np.ndarray, *, n_fft: int = 2048, hop_length: int = 512) -> np.ndarray:
+def power_spectrogram(
+    segments: np.ndarray, *, n_fft: int = 2048, hop_length: int = 512
+) -> np.ndarray:
     """|STFT|² of each segment with centred, zero-padded Hann frames (librosa's defaults).
 
     Parameters
@@ -139,7 +152,9 @@ def _power_to_db(power: np.ndarray) -> np.ndarray:
     return np.maximum(db, floor, out=db)
 
 
-def log_mel_from_power(power: np.ndarray, *, sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+def log_mel_from_power(
+    power: np.ndarray, *, sample_rate: int, n_fft: int, n_mels: int
+) -> np.ndarray:
     """Log-mel (dB) ``(segments, frames, n_mels)`` from a power spectrogram."""
     n, t, f = power.shape
     mel = power.reshape(n * t, f) @ _mel_basis(sample_rate, n_fft, n_mels)
@@ -151,7 +166,9 @@ def mfcc_from_log_mel(log_mel: np.ndarray, *, n_mfcc: int) -> np.ndarray:
     return log_mel @ _dct_basis(log_mel.shape[-1], n_mfcc)
 
 
-def chroma_from_power(power: np.ndarray, *, sample_rate: int, n_fft: int, n_chroma: int) -> np.ndarray:
+def chroma_from_power(
+    power: np.ndarray, *, sample_rate: int, n_fft: int, n_chroma: int
+) -> np.ndarray:
     """Chroma ``(segments, frames, n_chroma)``, each frame scaled to a maximum of 1."""
     raw = power @ _chroma_basis(sample_rate, n_fft, n_chroma)
     peak = raw.max(axis=-1, keepdims=True)
@@ -186,7 +203,9 @@ def extract(segments: np.ndarray, cfg: FeatureConfig) -> dict[str, np.ndarray]:
         hi = lo + _CHUNK
         power = power_spectrogram(x[lo:hi], n_fft=cfg.n_fft, hop_length=cfg.hop_length)
         if want_mel:
-            log_mel = log_mel_from_power(power, sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels)
+            log_mel = log_mel_from_power(
+                power, sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels
+            )
             if "mel" in out:
                 out["mel"][lo:hi] = log_mel
             if "mfcc" in out:

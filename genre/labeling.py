@@ -62,7 +62,9 @@ resolve_model = resolve
 _TASK_RETRIES = 3
 
 
-def model_from_network(network, data, *, name: str = "local/0", aggregate: str = "mean") -> LabelModel:
+def model_from_network(
+    network, data, *, name: str = "local/0", aggregate: str = "mean"
+) -> LabelModel:
     """A model trained in this process (``genre.training.fit``), without the registry.
 
     For smoke tests and benchmarks; production models come from :func:`resolve_model`.
@@ -73,7 +75,9 @@ def model_from_network(network, data, *, name: str = "local/0", aggregate: str =
         path = Path(d) / "model.keras"
         network.save(path)
         blob = path.read_bytes()
-    return LabelModel(uri=name, name=name, card=card_for(data, aggregate=aggregate), keras_bytes=blob)
+    return LabelModel(
+        uri=name, name=name, card=card_for(data, aggregate=aggregate), keras_bytes=blob
+    )
 
 
 def _load_keras(model_bytes: bytes):
@@ -95,6 +99,7 @@ def list_inputs(source: str) -> tuple[list[dict[str, str]], str]:
     INPUT may be a folder (searched recursively), a glob, or a ``.txt``/``.csv``/
     ``.parquet`` file listing paths (column ``path``, or the first column).
     """
+
     def item(path: str, track_id: str) -> dict[str, str]:
         return {"path": path, "track_id": track_id}
 
@@ -102,7 +107,9 @@ def list_inputs(source: str) -> tuple[list[dict[str, str]], str]:
         listing = list_tracks(source)
         return [item(t.path, t.track_id) for t in listing.tracks], "folder"
     if any(ch in source for ch in "*?["):
-        paths = sorted(p for p in glob.glob(source, recursive=True) if os.path.isfile(p) or os.path.islink(p))
+        paths = sorted(
+            p for p in glob.glob(source, recursive=True) if os.path.isfile(p) or os.path.islink(p)
+        )
         if not paths:
             raise ParameterError(f"input glob {source!r} matches no file")
         return [item(os.path.abspath(p), p) for p in paths], "glob"
@@ -119,11 +126,15 @@ def list_inputs(source: str) -> tuple[list[dict[str, str]], str]:
         paths = frame["path" if "path" in frame.columns else frame.columns[0]].astype(str).tolist()
     elif ext == ".parquet":
         table = pq.read_table(source)
-        paths = [str(p) for p in table.column("path" if "path" in table.column_names else 0).to_pylist()]
+        paths = [
+            str(p) for p in table.column("path" if "path" in table.column_names else 0).to_pylist()
+        ]
     elif ext in AUDIO_EXTENSIONS:
         return [item(os.path.abspath(source), os.path.basename(source))], "file"
     else:
-        raise ParameterError(f"input {source!r} is not a folder, glob, audio file or .txt/.csv/.parquet list")
+        raise ParameterError(
+            f"input {source!r} is not a folder, glob, audio file or .txt/.csv/.parquet list"
+        )
     base = os.path.dirname(os.path.abspath(source))
     resolved = [p if os.path.isabs(p) or is_uri(p) else os.path.join(base, p) for p in paths]
     return [item(p, p) for p in dict.fromkeys(resolved)], "list"
@@ -149,14 +160,22 @@ def featurize_batch(
     file's ``(n_segments, frames, bins)`` float32 features (empty on failure).
     """
     attempts = AttemptJournal(journal) if journal else None
-    rows: dict[str, list] = {k: [] for k in ("path", "track_id", "n_segments", "duration_s", "reason", "error", "x")}
+    rows: dict[str, list] = {
+        k: [] for k in ("path", "track_id", "n_segments", "duration_s", "reason", "error", "x")
+    }
     segs, owners = [], []
     for i, (path, track_id) in enumerate(zip(batch["path"], batch["track_id"], strict=True)):
         reason = error = ""
         n, duration = 0, 0.0
+
         def decode(path=str(path)):
-            return load_segments(path, sample_rate=cfg.sample_rate, segment_seconds=cfg.segment_seconds,
-                                 max_segments=max_segments, max_duration_s=max_duration_s)
+            return load_segments(
+                path,
+                sample_rate=cfg.sample_rate,
+                segment_seconds=cfg.segment_seconds,
+                max_segments=max_segments,
+                max_duration_s=max_duration_s,
+            )
 
         try:
             s = attempts.decode(str(path), str(path), decode) if attempts else decode()
@@ -167,12 +186,16 @@ def featurize_batch(
             reason, error = exc.reason, str(exc)
         except Exception as exc:  # one odd file must not abort the whole collection
             reason, error = "internal", f"{path}: {type(exc).__name__}: {exc}"
-        for key, value in zip(rows, (str(path), str(track_id), n, duration, reason, error, None), strict=True):
+        for key, value in zip(
+            rows, (str(path), str(track_id), n, duration, reason, error, None), strict=True
+        ):
             rows[key].append(value)
     empty = np.zeros((0, cfg.frames, sum(cfg.bins(f) for f in features)), np.float32)
     rows["x"] = [empty] * len(rows["path"])
     if segs:
-        stacked = stack_features(extract(np.concatenate(segs), cfg.with_features(features)), features)
+        stacked = stack_features(
+            extract(np.concatenate(segs), cfg.with_features(features)), features
+        )
         bounds = np.cumsum([0] + [len(s) for s in segs])
         for j, i in enumerate(owners):
             rows["x"][i] = stacked[bounds[j] : bounds[j + 1]]
@@ -188,20 +211,38 @@ def featurize_batch(
 class Predictor:
     """Ray Data actor: loads the model once, predicts segments, aggregates per track."""
 
-    def __init__(self, *, model_bytes: bytes | tuple, labels: tuple[str, ...], aggregate: str, top_k: int, batch_size: int):
+    def __init__(
+        self,
+        *,
+        model_bytes: bytes | tuple,
+        labels: tuple[str, ...],
+        aggregate: str,
+        top_k: int,
+        batch_size: int,
+    ):
         from genre.models import configure_tensorflow
 
-        if isinstance(model_bytes, tuple):  # (ObjectRef,): the driver put the bytes in the object store once
+        if isinstance(
+            model_bytes, tuple
+        ):  # (ObjectRef,): the driver put the bytes in the object store once
             import ray
 
             model_bytes = ray.get(model_bytes[0])
         configure_tensorflow()
         self.model = _load_keras(model_bytes)
         self.node_id = _node_id()
-        self.labels, self.aggregate, self.top_k, self.batch_size = list(labels), aggregate, top_k, batch_size
+        self.labels, self.aggregate, self.top_k, self.batch_size = (
+            list(labels),
+            aggregate,
+            top_k,
+            batch_size,
+        )
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        out = [np.asarray(self.model(x[i : i + self.batch_size], training=False)) for i in range(0, len(x), self.batch_size)]
+        out = [
+            np.asarray(self.model(x[i : i + self.batch_size], training=False))
+            for i in range(0, len(x), self.batch_size)
+        ]
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -229,7 +270,9 @@ def _node_id() -> str:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
-def _result_columns(batch: dict[str, np.ndarray], probs: np.ndarray, labels: list[str], top_k: int) -> dict[str, np.ndarray]:
+def _result_columns(
+    batch: dict[str, np.ndarray], probs: np.ndarray, labels: list[str], top_k: int
+) -> dict[str, np.ndarray]:
     n = len(probs)
     failed = np.isnan(probs).any(axis=1)
     top = np.argsort(-np.nan_to_num(probs, nan=-1.0), axis=1)[:, :top_k]
@@ -238,12 +281,16 @@ def _result_columns(batch: dict[str, np.ndarray], probs: np.ndarray, labels: lis
     top_probs = np.empty(n, dtype=object)
     for i in range(n):
         top_genres[i] = [] if failed[i] else [labels[j] for j in top[i]]
-        top_probs[i] = np.array([], np.float32) if failed[i] else probs[i, top[i]].astype(np.float32)
+        top_probs[i] = (
+            np.array([], np.float32) if failed[i] else probs[i, top[i]].astype(np.float32)
+        )
     out = {
         "path": np.asarray(batch["path"], dtype=object),
         "track_id": np.asarray(batch["track_id"], dtype=object),
         "genre": genre,
-        "confidence": np.where(failed, np.nan, np.nanmax(np.nan_to_num(probs, nan=-1.0), axis=1)).astype(np.float32),
+        "confidence": np.where(
+            failed, np.nan, np.nanmax(np.nan_to_num(probs, nan=-1.0), axis=1)
+        ).astype(np.float32),
         "top_genres": top_genres,
         "top_probs": top_probs,
         "n_segments": np.asarray(batch["n_segments"], dtype=np.int32),
@@ -304,11 +351,20 @@ class LabelSettings:
 
     def __post_init__(self) -> None:
         if self.aggregate is not None and self.aggregate not in AGGREGATES:
-            raise ParameterError(f"--aggregate {self.aggregate!r}: choose one of {', '.join(AGGREGATES)}")
-        for flag, value in (("--segments", self.max_segments), ("--top-k", self.top_k),
-                            ("--batch-size", self.batch_size), ("tracks_per_task", self.tracks_per_task),
-                            ("--predictors", self.predictors), ("--num-cpus", self.num_cpus)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise ParameterError(
+                f"--aggregate {self.aggregate!r}: choose one of {', '.join(AGGREGATES)}"
+            )
+        for flag, value in (
+            ("--segments", self.max_segments),
+            ("--top-k", self.top_k),
+            ("--batch-size", self.batch_size),
+            ("tracks_per_task", self.tracks_per_task),
+            ("--predictors", self.predictors),
+            ("--num-cpus", self.num_cpus),
+        ):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value <= 0
+            ):
                 raise ParameterError(f"{flag}={value} must be a positive integer")
         if self.gpus_per_worker < 0:
             raise ParameterError(f"--gpus-per-worker={self.gpus_per_worker} must be ≥ 0")
@@ -342,23 +398,35 @@ class LabelSummary:
             f"{self.labelled} labelled, {sum(self.failed.values())} failed; {self.already_done} of {self.found} already done",
         ]
         if self.superseded or self.retried:
-            lines.append(f"  moved {self.superseded} parts of other models to _superseded/; {self.retried} failed rows retried")
+            lines.append(
+                f"  moved {self.superseded} parts of other models to _superseded/; {self.retried} failed rows retried"
+            )
         if self.crashes_forgotten:
-            lines.append(f"  forgot {self.crashes_forgotten} recorded worker crash(es): those files were tried again")
+            lines.append(
+                f"  forgot {self.crashes_forgotten} recorded worker crash(es): those files were tried again"
+            )
         if self.failed:
-            lines.append("  failed by reason: " + ", ".join(f"{r}: {n}" for r, n in self.failed.most_common()))
+            lines.append(
+                "  failed by reason: "
+                + ", ".join(f"{r}: {n}" for r, n in self.failed.most_common())
+            )
         if self.genres:
             lines.append("  genres: " + ", ".join(f"{g} {n}" for g, n in self.genres.most_common()))
         if self.least_confident:
             lines.append("  least confident:")
             lines += [f"    {c:.2f}  {g:<10} {p}" for p, g, c in self.least_confident]
         if self.nodes:
-            lines.append(f"  predicted on {len(self.nodes)} node(s): " + ", ".join(f"{n[:8]} {c} files" for n, c in self.nodes.most_common()))
+            lines.append(
+                f"  predicted on {len(self.nodes)} node(s): "
+                + ", ".join(f"{n[:8]} {c} files" for n, c in self.nodes.most_common())
+            )
         lines.append(f"  results: {self.output}" + (f" (CSV: {self.csv})" if self.csv else ""))
         return "\n".join(lines)
 
 
-def run_label(source: str, output: str, *, model: LabelModel, settings: LabelSettings | None = None) -> LabelSummary:
+def run_label(
+    source: str, output: str, *, model: LabelModel, settings: LabelSettings | None = None
+) -> LabelSummary:
     """Label every file of ``source`` that ``output`` does not hold yet.
 
     Parameters
@@ -401,8 +469,9 @@ def run_label(source: str, output: str, *, model: LabelModel, settings: LabelSet
     return summary
 
 
-def _prepare_output(results: ResultStore, summary: LabelSummary, *, model: LabelModel,
-                    settings: LabelSettings) -> set[str]:
+def _prepare_output(
+    results: ResultStore, summary: LabelSummary, *, model: LabelModel, settings: LabelSettings
+) -> set[str]:
     """Refuse or supersede another model's labels, drop errors to retry; return the paths done."""
     existing = results.existing()
     if existing is not None:
@@ -422,8 +491,14 @@ def _prepare_output(results: ResultStore, summary: LabelSummary, *, model: Label
     return set(existing.column("path").to_pylist()) if existing is not None else set()
 
 
-def _label_on_ray(todo: list[dict[str, str]], results: ResultStore, summary: LabelSummary, *,
-                  model: LabelModel, settings: LabelSettings) -> None:
+def _label_on_ray(
+    todo: list[dict[str, str]],
+    results: ResultStore,
+    summary: LabelSummary,
+    *,
+    model: LabelModel,
+    settings: LabelSettings,
+) -> None:
     """Stream ``todo`` through decode tasks and predictor actors; write parts as rows arrive."""
     from genre.runtime import init_ray
 
@@ -441,15 +516,21 @@ def _label_on_ray(todo: list[dict[str, str]], results: ResultStore, summary: Lab
             buffer.append(row)
             _count(summary, row, scored)
         # Flush by size and by time: a killed run loses at most a few seconds of work.
-        if len(buffer) >= settings.flush_rows or (buffer and time.monotonic() - last_flush > settings.flush_s):
-            results.write(results_table(buffer, labels=labels, model=model.name, aggregate=aggregate))
+        if len(buffer) >= settings.flush_rows or (
+            buffer and time.monotonic() - last_flush > settings.flush_s
+        ):
+            results.write(
+                results_table(buffer, labels=labels, model=model.name, aggregate=aggregate)
+            )
             buffer, last_flush = [], time.monotonic()
     if buffer:
         results.write(results_table(buffer, labels=labels, model=model.name, aggregate=aggregate))
     summary.least_confident = sorted(scored, key=lambda r: r[2])[:10]
 
 
-def _count(summary: LabelSummary, row: dict[str, Any], scored: list[tuple[str, str, float]]) -> None:
+def _count(
+    summary: LabelSummary, row: dict[str, Any], scored: list[tuple[str, str, float]]
+) -> None:
     summary.nodes[str(row["node_id"])] += 1
     if row["reason"]:
         summary.failed[row["reason"]] += 1
@@ -460,7 +541,9 @@ def _count(summary: LabelSummary, row: dict[str, Any], scored: list[tuple[str, s
         scored.append((row["path"], row["genre"], float(row["confidence"])))
 
 
-def _pipeline(todo: list[dict[str, str]], output: str, *, model: LabelModel, settings: LabelSettings):
+def _pipeline(
+    todo: list[dict[str, str]], output: str, *, model: LabelModel, settings: LabelSettings
+):
     """The Ray Data plan: decode + features (CPU tasks) → predictor actors."""
     import ray
 
@@ -479,27 +562,48 @@ def _pipeline(todo: list[dict[str, str]], output: str, *, model: LabelModel, set
     return (
         ray.data.from_items(todo, override_num_blocks=max(1, -(-len(todo) // per_task)))
         .map_batches(
-            featurize_batch, batch_size=per_task, batch_format="numpy", num_cpus=1, max_retries=_TASK_RETRIES,
-            fn_kwargs={"cfg": card.feature_config, "features": card.features, "max_segments": settings.max_segments,
-                       "max_duration_s": settings.max_duration_s, "journal": output},
+            featurize_batch,
+            batch_size=per_task,
+            batch_format="numpy",
+            num_cpus=1,
+            max_retries=_TASK_RETRIES,
+            fn_kwargs={
+                "cfg": card.feature_config,
+                "features": card.features,
+                "max_segments": settings.max_segments,
+                "max_duration_s": settings.max_duration_s,
+                "journal": output,
+            },
         )
         .map_batches(
-            Predictor, batch_size=per_task, batch_format="numpy",
-            compute=pool, num_gpus=gpus,
+            Predictor,
+            batch_size=per_task,
+            batch_format="numpy",
+            compute=pool,
+            num_gpus=gpus,
             # No CPU reservation: a predictor is busy a fraction of the time, and
             # reserving even half a CPU would leave a 2-CPU machine one decoding task.
             num_cpus=0,
             fn_constructor_kwargs={
-                "model_bytes": (ray.put(model.keras_bytes),), "labels": card.labels,
-                "aggregate": settings.aggregate or card.aggregate, "top_k": min(settings.top_k, len(card.labels)),
+                "model_bytes": (ray.put(model.keras_bytes),),
+                "labels": card.labels,
+                "aggregate": settings.aggregate or card.aggregate,
+                "top_k": min(settings.top_k, len(card.labels)),
                 "batch_size": settings.batch_size,
             },
         )
     )
 
 
-def label_file(path: str, *, model: LabelModel, aggregate: str | None = None, max_segments: int = 10,
-               top_k: int = 5, max_duration_s: float = MAX_DURATION_S) -> dict[str, Any]:
+def label_file(
+    path: str,
+    *,
+    model: LabelModel,
+    aggregate: str | None = None,
+    max_segments: int = 10,
+    top_k: int = 5,
+    max_duration_s: float = MAX_DURATION_S,
+) -> dict[str, Any]:
     """Label one file in-process (no Ray): the genres and probabilities, best first.
 
     Raises
@@ -515,17 +619,29 @@ def label_file(path: str, *, model: LabelModel, aggregate: str | None = None, ma
         raise ParameterError(f"--aggregate {aggregate!r}: choose one of {', '.join(AGGREGATES)}")
     out = featurize_batch(
         {"path": np.array([path], object), "track_id": np.array([path], object)},
-        cfg=card.feature_config, features=card.features, max_segments=max_segments, max_duration_s=max_duration_s,
+        cfg=card.feature_config,
+        features=card.features,
+        max_segments=max_segments,
+        max_duration_s=max_duration_s,
     )
     if out["reason"][0]:
         raise AudioFileError(out["reason"][0], out["error"][0])
     configure_tensorflow()
-    predictor = Predictor(model_bytes=model.keras_bytes, labels=card.labels, aggregate=aggregate, top_k=top_k,
-                          batch_size=256)
+    predictor = Predictor(
+        model_bytes=model.keras_bytes,
+        labels=card.labels,
+        aggregate=aggregate,
+        top_k=top_k,
+        batch_size=256,
+    )
     seg_probs = predictor.predict(out["x"][0])
     _, probs = segment_to_track(np.zeros(len(seg_probs), int), seg_probs, aggregate=aggregate)
     order = np.argsort(-probs[0])[:top_k]
     return {
-        "path": path, "n_segments": int(out["n_segments"][0]), "duration_s": float(out["duration_s"][0]),
-        "top": [(card.labels[j], float(probs[0, j])) for j in order], "model": model.name, "aggregate": aggregate,
+        "path": path,
+        "n_segments": int(out["n_segments"][0]),
+        "duration_s": float(out["duration_s"][0]),
+        "top": [(card.labels[j], float(probs[0, j])) for j in order],
+        "model": model.name,
+        "aggregate": aggregate,
     }

@@ -37,10 +37,26 @@ from genre.errors import GenreError, ParameterError
 from genre.features import _mel_basis, _window
 
 __all__ = [
-    "SAMPLE_RATE", "N_FFT", "HOP_LENGTH", "N_MELS", "PATCH_FRAMES", "PATCH_SAMPLES",
-    "N_PARAMS", "EMBEDDING_DIM", "POOL_DIM", "WHEEL_SHA256", "INSTALL_COMMAND",
-    "MSD_TAGS", "MTT_TAGS", "MODELS", "TAGS",
-    "weights_folder", "log_mel", "build_musicnn", "load_musicnn", "MusicnnExtractor",
+    "SAMPLE_RATE",
+    "N_FFT",
+    "HOP_LENGTH",
+    "N_MELS",
+    "PATCH_FRAMES",
+    "PATCH_SAMPLES",
+    "N_PARAMS",
+    "EMBEDDING_DIM",
+    "POOL_DIM",
+    "WHEEL_SHA256",
+    "INSTALL_COMMAND",
+    "MSD_TAGS",
+    "MTT_TAGS",
+    "MODELS",
+    "TAGS",
+    "weights_folder",
+    "log_mel",
+    "build_musicnn",
+    "load_musicnn",
+    "MusicnnExtractor",
 ]
 
 SAMPLE_RATE = 16000
@@ -60,21 +76,108 @@ INSTALL_COMMAND = "pip install --no-deps --require-hashes -r requirements-musicn
 
 # The two vocabularies, in output order, as musicnn/configuration.py lists them.
 MTT_TAGS = (
-    "guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast",
-    "piano", "ambient", "beat", "violin", "vocal", "synth", "female", "indian", "opera", "male",
-    "singing", "vocals", "no vocals", "harpsichord", "loud", "quiet", "flute", "woman",
-    "male vocal", "no vocal", "pop", "soft", "sitar", "solo", "man", "classic", "choir", "voice",
-    "new age", "dance", "male voice", "female vocal", "beats", "harp", "cello", "no voice",
-    "weird", "country", "metal", "female voice", "choral",
+    "guitar",
+    "classical",
+    "slow",
+    "techno",
+    "strings",
+    "drums",
+    "electronic",
+    "rock",
+    "fast",
+    "piano",
+    "ambient",
+    "beat",
+    "violin",
+    "vocal",
+    "synth",
+    "female",
+    "indian",
+    "opera",
+    "male",
+    "singing",
+    "vocals",
+    "no vocals",
+    "harpsichord",
+    "loud",
+    "quiet",
+    "flute",
+    "woman",
+    "male vocal",
+    "no vocal",
+    "pop",
+    "soft",
+    "sitar",
+    "solo",
+    "man",
+    "classic",
+    "choir",
+    "voice",
+    "new age",
+    "dance",
+    "male voice",
+    "female vocal",
+    "beats",
+    "harp",
+    "cello",
+    "no voice",
+    "weird",
+    "country",
+    "metal",
+    "female voice",
+    "choral",
 )
 MSD_TAGS = (
-    "rock", "pop", "alternative", "indie", "electronic", "female vocalists", "dance", "00s",
-    "alternative rock", "jazz", "beautiful", "metal", "chillout", "male vocalists",
-    "classic rock", "soul", "indie rock", "Mellow", "electronica", "80s", "folk", "90s", "chill",
-    "instrumental", "punk", "oldies", "blues", "hard rock", "ambient", "acoustic",
-    "experimental", "female vocalist", "guitar", "Hip-Hop", "70s", "party", "country",
-    "easy listening", "sexy", "catchy", "funk", "electro", "heavy metal", "Progressive rock",
-    "60s", "rnb", "indie pop", "sad", "House", "happy",
+    "rock",
+    "pop",
+    "alternative",
+    "indie",
+    "electronic",
+    "female vocalists",
+    "dance",
+    "00s",
+    "alternative rock",
+    "jazz",
+    "beautiful",
+    "metal",
+    "chillout",
+    "male vocalists",
+    "classic rock",
+    "soul",
+    "indie rock",
+    "Mellow",
+    "electronica",
+    "80s",
+    "folk",
+    "90s",
+    "chill",
+    "instrumental",
+    "punk",
+    "oldies",
+    "blues",
+    "hard rock",
+    "ambient",
+    "acoustic",
+    "experimental",
+    "female vocalist",
+    "guitar",
+    "Hip-Hop",
+    "70s",
+    "party",
+    "country",
+    "easy listening",
+    "sexy",
+    "catchy",
+    "funk",
+    "electro",
+    "heavy metal",
+    "Progressive rock",
+    "60s",
+    "rnb",
+    "indie pop",
+    "sad",
+    "House",
+    "happy",
 )
 #: Our model name → the checkpoint folder inside the musicnn package.
 MODELS = {"musicnn_msd": "MSD_musicnn", "musicnn_mtt": "MTT_musicnn"}
@@ -92,16 +195,25 @@ _CHUNK = 8  # segments per FFT call in log_mel: 8 × 187 frames × 2 KiB ≈ 3 M
 # a front-end block holds a convolution's and a batch norm's variables.
 _CHECKPOINT_LAYERS = (
     ("batch_normalization", "input_bn"),
-    ("conv2d", "timbral_7x38"), ("batch_normalization_1", "timbral_7x38"),
-    ("conv2d_1", "timbral_7x67"), ("batch_normalization_2", "timbral_7x67"),
-    ("conv2d_2", "temporal_128"), ("batch_normalization_3", "temporal_128"),
-    ("conv2d_3", "temporal_64"), ("batch_normalization_4", "temporal_64"),
-    ("conv2d_4", "temporal_32"), ("batch_normalization_5", "temporal_32"),
-    ("conv2d_5", "midend_1"), ("batch_normalization_6", "midend_1_bn"),
-    ("conv2d_6", "midend_2"), ("batch_normalization_7", "midend_2_bn"),
-    ("conv2d_7", "midend_3"), ("batch_normalization_8", "midend_3_bn"),
+    ("conv2d", "timbral_7x38"),
+    ("batch_normalization_1", "timbral_7x38"),
+    ("conv2d_1", "timbral_7x67"),
+    ("batch_normalization_2", "timbral_7x67"),
+    ("conv2d_2", "temporal_128"),
+    ("batch_normalization_3", "temporal_128"),
+    ("conv2d_3", "temporal_64"),
+    ("batch_normalization_4", "temporal_64"),
+    ("conv2d_4", "temporal_32"),
+    ("batch_normalization_5", "temporal_32"),
+    ("conv2d_5", "midend_1"),
+    ("batch_normalization_6", "midend_1_bn"),
+    ("conv2d_6", "midend_2"),
+    ("batch_normalization_7", "midend_2_bn"),
+    ("conv2d_7", "midend_3"),
+    ("batch_normalization_8", "midend_3_bn"),
     ("batch_normalization_9", "pool_bn"),
-    ("dense", "penultimate"), ("batch_normalization_10", "embedding"),
+    ("dense", "penultimate"),
+    ("batch_normalization_10", "embedding"),
     ("dense_1", "tags"),
 )
 # musicnn's back end flattens (753 features, [max, mean]) into 1 506 interleaved
@@ -138,22 +250,32 @@ def weights_folder(model: str, *, package_dir: str | os.PathLike | None = None) 
         spec = importlib.util.find_spec("musicnn")
         locations = list(spec.submodule_search_locations or []) if spec else []
         if not locations:
-            raise ParameterError(f"musicnn weights for {model}: no musicnn package; `{INSTALL_COMMAND}`")
+            raise ParameterError(
+                f"musicnn weights for {model}: no musicnn package; `{INSTALL_COMMAND}`"
+            )
         package_dir = locations[0]
     folder = Path(package_dir) / MODELS[model]
     if not ((folder / ".index").is_file() and (folder / ".data-00000-of-00001").is_file()):
-        raise ParameterError(f"musicnn weights for {model} not found in {folder}: `{INSTALL_COMMAND}`")
+        raise ParameterError(
+            f"musicnn weights for {model} not found in {folder}: `{INSTALL_COMMAND}`"
+        )
     return folder
 
 
 def _valid_audio(audio: np.ndarray, *, min_samples: int) -> np.ndarray:
-    if not isinstance(audio, np.ndarray) or audio.ndim != 2 or not np.issubdtype(audio.dtype, np.floating):
+    if (
+        not isinstance(audio, np.ndarray)
+        or audio.ndim != 2
+        or not np.issubdtype(audio.dtype, np.floating)
+    ):
         raise ParameterError(
             f"audio must be a float array of shape (segments, samples), got "
             f"{getattr(audio, 'dtype', type(audio).__name__)} of shape {getattr(audio, 'shape', None)}"
         )
     if audio.shape[1] < min_samples:
-        raise ParameterError(f"audio has {audio.shape[1]} samples a segment, needs at least {min_samples}")
+        raise ParameterError(
+            f"audio has {audio.shape[1]} samples a segment, needs at least {min_samples}"
+        )
     if not np.isfinite(audio).all():
         raise ParameterError("audio contains non-finite samples")
     return np.asarray(audio, dtype=np.float32)
@@ -269,7 +391,9 @@ def _frontend_block(kernel_size: tuple[int, int], filters: int, *, name: str):
         pad = frames_k // 2
         padded = ops.pad(x, ((0, 0), (pad, pad), (0, 0)))
         spec = ops.reshape(ops.matmul(padded, forward), (batch, frames + 2 * pad, 2, half))
-        taps = ops.stack([spec[:, t : t + frames] for t in range(frames_k)], axis=-1)  # (…, 2, 49, 7)
+        taps = ops.stack(
+            [spec[:, t : t + frames] for t in range(frames_k)], axis=-1
+        )  # (…, 2, 49, 7)
         taps = ops.transpose(taps, (3, 0, 1, 2, 4))  # (49, batch, frames, 2, 7)
         taps = ops.reshape(taps, (1, half, batch * frames, 2 * frames_k))
         product = ops.reshape(ops.matmul(taps, mix), (2 * half, -1))  # (98, batch·frames·filters)
@@ -282,10 +406,15 @@ def _frontend_block(kernel_size: tuple[int, int], filters: int, *, name: str):
         def build(self, input_shape):
             self.kernel = self.add_weight(shape=(frames_k, bands_k, 1, filters), name="kernel")
             for weight, init, trainable in (
-                ("bias", "zeros", True), ("gamma", "ones", True), ("beta", "zeros", True),
-                ("moving_mean", "zeros", False), ("moving_variance", "ones", False),
+                ("bias", "zeros", True),
+                ("gamma", "ones", True),
+                ("beta", "zeros", True),
+                ("moving_mean", "zeros", False),
+                ("moving_variance", "ones", False),
             ):
-                variable = self.add_weight(shape=(filters,), initializer=init, name=weight, trainable=trainable)
+                variable = self.add_weight(
+                    shape=(filters,), initializer=init, name=weight, trainable=trainable
+                )
                 setattr(self, weight, variable)
 
         def compute_output_shape(self, input_shape):
@@ -335,23 +464,30 @@ def build_musicnn(*, n_frames: int = PATCH_FRAMES, n_tags: int = 50):
     x = layers.Reshape((n_frames, N_MELS, 1), name="channel")(spec)
     x = layers.Reshape((n_frames, N_MELS), name="mel")(norm("input_bn")(x))
     front = [
-        _frontend_block(size, _TIMBRAL_FILTERS, name=f"timbral_{size[0]}x{size[1]}")(x) for size in _TIMBRAL
+        _frontend_block(size, _TIMBRAL_FILTERS, name=f"timbral_{size[0]}x{size[1]}")(x)
+        for size in _TIMBRAL
     ] + [
-        _frontend_block((length, 1), _TEMPORAL_FILTERS, name=f"temporal_{length}")(x) for length in _TEMPORAL
+        _frontend_block((length, 1), _TEMPORAL_FILTERS, name=f"temporal_{length}")(x)
+        for length in _TEMPORAL
     ]
     front = layers.Concatenate(name="frontend")(front)  # (batch, time, 561)
 
     mid = [front]
     y = front
     for i in (1, 2, 3):
-        conv = layers.Conv1D(_MIDEND_FILTERS, 7, padding="same", activation="relu", name=f"midend_{i}")(y)
+        conv = layers.Conv1D(
+            _MIDEND_FILTERS, 7, padding="same", activation="relu", name=f"midend_{i}"
+        )(y)
         conv = norm(f"midend_{i}_bn")(conv)
         y = conv if i == 1 else layers.Add(name=f"midend_{i}_residual")([conv, y])
         mid.append(y)
     mid = layers.Concatenate(name="midend")(mid)  # (batch, time, 753)
 
     pool = layers.Concatenate(name="pool")(
-        [layers.GlobalMaxPooling1D(name="max_pool")(mid), layers.GlobalAveragePooling1D(name="mean_pool")(mid)]
+        [
+            layers.GlobalMaxPooling1D(name="max_pool")(mid),
+            layers.GlobalAveragePooling1D(name="mean_pool")(mid),
+        ]
     )
     y = norm("pool_bn")(pool)
     y = layers.Dense(EMBEDDING_DIM, activation="relu", name="penultimate")(y)
@@ -409,12 +545,16 @@ def load_musicnn(model: str, *, package_dir: str | os.PathLike | None = None):
                 continue
             value = values.pop(key)
             # TF1 stores the mid-end 1-D kernels as (7, in, 1, out) 2-D ones.
-            if tuple(d for d in value.shape if d != 1) != tuple(d for d in variable.shape if d != 1):
+            if tuple(d for d in value.shape if d != 1) != tuple(
+                d for d in variable.shape if d != 1
+            ):
                 raise GenreError(
                     f"{folder}: {key} has shape {value.shape}, {variable.path} needs {variable.shape}"
                 )
             value = value.reshape(variable.shape)
-            if layer_name == "pool_bn" or (layer_name == "penultimate" and variable.name == "kernel"):
+            if layer_name == "pool_bn" or (
+                layer_name == "penultimate" and variable.name == "kernel"
+            ):
                 value = value[_POOL_ORDER]
             variable.assign(value)
             assigned.append(variable.path)
@@ -483,7 +623,9 @@ class MusicnnExtractor:
         """
         x = np.asarray(patches, dtype=np.float32)
         if x.ndim != 3 or x.shape[1:] != (PATCH_FRAMES, N_MELS):
-            raise ParameterError(f"patches of shape {x.shape} are not (n, {PATCH_FRAMES}, {N_MELS})")
+            raise ParameterError(
+                f"patches of shape {x.shape} are not (n, {PATCH_FRAMES}, {N_MELS})"
+            )
         if not np.isfinite(x).all():
             raise ParameterError("patches contain non-finite values")
         sizes = {"embedding": EMBEDDING_DIM, "pool": POOL_DIM, "tags": len(self.tags)}

@@ -24,7 +24,9 @@ __all__ = [
 ]
 
 
-def segment_to_track(track_ids: np.ndarray, probs: np.ndarray, *, aggregate: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+def segment_to_track(
+    track_ids: np.ndarray, probs: np.ndarray, *, aggregate: str = "mean"
+) -> tuple[np.ndarray, np.ndarray]:
     """Combine segment probabilities into one distribution per track.
 
     Parameters
@@ -89,7 +91,9 @@ def evaluate(*, y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> dic
     probs = np.asarray(probs)
     k = len(labels)
     if probs.ndim != 2 or probs.shape != (len(y_true), k):
-        raise ParameterError(f"probs {probs.shape} must be (len(y_true)={len(y_true)}, len(labels)={k})")
+        raise ParameterError(
+            f"probs {probs.shape} must be (len(y_true)={len(y_true)}, len(labels)={k})"
+        )
     y_pred = np.argmax(probs, axis=1)
     confusion = np.zeros((k, k), dtype=np.int64)
     np.add.at(confusion, (y_true, y_pred), 1)
@@ -97,15 +101,27 @@ def evaluate(*, y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> dic
     predicted, support = confusion.sum(axis=0), confusion.sum(axis=1)
     precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
     recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
-    off = [(labels[i], labels[j], int(confusion[i, j])) for i in range(k) for j in range(k) if i != j and confusion[i, j] > 0]
+    f1 = np.divide(
+        2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0
+    )
+    off = [
+        (labels[i], labels[j], int(confusion[i, j]))
+        for i in range(k)
+        for j in range(k)
+        if i != j and confusion[i, j] > 0
+    ]
     off.sort(key=lambda r: (-r[2], r[0], r[1]))
     present = support > 0
     return {
         "accuracy": float(tp.sum() / max(len(y_true), 1)),
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "per_genre": {
-            labels[i]: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            labels[i]: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i in range(k)
         },
         "confusion": confusion.tolist(),
@@ -117,11 +133,21 @@ def classification_report_text(metrics: dict[str, Any]) -> str:
     """A fixed-width table in the style of scikit-learn's classification report."""
     rows = [f"{'':>12} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]
     for label, m in metrics["per_genre"].items():
-        rows.append(f"{label:>12} {m['precision']:>9.3f} {m['recall']:>9.3f} {m['f1']:>9.3f} {m['support']:>8d}")
+        rows.append(
+            f"{label:>12} {m['precision']:>9.3f} {m['recall']:>9.3f} {m['f1']:>9.3f} {m['support']:>8d}"
+        )
     total = sum(m["support"] for m in metrics["per_genre"].values())
-    rows += ["", f"{'accuracy':>12} {'':>9} {'':>9} {metrics['accuracy']:>9.3f} {total:>8d}", f"{'macro f1':>12} {'':>9} {'':>9} {metrics['macro_f1']:>9.3f} {total:>8d}"]
+    rows += [
+        "",
+        f"{'accuracy':>12} {'':>9} {'':>9} {metrics['accuracy']:>9.3f} {total:>8d}",
+        f"{'macro f1':>12} {'':>9} {'':>9} {metrics['macro_f1']:>9.3f} {total:>8d}",
+    ]
     if metrics.get("most_confused"):
-        rows += ["", "most confused (true → predicted: tracks): " + "; ".join(f"{t} → {p}: {n}" for t, p, n in metrics["most_confused"])]
+        rows += [
+            "",
+            "most confused (true → predicted: tracks): "
+            + "; ".join(f"{t} → {p}: {n}" for t, p, n in metrics["most_confused"]),
+        ]
     return "\n".join(rows) + "\n"
 
 
@@ -145,10 +171,26 @@ def _finish(fig, path: str | Path | None):
     return fig
 
 
-def plot_confusion(confusion: np.ndarray, labels: list[str], *, title: str = "", normalize: bool = True, path: str | Path | None = None):
+def plot_confusion(
+    confusion: np.ndarray,
+    labels: list[str],
+    *,
+    title: str = "",
+    normalize: bool = True,
+    path: str | Path | None = None,
+):
     """Heat map of a confusion matrix (rows = true genre), cells annotated."""
     c = np.asarray(confusion, dtype=np.float64)
-    shown = np.divide(c, c.sum(axis=1, keepdims=True), out=np.zeros_like(c), where=c.sum(axis=1, keepdims=True) > 0) if normalize else c
+    shown = (
+        np.divide(
+            c,
+            c.sum(axis=1, keepdims=True),
+            out=np.zeros_like(c),
+            where=c.sum(axis=1, keepdims=True) > 0,
+        )
+        if normalize
+        else c
+    )
     fig, ax = _figure(figsize=(0.6 * len(labels) + 2.5, 0.6 * len(labels) + 2))
     ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
@@ -158,12 +200,22 @@ def plot_confusion(confusion: np.ndarray, labels: list[str], *, title: str = "",
     for i in range(len(labels)):
         for j in range(len(labels)):
             if c[i, j]:
-                ax.text(j, i, f"{int(c[i, j])}", ha="center", va="center", fontsize=8, color="white" if shown[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{int(c[i, j])}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if shown[i, j] > 0.5 else "black",
+                )
     ax.set_title(title or "confusion matrix")
     return _finish(fig, path)
 
 
-def plot_history(history: dict[str, list[float]], *, title: str = "", path: str | Path | None = None):
+def plot_history(
+    history: dict[str, list[float]], *, title: str = "", path: str | Path | None = None
+):
     """Accuracy and loss per epoch, train and validation, in two panels."""
     fig, axes = _figure(1, 2, figsize=(9, 3.4))
     for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
@@ -180,7 +232,9 @@ def plot_history(history: dict[str, list[float]], *, title: str = "", path: str 
     return _finish(fig, path)
 
 
-def plot_histories_side_by_side(histories: dict[str, dict[str, list[float]]], *, path: str | Path | None = None):
+def plot_histories_side_by_side(
+    histories: dict[str, dict[str, list[float]]], *, path: str | Path | None = None
+):
     """One column per model type: validation accuracy (top) and loss (bottom) per epoch."""
     n = max(1, len(histories))
     fig, axes = _figure(2, n, figsize=(3.2 * n, 5.2), squeeze=False, sharey="row")
@@ -201,7 +255,9 @@ def plot_histories_side_by_side(histories: dict[str, dict[str, list[float]]], *,
     return _finish(fig, path)
 
 
-def plot_genre_panels(examples: dict[str, np.ndarray], *, sample_rate: int = 22050, path: str | Path | None = None):
+def plot_genre_panels(
+    examples: dict[str, np.ndarray], *, sample_rate: int = 22050, path: str | Path | None = None
+):
     """Per genre (one row): waveform, log-mel spectrogram and MFCC of a 3 s excerpt."""
     from genre.config import FeatureConfig
     from genre.features import extract
@@ -217,12 +273,25 @@ def plot_genre_panels(examples: dict[str, np.ndarray], *, sample_rate: int = 220
         axes[row][0].set_xlim(0, t[-1])
         axes[row][0].set_ylabel(genre)
         extent = [0, cfg.segment_seconds, 0, 1]
-        axes[row][1].imshow(feats["mel"][0].T, origin="lower", aspect="auto", cmap="magma", extent=[0, cfg.segment_seconds, 0, cfg.n_mels])
+        axes[row][1].imshow(
+            feats["mel"][0].T,
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            extent=[0, cfg.segment_seconds, 0, cfg.n_mels],
+        )
         # Each coefficient standardised over time: raw c0 is ~10× the others and would flatten the picture.
         mfcc = feats["mfcc"][0]
         mfcc = (mfcc - mfcc.mean(axis=0)) / (mfcc.std(axis=0) + 1e-6)
-        axes[row][2].imshow(mfcc.T, origin="lower", aspect="auto", cmap="coolwarm", vmin=-2.5, vmax=2.5,
-                            extent=[*extent[:2], 0, cfg.n_mfcc])
+        axes[row][2].imshow(
+            mfcc.T,
+            origin="lower",
+            aspect="auto",
+            cmap="coolwarm",
+            vmin=-2.5,
+            vmax=2.5,
+            extent=[*extent[:2], 0, cfg.n_mfcc],
+        )
         if row == 0:
             axes[row][0].set_title("waveform")
             axes[row][1].set_title("log-mel spectrogram (128 bands)")

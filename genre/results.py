@@ -41,7 +41,9 @@ def results_schema(labels: list[str]) -> pa.Schema:
         pa.field("track_id", pa.string(), nullable=False),
         pa.field("genre", pa.string()),
         pa.field("confidence", pa.float32()),
-        pa.field("top_k", pa.list_(pa.struct([("genre", pa.string()), ("probability", pa.float32())]))),
+        pa.field(
+            "top_k", pa.list_(pa.struct([("genre", pa.string()), ("probability", pa.float32())]))
+        ),
         *[pa.field(f"p_{label}", pa.float32()) for label in labels],
         pa.field("n_segments", pa.int32()),
         pa.field("duration_s", pa.float32()),
@@ -54,7 +56,9 @@ def results_schema(labels: list[str]) -> pa.Schema:
     return pa.schema(fields, metadata={"genre.format": FORMAT})
 
 
-def results_table(rows: list[dict[str, Any]], *, labels: list[str], model: str, aggregate: str) -> pa.Table:
+def results_table(
+    rows: list[dict[str, Any]], *, labels: list[str], model: str, aggregate: str
+) -> pa.Table:
     """Rows from the predictor (``path``, ``track_id``, ``genre``, ``confidence``,
     ``top_genres``, ``top_probs``, ``p_<label>``, ``n_segments``, ``duration_s``,
     ``reason``, ``error``) as a results table."""
@@ -66,9 +70,14 @@ def results_table(rows: list[dict[str, Any]], *, labels: list[str], model: str, 
         cols["track_id"].append(r["track_id"])
         cols["genre"].append(None if bad else r["genre"])
         cols["confidence"].append(None if bad else float(r["confidence"]))
-        cols["top_k"].append(None if bad else [
-            {"genre": g, "probability": float(p)} for g, p in zip(r["top_genres"], r["top_probs"], strict=True)
-        ])
+        cols["top_k"].append(
+            None
+            if bad
+            else [
+                {"genre": g, "probability": float(p)}
+                for g, p in zip(r["top_genres"], r["top_probs"], strict=True)
+            ]
+        )
         for label in labels:
             cols[f"p_{label}"].append(None if bad else float(r[f"p_{label}"]))
         cols["n_segments"].append(int(r["n_segments"]))
@@ -130,7 +139,11 @@ class ResultStore:
         """Move parts of other models aside (``_superseded/``), keeping them."""
         moved = 0
         for part in self.parts():
-            models = set(pq.read_table(part, columns=["model"], filesystem=self.fs).column("model").to_pylist())
+            models = set(
+                pq.read_table(part, columns=["model"], filesystem=self.fs)
+                .column("model")
+                .to_pylist()
+            )
             if models != {model}:
                 self.fs.create_dir(f"{self.base}/{_SUPERSEDED}", recursive=True)
                 self.fs.move(part, f"{self.base}/{_SUPERSEDED}/{part.rsplit('/', 1)[-1]}")
@@ -148,7 +161,9 @@ class ResultStore:
 def _top_k_json(value) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return ""
-    return json.dumps([{"genre": d["genre"], "probability": round(float(d["probability"]), 4)} for d in value])
+    return json.dumps(
+        [{"genre": d["genre"], "probability": round(float(d["probability"]), 4)} for d in value]
+    )
 
 
 def read_results(root: str):
@@ -168,7 +183,10 @@ def read_results(root: str):
     if not parts:
         raise ParameterError(f"no results under {root!r}")
     table, dropped = store.drop_duplicates(
-        pq.read_table(parts, filesystem=fs), keys=["path"], what="results", where=repr(root),
+        pq.read_table(parts, filesystem=fs),
+        keys=["path"],
+        what="results",
+        where=repr(root),
         keep_last_by="labeled_at",
     )
     frame = table.to_pandas()

@@ -15,7 +15,9 @@ from genre.errors import ParameterError
 __all__ = ["init_ray", "cluster_gpus"]
 
 
-def init_ray(*, address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> None:
+def init_ray(
+    *, address: str | None = None, num_cpus: int | None = None, quiet: bool = True
+) -> None:
     """Start or join Ray once per process.
 
     Parameters

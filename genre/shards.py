@@ -108,7 +108,9 @@ def segments_table(
     for name in cfg.features:
         values = np.ascontiguousarray(features[name], dtype=np.float32)
         if values.shape[1:] != cfg.shape(name):
-            raise ParameterError(f"feature {name} has shape {values.shape[1:]}, config says {cfg.shape(name)}")
+            raise ParameterError(
+                f"feature {name} has shape {values.shape[1:]}, config says {cfg.shape(name)}"
+            )
         flat = pa.array(values.reshape(-1), pa.float32())
         columns.append(pa.FixedSizeListArray.from_arrays(flat, values.shape[1] * values.shape[2]))
     return pa.Table.from_arrays(columns, schema=schema)
@@ -199,7 +201,9 @@ class ShardStore:
             pairs = set(zip(ids.to_pylist(), keys.column("segment").to_pylist(), strict=True))
             new = pairs - seen  # a segment counts once, whichever shards repeat it
             seen |= pairs
-            shards.append({"file": path.rsplit("/", 1)[-1], "tracks": len(ids.unique()), "segments": len(new)})
+            shards.append(
+                {"file": path.rsplit("/", 1)[-1], "tracks": len(ids.unique()), "segments": len(new)}
+            )
         manifest = {
             "format": _FORMAT,
             "feature_config": self.cfg.to_dict(),
@@ -216,7 +220,10 @@ class ShardStore:
     def write_errors(self, rows: list[dict[str, str]]) -> str:
         """Replace ``_errors.parquet`` with this run's failures (``path, track_id, reason, message``)."""
         table = pa.table(
-            {key: pa.array([r[key] for r in rows], pa.string()) for key in ("path", "track_id", "reason", "message")}
+            {
+                key: pa.array([r[key] for r in rows], pa.string())
+                for key in ("path", "track_id", "reason", "message")
+            }
         )
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
@@ -295,7 +302,9 @@ def read_segments(root: str, *, features: Iterable[str] | None = None) -> Segmen
         raise ParameterError(
             f"feature(s) {','.join(missing)} not in the shards under {root!r} (they hold {','.join(cfg.features)})"
         )
-    table = pq.read_table(files, columns=["track_id", "path", "genre", "segment", *names], filesystem=filesystem)
+    table = pq.read_table(
+        files, columns=["track_id", "path", "genre", "segment", *names], filesystem=filesystem
+    )
     table, duplicates = store.drop_duplicates(table, keys=_KEYS, what="segments", where=repr(root))
     table = table.sort_by([("track_id", "ascending"), ("segment", "ascending")])
     if len(table) == 0:

@@ -243,11 +243,16 @@ class FolderLock:
 
     def _record(self) -> bytes:
         pid = os.getpid()
-        return json.dumps({
-            "pid": pid, "pid_start": _pid_start(pid), "host": socket.gethostname(),
-            "command": self.command, "token": self.token,
-            "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }).encode()
+        return json.dumps(
+            {
+                "pid": pid,
+                "pid_start": _pid_start(pid),
+                "host": socket.gethostname(),
+                "command": self.command,
+                "token": self.token,
+                "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            }
+        ).encode()
 
     def _holder(self) -> dict[str, Any] | None:
         try:
@@ -382,7 +387,13 @@ class AttemptJournal:
         if not self._made:
             self.fs.create_dir(self.base, recursive=True)
             self._made = True
-        record = {"key": key, "path": path, "deaths": deaths + 1, "host": socket.gethostname(), "pid": os.getpid()}
+        record = {
+            "key": key,
+            "path": path,
+            "deaths": deaths + 1,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
         with self.fs.open_output_stream(self._path(key)) as f:
             f.write(json.dumps(record).encode())
         return True

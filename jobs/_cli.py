@@ -22,9 +22,17 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def add_ray_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local runtime)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray runtime (default: all)")
-    p.add_argument("--smoke-test", action="store_true", help="tiny run that checks the wiring in seconds")
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address (default: RAY_ADDRESS or a local runtime)",
+    )
+    p.add_argument(
+        "--num-cpus", type=int, default=None, help="CPUs of the local Ray runtime (default: all)"
+    )
+    p.add_argument(
+        "--smoke-test", action="store_true", help="tiny run that checks the wiring in seconds"
+    )
 
 
 def check_ray_flags(args: argparse.Namespace) -> None:
@@ -39,15 +47,20 @@ def add_max_duration(p: argparse.ArgumentParser) -> None:
     from genre.audio import MAX_DURATION_S
 
     p.add_argument(
-        "--max-duration", type=float, default=MAX_DURATION_S, metavar="SECONDS",
+        "--max-duration",
+        type=float,
+        default=MAX_DURATION_S,
+        metavar="SECONDS",
         help="longest file decoded; longer (or headers claiming longer) are reported, not decoded "
-             "(default %(default).0f s = 3 h)",
+        "(default %(default).0f s = 3 h)",
     )
 
 
 def tracking_uri(flag: str | None) -> str:
     """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else ``mlflow.db`` in the working directory."""
-    return flag or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath('mlflow.db')}"
+    return (
+        flag or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath('mlflow.db')}"
+    )
 
 
 def run_main(body: Callable[[], int]) -> int:
@@ -59,5 +72,8 @@ def run_main(body: Callable[[], int]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: re-run the same command to finish (work already written is kept)", file=sys.stderr)
+        print(
+            "interrupted: re-run the same command to finish (work already written is kept)",
+            file=sys.stderr,
+        )
         return 130

@@ -19,15 +19,46 @@ from jobs._cli import parser, run_main
 def main(argv: list[str] | None = None) -> int:
     D = DemoSettings  # the defaults live there, once
     p = parser("jobs.demo", __doc__.splitlines()[0])
-    p.add_argument("output", nargs="?", default=D.output, help="folder for everything the demo writes (default: %(default)s)")
-    p.add_argument("--per-genre", type=int, default=D.per_genre, help="synthetic tracks per genre (default %(default)s)")
-    p.add_argument("--seconds", type=float, default=D.seconds, help="seconds per track (default %(default)s)")
-    p.add_argument("--models", default=",".join(D.models), help="model kinds to search over (default %(default)s)")
-    p.add_argument("--num-samples", type=int, default=D.num_samples, help="tune trials (default %(default)s)")
-    p.add_argument("--max-epochs", type=int, default=D.max_epochs, help="epochs per trial at most (default %(default)s)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray runtime (default: all)")
-    p.add_argument("--docs", default=None, help="also copy the pictures into this folder (the README's docs/)")
-    p.add_argument("--smoke-test", action="store_true", help="tiny corpus and search: checks the wiring quickly")
+    p.add_argument(
+        "output",
+        nargs="?",
+        default=D.output,
+        help="folder for everything the demo writes (default: %(default)s)",
+    )
+    p.add_argument(
+        "--per-genre",
+        type=int,
+        default=D.per_genre,
+        help="synthetic tracks per genre (default %(default)s)",
+    )
+    p.add_argument(
+        "--seconds", type=float, default=D.seconds, help="seconds per track (default %(default)s)"
+    )
+    p.add_argument(
+        "--models",
+        default=",".join(D.models),
+        help="model kinds to search over (default %(default)s)",
+    )
+    p.add_argument(
+        "--num-samples", type=int, default=D.num_samples, help="tune trials (default %(default)s)"
+    )
+    p.add_argument(
+        "--max-epochs",
+        type=int,
+        default=D.max_epochs,
+        help="epochs per trial at most (default %(default)s)",
+    )
+    p.add_argument(
+        "--num-cpus", type=int, default=None, help="CPUs of the local Ray runtime (default: all)"
+    )
+    p.add_argument(
+        "--docs", default=None, help="also copy the pictures into this folder (the README's docs/)"
+    )
+    p.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="tiny corpus and search: checks the wiring quickly",
+    )
     args = p.parse_args(argv)
 
     def body() -> int:
@@ -35,16 +66,30 @@ def main(argv: list[str] | None = None) -> int:
         from genre.errors import ParameterError
 
         if args.per_genre < 3:
-            raise ParameterError(f"--per-genre={args.per_genre}: at least 3, one track each for train, validation and test")
+            raise ParameterError(
+                f"--per-genre={args.per_genre}: at least 3, one track each for train, validation and test"
+            )
         settings = DemoSettings(
-            output=args.output, per_genre=args.per_genre, seconds=args.seconds,
+            output=args.output,
+            per_genre=args.per_genre,
+            seconds=args.seconds,
             models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
-            num_samples=args.num_samples, max_epochs=args.max_epochs, num_cpus=args.num_cpus, docs=args.docs,
+            num_samples=args.num_samples,
+            max_epochs=args.max_epochs,
+            num_cpus=args.num_cpus,
+            docs=args.docs,
         )
         if args.smoke_test:
             settings = DemoSettings(
-                output=tempfile.mkdtemp(prefix="genre-demo-") if args.output == D.output else args.output,
-                per_genre=3, seconds=6.0, models=("cnn",), num_samples=2, max_epochs=2, grace_epochs=1,
+                output=tempfile.mkdtemp(prefix="genre-demo-")
+                if args.output == D.output
+                else args.output,
+                per_genre=3,
+                seconds=6.0,
+                models=("cnn",),
+                num_samples=2,
+                max_epochs=2,
+                grace_epochs=1,
                 num_cpus=args.num_cpus,
             )
         run_demo(settings)

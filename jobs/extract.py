@@ -20,16 +20,33 @@ def _features(text: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     unknown = [n for n in names if n not in FEATURES]
     if unknown or not names:
-        raise ParameterError(f"--features {text!r}: unknown feature {','.join(unknown) or '(none)'}; choose from {','.join(FEATURES)}")
+        raise ParameterError(
+            f"--features {text!r}: unknown feature {','.join(unknown) or '(none)'}; choose from {','.join(FEATURES)}"
+        )
     return names
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("jobs.extract", __doc__.splitlines()[0])
-    p.add_argument("input", nargs="?", help="folder of audio files (local or s3://, gs://); labels from <root>/<genre>/<file>")
-    p.add_argument("output", nargs="?", help="folder for the shards, _manifest.json and _errors.parquet")
-    p.add_argument("--features", default=",".join(FEATURES), help="comma list of mfcc,chroma,mel (default: all)")
-    p.add_argument("--tracks-per-shard", type=int, default=None, help="tracks per shard/batch (default: auto, ≤ 32)")
+    p.add_argument(
+        "input",
+        nargs="?",
+        help="folder of audio files (local or s3://, gs://); labels from <root>/<genre>/<file>",
+    )
+    p.add_argument(
+        "output", nargs="?", help="folder for the shards, _manifest.json and _errors.parquet"
+    )
+    p.add_argument(
+        "--features",
+        default=",".join(FEATURES),
+        help="comma list of mfcc,chroma,mel (default: all)",
+    )
+    p.add_argument(
+        "--tracks-per-shard",
+        type=int,
+        default=None,
+        help="tracks per shard/batch (default: auto, ≤ 32)",
+    )
     add_max_duration(p)
     add_ray_flags(p)
     args = p.parse_args(argv)
@@ -39,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = FeatureConfig(features=_features(args.features))
         check_ray_flags(args)
-        check_extract_arguments(num_cpus=args.num_cpus, tracks_per_shard=args.tracks_per_shard,
-                                max_duration_s=args.max_duration)
+        check_extract_arguments(
+            num_cpus=args.num_cpus,
+            tracks_per_shard=args.tracks_per_shard,
+            max_duration_s=args.max_duration,
+        )
         input_root, output = args.input, args.output
         if args.smoke_test:  # a generated corpus; INPUT and OUTPUT optional
             from genre.synth import write_corpus
@@ -52,8 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         if not input_root or not output:
             raise ParameterError("INPUT and OUTPUT are required (or --smoke-test)")
         summary = run_extract(
-            input_root, output, cfg=cfg, address=args.address, num_cpus=args.num_cpus,
-            tracks_per_shard=args.tracks_per_shard, max_duration_s=args.max_duration,
+            input_root,
+            output,
+            cfg=cfg,
+            address=args.address,
+            num_cpus=args.num_cpus,
+            tracks_per_shard=args.tracks_per_shard,
+            max_duration_s=args.max_duration,
         )
         print(summary.format())
         return 0

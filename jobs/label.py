@@ -21,20 +21,69 @@ from jobs._cli import tracking_uri as cli_tracking_uri
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("jobs.label", __doc__.splitlines()[0])
-    p.add_argument("input", nargs="?", help="folder, glob, .txt/.csv/.parquet list of paths, or one audio file")
-    p.add_argument("output", nargs="?", help="results folder (Parquet parts); omit for a single file")
-    p.add_argument("--model", default=None, help="MLflow model URI: models:/genre@champion, models:/genre/3, runs:/…")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory)")
-    p.add_argument("--aggregate", choices=AGGREGATES, default=None, help="segment → track (default: the model's, mean)")
-    p.add_argument("--segments", type=int, default=10, help="segments per track, spread evenly over long tracks (default 10)")
+    p.add_argument(
+        "input", nargs="?", help="folder, glob, .txt/.csv/.parquet list of paths, or one audio file"
+    )
+    p.add_argument(
+        "output", nargs="?", help="results folder (Parquet parts); omit for a single file"
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="MLflow model URI: models:/genre@champion, models:/genre/3, runs:/…",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory)",
+    )
+    p.add_argument(
+        "--aggregate",
+        choices=AGGREGATES,
+        default=None,
+        help="segment → track (default: the model's, mean)",
+    )
+    p.add_argument(
+        "--segments",
+        type=int,
+        default=10,
+        help="segments per track, spread evenly over long tracks (default 10)",
+    )
     p.add_argument("--top-k", type=int, default=3, help="genres kept per track (default 3)")
-    p.add_argument("--batch-size", type=int, default=256, help="segments per model call (default 256)")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per predictor actor, used only when the cluster has GPUs")
-    p.add_argument("--predictors", type=int, default=None, help="predictor actors (default: one per GPU share; without GPUs 1, growing to one per 8 CPUs when batches queue up)")
-    p.add_argument("--flush-seconds", type=float, default=5.0, help="write finished rows at least this often (default 5): a killed run loses no more")
-    p.add_argument("--csv", action="store_true", help="also write OUTPUT/_results.csv (the leading _ keeps it out of the Parquet dataset)")
-    p.add_argument("--retry-errors", action="store_true", help="label files that failed before again")
-    p.add_argument("--new-model-ok", action="store_true", help="OUTPUT holds labels of another model: move them aside and label again")
+    p.add_argument(
+        "--batch-size", type=int, default=256, help="segments per model call (default 256)"
+    )
+    p.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=0.0,
+        help="GPUs per predictor actor, used only when the cluster has GPUs",
+    )
+    p.add_argument(
+        "--predictors",
+        type=int,
+        default=None,
+        help="predictor actors (default: one per GPU share; without GPUs 1, growing to one per 8 CPUs when batches queue up)",
+    )
+    p.add_argument(
+        "--flush-seconds",
+        type=float,
+        default=5.0,
+        help="write finished rows at least this often (default 5): a killed run loses no more",
+    )
+    p.add_argument(
+        "--csv",
+        action="store_true",
+        help="also write OUTPUT/_results.csv (the leading _ keeps it out of the Parquet dataset)",
+    )
+    p.add_argument(
+        "--retry-errors", action="store_true", help="label files that failed before again"
+    )
+    p.add_argument(
+        "--new-model-ok",
+        action="store_true",
+        help="OUTPUT holds labels of another model: move them aside and label again",
+    )
     add_max_duration(p)
     add_ray_flags(p)
     args = p.parse_args(argv)
@@ -44,10 +93,19 @@ def main(argv: list[str] | None = None) -> int:
 
         check_ray_flags(args)
         settings = LabelSettings(  # validates every setting; nothing has started yet
-            aggregate=args.aggregate, max_segments=args.segments, top_k=args.top_k, batch_size=args.batch_size,
-            gpus_per_worker=args.gpus_per_worker, predictors=args.predictors, max_duration_s=args.max_duration,
-            retry_errors=args.retry_errors, new_model_ok=args.new_model_ok, csv=args.csv, address=args.address,
-            num_cpus=args.num_cpus, flush_s=args.flush_seconds,
+            aggregate=args.aggregate,
+            max_segments=args.segments,
+            top_k=args.top_k,
+            batch_size=args.batch_size,
+            gpus_per_worker=args.gpus_per_worker,
+            predictors=args.predictors,
+            max_duration_s=args.max_duration,
+            retry_errors=args.retry_errors,
+            new_model_ok=args.new_model_ok,
+            csv=args.csv,
+            address=args.address,
+            num_cpus=args.num_cpus,
+            flush_s=args.flush_seconds,
         )
         if args.smoke_test:
             from genre.demo import smoke_label
@@ -62,13 +120,26 @@ def main(argv: list[str] | None = None) -> int:
         single = os.path.isfile(args.input) and args.output is None
         if not single and args.output is None:
             raise ParameterError("OUTPUT is required unless INPUT is a single audio file")
-        if not single and not os.path.exists(args.input) and not any(c in args.input for c in "*?[") and "://" not in args.input:
+        if (
+            not single
+            and not os.path.exists(args.input)
+            and not any(c in args.input for c in "*?[")
+            and "://" not in args.input
+        ):
             raise ParameterError(f"input {args.input!r} does not exist")
         model = resolve_model(args.model, tracking_uri=tracking_uri)
         if single:
-            result = label_file(args.input, model=model, aggregate=args.aggregate, max_segments=args.segments,
-                                top_k=args.top_k, max_duration_s=args.max_duration)
-            print(f"{result['path']}  ({result['duration_s']:.1f} s, {result['n_segments']} segments, {result['model']}, {result['aggregate']})")
+            result = label_file(
+                args.input,
+                model=model,
+                aggregate=args.aggregate,
+                max_segments=args.segments,
+                top_k=args.top_k,
+                max_duration_s=args.max_duration,
+            )
+            print(
+                f"{result['path']}  ({result['duration_s']:.1f} s, {result['n_segments']} segments, {result['model']}, {result['aggregate']})"
+            )
             for genre, prob in result["top"]:
                 print(f"  {genre:<10} {prob:6.1%}  {'█' * int(round(prob * 40))}")
             return 0

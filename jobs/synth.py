@@ -29,11 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="seconds per track (default: 30)")
     p.add_argument("--seed", type=int, default=0, help="corpus seed (default: 0)")
     p.add_argument(
-        "--extra-styles", action="store_true",
+        "--extra-styles",
+        action="store_true",
         help="also write styles outside the ten genres into OUTPUT/_other/ (unlabelled)",
     )
     p.add_argument(
-        "--extra-per-style", type=int, default=None, metavar="N",
+        "--extra-per-style",
+        type=int,
+        default=None,
+        metavar="N",
         help="tracks per extra style, with --extra-styles (default: as many as per genre)",
     )
     p.add_argument(

@@ -20,31 +20,112 @@ from jobs._cli import tracking_uri as cli_tracking_uri
 
 
 def _list(text: str | None) -> tuple[str, ...] | None:
-    return None if text in (None, "", "auto") else tuple(x.strip() for x in text.split(",") if x.strip())
+    return (
+        None
+        if text in (None, "", "auto")
+        else tuple(x.strip() for x in text.split(",") if x.strip())
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     S = SearchSettings  # the defaults live there, once
     p = parser("jobs.tune", __doc__.splitlines()[0])
     p.add_argument("shards", nargs="?", help="output folder of the extract job")
-    p.add_argument("--models", default=",".join(S.models), help="comma list of model kinds to search over (default %(default)s)")
-    p.add_argument("--features", default="auto", help="comma list of features to stack (default: mfcc for seed models, mel for the others)")
-    p.add_argument("--num-samples", type=int, default=S.num_samples, help="trials to run (default %(default)s)")
-    p.add_argument("--max-epochs", type=int, default=S.max_epochs, help="epochs per trial at most (default %(default)s)")
-    p.add_argument("--grace-epochs", type=int, default=S.grace_epochs, help="epochs before ASHA may stop a trial (default %(default)s)")
-    p.add_argument("--reduction-factor", type=int, default=S.reduction_factor, help="ASHA keeps the best 1/N of trials at each rung (default %(default)s)")
-    p.add_argument("--patience", type=int, default=S.patience, help="early stopping: epochs without val-loss improvement (default %(default)s)")
-    p.add_argument("--scheduler", choices=SCHEDULERS, default=S.scheduler, help="asha stops trials that fall behind; fifo runs every trial to the end")
-    p.add_argument("--cpus-per-trial", type=float, default=S.cpus_per_trial, help="CPUs per trial, also TensorFlow's thread count (default %(default)s)")
-    p.add_argument("--gpus-per-trial", type=float, default=S.gpus_per_trial, help="may be fractional; used only when the cluster has GPUs")
-    p.add_argument("--split", choices=SPLIT_METHODS, default=S.split, help="by-track split (auto: GTZAN lists when the corpus is GTZAN)")
-    p.add_argument("--seed", type=int, default=S.seed, help="seed of the split and of the search (default %(default)s)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory)")
-    p.add_argument("--experiment", default=S.experiment, help="MLflow experiment name (default %(default)s)")
-    p.add_argument("--register-as", default=S.register_as, help=f"registered model name (default %(default)s; alias {S.alias})")
-    p.add_argument("--storage", default=S.storage, help="where Ray Tune keeps trial state (local folder or s3://)")
-    p.add_argument("--name", default=None, help="search name (default: derived from the arguments, so a re-run resumes)")
-    p.add_argument("--fresh", action="store_true", help="forget a previous search with the same name and start again")
+    p.add_argument(
+        "--models",
+        default=",".join(S.models),
+        help="comma list of model kinds to search over (default %(default)s)",
+    )
+    p.add_argument(
+        "--features",
+        default="auto",
+        help="comma list of features to stack (default: mfcc for seed models, mel for the others)",
+    )
+    p.add_argument(
+        "--num-samples", type=int, default=S.num_samples, help="trials to run (default %(default)s)"
+    )
+    p.add_argument(
+        "--max-epochs",
+        type=int,
+        default=S.max_epochs,
+        help="epochs per trial at most (default %(default)s)",
+    )
+    p.add_argument(
+        "--grace-epochs",
+        type=int,
+        default=S.grace_epochs,
+        help="epochs before ASHA may stop a trial (default %(default)s)",
+    )
+    p.add_argument(
+        "--reduction-factor",
+        type=int,
+        default=S.reduction_factor,
+        help="ASHA keeps the best 1/N of trials at each rung (default %(default)s)",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=S.patience,
+        help="early stopping: epochs without val-loss improvement (default %(default)s)",
+    )
+    p.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        default=S.scheduler,
+        help="asha stops trials that fall behind; fifo runs every trial to the end",
+    )
+    p.add_argument(
+        "--cpus-per-trial",
+        type=float,
+        default=S.cpus_per_trial,
+        help="CPUs per trial, also TensorFlow's thread count (default %(default)s)",
+    )
+    p.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=S.gpus_per_trial,
+        help="may be fractional; used only when the cluster has GPUs",
+    )
+    p.add_argument(
+        "--split",
+        choices=SPLIT_METHODS,
+        default=S.split,
+        help="by-track split (auto: GTZAN lists when the corpus is GTZAN)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=S.seed,
+        help="seed of the split and of the search (default %(default)s)",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory)",
+    )
+    p.add_argument(
+        "--experiment", default=S.experiment, help="MLflow experiment name (default %(default)s)"
+    )
+    p.add_argument(
+        "--register-as",
+        default=S.register_as,
+        help=f"registered model name (default %(default)s; alias {S.alias})",
+    )
+    p.add_argument(
+        "--storage",
+        default=S.storage,
+        help="where Ray Tune keeps trial state (local folder or s3://)",
+    )
+    p.add_argument(
+        "--name",
+        default=None,
+        help="search name (default: derived from the arguments, so a re-run resumes)",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="forget a previous search with the same name and start again",
+    )
     add_ray_flags(p)
     args = p.parse_args(argv)
 
@@ -54,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
 
         shards = args.shards
         if args.smoke_test and not shards:
-            raise ParameterError("--smoke-test needs SHARDS (run python -m jobs.extract --smoke-test first)")
+            raise ParameterError(
+                "--smoke-test needs SHARDS (run python -m jobs.extract --smoke-test first)"
+            )
         if not shards:
             raise ParameterError("SHARDS is required: the output folder of the extract job")
         if "://" not in shards and not os.path.isdir(shards):
@@ -62,16 +145,31 @@ def main(argv: list[str] | None = None) -> int:
         check_ray_flags(args)
         tracking_uri = cli_tracking_uri(args.tracking_uri)
         settings = SearchSettings(  # validates every setting; nothing has started yet
-            shards=shards, models=_list(args.models) or (), features=_list(args.features),
-            num_samples=2 if args.smoke_test else args.num_samples, max_epochs=2 if args.smoke_test else args.max_epochs,
-            grace_epochs=args.grace_epochs, reduction_factor=args.reduction_factor, patience=args.patience,
-            cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, scheduler=args.scheduler,
-            split=args.split, seed=args.seed, tracking_uri=tracking_uri, experiment=args.experiment,
-            register_as=args.register_as, storage=args.storage, name=args.name,
+            shards=shards,
+            models=_list(args.models) or (),
+            features=_list(args.features),
+            num_samples=2 if args.smoke_test else args.num_samples,
+            max_epochs=2 if args.smoke_test else args.max_epochs,
+            grace_epochs=args.grace_epochs,
+            reduction_factor=args.reduction_factor,
+            patience=args.patience,
+            cpus_per_trial=args.cpus_per_trial,
+            gpus_per_trial=args.gpus_per_trial,
+            scheduler=args.scheduler,
+            split=args.split,
+            seed=args.seed,
+            tracking_uri=tracking_uri,
+            experiment=args.experiment,
+            register_as=args.register_as,
+            storage=args.storage,
+            name=args.name,
         )
         if settings.grace_clamped:
-            print(f"note: --grace-epochs {args.grace_epochs} is more than --max-epochs {settings.max_epochs}; "
-                  f"using {settings.grace_epochs}", file=sys.stderr)
+            print(
+                f"note: --grace-epochs {args.grace_epochs} is more than --max-epochs {settings.max_epochs}; "
+                f"using {settings.grace_epochs}",
+                file=sys.stderr,
+            )
         check_tracking_uri(tracking_uri)
         segments = read_segments(shards)
         from genre.runtime import init_ray
@@ -83,8 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         init_ray(address=args.address, num_cpus=args.num_cpus)
         outcome = run_search(segments, settings)
         if outcome.reregistered:
-            print(f"search {outcome.name} had already finished: registered its champion as {outcome.model_uri} "
-                  f"(version {outcome.version}) without searching again")
+            print(
+                f"search {outcome.name} had already finished: registered its champion as {outcome.model_uri} "
+                f"(version {outcome.version}) without searching again"
+            )
         elif outcome.already_done:
             print(f"search {outcome.name} already finished (use --fresh to run it again)")
         print(outcome.format())

@@ -22,7 +22,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 FORMATS = WRITE_FORMATS
 
 
-def tone(*, seconds: float, sample_rate: int, freq_hz: float = 440.0, channels: int = 1, amp: float = 0.3) -> np.ndarray:
+def tone(
+    *, seconds: float, sample_rate: int, freq_hz: float = 440.0, channels: int = 1, amp: float = 0.3
+) -> np.ndarray:
     """A pure tone with a little noise: ``(samples,)`` or ``(samples, channels)`` float32."""
     t = np.arange(int(round(seconds * sample_rate))) / sample_rate
     rng = np.random.default_rng(int(freq_hz * 10 + sample_rate))
@@ -47,11 +49,18 @@ def ray_local():
     ray.shutdown()
 
 
-def run_job(module: str, *args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_job(
+    module: str, *args: str, timeout: float = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run ``python -m <module> args…`` as a user would; capture its output."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
     )
 
 
@@ -73,14 +82,32 @@ def start_mlflow_server(root: Path, *, timeout_s: float = 90.0) -> tuple[subproc
     uri = f"http://127.0.0.1:{port}"
     log = open(root / "server.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {proc.returncode}: {(root / 'server.log').read_text()[-2000:]}")
+            raise RuntimeError(
+                f"mlflow server exited with {proc.returncode}: {(root / 'server.log').read_text()[-2000:]}"
+            )
         try:
             with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
                 if r.status == 200:
@@ -123,7 +150,9 @@ def small_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_shards(small_corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("small-shards")
-    result = run_job("jobs.extract", str(small_corpus), str(out), "--num-cpus", "2", "--features", "mfcc,mel")
+    result = run_job(
+        "jobs.extract", str(small_corpus), str(out), "--num-cpus", "2", "--features", "mfcc,mel"
+    )
     assert result.returncode == 0, result.stderr
     return out
 
@@ -137,10 +166,35 @@ def tuned(small_shards, mlflow_server, tmp_path_factory) -> Tuned:
     """
     storage = tmp_path_factory.mktemp("ray-results")
     args = [
-        str(small_shards), "--models", "cnn,mlp", "--num-samples", "3", "--max-epochs", "3", "--grace-epochs", "1",
-        "--tracking-uri", mlflow_server, "--experiment", "tests", "--register-as", "genre-test",
-        "--storage", str(storage), "--num-cpus", "2", "--gpus-per-trial", "0.5",
+        str(small_shards),
+        "--models",
+        "cnn,mlp",
+        "--num-samples",
+        "3",
+        "--max-epochs",
+        "3",
+        "--grace-epochs",
+        "1",
+        "--tracking-uri",
+        mlflow_server,
+        "--experiment",
+        "tests",
+        "--register-as",
+        "genre-test",
+        "--storage",
+        str(storage),
+        "--num-cpus",
+        "2",
+        "--gpus-per-trial",
+        "0.5",
     ]
     result = run_job("jobs.tune", *args, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return Tuned(result=result, args=args, uri=mlflow_server, name="genre-test", storage=storage, shards=small_shards)
+    return Tuned(
+        result=result,
+        args=args,
+        uri=mlflow_server,
+        name="genre-test",
+        storage=storage,
+        shards=small_shards,
+    )

@@ -15,7 +15,11 @@ def _peak_hz(y: np.ndarray, sample_rate: int) -> float:
 @pytest.mark.parametrize("ext", sorted(FORMATS))
 @pytest.mark.parametrize("sample_rate, channels", [(22050, 1), (44100, 2), (8000, 1), (48000, 2)])
 def test_every_format_decodes_to_mono_22050(tmp_path, ext, sample_rate, channels):
-    path = write_audio(tmp_path / f"x{ext}", tone(seconds=4.0, sample_rate=sample_rate, channels=channels), sample_rate=sample_rate)
+    path = write_audio(
+        tmp_path / f"x{ext}",
+        tone(seconds=4.0, sample_rate=sample_rate, channels=channels),
+        sample_rate=sample_rate,
+    )
     y, duration_s = load(path, sample_rate=22050)
     assert y.dtype == np.float32 and y.ndim == 1
     assert abs(duration_s - 4.0) < 0.1  # mp3 adds encoder delay/padding
@@ -24,7 +28,9 @@ def test_every_format_decodes_to_mono_22050(tmp_path, ext, sample_rate, channels
 
 
 def test_mp3_at_44100_stereo_gives_expected_segments(tmp_path):
-    path = write_audio(tmp_path / "song.mp3", tone(seconds=9.5, sample_rate=44100, channels=2), sample_rate=44100)
+    path = write_audio(
+        tmp_path / "song.mp3", tone(seconds=9.5, sample_rate=44100, channels=2), sample_rate=44100
+    )
     segs = load_segments(path)
     assert segs.audio.shape == (3, 66150)
     assert list(segs.start_s) == [0.0, 3.0, 6.0]

@@ -145,8 +145,12 @@ def test_reliability_bins_put_confidence_one_in_last_bin():
 def test_plot_reliability_writes_png(rng, tmp_path):
     probs, y = simulate(rng, tracks=300, power=4.0)
     after = temperature_scale(probs, temperature=4.0)
-    path = plot_reliability(reliability_bins(probs, y), reliability_bins(after, y),
-                            path=tmp_path / "plots" / "reliability.png", title="test")
+    path = plot_reliability(
+        reliability_bins(probs, y),
+        reliability_bins(after, y),
+        path=tmp_path / "plots" / "reliability.png",
+        title="test",
+    )
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -193,8 +197,12 @@ def test_review_threshold_needs_min_tracks_to_vouch():
 
 @pytest.mark.parametrize(
     ("scores_in", "scores_out", "expected"),
-    [([0, 1, 2], [3, 4], 1.0), ([3, 4], [0, 1, 2], 0.0), ([1, 1, 1], [1, 1], 0.5),
-     ([0, 1], [1, 2], 0.875)],
+    [
+        ([0, 1, 2], [3, 4], 1.0),
+        ([3, 4], [0, 1, 2], 0.0),
+        ([1, 1, 1], [1, 1], 0.5),
+        ([0, 1], [1, 2], 0.875),
+    ],
 )
 def test_auroc_known_values(scores_in, scores_out, expected):
     assert auroc(np.array(scores_in), np.array(scores_out)) == pytest.approx(expected)
@@ -266,10 +274,21 @@ def test_mahalanobis_json_round_trip_gives_identical_scores(rng):
 
 def test_calibration_round_trips_through_json(rng):
     x, y, _, _ = clusters(rng, tracks=100, dims=5)
-    ood = {"method": "mahalanobis", "threshold": 3.25,
-           "mahalanobis": MahalanobisOOD.fit(x, y, components=2).to_dict()}
-    cal = Calibration(temperature=1.7, min_confidence=0.62, ood=ood, ece_before=0.2,
-                      ece_after=0.03, brier_before=0.5, brier_after=0.4, n_val_tracks=100)
+    ood = {
+        "method": "mahalanobis",
+        "threshold": 3.25,
+        "mahalanobis": MahalanobisOOD.fit(x, y, components=2).to_dict(),
+    }
+    cal = Calibration(
+        temperature=1.7,
+        min_confidence=0.62,
+        ood=ood,
+        ece_before=0.2,
+        ece_after=0.03,
+        brier_before=0.5,
+        brier_after=0.4,
+        n_val_tracks=100,
+    )
     again = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
     assert again == cal
     assert again.temperature == 1.7 and again.min_confidence == 0.62
@@ -374,7 +393,10 @@ def test_bad_input_raises_parameter_error(call):
 
 def test_mahalanobis_apply_without_embeddings_raises(rng):
     x, y, _, _ = clusters(rng, tracks=60, dims=4)
-    ood = {"method": "mahalanobis", "threshold": 3.0,
-           "mahalanobis": MahalanobisOOD.fit(x, y, components=2).to_dict()}
+    ood = {
+        "method": "mahalanobis",
+        "threshold": 3.0,
+        "mahalanobis": MahalanobisOOD.fit(x, y, components=2).to_dict(),
+    }
     with pytest.raises(ParameterError, match="embeddings"):
         apply(Calibration(ood=ood), PROBS)

@@ -6,7 +6,13 @@ from genre.errors import ParameterError
 
 def test_defaults_match_the_seed_projects():
     cfg = FeatureConfig()
-    assert (cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.segment_samples, cfg.frames) == (22050, 2048, 512, 66150, 130)
+    assert (cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.segment_samples, cfg.frames) == (
+        22050,
+        2048,
+        512,
+        66150,
+        130,
+    )
     assert [cfg.shape(f) for f in FEATURES] == [(130, 13), (130, 12), (130, 128)]
 
 

@@ -6,15 +6,25 @@ from genre.errors import ParameterError
 
 
 def test_labels_come_from_one_folder_deep(tmp_path):
-    files = ["jazz/a.wav", "rock/b.flac", "loose.mp3", "x/y/deep.ogg", "rock/cover.jpg",
-             ".hidden/z.wav", "rock/.DS_Store"]
+    files = [
+        "jazz/a.wav",
+        "rock/b.flac",
+        "loose.mp3",
+        "x/y/deep.ogg",
+        "rock/cover.jpg",
+        ".hidden/z.wav",
+        "rock/.DS_Store",
+    ]
     for rel in files:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
     listing = list_tracks(str(tmp_path))
     got = {t.track_id: t.genre for t in listing.tracks}
     assert got == {
-        "jazz/a.wav": "jazz", "rock/b.flac": "rock", "loose.mp3": None, "x/y/deep.ogg": None
+        "jazz/a.wav": "jazz",
+        "rock/b.flac": "rock",
+        "loose.mp3": None,
+        "x/y/deep.ogg": None,
     }
     assert [p.rsplit("/", 1)[-1] for p in listing.ignored] == ["cover.jpg"]
 

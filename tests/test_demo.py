@@ -8,7 +8,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_smoke_test_runs_every_step_and_reports_accuracy(tmp_path):
-    result = run_job("jobs.demo", str(tmp_path / "demo"), "--smoke-test", "--num-cpus", "2", timeout=600)
+    result = run_job(
+        "jobs.demo", str(tmp_path / "demo"), "--smoke-test", "--num-cpus", "2", timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     for step in ("1/5 synth", "2/5 extract", "3/5 tune", "4/5 label", "5/5 results"):

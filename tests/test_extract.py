@@ -34,8 +34,16 @@ def _rows(out):
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
     for i, (genre, ext, sr, ch, sec) in enumerate(GOOD):
-        write_audio(root / genre / f"{genre}.{i:05d}{ext}", tone(seconds=sec, sample_rate=sr, channels=ch, freq_hz=200 + 50 * i), sample_rate=sr)
-    write_audio(root / "unlabelled" / "deeper" / "loose.wav", tone(seconds=3.5, sample_rate=22050), sample_rate=22050)
+        write_audio(
+            root / genre / f"{genre}.{i:05d}{ext}",
+            tone(seconds=sec, sample_rate=sr, channels=ch, freq_hz=200 + 50 * i),
+            sample_rate=sr,
+        )
+    write_audio(
+        root / "unlabelled" / "deeper" / "loose.wav",
+        tone(seconds=3.5, sample_rate=22050),
+        sample_rate=22050,
+    )
     bad = make_bad_files(root / "broken")
     (root / "rock" / "cover.jpg").write_bytes(b"\xff\xd8 not audio")
     return root, bad
@@ -54,11 +62,15 @@ def test_job_extracts_every_good_file_and_reports_each_bad_one(corpus, extracted
     out, result = extracted
     assert result.returncode == 0, result.stderr
     rows = _rows(out)
-    expected_segments = {f"{g}/{g}.{i:05d}{e}": int(sec // 3) for i, (g, e, _, _, sec) in enumerate(GOOD)}
+    expected_segments = {
+        f"{g}/{g}.{i:05d}{e}": int(sec // 3) for i, (g, e, _, _, sec) in enumerate(GOOD)
+    }
     expected_segments["unlabelled/deeper/loose.wav"] = 1
     assert rows.groupby("track_id").size().to_dict() == expected_segments
     assert not rows.duplicated(["track_id", "segment"]).any()
-    assert rows.set_index("track_id")["genre"].dropna().to_dict() == {k: k.split("/")[0] for k in expected_segments if not k.startswith("unl")}
+    assert rows.set_index("track_id")["genre"].dropna().to_dict() == {
+        k: k.split("/")[0] for k in expected_segments if not k.startswith("unl")
+    }
     errors = pq.read_table(out / "_errors.parquet").to_pandas()
     assert sorted(errors.track_id) == sorted(f"broken/{n}" for n in bad)
     for name, reasons in bad.items():
@@ -85,7 +97,11 @@ def test_changed_feature_config_is_refused(corpus, extracted):
     root, _ = corpus
     out, _ = extracted
     result = run_job("jobs.extract", str(root), str(out), "--features", "mfcc", timeout=120)
-    assert result.returncode == 2 and "new output folder" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode == 2
+        and "new output folder" in result.stderr
+        and "Traceback" not in result.stderr
+    )
 
 
 def test_killed_driver_then_rerun_gives_exactly_the_full_set(tmp_path):
@@ -93,10 +109,26 @@ def test_killed_driver_then_rerun_gives_exactly_the_full_set(tmp_path):
     n_tracks = 24
     for i in range(n_tracks):
         genre = ("pop", "metal", "disco")[i % 3]
-        write_audio(root / genre / f"{genre}.{i:05d}.flac", tone(seconds=30.0, sample_rate=22050, freq_hz=150 + 10 * i), sample_rate=22050)
+        write_audio(
+            root / genre / f"{genre}.{i:05d}.flac",
+            tone(seconds=30.0, sample_rate=22050, freq_hz=150 + 10 * i),
+            sample_rate=22050,
+        )
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "jobs.extract", str(root), str(out), "--num-cpus", "1", "--tracks-per-shard", "1"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.extract",
+        str(root),
+        str(out),
+        "--num-cpus",
+        "1",
+        "--tracks-per-shard",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 180
     while time.time() < deadline and len(list(out.glob("part-*.parquet"))) < 2:
         time.sleep(0.05)
@@ -104,7 +136,9 @@ def test_killed_driver_then_rerun_gives_exactly_the_full_set(tmp_path):
     proc.wait()
     time.sleep(3)  # let tasks already in flight in the killed run's workers land or die
     at_kill = len(list(out.glob("part-*.parquet")))
-    assert 2 <= at_kill < n_tracks, "the run must be interrupted part-way for this test to mean anything"
+    assert 2 <= at_kill < n_tracks, (
+        "the run must be interrupted part-way for this test to mean anything"
+    )
     result = run_job("jobs.extract", str(root), str(out), "--num-cpus", "2")
     assert result.returncode == 0, result.stderr
     assert f"{at_kill} already extracted" in result.stdout
@@ -125,7 +159,9 @@ def test_uris_go_through_pyarrow_filesystems(corpus, tmp_path):
     """``file://`` takes the same code path as ``s3://``/``gs://``: listing, reading and writing through pyarrow."""
     root, bad = corpus
     out = tmp_path / "shards"
-    result = run_job("jobs.extract", root.as_uri(), out.as_uri(), "--num-cpus", "2", "--features", "mfcc")
+    result = run_job(
+        "jobs.extract", root.as_uri(), out.as_uri(), "--num-cpus", "2", "--features", "mfcc"
+    )
     assert result.returncode == 0, result.stderr
     rows = _rows(out)
     assert rows.track_id.nunique() == 7 and rows.path.str.startswith("file://").all()

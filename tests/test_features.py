@@ -92,13 +92,22 @@ def test_wrong_segment_length_is_refused():
         extract(np.zeros((2, 1000), np.float32), FeatureConfig())
 
 
-@pytest.mark.parametrize("sr, n_fft, n_mels, n_chroma", [(22050, 2048, 128, 12), (16000, 1024, 40, 24), (44100, 4096, 96, 12)])
+@pytest.mark.parametrize(
+    "sr, n_fft, n_mels, n_chroma",
+    [(22050, 2048, 128, 12), (16000, 1024, 40, 24), (44100, 4096, 96, 12)],
+)
 def test_filterbanks_equal_librosas(sr, n_fft, n_mels, n_chroma):
     from genre.features import _chroma_basis, _mel_basis
 
-    np.testing.assert_allclose(_mel_basis(sr, n_fft, n_mels), librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels).T, atol=1e-7)
     np.testing.assert_allclose(
-        _chroma_basis(sr, n_fft, n_chroma), librosa.filters.chroma(sr=sr, n_fft=n_fft, n_chroma=n_chroma, tuning=0.0).T, atol=1e-7
+        _mel_basis(sr, n_fft, n_mels),
+        librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels).T,
+        atol=1e-7,
+    )
+    np.testing.assert_allclose(
+        _chroma_basis(sr, n_fft, n_chroma),
+        librosa.filters.chroma(sr=sr, n_fft=n_fft, n_chroma=n_chroma, tuning=0.0).T,
+        atol=1e-7,
     )
 
 
@@ -113,5 +122,7 @@ def test_feature_path_loads_neither_librosa_nor_numba():
         "extract(np.zeros((1, 66150), np.float32) + 0.1, FeatureConfig())\n"
         "print(sorted(m for m in ('librosa', 'numba', 'scipy.signal') if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "[]"

@@ -35,7 +35,9 @@ def test_a_model_runs_on_the_gpu(gpus):
 
     from genre.models import ModelConfig, build_model
 
-    model = build_model(ModelConfig(kind="short_chunk_cnn", width=16), input_shape=(130, 128), n_classes=10)
+    model = build_model(
+        ModelConfig(kind="short_chunk_cnn", width=16), input_shape=(130, 128), n_classes=10
+    )
     with tf.device("/GPU:0"):
         probs = model(np.zeros((4, 130, 128), np.float32), training=False)
     assert "GPU" in probs.device and probs.shape == (4, 10)

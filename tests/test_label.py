@@ -43,12 +43,21 @@ def collection(tmp_path_factory):
     """Every accepted format, odd names, a 10-minute track and one bad file of every kind."""
     root = tmp_path_factory.mktemp("collection")
     good = []
-    for i, (ext, sr, ch) in enumerate(zip(FORMATS, (22050, 44100, 48000, 44100, 8000, 16000), (1, 2, 2, 2, 1, 1), strict=True)):
-        good.append(write_audio(root / "Ünïcode and spaces" / f"track {i} één{ext}",
-                                tone(seconds=7.0, sample_rate=sr, channels=ch, freq_hz=220 + 40 * i), sample_rate=sr))
+    for i, (ext, sr, ch) in enumerate(
+        zip(FORMATS, (22050, 44100, 48000, 44100, 8000, 16000), (1, 2, 2, 2, 1, 1), strict=True)
+    ):
+        good.append(
+            write_audio(
+                root / "Ünïcode and spaces" / f"track {i} één{ext}",
+                tone(seconds=7.0, sample_rate=sr, channels=ch, freq_hz=220 + 40 * i),
+                sample_rate=sr,
+            )
+        )
     sr = 16000
     t = np.arange(600 * sr) / sr
-    long = (0.3 * np.sin(2 * np.pi * (200 + 100 * np.sin(2 * np.pi * t / 60)) * t)).astype(np.float32)
+    long = (0.3 * np.sin(2 * np.pi * (200 + 100 * np.sin(2 * np.pi * t / 60)) * t)).astype(
+        np.float32
+    )
     good.append(write_audio(root / "long" / "ten minutes.flac", long, sample_rate=sr))
     bad = make_bad_files(root / "broken")
     return root, good, bad
@@ -58,7 +67,9 @@ def collection(tmp_path_factory):
 def labelled(collection, champion, tmp_path_factory):
     root, _, _ = collection
     out = tmp_path_factory.mktemp("results")
-    result = run_job("jobs.label", str(root), str(out), *champion, "--num-cpus", "2", "--csv", timeout=600)
+    result = run_job(
+        "jobs.label", str(root), str(out), *champion, "--num-cpus", "2", "--csv", timeout=600
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return out, result
 
@@ -68,7 +79,9 @@ def test_one_row_per_input_file_bad_files_included(collection, labelled):
     out, result = labelled
     rows = _results(out)
     assert len(rows) == len(good) + len(bad)
-    assert sorted(rows.path) == sorted([str(p) for p in good] + [str(root / "broken" / n) for n in bad])
+    assert sorted(rows.path) == sorted(
+        [str(p) for p in good] + [str(root / "broken" / n) for n in bad]
+    )
     failed = rows[rows.error.notna()]
     assert sorted(Path(p).name for p in failed.path) == sorted(bad)
     for _, row in failed.iterrows():
@@ -79,7 +92,9 @@ def test_one_row_per_input_file_bad_files_included(collection, labelled):
     assert probs.shape[1] == 10
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
     np.testing.assert_allclose(ok.confidence, probs.max(axis=1), atol=1e-6)
-    assert all(row.top_k[0]["genre"] == row.genre and len(row.top_k) == 3 for _, row in ok.iterrows())
+    assert all(
+        row.top_k[0]["genre"] == row.genre and len(row.top_k) == 3 for _, row in ok.iterrows()
+    )
     assert (rows.model == "genre-test/1").all() and rows.labeled_at.notna().all()
     assert f"{len(good)} labelled, {len(bad)} failed" in result.stdout
     assert "least confident" in result.stdout and "failed by reason" in result.stdout
@@ -110,7 +125,9 @@ n = duckdb.sql("select count(*), count(error) from read_parquet('{out}/part-*.pa
 assert "ray" not in sys.modules
 print(len(t), len(df), n[0], n[1])
 """
-    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    got = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     rows = _results(out)
     assert got == [str(len(rows))] * 3 + [str(rows.error.notna().sum())]
 
@@ -121,7 +138,10 @@ def test_rerun_labels_nothing_new_and_writes_no_file_twice(collection, labelled,
     parts = sorted(p.name for p in out.glob("part-*.parquet"))
     again = run_job("jobs.label", str(root), str(out), *champion, "--num-cpus", "2", timeout=300)
     assert again.returncode == 0, again.stderr
-    assert "0 files" in again.stdout and f"{len(good) + len(bad)} of {len(good) + len(bad)} already done" in again.stdout
+    assert (
+        "0 files" in again.stdout
+        and f"{len(good) + len(bad)} of {len(good) + len(bad)} already done" in again.stdout
+    )
     assert sorted(p.name for p in out.glob("part-*.parquet")) == parts
 
 
@@ -129,14 +149,28 @@ def test_retry_errors_relabels_only_failed_files(collection, labelled, champion,
     root, good, bad = collection
     out = tmp_path / "retry"
     shutil.copytree(labelled[0], out)
-    result = run_job("jobs.label", str(root), str(out), *champion, "--num-cpus", "2", "--retry-errors", timeout=300)
+    result = run_job(
+        "jobs.label",
+        str(root),
+        str(out),
+        *champion,
+        "--num-cpus",
+        "2",
+        "--retry-errors",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
-    assert f"{len(bad)} files" in result.stdout and f"{len(good)} of {len(good) + len(bad)} already done" in result.stdout
+    assert (
+        f"{len(bad)} files" in result.stdout
+        and f"{len(good)} of {len(good) + len(bad)} already done" in result.stdout
+    )
     rows = _results(out)
     assert len(rows) == len(good) + len(bad) and not rows.path.duplicated().any()
 
 
-def test_accuracy_on_held_out_tracks_matches_the_tune_figure(small_corpus, tuned, champion, tmp_path):
+def test_accuracy_on_held_out_tracks_matches_the_tune_figure(
+    small_corpus, tuned, champion, tmp_path
+):
     import mlflow
 
     mlflow.set_tracking_uri(tuned.uri)
@@ -145,24 +179,55 @@ def test_accuracy_on_held_out_tracks_matches_the_tune_figure(small_corpus, tuned
     meta = card.training
     test = sorted(card.splits["test"])
     listing = tmp_path / "test tracks.txt"
-    listing.write_text("".join(f"{small_corpus / t}\n" for t in test))  # a text list is an accepted INPUT
+    listing.write_text(
+        "".join(f"{small_corpus / t}\n" for t in test)
+    )  # a text list is an accepted INPUT
     out = tmp_path / "out"
-    result = run_job("jobs.label", str(listing), str(out), *champion, "--aggregate", "mean", "--num-cpus", "2", timeout=300)
+    result = run_job(
+        "jobs.label",
+        str(listing),
+        str(out),
+        *champion,
+        "--aggregate",
+        "mean",
+        "--num-cpus",
+        "2",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     rows = _results(out)
     assert len(rows) == len(test) and rows.error.isna().all()
     truth = rows.path.map(lambda p: Path(p).parent.name)
-    assert float((rows.genre == truth).mean()) == pytest.approx(meta["test_track_accuracy"], abs=1e-9)
+    assert float((rows.genre == truth).mean()) == pytest.approx(
+        meta["test_track_accuracy"], abs=1e-9
+    )
 
 
 def test_killed_driver_then_rerun_labels_every_file_exactly_once(tmp_path, champion):
     root = tmp_path / "many"
     n = 240
     for i in range(n):
-        write_audio(root / f"f{i:03d}.flac", tone(seconds=12.0, sample_rate=22050, freq_hz=150 + i), sample_rate=22050)
+        write_audio(
+            root / f"f{i:03d}.flac",
+            tone(seconds=12.0, sample_rate=22050, freq_hz=150 + i),
+            sample_rate=22050,
+        )
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "jobs.label", str(root), str(out), *champion, "--num-cpus", "2", "--flush-seconds", "0.2"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.label",
+        str(root),
+        str(out),
+        *champion,
+        "--num-cpus",
+        "2",
+        "--flush-seconds",
+        "0.2",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 240
     while time.time() < deadline and not list(out.glob("part-*.parquet")):
         time.sleep(0.02)
@@ -178,7 +243,9 @@ def test_killed_driver_then_rerun_labels_every_file_exactly_once(tmp_path, champ
     assert len(rows) == n and rows.path.nunique() == n and rows.error.isna().all()
 
 
-def test_another_model_version_is_refused_unless_new_model_ok(collection, labelled, tuned, tmp_path):
+def test_another_model_version_is_refused_unless_new_model_ok(
+    collection, labelled, tuned, tmp_path
+):
     import mlflow
 
     mlflow.set_tracking_uri(tuned.uri)
@@ -191,14 +258,20 @@ def test_another_model_version_is_refused_unless_new_model_ok(collection, labell
     model = ["--model", f"models:/{tuned.name}/{v2.version}", "--tracking-uri", tuned.uri]
     refused = run_job("jobs.label", str(root), str(out), *model, "--num-cpus", "2", timeout=300)
     assert "--new-model-ok" in _one_error_line(refused)
-    again = run_job("jobs.label", str(root), str(out), *model, "--num-cpus", "2", "--new-model-ok", timeout=300)
+    again = run_job(
+        "jobs.label", str(root), str(out), *model, "--num-cpus", "2", "--new-model-ok", timeout=300
+    )
     assert again.returncode == 0, again.stderr
     rows = _results(out)
     assert len(rows) == len(good) + len(bad) and (rows.model == f"{tuned.name}/{v2.version}").all()
-    assert list((out / "_superseded").glob("part-*.parquet")), "the old labels are kept aside, not deleted"
+    assert list((out / "_superseded").glob("part-*.parquet")), (
+        "the old labels are kept aside, not deleted"
+    )
     import pandas as pd
 
-    assert len(pd.read_parquet(out)) == len(rows), "the folder read as one dataset holds only the current labels"
+    assert len(pd.read_parquet(out)) == len(rows), (
+        "the folder read as one dataset holds only the current labels"
+    )
 
 
 def _register(tuned, name: str, *, input_bins: int, metadata: dict | None):
@@ -209,12 +282,17 @@ def _register(tuned, name: str, *, input_bins: int, metadata: dict | None):
 
     mlflow.set_tracking_uri(tuned.uri)
     inputs = keras.Input((130, input_bins))
-    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs)))
-    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 130, input_bins))]),
-                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]))
+    model = keras.Model(
+        inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs))
+    )
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 130, input_bins))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
+    )
     with mlflow.start_run():
-        info = mlflow.keras.log_model(model, name="model", signature=signature, metadata=metadata,
-                                      registered_model_name=name)
+        info = mlflow.keras.log_model(
+            model, name="model", signature=signature, metadata=metadata, registered_model_name=name
+        )
     return f"models:/{name}/{info.registered_model_version}"
 
 
@@ -222,27 +300,63 @@ def test_model_whose_feature_config_does_not_match_is_refused(tuned, tmp_path):
     from genre.config import FeatureConfig
 
     cfg = FeatureConfig(features=("mel",))
-    meta = {"genre": {"labels": [f"g{i}" for i in range(10)], "features": ["mel"], "feature_config": cfg.to_dict()}}
+    meta = {
+        "genre": {
+            "labels": [f"g{i}" for i in range(10)],
+            "features": ["mel"],
+            "feature_config": cfg.to_dict(),
+        }
+    }
     uri = _register(tuned, "mismatched", input_bins=13, metadata=meta)
-    result = run_job("jobs.label", str(tmp_path), str(tmp_path / "out"), "--model", uri, "--tracking-uri", tuned.uri)
+    result = run_job(
+        "jobs.label",
+        str(tmp_path),
+        str(tmp_path / "out"),
+        "--model",
+        uri,
+        "--tracking-uri",
+        tuned.uri,
+    )
     assert "refusing" in _one_error_line(result)
 
 
 def test_model_without_a_feature_config_is_refused(tuned, tmp_path):
     uri = _register(tuned, "foreign", input_bins=13, metadata=None)
-    result = run_job("jobs.label", str(tmp_path), str(tmp_path / "out"), "--model", uri, "--tracking-uri", tuned.uri)
+    result = run_job(
+        "jobs.label",
+        str(tmp_path),
+        str(tmp_path / "out"),
+        "--model",
+        uri,
+        "--tracking-uri",
+        tuned.uri,
+    )
     assert "feature config" in _one_error_line(result)
 
 
 def test_unknown_model_uri_is_one_line(tuned, tmp_path):
-    result = run_job("jobs.label", str(tmp_path), str(tmp_path / "out"), "--model", "models:/nope@champion",
-                     "--tracking-uri", tuned.uri)
+    result = run_job(
+        "jobs.label",
+        str(tmp_path),
+        str(tmp_path / "out"),
+        "--model",
+        "models:/nope@champion",
+        "--tracking-uri",
+        tuned.uri,
+    )
     assert "not found" in _one_error_line(result)
 
 
 def test_unreachable_tracking_server_is_one_line(tmp_path):
-    result = run_job("jobs.label", str(tmp_path), str(tmp_path / "out"), "--model", "models:/genre@champion",
-                     "--tracking-uri", f"http://127.0.0.1:{free_port()}")
+    result = run_job(
+        "jobs.label",
+        str(tmp_path),
+        str(tmp_path / "out"),
+        "--model",
+        "models:/genre@champion",
+        "--tracking-uri",
+        f"http://127.0.0.1:{free_port()}",
+    )
     assert "unreachable" in _one_error_line(result)
 
 
@@ -271,8 +385,16 @@ def test_uris_go_through_pyarrow_filesystems(collection, champion, tmp_path):
     """``file://`` takes the same code path as ``s3://``/``gs://`` for INPUT and OUTPUT."""
     root, good, bad = collection
     out = tmp_path / "labels"
-    result = run_job("jobs.label", (root / "Ünïcode and spaces").as_uri(), out.as_uri(), *champion, "--num-cpus", "2",
-                     "--csv", timeout=300)
+    result = run_job(
+        "jobs.label",
+        (root / "Ünïcode and spaces").as_uri(),
+        out.as_uri(),
+        *champion,
+        "--num-cpus",
+        "2",
+        "--csv",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     rows = _results(out)
     assert len(rows) == 6 and rows.error.isna().all() and rows.path.str.startswith("file://").all()
@@ -286,8 +408,13 @@ def _tampered_copy(tuned, tmp_path, *, n_mfcc: int, fix_hash: bool, signature: s
 
     from genre.config import FeatureConfig
 
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{tuned.name}@champion",
-                                                     dst_path=str(tmp_path / "model"), tracking_uri=tuned.uri))
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{tuned.name}@champion",
+            dst_path=str(tmp_path / "model"),
+            tracking_uri=tuned.uri,
+        )
+    )
     mlmodel = yaml.safe_load((local / "MLmodel").read_text())
     meta = mlmodel["metadata"]["genre"]
     meta["feature_config"]["n_mfcc"] = n_mfcc
@@ -304,13 +431,27 @@ def _tampered_copy(tuned, tmp_path, *, n_mfcc: int, fix_hash: bool, signature: s
 
 
 @pytest.mark.parametrize("signature", ["deleted", "edited"])
-def test_a_model_whose_keras_input_does_not_fit_its_card_is_refused_in_the_driver(tuned, tmp_path, signature):
+def test_a_model_whose_keras_input_does_not_fit_its_card_is_refused_in_the_driver(
+    tuned, tmp_path, signature
+):
     """MLmodel says n_mfcc=20 (hash fixed to match, signature deleted or edited to 20 bins),
     the Keras file still takes 13: one line, exit 2, before any Ray worker starts."""
     local = _tampered_copy(tuned, tmp_path, n_mfcc=20, fix_hash=True, signature=signature)
-    song = write_audio(tmp_path / "in" / "song.wav", tone(seconds=7, sample_rate=22050), sample_rate=22050)
-    result = run_job("jobs.label", str(song.parent), str(tmp_path / "out"), "--model", str(local),
-                     "--tracking-uri", tuned.uri, "--num-cpus", "1", timeout=300)
+    song = write_audio(
+        tmp_path / "in" / "song.wav", tone(seconds=7, sample_rate=22050), sample_rate=22050
+    )
+    result = run_job(
+        "jobs.label",
+        str(song.parent),
+        str(tmp_path / "out"),
+        "--model",
+        str(local),
+        "--tracking-uri",
+        tuned.uri,
+        "--num-cpus",
+        "1",
+        timeout=300,
+    )
     line = _one_error_line(result)
     assert "takes input (130, 13)" in line and "(130, 20)" in line, line
     assert not (tmp_path / "out").exists(), "nothing is created for a command that exits 2"
@@ -319,5 +460,7 @@ def test_a_model_whose_keras_input_does_not_fit_its_card_is_refused_in_the_drive
 def test_a_card_edited_without_its_hash_is_refused(tuned, tmp_path):
     local = _tampered_copy(tuned, tmp_path, n_mfcc=20, fix_hash=False, signature="deleted")
     song = write_audio(tmp_path / "song.wav", tone(seconds=7, sample_rate=22050), sample_rate=22050)
-    result = run_job("jobs.label", str(song), "--model", str(local), "--tracking-uri", tuned.uri, timeout=300)
+    result = run_job(
+        "jobs.label", str(song), "--model", str(local), "--tracking-uri", tuned.uri, timeout=300
+    )
     assert "card was edited" in _one_error_line(result)

@@ -15,8 +15,14 @@ from tests.conftest import tone, write_audio
 
 @pytest.fixture
 def files(tmp_path):
-    paths = [write_audio(tmp_path / "in" / "a b" / f"ü{i}.wav", tone(seconds=6.5, sample_rate=22050), sample_rate=22050)
-             for i in range(3)]
+    paths = [
+        write_audio(
+            tmp_path / "in" / "a b" / f"ü{i}.wav",
+            tone(seconds=6.5, sample_rate=22050),
+            sample_rate=22050,
+        )
+        for i in range(3)
+    ]
     return tmp_path, paths
 
 
@@ -61,10 +67,19 @@ def test_featurize_gives_each_file_its_segments_or_its_error(files):
     root, paths = files
     bad = root / "bad.wav"
     bad.write_bytes(b"")
-    batch = {"path": np.array([str(paths[0]), str(bad)], object), "track_id": np.array(["a", "b"], object)}
+    batch = {
+        "path": np.array([str(paths[0]), str(bad)], object),
+        "track_id": np.array(["a", "b"], object),
+    }
     out = featurize_batch(batch, cfg=FeatureConfig(), features=("mfcc", "chroma"), max_segments=10)
-    assert out["x"][0].shape == (2, 130, 25) and out["n_segments"][0] == 2 and out["reason"][0] == ""
-    assert out["x"][1].shape == (0, 130, 25) and out["reason"][1] == "empty" and "empty" in out["error"][1]
+    assert (
+        out["x"][0].shape == (2, 130, 25) and out["n_segments"][0] == 2 and out["reason"][0] == ""
+    )
+    assert (
+        out["x"][1].shape == (0, 130, 25)
+        and out["reason"][1] == "empty"
+        and "empty" in out["error"][1]
+    )
 
 
 @pytest.mark.slow
@@ -74,16 +89,33 @@ def test_predictor_aggregates_segments_and_leaves_failed_rows_empty(tmp_path):
     inputs = keras.Input((130, 13))
     # Class 0's logit grows with the mean of the input: the test controls the prediction through x.
     mean = keras.layers.GlobalAveragePooling1D()(inputs)
-    logits = keras.layers.Dense(2, kernel_initializer=keras.initializers.Constant(np.c_[np.ones(13), np.zeros(13)].astype("float32")),
-                                bias_initializer="zeros")(mean)
+    logits = keras.layers.Dense(
+        2,
+        kernel_initializer=keras.initializers.Constant(
+            np.c_[np.ones(13), np.zeros(13)].astype("float32")
+        ),
+        bias_initializer="zeros",
+    )(mean)
     model = keras.Model(inputs, keras.layers.Softmax()(logits))
     model.save(tmp_path / "m.keras")
-    predictor = Predictor(model_bytes=(tmp_path / "m.keras").read_bytes(), labels=("hi", "lo"), aggregate="mean", top_k=2, batch_size=4)
+    predictor = Predictor(
+        model_bytes=(tmp_path / "m.keras").read_bytes(),
+        labels=("hi", "lo"),
+        aggregate="mean",
+        top_k=2,
+        batch_size=4,
+    )
     x = np.empty(2, object)
     x[0], x[1] = np.full((3, 130, 13), 0.5, np.float32), np.zeros((0, 130, 13), np.float32)
-    batch = {"path": np.array(["p", "q"], object), "track_id": np.array(["p", "q"], object), "x": x,
-             "n_segments": np.array([3, 0]), "duration_s": np.array([9.0, 0.0]), "reason": np.array(["", "empty"], object),
-             "error": np.array(["", "q: empty"], object)}
+    batch = {
+        "path": np.array(["p", "q"], object),
+        "track_id": np.array(["p", "q"], object),
+        "x": x,
+        "n_segments": np.array([3, 0]),
+        "duration_s": np.array([9.0, 0.0]),
+        "reason": np.array(["", "empty"], object),
+        "error": np.array(["", "q: empty"], object),
+    }
     out = predictor(batch)
     expected = np.exp(6.5) / (np.exp(6.5) + 1)
     assert out["genre"][0] == "hi" and out["confidence"][0] == pytest.approx(expected, rel=1e-5)

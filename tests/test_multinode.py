@@ -25,7 +25,12 @@ def cluster():
     cpu = c.add_node(num_cpus=2)
     gpu = c.add_node(num_cpus=2, num_gpus=1)
     c.wait_for_nodes()
-    yield {"address": c.address, "head": c.head_node.node_id, "cpu": cpu.node_id, "gpu": gpu.node_id}
+    yield {
+        "address": c.address,
+        "head": c.head_node.node_id,
+        "cpu": cpu.node_id,
+        "gpu": gpu.node_id,
+    }
     c.shutdown()
 
 
@@ -39,17 +44,43 @@ def _nodes(stdout: str, word: str) -> dict[str, int]:
 def pipeline(cluster, small_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("multinode")
     address = ["--address", cluster["address"]]
-    extract = run_job("jobs.extract", str(small_corpus), str(out / "shards"), "--features", "mfcc", *address)
+    extract = run_job(
+        "jobs.extract", str(small_corpus), str(out / "shards"), "--features", "mfcc", *address
+    )
     assert extract.returncode == 0, extract.stderr[-3000:]
     tune = run_job(
-        "jobs.tune", str(out / "shards"), "--models", "mlp", "--num-samples", "2", "--max-epochs", "2", "--grace-epochs", "1",
-        "--gpus-per-trial", "0.5", "--tracking-uri", f"sqlite:///{out / 'mlflow.db'}", "--storage", str(out / "ray_results"),
-        *address, timeout=600,
+        "jobs.tune",
+        str(out / "shards"),
+        "--models",
+        "mlp",
+        "--num-samples",
+        "2",
+        "--max-epochs",
+        "2",
+        "--grace-epochs",
+        "1",
+        "--gpus-per-trial",
+        "0.5",
+        "--tracking-uri",
+        f"sqlite:///{out / 'mlflow.db'}",
+        "--storage",
+        str(out / "ray_results"),
+        *address,
+        timeout=600,
     )
     assert tune.returncode == 0, tune.stdout[-3000:] + tune.stderr[-3000:]
     label = run_job(
-        "jobs.label", str(small_corpus), str(out / "labels"), "--model", "models:/genre@champion",
-        "--tracking-uri", f"sqlite:///{out / 'mlflow.db'}", "--gpus-per-worker", "0.5", *address, timeout=600,
+        "jobs.label",
+        str(small_corpus),
+        str(out / "labels"),
+        "--model",
+        "models:/genre@champion",
+        "--tracking-uri",
+        f"sqlite:///{out / 'mlflow.db'}",
+        "--gpus-per-worker",
+        "0.5",
+        *address,
+        timeout=600,
     )
     assert label.returncode == 0, label.stdout[-3000:] + label.stderr[-3000:]
     return {"extract": extract.stdout, "tune": tune.stdout, "label": label.stdout, "out": out}
@@ -63,7 +94,11 @@ def test_extraction_ran_on_the_worker_nodes(cluster, pipeline):
 
 
 def test_every_trial_ran_on_the_gpu_node(cluster, pipeline):
-    rows = [line.split() for line in pipeline["tune"].splitlines() if re.match(r"^[0-9a-f]{5}_\d{5} ", line)]
+    rows = [
+        line.split()
+        for line in pipeline["tune"].splitlines()
+        if re.match(r"^[0-9a-f]{5}_\d{5} ", line)
+    ]
     assert len(rows) == 2
     assert {row[-1] for row in rows} == {cluster["gpu"][:8]}
 

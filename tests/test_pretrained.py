@@ -35,7 +35,9 @@ def _segments(rng: np.random.Generator, n: int, *, amp: float = 0.3) -> np.ndarr
     """``n`` distinct 3 s segments at 16 kHz: a random tone plus noise each."""
     t = np.arange(pretrained.PATCH_SAMPLES) / pretrained.SAMPLE_RATE
     freqs = rng.uniform(80.0, 2000.0, size=(n, 1))
-    y = np.sin(2 * np.pi * freqs * t) + rng.uniform(0.0, 0.5, size=(n, 1)) * rng.standard_normal((n, len(t)))
+    y = np.sin(2 * np.pi * freqs * t) + rng.uniform(0.0, 0.5, size=(n, 1)) * rng.standard_normal(
+        (n, len(t))
+    )
     return (amp * y / np.abs(y).max(axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -69,17 +71,25 @@ def test_frontend_block_equals_conv_relu_norm_then_max_over_mel(size, rng):
     block.build(x.shape)
     kernel = rng.standard_normal(block.kernel.shape).astype(np.float32) / 10
     bias, beta, mean = (rng.standard_normal(8).astype(np.float32) for _ in range(3))
-    gamma = np.array([1.5, -0.7, 0.2, -2.0, 0.0, 1.0, -0.1, 0.9], np.float32)  # negative scales take the minimum
+    gamma = np.array(
+        [1.5, -0.7, 0.2, -2.0, 0.0, 1.0, -0.1, 0.9], np.float32
+    )  # negative scales take the minimum
     variance = rng.uniform(0.5, 2.0, 8).astype(np.float32)
-    for variable, value in zip(block.weights, (kernel, bias, gamma, beta, mean, variance), strict=True):
+    for variable, value in zip(
+        block.weights, (kernel, bias, gamma, beta, mean, variance), strict=True
+    ):
         variable.assign(value)
     # musicnn's order: convolution (timbral: time padded by 3, mel "valid"; temporal: "same") → ReLU → norm → max.
     if size[1] > 1:
         z = keras.ops.conv(np.pad(x, ((0, 0), (3, 3), (0, 0)))[..., None], kernel, padding="valid")
     else:
         z = keras.ops.conv(x[..., None], kernel, padding="same")
-    normed = (np.maximum(keras.ops.convert_to_numpy(z) + bias, 0) - mean) / np.sqrt(variance + 1e-3) * gamma + beta
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(block(x)), normed.max(axis=2), rtol=1e-5, atol=1e-5)
+    normed = (np.maximum(keras.ops.convert_to_numpy(z) + bias, 0) - mean) / np.sqrt(
+        variance + 1e-3
+    ) * gamma + beta
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(block(x)), normed.max(axis=2), rtol=1e-5, atol=1e-5
+    )
 
 
 @needs_weights
@@ -123,8 +133,12 @@ def test_log_mel_of_loud_audio_is_finite_where_float16_overflows(rng):
 
 @pytest.mark.parametrize(
     "audio",
-    [np.zeros((2, 40000), np.float32), np.zeros(48000, np.float32), np.zeros((2, 48000), np.int16),
-     np.full((1, 48000), np.nan, np.float32)],
+    [
+        np.zeros((2, 40000), np.float32),
+        np.zeros(48000, np.float32),
+        np.zeros((2, 48000), np.int16),
+        np.full((1, 48000), np.nan, np.float32),
+    ],
     ids=["too-short", "1-d", "int16", "nan"],
 )
 def test_log_mel_rejects_malformed_audio(audio):
@@ -136,7 +150,11 @@ def test_log_mel_rejects_malformed_audio(audio):
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_extractor_gives_float32_finite_features(model, extractors, rng):
     out = extractors[model](_segments(rng, 5))
-    assert {key: value.shape for key, value in out.items()} == {"embedding": (5, 200), "pool": (5, 1506), "tags": (5, 50)}
+    assert {key: value.shape for key, value in out.items()} == {
+        "embedding": (5, 200),
+        "pool": (5, 1506),
+        "tags": (5, 50),
+    }
     for value in out.values():
         assert value.dtype == np.float32 and np.isfinite(value).all()
     assert ((out["tags"] >= 0) & (out["tags"] <= 1)).all()
@@ -159,7 +177,9 @@ def test_different_inputs_give_different_outputs(model, extractors, rng):
     loud = np.clip(4.0 * _segments(rng, 3, amp=1.0), -1.0, 1.0)
     out = extractors[model](np.concatenate([_segments(rng, 3), loud]))
     for key, value in out.items():
-        spread = np.abs(value[:, None] - value[None, :]).max(axis=-1)  # (6, 6): pairwise max difference
+        spread = np.abs(value[:, None] - value[None, :]).max(
+            axis=-1
+        )  # (6, 6): pairwise max difference
         assert spread[~np.eye(6, dtype=bool)].min() > 1e-3, key
 
 
@@ -182,5 +202,7 @@ def test_unknown_model_is_a_parameter_error():
 
 def test_import_loads_neither_tensorflow_nor_keras():
     code = "import sys, genre.pretrained; print(sorted({'tensorflow', 'keras', 'musicnn'} & set(sys.modules)))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"

@@ -34,9 +34,13 @@ def test_max_takes_each_class_maximum_renormalised():
 
 def test_vote_counts_top_classes_and_mean_breaks_ties():
     _, probs = segment_to_track(TRACKS, PROBS, aggregate="vote")
-    assert np.argmax(probs[0]) == 0  # two of three segments vote class 0, though the mean favours class 1
+    assert (
+        np.argmax(probs[0]) == 0
+    )  # two of three segments vote class 0, though the mean favours class 1
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
-    _, tie = segment_to_track(np.array(["t", "t"]), np.array([[0.9, 0.1], [0.2, 0.8]]), aggregate="vote")
+    _, tie = segment_to_track(
+        np.array(["t", "t"]), np.array([[0.9, 0.1], [0.2, 0.8]]), aggregate="vote"
+    )
     assert np.argmax(tie[0]) == 0  # one vote each; the mean (0.55 vs 0.45) decides
 
 
@@ -51,7 +55,12 @@ def test_evaluate_gives_confusion_precision_recall_and_most_confused():
     report = evaluate(y_true=y, probs=probs, labels=["a", "b", "c"])
     assert report["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
     assert report["accuracy"] == pytest.approx(4 / 6)
-    assert report["per_genre"]["b"] == {"precision": pytest.approx(2 / 3), "recall": 1.0, "f1": pytest.approx(0.8), "support": 2}
+    assert report["per_genre"]["b"] == {
+        "precision": pytest.approx(2 / 3),
+        "recall": 1.0,
+        "f1": pytest.approx(0.8),
+        "support": 2,
+    }
     assert report["most_confused"] == [["a", "b", 1], ["c", "a", 1]]
     text = classification_report_text(report)
     assert "most confused" in text and "macro f1" in text
@@ -59,9 +68,16 @@ def test_evaluate_gives_confusion_precision_recall_and_most_confused():
 
 def test_pictures_are_written_as_png(tmp_path, rng):
     plot_confusion(np.array([[3, 1], [0, 4]]), ["a", "b"], path=tmp_path / "c.png")
-    history = {"accuracy": [0.5, 0.7], "val_accuracy": [0.4, 0.6], "loss": [1.0, 0.7], "val_loss": [1.1, 0.9]}
+    history = {
+        "accuracy": [0.5, 0.7],
+        "val_accuracy": [0.4, 0.6],
+        "loss": [1.0, 0.7],
+        "val_loss": [1.1, 0.9],
+    }
     plot_history(history, path=tmp_path / "h.png")
     plot_histories_side_by_side({"cnn": history, "mlp": history}, path=tmp_path / "s.png")
-    plot_genre_panels({"rock": 0.1 * rng.standard_normal(22050 * 4).astype(np.float32)}, path=tmp_path / "g.png")
+    plot_genre_panels(
+        {"rock": 0.1 * rng.standard_normal(22050 * 4).astype(np.float32)}, path=tmp_path / "g.png"
+    )
     for name in ("c", "h", "s", "g"):
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

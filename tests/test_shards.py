@@ -22,7 +22,9 @@ def _table(cfg, rng, track="rock/a.wav", n=3, genre="rock"):
         segment=np.arange(n),
         start_s=np.arange(n) * 3.0,
         duration_s=np.full(n, 9.5),
-        features={f: rng.standard_normal((n, *cfg.shape(f))).astype(np.float32) for f in cfg.features},
+        features={
+            f: rng.standard_normal((n, *cfg.shape(f))).astype(np.float32) for f in cfg.features
+        },
         cfg=cfg,
     )
 
@@ -32,7 +34,11 @@ def test_schema_has_fixed_size_lists_and_shape_metadata(tmp_path, rng):
     name = write_shard(str(tmp_path), _table(cfg, rng))
     schema = pq.read_schema(tmp_path / name)
     mel = schema.field("mel").type
-    assert pa.types.is_fixed_size_list(mel) and mel.list_size == 130 * 128 and mel.value_type == pa.float32()
+    assert (
+        pa.types.is_fixed_size_list(mel)
+        and mel.list_size == 130 * 128
+        and mel.value_type == pa.float32()
+    )
     assert json.loads(schema.metadata[b"genre.shape.mfcc"]) == [130, 13]
     assert schema.metadata[b"genre.feature_config_hash"].decode() == cfg.hash()
     assert not list(tmp_path.glob(".tmp-*"))
@@ -99,9 +105,25 @@ def test_plain_pyarrow_pandas_duckdb_read_shards_without_ray(tmp_path, rng):
     write_shard(str(tmp_path), _table(cfg, rng, "rock/a.wav"))
     write_shard(str(tmp_path), _table(cfg, rng, "jazz/b.wav", genre="jazz"))
     store = ShardStore(str(tmp_path), cfg)
-    store.write_errors([{"path": "/x/c.wav", "track_id": "c.wav", "reason": "empty", "message": "c.wav: empty"}])
+    store.write_errors(
+        [{"path": "/x/c.wav", "track_id": "c.wav", "reason": "empty", "message": "c.wav: empty"}]
+    )
     store.write_manifest()
-    out = subprocess.run([sys.executable, "-c", READER, str(tmp_path)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", READER, str(tmp_path)], capture_output=True, text=True, check=True
+    )
     got = json.loads(out.stdout)
-    assert got["rows"] == got["pandas_rows"] == 6 and got["mel"] == [6, 130, 128] and got["duckdb"] == [6, 2] and got["mfcc_len"] == 130 * 13
-    assert got["pandas_cols"][:6] == ["track_id", "path", "genre", "segment", "start_s", "duration_s"]
+    assert (
+        got["rows"] == got["pandas_rows"] == 6
+        and got["mel"] == [6, 130, 128]
+        and got["duckdb"] == [6, 2]
+        and got["mfcc_len"] == 130 * 13
+    )
+    assert got["pandas_cols"][:6] == [
+        "track_id",
+        "path",
+        "genre",
+        "segment",
+        "start_s",
+        "duration_s",
+    ]

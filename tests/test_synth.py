@@ -258,8 +258,21 @@ def test_job_extra_styles_flag_writes_the_other_folder(tmp_path, capsys):
     assert main([str(tmp_path / "a"), "--per-genre", "1", "--seconds", "1", "--extra-styles"]) == 0
     # As many per style as per genre unless told otherwise.
     assert len(list((tmp_path / "a" / OTHER_FOLDER).iterdir())) == len(OTHER_STYLES)
-    assert main([str(tmp_path / "b"), "--per-genre", "1", "--seconds", "1", "--extra-styles",
-                 "--extra-per-style", "2"]) == 0
+    assert (
+        main(
+            [
+                str(tmp_path / "b"),
+                "--per-genre",
+                "1",
+                "--seconds",
+                "1",
+                "--extra-styles",
+                "--extra-per-style",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert len(list((tmp_path / "b" / OTHER_FOLDER).iterdir())) == 2 * len(OTHER_STYLES)
     assert f"{2 * len(OTHER_STYLES)} extra-style tracks" in capsys.readouterr().out
 
@@ -373,8 +386,11 @@ def test_extra_styles_lie_outside_the_genres(descriptors):
     _, rich, _ = descriptors
     mel_basis = librosa.filters.mel(sr=SR, n_fft=_N_FFT, n_mels=40)
     other = np.array(
-        [_describe(render_other(s, index=i, seconds=6.0), mel_basis)[1]
-         for s in OTHER_STYLES for i in range(3)]
+        [
+            _describe(render_other(s, index=i, seconds=6.0), mel_basis)[1]
+            for s in OTHER_STYLES
+            for i in range(3)
+        ]
     )
     mu, sd = rich.mean(axis=0), rich.std(axis=0) + 1e-9
     z, z_other = (rich - mu) / sd, (other - mu) / sd

@@ -13,7 +13,9 @@ from genre.shards import SegmentSet
 from genre.training import fit, prepare, stack_features
 
 
-def segment_set(rng, *, genres=("blues", "jazz", "rock"), per_genre=10, segments=4, names=None, signal=1.0) -> SegmentSet:
+def segment_set(
+    rng, *, genres=("blues", "jazz", "rock"), per_genre=10, segments=4, names=None, signal=1.0
+) -> SegmentSet:
     """Random MFCC-shaped segments whose mean depends on the genre (learnable, not trivially)."""
     cfg = FeatureConfig(features=("mfcc", "chroma"))
     if names is None:
@@ -26,15 +28,23 @@ def segment_set(rng, *, genres=("blues", "jazz", "rock"), per_genre=10, segments
     mfcc[:, :, 1] += signal * np.array([offsets[g] for g in genre], np.float32)[:, None]
     chroma = rng.random((n, 130, 12)).astype(np.float32)
     return SegmentSet(
-        track_id=track_id, path=track_id.copy(), genre=genre, segment=np.tile(np.arange(segments), len(names)).astype(np.int32),
-        features={"mfcc": mfcc, "chroma": chroma}, cfg=cfg,
+        track_id=track_id,
+        path=track_id.copy(),
+        genre=genre,
+        segment=np.tile(np.arange(segments), len(names)).astype(np.int32),
+        features={"mfcc": mfcc, "chroma": chroma},
+        cfg=cfg,
     )
 
 
 def test_segments_of_one_track_stay_in_one_split(rng):
     data = prepare(segment_set(rng), features=("mfcc",), split="random", seed=3)
     seen = {split: set(tracks) for split, tracks in data.track.items()}
-    assert not (seen["train"] & seen["val"]) and not (seen["train"] & seen["test"]) and not (seen["val"] & seen["test"])
+    assert (
+        not (seen["train"] & seen["val"])
+        and not (seen["train"] & seen["test"])
+        and not (seen["val"] & seen["test"])
+    )
     assert sum(len(s) for s in seen.values()) == 30
     assert all(data.counts[s]["segments"] == 4 * data.counts[s]["tracks"] for s in seen)
 
@@ -77,13 +87,19 @@ def test_auto_split_is_random_for_a_few_gtzan_named_tracks(rng):
 def test_auto_split_uses_the_published_lists_for_the_whole_of_gtzan(rng):
     from genre.corpus import _gtzan_lists, gtzan_filtered_split
 
-    names = [(key.split(".")[0], f"{key.split('.')[0]}/{key}.wav") for key in sorted(_gtzan_lists())]
+    names = [
+        (key.split(".")[0], f"{key.split('.')[0]}/{key}.wav") for key in sorted(_gtzan_lists())
+    ]
     assert gtzan_coverage([t for _, t in names]) == 1.0
     data = prepare(segment_set(rng, names=names, segments=1), features=("mfcc",), split="auto")
     assert data.split_method == "gtzan-filtered"
     published = gtzan_filtered_split([t for _, t in names])
     assert {t: s for s in data.track for t in data.track[s]} == published
-    assert (data.counts["train"]["tracks"], data.counts["val"]["tracks"], data.counts["test"]["tracks"]) == (443, 197, 290)
+    assert (
+        data.counts["train"]["tracks"],
+        data.counts["val"]["tracks"],
+        data.counts["test"]["tracks"],
+    ) == (443, 197, 290)
 
 
 def test_unlabelled_or_single_genre_shards_cannot_train(rng):
@@ -100,7 +116,13 @@ def test_fit_restores_the_weights_of_the_best_validation_epoch(rng):
     # No signal in the features: a wide MLP memorises the training tracks and the
     # validation loss rises after the first epochs, so the best epoch is not the last.
     data = prepare(segment_set(rng, per_genre=8, signal=0.0), features=("mfcc",), seed=0)
-    result = fit(data, ModelConfig(kind="mlp", width=32, learning_rate=1e-2), max_epochs=8, batch_size=16, patience=1)
+    result = fit(
+        data,
+        ModelConfig(kind="mlp", width=32, learning_rate=1e-2),
+        max_epochs=8,
+        batch_size=16,
+        patience=1,
+    )
     losses = result.history["val_loss"]
     assert result.best_epoch == int(np.argmin(losses))
     assert result.best_epoch < len(losses) - 1, f"the scenario needs a worse last epoch: {losses}"
@@ -109,4 +131,6 @@ def test_fit_restores_the_weights_of_the_best_validation_epoch(rng):
     val_loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0))))
     assert val_loss == pytest.approx(min(losses), rel=1e-4)
     assert val_loss < losses[-1]
-    assert result.stopped_early and len(losses) == result.best_epoch + 2  # patience 1: one epoch past the best
+    assert (
+        result.stopped_early and len(losses) == result.best_epoch + 2
+    )  # patience 1: one epoch past the best

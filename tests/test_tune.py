@@ -46,7 +46,9 @@ def test_search_is_one_parent_run_with_one_child_run_per_trial(runs):
 def test_each_trial_run_has_params_metrics_per_epoch_and_artifacts(runs, client):
     _, children = runs
     for run in children:
-        assert {"kind", "learning_rate", "batch_size", "width", "dropout", "features"} <= set(run.data.params)
+        assert {"kind", "learning_rate", "batch_size", "width", "dropout", "features"} <= set(
+            run.data.params
+        )
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
         epochs = int(max(m.step for m in history))
         assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, epochs + 1))
@@ -62,7 +64,9 @@ def test_trial_classification_report_is_json_with_per_genre_scores(runs, client,
 
     _, children = runs
     path = mlflow.artifacts.download_artifacts(
-        run_id=children[0].info.run_id, artifact_path="classification_report.json", dst_path=str(tmp_path),
+        run_id=children[0].info.run_id,
+        artifact_path="classification_report.json",
+        dst_path=str(tmp_path),
         tracking_uri=client.tracking_uri,
     )
     report = json.loads(Path(path).read_text())
@@ -81,11 +85,17 @@ def test_champion_is_a_keras_model_with_its_feature_config_and_labels(tuned, cli
     card = ModelCard.from_metadata(info.metadata["genre"])
     assert card.features == ("mfcc",) and len(card.labels) == 10
     assert card.feature_config.n_mfcc == 13 and card.feature_config.features == ("mfcc",)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path), tracking_uri=tuned.uri))
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=str(tmp_path), tracking_uri=tuned.uri
+        )
+    )
     assert ModelCard.from_metadata(json.loads((local / "genre" / "card.json").read_text())) == card
     splits = card.split_of()
     assert set(splits.values()) == {"train", "val", "test"} and len(splits) == 40
-    assert float(version.tags["test_track_accuracy"]) == pytest.approx(card.training["test_track_accuracy"], abs=1e-4)
+    assert float(version.tags["test_track_accuracy"]) == pytest.approx(
+        card.training["test_track_accuracy"], abs=1e-4
+    )
 
 
 def test_summary_lists_trials_and_says_where_to_look(tuned):
@@ -94,7 +104,11 @@ def test_summary_lists_trials_and_says_where_to_look(tuned):
     assert "test (10 tracks): track accuracy" in out
     assert f"open {tuned.uri}" in out
     assert f"models:/{tuned.name}@champion" in out
-    table = [line for line in out.splitlines() if line[:1].isalnum() and line.split()[1:2] and line.split()[1] in ("cnn", "mlp")]
+    table = [
+        line
+        for line in out.splitlines()
+        if line[:1].isalnum() and line.split()[1:2] and line.split()[1] in ("cnn", "mlp")
+    ]
     assert len(table) == 3
 
 
@@ -107,12 +121,39 @@ def test_same_command_again_reports_the_finished_search(tuned):
 def test_killed_search_resumes_where_it_stopped(small_shards, mlflow_server, tmp_path):
     storage = tmp_path / "ray-results"
     args = [
-        "-m", "jobs.tune", str(small_shards), "--models", "mlp", "--num-samples", "2", "--max-epochs", "8",
-        "--scheduler", "fifo", "--patience", "100", "--tracking-uri", mlflow_server, "--experiment", "resume",
-        "--register-as", "genre-resume", "--storage", str(storage), "--num-cpus", "2", "--name", "resume",
+        "-m",
+        "jobs.tune",
+        str(small_shards),
+        "--models",
+        "mlp",
+        "--num-samples",
+        "2",
+        "--max-epochs",
+        "8",
+        "--scheduler",
+        "fifo",
+        "--patience",
+        "100",
+        "--tracking-uri",
+        mlflow_server,
+        "--experiment",
+        "resume",
+        "--register-as",
+        "genre-resume",
+        "--storage",
+        str(storage),
+        "--num-cpus",
+        "2",
+        "--name",
+        "resume",
     ]
-    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 240
     while time.time() < deadline and not list(storage.glob("resume/*/checkpoint_00000[2-9]")):
         time.sleep(0.2)
@@ -135,13 +176,27 @@ def _one_error_line(result) -> str:
 
 def test_unreachable_tracking_server_is_one_line(small_shards, tmp_path):
     dead = f"http://127.0.0.1:{free_port()}"
-    result = run_job("jobs.tune", str(small_shards), "--tracking-uri", dead, "--storage", str(tmp_path), timeout=120)
+    result = run_job(
+        "jobs.tune",
+        str(small_shards),
+        "--tracking-uri",
+        dead,
+        "--storage",
+        str(tmp_path),
+        timeout=120,
+    )
     assert "unreachable" in _one_error_line(result)
 
 
 def test_empty_shards_folder_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
-    result = run_job("jobs.tune", str(tmp_path / "empty"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db", timeout=120)
+    result = run_job(
+        "jobs.tune",
+        str(tmp_path / "empty"),
+        "--tracking-uri",
+        f"sqlite:///{tmp_path}/m.db",
+        timeout=120,
+    )
     assert "run the extract job first" in _one_error_line(result)
 
 
@@ -151,36 +206,80 @@ def test_shards_of_another_feature_config_are_one_line(small_corpus, small_shard
     mixed = tmp_path / "mixed"
     shutil.copytree(small_shards, mixed)
     other = tmp_path / "other"
-    extract = run_job("jobs.extract", str(small_corpus / "blues"), str(other), "--features", "chroma", "--num-cpus", "1")
+    extract = run_job(
+        "jobs.extract",
+        str(small_corpus / "blues"),
+        str(other),
+        "--features",
+        "chroma",
+        "--num-cpus",
+        "1",
+    )
     assert extract.returncode == 0, extract.stderr
     shutil.copy(sorted(other.glob("part-*.parquet"))[0], mixed / "part-0000000000000000.parquet")
-    result = run_job("jobs.tune", str(mixed), "--tracking-uri", f"sqlite:///{tmp_path}/m.db", timeout=120)
+    result = run_job(
+        "jobs.tune", str(mixed), "--tracking-uri", f"sqlite:///{tmp_path}/m.db", timeout=120
+    )
     assert "feature config" in _one_error_line(result)
 
 
 def test_features_missing_from_the_shards_are_one_line(small_shards, tmp_path):
-    result = run_job("jobs.tune", str(small_shards), "--features", "chroma", "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
-                     timeout=120)
+    result = run_job(
+        "jobs.tune",
+        str(small_shards),
+        "--features",
+        "chroma",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path}/m.db",
+        timeout=120,
+    )
     assert "chroma" in _one_error_line(result)
 
 
 def test_unknown_model_kind_is_one_line(small_shards, tmp_path):
-    result = run_job("jobs.tune", str(small_shards), "--models", "resnet9000", "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
-                     timeout=120)
+    result = run_job(
+        "jobs.tune",
+        str(small_shards),
+        "--models",
+        "resnet9000",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path}/m.db",
+        timeout=120,
+    )
     assert "resnet9000" in _one_error_line(result)
 
 
-def test_max_epochs_below_the_default_grace_period_runs_with_artifacts_beside_the_database(small_shards, tmp_path):
+def test_max_epochs_below_the_default_grace_period_runs_with_artifacts_beside_the_database(
+    small_shards, tmp_path
+):
     """``--max-epochs 2`` with the default ``--grace-epochs 3`` used to crash inside ASHAScheduler."""
     db = tmp_path / "db" / "mlflow.db"
     db.parent.mkdir()
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "jobs.tune", str(small_shards), "--models", "mlp", "--num-samples", "1",
-         "--max-epochs", "2", "--tracking-uri", f"sqlite:///{db}", "--storage", str(tmp_path / "ray"),
-         "--num-cpus", "2"],
-        cwd=elsewhere, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "jobs.tune",
+            str(small_shards),
+            "--models",
+            "mlp",
+            "--num-samples",
+            "1",
+            "--max-epochs",
+            "2",
+            "--tracking-uri",
+            f"sqlite:///{db}",
+            "--storage",
+            str(tmp_path / "ray"),
+            "--num-cpus",
+            "2",
+        ],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -203,19 +302,30 @@ def _parents(uri: str, experiment: str):
     return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
 
 
-def _interrupt_when_training(args: list[str], uri: str, experiment: str) -> subprocess.CompletedProcess:
+def _interrupt_when_training(
+    args: list[str], uri: str, experiment: str
+) -> subprocess.CompletedProcess:
     import mlflow
 
     started_ms = time.time() * 1000
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.tune", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.tune", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     client = mlflow.MlflowClient(uri)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         parents = _parents(uri, experiment)
         runs = client.search_runs([parents[0].info.experiment_id]) if parents else []
-        logged = [m.timestamp for r in runs if "mlflow.parentRunId" in r.data.tags
-                  for m in client.get_metric_history(r.info.run_id, "val_accuracy")]
+        logged = [
+            m.timestamp
+            for r in runs
+            if "mlflow.parentRunId" in r.data.tags
+            for m in client.get_metric_history(r.info.run_id, "val_accuracy")
+        ]
         if any(t > started_ms for t in logged):
             break  # a trial of this run has reported an epoch: the search is under way
         time.sleep(0.5)
@@ -226,9 +336,27 @@ def _interrupt_when_training(args: list[str], uri: str, experiment: str) -> subp
 
 def test_ctrl_c_ends_the_parent_run_as_killed_and_a_rerun_reuses_it(small_shards, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    args = [str(small_shards), "--models", "mlp", "--num-samples", "2", "--max-epochs", "200", "--patience", "200",
-            "--scheduler", "fifo", "--tracking-uri", uri, "--experiment", "ctrl-c", "--storage",
-            str(tmp_path / "ray"), "--num-cpus", "2"]
+    args = [
+        str(small_shards),
+        "--models",
+        "mlp",
+        "--num-samples",
+        "2",
+        "--max-epochs",
+        "200",
+        "--patience",
+        "200",
+        "--scheduler",
+        "fifo",
+        "--tracking-uri",
+        uri,
+        "--experiment",
+        "ctrl-c",
+        "--storage",
+        str(tmp_path / "ray"),
+        "--num-cpus",
+        "2",
+    ]
     first = _interrupt_when_training(args, uri, "ctrl-c")
     assert first.returncode == 130, first.stderr[-3000:]
     assert "re-run the same command" in first.stderr
@@ -237,11 +365,15 @@ def test_ctrl_c_ends_the_parent_run_as_killed_and_a_rerun_reuses_it(small_shards
     second = _interrupt_when_training(args, uri, "ctrl-c")
     assert second.returncode == 130, second.stderr[-3000:]
     again = _parents(uri, "ctrl-c")
-    assert [p.info.run_id for p in again] == [parents[0].info.run_id], "a re-run resumes the same parent run"
+    assert [p.info.run_id for p in again] == [parents[0].info.run_id], (
+        "a re-run resumes the same parent run"
+    )
     assert [p.info.status for p in again] == ["KILLED"]
 
 
-def test_an_exception_in_the_search_ends_the_parent_run_as_failed(small_shards, tmp_path, monkeypatch):
+def test_an_exception_in_the_search_ends_the_parent_run_as_failed(
+    small_shards, tmp_path, monkeypatch
+):
     import mlflow
 
     from genre import tuning
@@ -253,8 +385,13 @@ def test_an_exception_in_the_search_ends_the_parent_run_as_failed(small_shards, 
 
     monkeypatch.setattr(tuning, "_fit", boom)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    settings = SearchSettings(shards=str(small_shards), models=("mlp",), tracking_uri=uri,
-                              storage=str(tmp_path / "ray"), experiment="boom")
+    settings = SearchSettings(
+        shards=str(small_shards),
+        models=("mlp",),
+        tracking_uri=uri,
+        storage=str(tmp_path / "ray"),
+        experiment="boom",
+    )
     with pytest.raises(RuntimeError, match="crashed"):
         tuning.run_search(read_segments(str(small_shards)), settings, progress=False)
     parents = _parents(uri, "boom")
@@ -275,18 +412,33 @@ def test_rerun_with_another_register_as_registers_the_finished_champion(tuned, c
     assert "tune: 3 trials" in result.stdout
 
 
-@pytest.mark.parametrize("flags, needle", [
-    (["--max-epochs", "0"], "--max-epochs"),
-    (["--num-samples", "-1"], "--num-samples"),
-    (["--reduction-factor", "1"], "--reduction-factor"),
-    (["--cpus-per-trial", "0"], "--cpus-per-trial"),
-    (["--num-cpus", "0"], "--num-cpus"),
-    (["--models", "cnn,bogus"], "bogus"),
-])
-def test_bad_search_settings_start_nothing_and_create_nothing(small_shards, tmp_path, flags, needle):
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--max-epochs", "0"], "--max-epochs"),
+        (["--num-samples", "-1"], "--num-samples"),
+        (["--reduction-factor", "1"], "--reduction-factor"),
+        (["--cpus-per-trial", "0"], "--cpus-per-trial"),
+        (["--num-cpus", "0"], "--num-cpus"),
+        (["--models", "cnn,bogus"], "bogus"),
+    ],
+)
+def test_bad_search_settings_start_nothing_and_create_nothing(
+    small_shards, tmp_path, flags, needle
+):
     db = tmp_path / "mlflow.db"
-    result = run_job("jobs.tune", str(small_shards), "--tracking-uri", f"sqlite:///{db}", "--storage",
-                     str(tmp_path / "ray"), *flags, timeout=120)
+    result = run_job(
+        "jobs.tune",
+        str(small_shards),
+        "--tracking-uri",
+        f"sqlite:///{db}",
+        "--storage",
+        str(tmp_path / "ray"),
+        *flags,
+        timeout=120,
+    )
     assert needle in _one_error_line(result)
     assert "Ray" not in result.stderr and "token" not in result.stderr.lower()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing is created for a command that exits 2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], (
+        "nothing is created for a command that exits 2"
+    )

@@ -53,8 +53,15 @@ def _blues(tr: _Track) -> np.ndarray:
     d7 = "9" if r.random() < 0.3 else "7"
     twelve = [(s, d7, 1) for s in (0, 0, 0, 0, 5, 5, 0, 0, 7, 5, 0, 7)]
     quick_change = [(s, d7, 1) for s in (0, 5, 0, 0, 5, 5, 0, 0, 7, 5, 0, 7)]
-    minor = [(0, "m7", 4), (5, "m7", 2), (0, "m7", 2), (8, "7", 1), (7, "7", 1), (0, "m7", 1),
-             (7, "7", 1)]
+    minor = [
+        (0, "m7", 4),
+        (5, "m7", 2),
+        (0, "m7", 2),
+        (8, "7", 1),
+        (7, "7", 1),
+        (0, "m7", 1),
+        (7, "7", 1),
+    ]
     chords = _progression(tr, [twelve, quick_change, minor], tonic=tonic)
     mix = _Mix(tr)
     if r.random() < 0.7:  # a band; otherwise a solo guitarist
@@ -68,8 +75,17 @@ def _blues(tr: _Track) -> np.ndarray:
         rhythm = _drive(rhythm, sample_rate=tr.sample_rate, gain=r.uniform(1.5, 4), cab_hz=4500)
     mix.add(rhythm, db=(-5, 0))
     licks = ("x-x-xx--x-------", "x--x--x-x-x-x---", "..x-x-x-x-----..", "x-----x-x-xx-x--")
-    lead = _melody(tr, chords, licks, tonic=tonic, scale="blues", register=(tonic + 28, tonic + 50),
-                   rest=0.5, repeat=0.2, bend=0.35)
+    lead = _melody(
+        tr,
+        chords,
+        licks,
+        tonic=tonic,
+        scale="blues",
+        register=(tonic + 28, tonic + 50),
+        rest=0.5,
+        repeat=0.2,
+        bend=0.35,
+    )
     if r.random() < 0.4:
         mix.add(_play(tr, lead, _harmonica(tr)), db=(-4, 0), reverb=0.4)
     else:
@@ -81,13 +97,16 @@ def _blues(tr: _Track) -> np.ndarray:
         _sing(tr, mix, chords, tonic=tonic, scale="blues", db=(-3, 1), bend=0.3, rhythms=phrases)
     old = r.random() < 0.35  # a 78 transfer: narrow band, hiss and crackle
     return mix.master(
-        rt60_s=r.uniform(0.8, 1.6), wet=r.uniform(0.15, 0.35), ratio=r.uniform(1, 3),
+        rt60_s=r.uniform(0.8, 1.6),
+        wet=r.uniform(0.15, 0.35),
+        ratio=r.uniform(1, 3),
         lowpass_hz=r.uniform(3000, 6000) if old else None,
         noise_db=r.uniform(-42, -30) if old else r.uniform(-65, -45),
         crackle=0.3 if old else 0.0,
-        swell_db=r.uniform(0, 4), limit=r.uniform(0, 1.5), peak=(0.45, 0.95),
+        swell_db=r.uniform(0, 4),
+        limit=r.uniform(0, 1.5),
+        peak=(0.45, 0.95),
     )
-
 
 
 def _blues_band(tr: _Track, mix: _Mix, chords: Sequence[_Chord]) -> None:
@@ -98,10 +117,14 @@ def _blues_band(tr: _Track, mix: _Mix, chords: Sequence[_Chord]) -> None:
     else:
         hat = _cymbal(tr, decay_s=0.8, low_hz=3500, metal=1.0)  # a ride
     parts = [
-        _Part(_kick(tr, hz=(110, 55), decay_s=0.2, click=0.15),
-              ("x.......x.......", "x.......x.....x.")),
-        _Part(_snare(tr, tone_hz=r.uniform(170, 220), decay_s=0.1),
-              ("....x.......x...", "....x.....g.x...")),
+        _Part(
+            _kick(tr, hz=(110, 55), decay_s=0.2, click=0.15),
+            ("x.......x.......", "x.......x.....x."),
+        ),
+        _Part(
+            _snare(tr, tone_hz=r.uniform(170, 220), decay_s=0.1),
+            ("....x.......x...", "....x.....g.x..."),
+        ),
         _Part(hat, ("x.x.x.x.x.x.x.x.", "x...x.x.x...x.x.")),
     ]
     crash = _cymbal(tr, decay_s=1.2, low_hz=4000)
@@ -139,8 +162,16 @@ def _classical(tr: _Track) -> np.ndarray:
         bank = [
             [(0, "maj", 1), (5, "maj", 1), (7, "maj", 1), (0, "maj", 1)],
             [(0, "maj", 1), (9, "min", 1), (2, "min", 1), (7, "7", 1)],
-            [(0, "maj", 1), (7, "maj", 1), (9, "min", 1), (4, "min", 1),
-             (5, "maj", 1), (0, "maj", 1), (5, "maj", 1), (7, "maj", 1)],  # Pachelbel
+            [
+                (0, "maj", 1),
+                (7, "maj", 1),
+                (9, "min", 1),
+                (4, "min", 1),
+                (5, "maj", 1),
+                (0, "maj", 1),
+                (5, "maj", 1),
+                (7, "maj", 1),
+            ],  # Pachelbel
         ]
     waltz = tr.beats_per_bar == 3
     chords = _progression(tr, bank, tonic=tonic, stretch=(1.0,) if waltz else (1.0, 0.5))
@@ -150,8 +181,13 @@ def _classical(tr: _Track) -> np.ndarray:
     if waltz:
         tunes = ("x-----x---x-", "x---x---x---", "x-x-x-x-x---", "x-----------")
     else:
-        tunes = ("x-------x---x---", "x---x---x---x---", "x-x-x-x-x-------", "x-------x-------",
-                 "x-x-x-x-x-x-x-x-")
+        tunes = (
+            "x-------x---x---",
+            "x---x---x---x---",
+            "x-x-x-x-x-------",
+            "x-------x-------",
+            "x-x-x-x-x-x-x-x-",
+        )
     mix = _Mix(tr)
     ensemble = r.choice(["strings", "piano", "chamber", "piano"])
     if ensemble in ("strings", "chamber"):
@@ -163,24 +199,45 @@ def _classical(tr: _Track) -> np.ndarray:
             inner = _arpeggio(tr, chords, eighths, center=60, order=(0, 1, 2, 1))
         mix.add(_play(tr, inner, _strings(tr)), db=(-5, -1), reverb=0.6)
         lead = _flute(tr) if ensemble == "chamber" else _strings(tr, attack_s=0.06, solo=True)
-        tune = _melody(tr, chords, tunes, tonic=tonic, scale=scale,
-                       register=(tonic + 24, tonic + 43), phrase_bars=4, rest=0.15, repeat=0.3,
-                       legato=1.0)
+        tune = _melody(
+            tr,
+            chords,
+            tunes,
+            tonic=tonic,
+            scale=scale,
+            register=(tonic + 24, tonic + 43),
+            phrase_bars=4,
+            rest=0.15,
+            repeat=0.3,
+            legato=1.0,
+        )
         mix.add(_play(tr, tune, lead), db=(-2, 2), reverb=0.6)
     else:
         order = (0, 2, 1, 2) if r.random() < 0.5 else (0, 1, 2, 3)  # Alberti bass or broken chords
         left = _arpeggio(tr, chords, eighths, center=54, order=order, legato=3.0)
         mix.add(_play(tr, left, _piano(tr)), db=(-5, -1), reverb=0.6)
-        tune = _melody(tr, chords, tunes, tonic=tonic, scale=scale,
-                       register=(tonic + 24, tonic + 46), phrase_bars=4, rest=0.1, repeat=0.3,
-                       legato=1.2)
+        tune = _melody(
+            tr,
+            chords,
+            tunes,
+            tonic=tonic,
+            scale=scale,
+            register=(tonic + 24, tonic + 46),
+            phrase_bars=4,
+            rest=0.1,
+            repeat=0.3,
+            legato=1.2,
+        )
         mix.add(_play(tr, tune, _piano(tr)), db=(-2, 2), reverb=0.6)
     return mix.master(
-        rt60_s=r.uniform(1.6, 2.6), wet=r.uniform(0.3, 0.6), ratio=1.0,
+        rt60_s=r.uniform(1.6, 2.6),
+        wet=r.uniform(0.3, 0.6),
+        ratio=1.0,
         lowpass_hz=r.uniform(5000, 9000) if r.random() < 0.3 else None,
-        noise_db=r.uniform(-68, -42), swell_db=r.uniform(8, 20), peak=(0.06, 0.45),
+        noise_db=r.uniform(-68, -42),
+        swell_db=r.uniform(8, 20),
+        peak=(0.06, 0.45),
     )
-
 
 
 def _country(tr: _Track) -> np.ndarray:
@@ -202,8 +259,10 @@ def _country(tr: _Track) -> np.ndarray:
     else:
         snare = _snare(tr, tone_hz=r.uniform(180, 230), decay_s=0.09)
     parts = [
-        _Part(_kick(tr, hz=(120, 55), decay_s=0.15, click=0.2),
-              ("x.......x.......", "x.......x...x...")),
+        _Part(
+            _kick(tr, hz=(120, 55), decay_s=0.15, click=0.2),
+            ("x.......x.......", "x.......x...x..."),
+        ),
         _Part(snare, ("....x.......x...",)),
         _Part(_cymbal(tr, decay_s=r.uniform(0.03, 0.07)), ("x.x.x.x.x.x.x.x.",), gain=0.8),
     ]
@@ -220,19 +279,32 @@ def _country(tr: _Track) -> np.ndarray:
     strum = _comp(tr, chords, strums, center=60, legato=0.8, strum_s=0.008)
     mix.add(_play(tr, strum, _pluck(tr, position=(0.08, 0.14), decay_s=(0.3, 0.7))), db=(-6, -1))
     licks = ("x-x-x-xxx-------", "x.x.x.x.x-x-x---", "....x-x-x-x-x-x-", "x-xx-xx-x-------")
-    lick = _melody(tr, chords, licks, tonic=tonic, scale="pent_major",
-                   register=(tonic + 36, tonic + 52), rest=0.45, repeat=0.2, bend=0.4, legato=0.8)
+    lick = _melody(
+        tr,
+        chords,
+        licks,
+        tonic=tonic,
+        scale="pent_major",
+        register=(tonic + 36, tonic + 52),
+        rest=0.45,
+        repeat=0.2,
+        bend=0.4,
+        legato=0.8,
+    )
     mix.add(_play(tr, lick, _twang(tr)), db=(-5, -1), reverb=0.25)
     _country_extra(tr, mix, chords, tonic=tonic)
     if r.random() < 0.75:
         _sing(tr, mix, chords, tonic=tonic, scale="pent_major", db=(-2, 2), bend=0.2)
     return mix.master(
-        rt60_s=r.uniform(0.6, 1.3), wet=r.uniform(0.12, 0.3), ratio=r.uniform(1.5, 3),
+        rt60_s=r.uniform(0.6, 1.3),
+        wet=r.uniform(0.12, 0.3),
+        ratio=r.uniform(1.5, 3),
         lowpass_hz=r.uniform(4000, 7000) if r.random() < 0.2 else None,
-        noise_db=r.uniform(-65, -40), swell_db=r.uniform(0, 3), limit=r.uniform(0, 1.5),
+        noise_db=r.uniform(-65, -40),
+        swell_db=r.uniform(0, 3),
+        limit=r.uniform(0, 1.5),
         peak=(0.5, 0.95),
     )
-
 
 
 def _country_extra(tr: _Track, mix: _Mix, chords: Sequence[_Chord], *, tonic: int) -> None:
@@ -241,13 +313,29 @@ def _country_extra(tr: _Track, mix: _Mix, chords: Sequence[_Chord], *, tonic: in
     extra = r.choice(["fiddle", "steel", "piano", "none"])
     if extra == "fiddle":
         bowing = ("x-x-x-x-x-x-x-x-", "x---x-x-x-------")
-        line = _melody(tr, chords, bowing, tonic=tonic, scale="major",
-                       register=(tonic + 43, tonic + 60), rest=0.5)
+        line = _melody(
+            tr,
+            chords,
+            bowing,
+            tonic=tonic,
+            scale="major",
+            register=(tonic + 43, tonic + 60),
+            rest=0.5,
+        )
         mix.add(_play(tr, line, _strings(tr, attack_s=0.04, solo=True)), db=(-7, -2), reverb=0.35)
     elif extra == "steel":
         swells = ("x-------x-------", "x---------------")
-        line = _melody(tr, chords, swells, tonic=tonic, scale="major",
-                       register=(tonic + 36, tonic + 52), rest=0.3, bend=0.6, legato=1.2)
+        line = _melody(
+            tr,
+            chords,
+            swells,
+            tonic=tonic,
+            scale="major",
+            register=(tonic + 36, tonic + 52),
+            rest=0.3,
+            bend=0.6,
+            legato=1.2,
+        )
         mix.add(_play(tr, line, _steel(tr)), db=(-7, -2), reverb=0.45)
     elif extra == "piano":
         keys = _comp(tr, chords, ["..x...x...x...x.", "x-x-x-x-x-x-x-x-"], center=66, legato=0.5)
@@ -266,9 +354,20 @@ def _jazz(tr: _Track) -> np.ndarray:
         [(2, "m9", 1), (7, "13", 1), (0, "maj9", 2)],  # ii-V-I
         [(0, "maj7", 0.5), (9, "7", 0.5), (2, "m7", 0.5), (7, "7", 0.5)],  # I-vi-ii-V
         [(2, "m7b5", 1), (7, "7", 1), (0, "m9", 2)],  # minor ii-V-i
-        [(0, "7", 1), (5, "7", 1), (0, "7", 2), (5, "7", 2), (0, "7", 1), (9, "7", 1),
-         (2, "m7", 1), (7, "7", 1), (0, "7", 0.5), (9, "7", 0.5), (2, "m7", 0.5),
-         (7, "7", 0.5)],  # jazz blues
+        [
+            (0, "7", 1),
+            (5, "7", 1),
+            (0, "7", 2),
+            (5, "7", 2),
+            (0, "7", 1),
+            (9, "7", 1),
+            (2, "m7", 1),
+            (7, "7", 1),
+            (0, "7", 0.5),
+            (9, "7", 0.5),
+            (2, "m7", 0.5),
+            (7, "7", 0.5),
+        ],  # jazz blues
         [(0, "m9", 4), (1, "m9", 2), (0, "m9", 2)],  # modal
     ]
     chords = _progression(tr, bank, tonic=tonic)
@@ -281,8 +380,11 @@ def _jazz(tr: _Track) -> np.ndarray:
     else:
         snare = _Part(_snare(tr, tone_hz=r.uniform(200, 260), decay_s=0.08), (comping,), gain=0.9)
     parts = [
-        _Part(ride, ("x...x.x.x...x.x.", "x...x.x.x.x.x.x.", "x...x...x...x.x."),
-              gain=r.uniform(0.4, 0.8)),
+        _Part(
+            ride,
+            ("x...x.x.x...x.x.", "x...x.x.x.x.x.x.", "x...x...x...x.x."),
+            gain=r.uniform(0.4, 0.8),
+        ),
         _Part(_cymbal(tr, decay_s=0.03, low_hz=5000), ("....x.......x...",), gain=0.5),  # foot hat
         _Part(_kick(tr, hz=(95, 55), decay_s=0.2, click=0.05), ("g...g...g...g...",), gain=0.6),
         snare,
@@ -297,18 +399,36 @@ def _jazz(tr: _Track) -> np.ndarray:
         comper = _pluck(tr, position=(0.3, 0.45), decay_s=(0.4, 0.8))  # a mellow archtop
     voicings = _comp(tr, chords, charleston, center=62, skip_root=True, legato=0.8, main=0.4)
     mix.add(_play(tr, voicings, comper), db=(-6, -2), reverb=0.35)
-    lines = ("x-x-x-x-x-x-x-x-", "x-x-x-x-x-x-----", "..x-x-x-x-x-x-x-", "x-------x-x-x---",
-             "x---x---x-------")
-    solo = _melody(tr, chords, lines, tonic=tonic, scale=None, register=(tonic + 26, tonic + 50),
-                   rest=0.3, repeat=0.1, chromatic=0.25, legato=0.95)
+    lines = (
+        "x-x-x-x-x-x-x-x-",
+        "x-x-x-x-x-x-----",
+        "..x-x-x-x-x-x-x-",
+        "x-------x-x-x---",
+        "x---x---x-------",
+    )
+    solo = _melody(
+        tr,
+        chords,
+        lines,
+        tonic=tonic,
+        scale=None,
+        register=(tonic + 26, tonic + 50),
+        rest=0.3,
+        repeat=0.1,
+        chromatic=0.25,
+        legato=0.95,
+    )
     soloist = _horn(tr, bright=r.uniform(0.3, 1.0)) if r.random() < 0.75 else _piano(tr)
     mix.add(_play(tr, solo, soloist), db=(-3, 1), reverb=0.35)
     old = r.random() < 0.25
     return mix.master(
-        rt60_s=r.uniform(0.8, 1.6), wet=r.uniform(0.15, 0.35), ratio=r.uniform(1, 2),
+        rt60_s=r.uniform(0.8, 1.6),
+        wet=r.uniform(0.15, 0.35),
+        ratio=r.uniform(1, 2),
         lowpass_hz=r.uniform(3500, 6000) if old else None,
         noise_db=r.uniform(-40, -28) if old else r.uniform(-65, -45),
         crackle=0.25 if old else 0.0,
-        swell_db=r.uniform(2, 8), limit=r.uniform(0, 0.8), peak=(0.35, 0.9),
+        swell_db=r.uniform(2, 8),
+        limit=r.uniform(0, 0.8),
+        peak=(0.35, 0.9),
     )
-

@@ -61,12 +61,16 @@ def _disco(tr: _Track) -> np.ndarray:
     else:
         backbeat = _snare(tr, tone_hz=r.uniform(190, 240), decay_s=0.12)
     parts = [
-        _Part(_kick(tr, hz=(130, 52), decay_s=r.uniform(0.15, 0.25), click=0.25),
-              ("x...x...x...x...",), fills=False),
+        _Part(
+            _kick(tr, hz=(130, 52), decay_s=r.uniform(0.15, 0.25), click=0.25),
+            ("x...x...x...x...",),
+            fills=False,
+        ),
         _Part(backbeat, ("....x.......x...",)),
         _Part(_cymbal(tr, decay_s=0.035), ("xgxgxgxgxgxgxgxg", "x.x.x.x.x.x.x.x."), gain=0.6),
-        _Part(_cymbal(tr, decay_s=r.uniform(0.2, 0.35), low_hz=5000), ("..x...x...x...x.",),
-              gain=0.9),
+        _Part(
+            _cymbal(tr, decay_s=r.uniform(0.2, 0.35), low_hz=5000), ("..x...x...x...x.",), gain=0.9
+        ),
     ]
     if r.random() < 0.4:
         parts.append(_Part(_shaker(tr, decay_s=0.07), ("x.xxx.xxx.xxx.xx",), gain=0.4))
@@ -91,9 +95,13 @@ def _disco(tr: _Track) -> np.ndarray:
     if r.random() < 0.75:
         _sing(tr, mix, chords, tonic=tonic, scale="dorian", db=(-2, 2))
     return mix.master(
-        rt60_s=r.uniform(0.8, 1.5), wet=r.uniform(0.12, 0.28), ratio=r.uniform(2.5, 4.5),
+        rt60_s=r.uniform(0.8, 1.5),
+        wet=r.uniform(0.12, 0.28),
+        ratio=r.uniform(2.5, 4.5),
         lowpass_hz=r.uniform(6000, 9000) if r.random() < 0.3 else None,
-        noise_db=r.uniform(-60, -40), limit=r.uniform(1, 2.5), peak=(0.6, 0.98),
+        noise_db=r.uniform(-60, -40),
+        limit=r.uniform(1, 2.5),
+        peak=(0.6, 0.98),
     )
 
 
@@ -132,15 +140,17 @@ def _hiphop(tr: _Track) -> np.ndarray:
     parts = [
         _Part(kick, kicks[r.integers(len(kicks)) :], fills=False),
         _Part(snare, ("....x.......x...", "....x.......x..g")),
-        _Part(_cymbal(tr, decay_s=r.uniform(0.025, 0.05), metal=0.8), hats,
-              gain=r.uniform(0.4, 0.8)),
+        _Part(
+            _cymbal(tr, decay_s=r.uniform(0.025, 0.05), metal=0.8), hats, gain=r.uniform(0.4, 0.8)
+        ),
     ]
     mix.add(_drums(tr, parts, fill_every=0), db=(1, 4), reverb=0.08)
     if eight08:  # a sub that sometimes slides down an octave into the note
         follow = ["x-----x---x-----", "x---------x---x-"]
         bass = _riff(tr, chords, follow, ["R", "R", "b7"], octave=1, legato=1.0)
-        bass = [_Note(x.beat, x.beats, x.pitches, x.velocity, 12.0 * (r.random() < 0.2))
-                for x in bass]
+        bass = [
+            _Note(x.beat, x.beats, x.pitches, x.velocity, 12.0 * (r.random() < 0.2)) for x in bass
+        ]
         mix.add(_play(tr, bass, _sub808(tr)), db=(0, 3), reverb=0.0)
     else:
         lines = ["x-----x-x-----x-", "x-x-----x---x---"]
@@ -156,12 +166,15 @@ def _hiphop(tr: _Track) -> np.ndarray:
         mix.add(voice, db=(0, 3), reverb=0.1)
     lofi = r.random() < 0.5
     return mix.master(
-        rt60_s=r.uniform(0.4, 1.0), wet=r.uniform(0.08, 0.2), ratio=r.uniform(3, 6),
+        rt60_s=r.uniform(0.4, 1.0),
+        wet=r.uniform(0.08, 0.2),
+        ratio=r.uniform(3, 6),
         lowpass_hz=r.uniform(4500, 8000) if lofi else None,
         noise_db=r.uniform(-45, -30) if lofi else r.uniform(-65, -45),
-        crackle=r.uniform(0.1, 0.5) if lofi else 0.0, limit=r.uniform(1, 3), peak=(0.6, 0.98),
+        crackle=r.uniform(0.1, 0.5) if lofi else 0.0,
+        limit=r.uniform(1, 3),
+        peak=(0.6, 0.98),
     )
-
 
 
 def _metal(tr: _Track) -> np.ndarray:
@@ -188,8 +201,11 @@ def _metal(tr: _Track) -> np.ndarray:
     parts = [
         _Part(kick, double, fills=False),
         _Part(_snare(tr, tone_hz=r.uniform(200, 260), decay_s=0.12), backbeat),
-        _Part(_cymbal(tr, decay_s=r.uniform(0.5, 1.0), low_hz=3000, metal=1.5),
-              ("x...x...x...x...", "x.x.x.x.x.x.x.x."), gain=0.7),
+        _Part(
+            _cymbal(tr, decay_s=r.uniform(0.5, 1.0), low_hz=3000, metal=1.5),
+            ("x...x...x...x...", "x.x.x.x.x.x.x.x."),
+            gain=0.7,
+        ),
     ]
     toms = _kick(tr, hz=(180, 90), decay_s=0.2)
     crash = _cymbal(tr, decay_s=1.4, low_hz=3000)
@@ -198,15 +214,29 @@ def _metal(tr: _Track) -> np.ndarray:
     chug = _riff(tr, chords, riffs, ["R"], octave=1, legato=0.6, power=True)
     guitars = _play(tr, chug, _guitar_dist(tr))
     guitars = guitars + 0.8 * _play(tr, chug, _guitar_dist(tr))  # double-tracked
-    guitars = _drive(guitars, sample_rate=tr.sample_rate, gain=r.uniform(10, 30),
-                     clip=r.uniform(0.5, 0.8), cab_hz=r.uniform(4000, 6500))
+    guitars = _drive(
+        guitars,
+        sample_rate=tr.sample_rate,
+        gain=r.uniform(10, 30),
+        clip=r.uniform(0.5, 0.8),
+        cab_hz=r.uniform(4000, 6500),
+    )
     mix.add(guitars, db=(0, 3), reverb=0.1)
     bass = _play(tr, _riff(tr, chords, riffs, ["R"], legato=0.8), _bass_electric(tr))
     mix.add(_drive(bass, sample_rate=tr.sample_rate, gain=2, cab_hz=2500), db=(-4, -1), reverb=0.0)
     if r.random() < 0.4:
         shred = ("xxxxxxxxxxxxxxxx", "x-x-xxxxx-x-x-xx", "x---x---xxxxxxxx")
-        solo = _melody(tr, chords, shred, tonic=tonic, scale="harmonic",
-                       register=(tonic + 36, tonic + 60), rest=0.4, bend=0.2, legato=1.0)
+        solo = _melody(
+            tr,
+            chords,
+            shred,
+            tonic=tonic,
+            scale="harmonic",
+            register=(tonic + 36, tonic + 60),
+            rest=0.4,
+            bend=0.2,
+            legato=1.0,
+        )
         lead = _play(tr, solo, _guitar_dist(tr))
         lead = _drive(lead, sample_rate=tr.sample_rate, gain=15, cab_hz=6000)
         mix.add(lead, db=(-4, 0), reverb=0.3)
@@ -217,9 +247,13 @@ def _metal(tr: _Track) -> np.ndarray:
         voice = _drive(voice, sample_rate=tr.sample_rate, gain=r.uniform(5, 15))
         mix.add(voice, db=(-3, 0), reverb=0.25)
     return mix.master(
-        rt60_s=r.uniform(0.4, 1.0), wet=r.uniform(0.08, 0.2), ratio=r.uniform(4, 8),
+        rt60_s=r.uniform(0.4, 1.0),
+        wet=r.uniform(0.08, 0.2),
+        ratio=r.uniform(4, 8),
         lowpass_hz=r.uniform(5000, 8000) if r.random() < 0.25 else None,
-        noise_db=r.uniform(-60, -40), limit=r.uniform(2, 4), peak=(0.7, 0.99),
+        noise_db=r.uniform(-60, -40),
+        limit=r.uniform(2, 4),
+        peak=(0.7, 0.99),
     )
 
 
@@ -241,11 +275,15 @@ def _pop(tr: _Track) -> np.ndarray:
     kicks = ("x...x...x...x...",) if four else ("x.......x.x.....", "x.....x.x.......")
     backbeat = _layer(_snare(tr, tone_hz=r.uniform(180, 240), decay_s=0.12), 0.8 * _clap(tr))
     parts = [
-        _Part(_kick(tr, hz=(140, 50), decay_s=r.uniform(0.15, 0.3), click=0.25), kicks,
-              fills=False),
+        _Part(
+            _kick(tr, hz=(140, 50), decay_s=r.uniform(0.15, 0.3), click=0.25), kicks, fills=False
+        ),
         _Part(backbeat, ("....x.......x...",)),
-        _Part(_cymbal(tr, decay_s=r.uniform(0.03, 0.06)), ("x.x.x.x.x.x.x.x.", "xxxxxxxxxxxxxxxx"),
-              gain=0.6),
+        _Part(
+            _cymbal(tr, decay_s=r.uniform(0.03, 0.06)),
+            ("x.x.x.x.x.x.x.x.", "xxxxxxxxxxxxxxxx"),
+            gain=0.6,
+        ),
     ]
     if r.random() < 0.5:
         parts.append(_Part(_shaker(tr), ("xxxxxxxxxxxxxxxx",), gain=0.35))
@@ -269,15 +307,27 @@ def _pop(tr: _Track) -> np.ndarray:
         mix.add(plucks, db=(-8, -3), reverb=0.4)
     if r.random() < 0.3:
         riffs = ("x-x-x---x-x-x---", "x---x---x-x-x---")
-        hook = _melody(tr, chords, riffs, tonic=tonic, scale="pent_major",
-                       register=(tonic + 48, tonic + 62), rest=0.5, repeat=0.7)
+        hook = _melody(
+            tr,
+            chords,
+            riffs,
+            tonic=tonic,
+            scale="pent_major",
+            register=(tonic + 48, tonic + 62),
+            rest=0.5,
+            repeat=0.7,
+        )
         mix.add(_play(tr, hook, _lead(tr)), db=(-9, -5), reverb=0.35)
     if r.random() < 0.9:
         scale = "pent_major" if r.random() < 0.5 else "major"
         _sing(tr, mix, chords, tonic=tonic, scale=scale, db=(1, 4), repeat=0.65)
     return mix.master(
-        rt60_s=r.uniform(0.8, 1.5), wet=r.uniform(0.12, 0.28), ratio=r.uniform(3, 6),
-        noise_db=r.uniform(-70, -50), limit=r.uniform(1, 3), peak=(0.65, 0.99),
+        rt60_s=r.uniform(0.8, 1.5),
+        wet=r.uniform(0.12, 0.28),
+        ratio=r.uniform(3, 6),
+        noise_db=r.uniform(-70, -50),
+        limit=r.uniform(1, 3),
+        peak=(0.65, 0.99),
     )
 
 
@@ -296,8 +346,11 @@ def _reggae(tr: _Track) -> np.ndarray:
     chords = _progression(tr, bank, tonic=tonic, stretch=(1.0, 2.0))
     mix = _Mix(tr)
     style = r.choice(["one drop", "one drop", "steppers", "rockers"])
-    kicks = {"one drop": "........x.......", "steppers": "x...x...x...x...",
-             "rockers": "x.......x......."}
+    kicks = {
+        "one drop": "........x.......",
+        "steppers": "x...x...x...x...",
+        "rockers": "x.......x.......",
+    }
     kick = kicks[style]
     if style == "one drop":
         rims = ("........x.......", "....x.......x...")
@@ -306,8 +359,11 @@ def _reggae(tr: _Track) -> np.ndarray:
     parts = [
         _Part(_kick(tr, hz=(110, 50), decay_s=0.25, click=0.1), (kick,), fills=False),
         _Part(_click(tr, hz=r.uniform(1500, 2200)), rims),
-        _Part(_cymbal(tr, decay_s=r.uniform(0.03, 0.06)), ("x.x.x.x.x.x.x.x.", "x.xxx.x.x.xxx.x."),
-              gain=0.6),
+        _Part(
+            _cymbal(tr, decay_s=r.uniform(0.03, 0.06)),
+            ("x.x.x.x.x.x.x.x.", "x.xxx.x.x.xxx.x."),
+            gain=0.6,
+        ),
     ]
     echo_s = 0.75 * 60 / tr.bpm  # a dotted-eighth delay
     drums = _drums(tr, parts, fill_every=8, fill=_snare(tr, tone_hz=220, decay_s=0.1))
@@ -331,13 +387,25 @@ def _reggae(tr: _Track) -> np.ndarray:
         _sing(tr, mix, chords, tonic=tonic, scale=scale, db=(-1, 3), rhythms=phrases)
     elif r.random() < 0.5:
         phrases = ("x---x-x-x-------", "x-x-x---x---x---")
-        tune = _melody(tr, chords, phrases, tonic=tonic, scale="major",
-                       register=(tonic + 36, tonic + 52), rest=0.4, repeat=0.5)
+        tune = _melody(
+            tr,
+            chords,
+            phrases,
+            tonic=tonic,
+            scale="major",
+            register=(tonic + 36, tonic + 52),
+            rest=0.4,
+            repeat=0.5,
+        )
         mix.add(_play(tr, tune, _harmonica(tr)), db=(-4, 0), reverb=0.35)  # a melodica
     return mix.master(
-        rt60_s=r.uniform(0.6, 1.3), wet=r.uniform(0.12, 0.3), ratio=r.uniform(2, 3.5),
+        rt60_s=r.uniform(0.6, 1.3),
+        wet=r.uniform(0.12, 0.3),
+        ratio=r.uniform(2, 3.5),
         lowpass_hz=r.uniform(4500, 8000) if r.random() < 0.3 else None,
-        noise_db=r.uniform(-60, -38), limit=r.uniform(0.5, 2), peak=(0.5, 0.95),
+        noise_db=r.uniform(-60, -38),
+        limit=r.uniform(0.5, 2),
+        peak=(0.5, 0.95),
     )
 
 
@@ -359,10 +427,15 @@ def _rock(tr: _Track) -> np.ndarray:
     else:
         cymbal = _cymbal(tr, decay_s=r.uniform(0.04, 0.08))
     parts = [
-        _Part(_kick(tr, hz=(130, 55), decay_s=0.18, click=r.uniform(0.2, 0.5)),
-              ("x.......x.x.....", "x.x.....x.x.....", "x.......x......."), fills=False),
-        _Part(_snare(tr, tone_hz=r.uniform(180, 240), decay_s=r.uniform(0.12, 0.18)),
-              ("....x.......x...", "....x.......x..g")),
+        _Part(
+            _kick(tr, hz=(130, 55), decay_s=0.18, click=r.uniform(0.2, 0.5)),
+            ("x.......x.x.....", "x.x.....x.x.....", "x.......x......."),
+            fills=False,
+        ),
+        _Part(
+            _snare(tr, tone_hz=r.uniform(180, 240), decay_s=r.uniform(0.12, 0.18)),
+            ("....x.......x...", "....x.......x..g"),
+        ),
         _Part(cymbal, ("x.x.x.x.x.x.x.x.",), gain=0.7),
     ]
     fill = _snare(tr, decay_s=0.1)
@@ -376,15 +449,28 @@ def _rock(tr: _Track) -> np.ndarray:
     else:  # open chords, strummed, through a crunchier amp
         chords_played = _comp(tr, chords, pattern, center=57, strum_s=0.006)
         guitar = _play(tr, chords_played, _pluck(tr, decay_s=(1.0, 2.0)))
-    guitar = _drive(guitar, sample_rate=tr.sample_rate, gain=r.uniform(2.5, 9),
-                    clip=r.uniform(0.8, 1.0), cab_hz=r.uniform(4000, 6500))
+    guitar = _drive(
+        guitar,
+        sample_rate=tr.sample_rate,
+        gain=r.uniform(2.5, 9),
+        clip=r.uniform(0.8, 1.0),
+        cab_hz=r.uniform(4000, 6500),
+    )
     mix.add(guitar, db=(-2, 2), reverb=0.15)
     bass = _riff(tr, chords, ["x-x-x-x-x-x-x-x-", "x---x---x-x-x---"], ["R"], octave=1, legato=0.85)
     mix.add(_play(tr, bass, _bass_electric(tr)), db=(-3, 1), reverb=0.0)
     if r.random() < 0.45:
         licks = ("x-x-x-xxx-------", "x---x-x-x-x-x---", "xxxxx-x-x-------")
-        solo = _melody(tr, chords, licks, tonic=tonic, scale="pent_minor",
-                       register=(tonic + 36, tonic + 55), rest=0.4, bend=0.35)
+        solo = _melody(
+            tr,
+            chords,
+            licks,
+            tonic=tonic,
+            scale="pent_minor",
+            register=(tonic + 36, tonic + 55),
+            rest=0.4,
+            bend=0.35,
+        )
         lead = _play(tr, solo, _pluck(tr, decay_s=(1.0, 2.0)))
         lead = _drive(lead, sample_rate=tr.sample_rate, gain=r.uniform(5, 12), cab_hz=5500)
         mix.add(lead, db=(-4, 0), reverb=0.35)
@@ -394,8 +480,11 @@ def _rock(tr: _Track) -> np.ndarray:
     if r.random() < 0.7:
         _sing(tr, mix, chords, tonic=tonic, scale="pent_minor" if power else "major", db=(-1, 3))
     return mix.master(
-        rt60_s=r.uniform(0.6, 1.3), wet=r.uniform(0.1, 0.25), ratio=r.uniform(3, 5),
+        rt60_s=r.uniform(0.6, 1.3),
+        wet=r.uniform(0.1, 0.25),
+        ratio=r.uniform(3, 5),
         lowpass_hz=r.uniform(4500, 8000) if r.random() < 0.3 else None,
-        noise_db=r.uniform(-60, -40), limit=r.uniform(1, 3), peak=(0.6, 0.98),
+        noise_db=r.uniform(-60, -40),
+        limit=r.uniform(1, 3),
+        peak=(0.6, 0.98),
     )
-

@@ -196,4 +196,3 @@ def _drums(
         starts = np.array([(b + 1) * bar for b in fill_bars], dtype=float)
         out += 0.7 * _hits(tr, crash, starts, np.ones(len(starts)))
     return out
-

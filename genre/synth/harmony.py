@@ -22,16 +22,29 @@ __all__: list[str] = []
 
 # Chord qualities as semitones above the root ("5" is a power chord).
 _QUALITY = {
-    "maj": (0, 4, 7), "min": (0, 3, 7), "5": (0, 7, 12), "dim": (0, 3, 6), "add9": (0, 4, 7, 14),
-    "7": (0, 4, 7, 10), "maj7": (0, 4, 7, 11), "m7": (0, 3, 7, 10), "m7b5": (0, 3, 6, 10),
-    "9": (0, 4, 7, 10, 14), "m9": (0, 3, 7, 10, 14), "maj9": (0, 4, 7, 11, 14),
+    "maj": (0, 4, 7),
+    "min": (0, 3, 7),
+    "5": (0, 7, 12),
+    "dim": (0, 3, 6),
+    "add9": (0, 4, 7, 14),
+    "7": (0, 4, 7, 10),
+    "maj7": (0, 4, 7, 11),
+    "m7": (0, 3, 7, 10),
+    "m7b5": (0, 3, 6, 10),
+    "9": (0, 4, 7, 10, 14),
+    "m9": (0, 3, 7, 10, 14),
+    "maj9": (0, 4, 7, 11, 14),
     "13": (0, 4, 10, 14, 21),
 }
 
 _SCALE = {
-    "major": (0, 2, 4, 5, 7, 9, 11), "harmonic": (0, 2, 3, 5, 7, 8, 11),  # harmonic minor
-    "dorian": (0, 2, 3, 5, 7, 9, 10), "mixolydian": (0, 2, 4, 5, 7, 9, 10),
-    "blues": (0, 3, 5, 6, 7, 10), "pent_major": (0, 2, 4, 7, 9), "pent_minor": (0, 3, 5, 7, 10),
+    "major": (0, 2, 4, 5, 7, 9, 11),
+    "harmonic": (0, 2, 3, 5, 7, 8, 11),  # harmonic minor
+    "dorian": (0, 2, 3, 5, 7, 9, 10),
+    "mixolydian": (0, 2, 4, 5, 7, 9, 10),
+    "blues": (0, 3, 5, 6, 7, 10),
+    "pent_major": (0, 2, 4, 7, 9),
+    "pent_minor": (0, 3, 5, 7, 10),
 }
 
 # Fixed degrees a bass line or riff names, in semitones above the current chord's root;
@@ -363,4 +376,3 @@ def _sing(
     )
     voice = _play(tr, notes, _voice(tr)) + 0.25 * _consonants(tr, notes, share=0.4)
     mix.add(voice, db=db, reverb=reverb)
-

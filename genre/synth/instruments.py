@@ -350,4 +350,3 @@ def _voice(tr: _Track, *, sung: bool = True) -> _Inst:
     return _Inst(
         (), attack_s=0.012, decay_s=0.12, sustain=0.55, release_s=0.03, glide_s=0.1, formants=True
     )
-

@@ -176,35 +176,62 @@ def _drone(tr: _Track) -> np.ndarray:
         pitches = tuple(root + shift + iv for iv in voicings[r.integers(len(voicings))])
         chords.append(_Note(beat, length + 2.0, pitches, r.uniform(0.7, 1.0)))  # overlapping
         beat += length
-    pad = _Inst(_saw(24, r.uniform(1.0, 1.6)), attack_s=r.uniform(1.0, 3.0), decay_s=4.0,
-                sustain=0.85, release_s=3.0, detune_cents=r.uniform(12, 30),
-                vibrato_hz=r.uniform(0.1, 0.3), vibrato_depth=0.002, vibrato_delay_s=0.5)
-    pads = _sweep(tr, _play(tr, chords, pad), dark_hz=r.uniform(250, 500),
-                  bright_hz=r.uniform(1500, 4000))
+    pad = _Inst(
+        _saw(24, r.uniform(1.0, 1.6)),
+        attack_s=r.uniform(1.0, 3.0),
+        decay_s=4.0,
+        sustain=0.85,
+        release_s=3.0,
+        detune_cents=r.uniform(12, 30),
+        vibrato_hz=r.uniform(0.1, 0.3),
+        vibrato_depth=0.002,
+        vibrato_delay_s=0.5,
+    )
+    pads = _sweep(
+        tr, _play(tr, chords, pad), dark_hz=r.uniform(250, 500), bright_hz=r.uniform(1500, 4000)
+    )
     mix = _Mix(tr)
     mix.add(pads * (0.35 + 0.65 * _wander(tr, period_s=(4.0, 10.0))), db=(0, 2), reverb=0.8)
     sub = _Inst((1.0, 0.08), attack_s=2.0, decay_s=4.0, sustain=1.0, release_s=2.0)
     mix.add(_play(tr, [_Note(0.0, float(tr.beats), (root - 12,))], sub), db=(-8, -3), reverb=0.1)
     if r.random() < 0.5:  # wind: band-passed noise that comes and goes
-        wind = _filter(tr.noise.standard_normal(tr.samples), sample_rate=tr.sample_rate,
-                       kind="bandpass", hz=(r.uniform(200, 500), r.uniform(1200, 3000)))
+        wind = _filter(
+            tr.noise.standard_normal(tr.samples),
+            sample_rate=tr.sample_rate,
+            kind="bandpass",
+            hz=(r.uniform(200, 500), r.uniform(1200, 3000)),
+        )
         mix.add(wind * _wander(tr, period_s=(3.0, 8.0)), db=(-14, -8), reverb=0.6)
-    return mix.master(rt60_s=r.uniform(2.5, 4.0), wet=r.uniform(0.4, 0.7),
-                      noise_db=r.uniform(-70, -50), swell_db=r.uniform(2, 6), peak=(0.3, 0.8))
+    return mix.master(
+        rt60_s=r.uniform(2.5, 4.0),
+        wet=r.uniform(0.4, 0.7),
+        noise_db=r.uniform(-70, -50),
+        swell_db=r.uniform(2, 6),
+        peak=(0.3, 0.8),
+    )
 
 
 def _techno(tr: _Track) -> np.ndarray:
     """Four on the floor, off-beat open hats, sixteenth closed hats, a one-note bass stab."""
     r = tr.rng
     tr.bpm, tr.humanize_s = r.uniform(124, 140), 0.0005  # machines keep time
-    kick = _kick(tr, hz=(r.uniform(150, 200), r.uniform(45, 55)), sweep_s=0.02,
-                 decay_s=r.uniform(0.18, 0.3), click=r.uniform(0.3, 0.7))
+    kick = _kick(
+        tr,
+        hz=(r.uniform(150, 200), r.uniform(45, 55)),
+        sweep_s=0.02,
+        decay_s=r.uniform(0.18, 0.3),
+        click=r.uniform(0.3, 0.7),
+    )
     parts = [
         _Part(kick, ("x...x...x...x...",), fills=False),
-        _Part(_cymbal(tr, decay_s=r.uniform(0.12, 0.2), low_hz=6000), ("..x...x...x...x.",),
-              gain=0.7),
-        _Part(_cymbal(tr, decay_s=r.uniform(0.02, 0.04), low_hz=7000),
-              ("xxxxxxxxxxxxxxxx", "x.xxx.xxx.xxx.xx"), gain=r.uniform(0.3, 0.6)),
+        _Part(
+            _cymbal(tr, decay_s=r.uniform(0.12, 0.2), low_hz=6000), ("..x...x...x...x.",), gain=0.7
+        ),
+        _Part(
+            _cymbal(tr, decay_s=r.uniform(0.02, 0.04), low_hz=7000),
+            ("xxxxxxxxxxxxxxxx", "x.xxx.xxx.xxx.xx"),
+            gain=r.uniform(0.3, 0.6),
+        ),
     ]
     if r.random() < 0.6:
         parts.append(_Part(_clap(tr), ("....x.......x...",), gain=0.7))
@@ -218,12 +245,18 @@ def _techno(tr: _Track) -> np.ndarray:
     pattern = stabs[r.integers(len(stabs))]
     notes = [_Note(beat, 0.15, (pitch,), vel) for beat, _, vel, _ in _onsets(tr, [pattern])]
     stab = _Inst(_saw(16), attack_s=0.002, decay_s=r.uniform(0.06, 0.15), release_s=0.02)
-    bass = _sweep(tr, _play(tr, notes, stab), dark_hz=r.uniform(200, 400),
-                  bright_hz=r.uniform(1500, 3500))
+    bass = _sweep(
+        tr, _play(tr, notes, stab), dark_hz=r.uniform(200, 400), bright_hz=r.uniform(1500, 3500)
+    )
     mix.add(bass, db=(-3, 1), reverb=0.1)
-    return mix.master(rt60_s=r.uniform(0.5, 1.2), wet=r.uniform(0.05, 0.15),
-                      ratio=r.uniform(3, 6), noise_db=r.uniform(-75, -60),
-                      limit=r.uniform(1.5, 3), peak=(0.8, 0.99))
+    return mix.master(
+        rt60_s=r.uniform(0.5, 1.2),
+        wet=r.uniform(0.05, 0.15),
+        ratio=r.uniform(3, 6),
+        noise_db=r.uniform(-75, -60),
+        limit=r.uniform(1.5, 3),
+        peak=(0.8, 0.99),
+    )
 
 
 # Mode frequencies of a tabla's loaded head (near-harmonic, thanks to the syahi) and of
@@ -254,8 +287,9 @@ def _membrane(
         for j, ratio in enumerate(modes)
     )
     noise = tr.noise.standard_normal(len(t)) * np.exp(-t / 0.004)
-    return body + slap * _filter(noise, sample_rate=tr.sample_rate, kind="bandpass",
-                                 hz=(1500, 6000))
+    return body + slap * _filter(
+        noise, sample_rate=tr.sample_rate, kind="bandpass", hz=(1500, 6000)
+    )
 
 
 def _hand_drums(tr: _Track) -> dict[str, np.ndarray]:
@@ -267,8 +301,14 @@ def _hand_drums(tr: _Track) -> dict[str, np.ndarray]:
     return {
         "na": _membrane(tr, hz=treble, decay_s=r.uniform(0.25, 0.4), modes=_HARMONIC_HEAD),
         "tin": _membrane(tr, hz=treble, decay_s=0.06, modes=_HARMONIC_HEAD, slap=0.6),
-        "ge": _membrane(tr, hz=bass, decay_s=r.uniform(0.3, 0.5), modes=_HARMONIC_HEAD[:3],
-                        glide=r.uniform(0.2, 0.6), slap=0.1),
+        "ge": _membrane(
+            tr,
+            hz=bass,
+            decay_s=r.uniform(0.3, 0.5),
+            modes=_HARMONIC_HEAD[:3],
+            glide=r.uniform(0.2, 0.6),
+            slap=0.1,
+        ),
         "ke": _membrane(tr, hz=bass * 1.5, decay_s=0.025, modes=_PLAIN_HEAD, slap=1.0),
         "tum": _membrane(tr, hz=plain, decay_s=r.uniform(0.15, 0.25), modes=_PLAIN_HEAD),
     }
@@ -280,8 +320,10 @@ def _cycle(r: np.random.Generator, steps: int, strokes: list[str]) -> list[str |
     while len(cycle) < steps:
         group = min(int(r.integers(2, 5)), steps - len(cycle))
         cycle.append("ge" if r.random() < 0.7 else "tum")
-        cycle += [strokes[r.integers(len(strokes))] if r.random() < 0.65 else None
-                  for _ in range(group - 1)]
+        cycle += [
+            strokes[r.integers(len(strokes))] if r.random() < 0.65 else None
+            for _ in range(group - 1)
+        ]
     return cycle
 
 
@@ -316,8 +358,14 @@ def _percussion(tr: _Track) -> np.ndarray:
     if r.random() < 0.4:  # ankle bells or a shaker, on its own irregular pattern
         bells = "".join("x" if r.random() < 0.5 else "." for _ in range(steps))
         mix.add(_drums(tr, [_Part(_shaker(tr), (bells,))], fill_every=0), db=(-12, -6))
-    return mix.master(rt60_s=r.uniform(0.6, 1.4), wet=r.uniform(0.1, 0.3), ratio=r.uniform(1, 2),
-                      noise_db=r.uniform(-65, -45), swell_db=r.uniform(0, 4), peak=(0.5, 0.95))
+    return mix.master(
+        rt60_s=r.uniform(0.6, 1.4),
+        wet=r.uniform(0.1, 0.3),
+        ratio=r.uniform(1, 2),
+        noise_db=r.uniform(-65, -45),
+        swell_db=r.uniform(0, 4),
+        peak=(0.5, 0.95),
+    )
 
 
 def _syllables(tr: _Track, *, rate_hz: float) -> list[tuple[float, float, int, float]]:
@@ -369,16 +417,28 @@ def _speech(tr: _Track) -> np.ndarray:
         opening[inside] += level * np.sin(np.pi * (t[inside] - start) / length) ** 2
     voice *= opening
     t_burst, env = _decay(tr, 0.05, 0.012)
-    burst = _filter(tr.noise.standard_normal(len(t_burst)), sample_rate=tr.sample_rate,
-                    kind="bandpass", hz=(3000, 8000)) * env
+    burst = (
+        _filter(
+            tr.noise.standard_normal(len(t_burst)),
+            sample_rate=tr.sample_rate,
+            kind="bandpass",
+            hz=(3000, 8000),
+        )
+        * env
+    )
     onsets = np.array([start for start, _, _, _ in syllables if r.random() < 0.5])
     fricatives = _hits(tr, burst, onsets, r.uniform(0.2, 0.6, len(onsets)))
     mix = _Mix(tr)
     mix.add(voice, db=(0, 2), reverb=0.15)
     mix.add(fricatives, db=(-10, -5), reverb=0.15)
-    return mix.master(rt60_s=r.uniform(0.3, 0.8), wet=r.uniform(0.05, 0.2), ratio=r.uniform(1.5, 3),
-                      lowpass_hz=r.uniform(3400, 7000) if r.random() < 0.4 else None,
-                      noise_db=r.uniform(-60, -40), peak=(0.4, 0.9))
+    return mix.master(
+        rt60_s=r.uniform(0.3, 0.8),
+        wet=r.uniform(0.05, 0.2),
+        ratio=r.uniform(1.5, 3),
+        lowpass_hz=r.uniform(3400, 7000) if r.random() < 0.4 else None,
+        noise_db=r.uniform(-60, -40),
+        peak=(0.4, 0.9),
+    )
 
 
 _STYLES: dict[str, Callable[[_Track], np.ndarray]] = {

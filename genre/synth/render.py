@@ -77,7 +77,6 @@ def _check_seconds(seconds: float) -> None:
         raise ParameterError(f"seconds={seconds!r} must be a positive number")
 
 
-
 def _check_render_args(*, index: int, seed: int, seconds: float, sample_rate: int) -> None:
     """The guards shared by every public render function."""
     if not isinstance(index, (int, np.integer)) or isinstance(index, bool) or index < 0:
@@ -229,4 +228,3 @@ class _Mix:
             y += crackle * _rms(y) * 6 * _filter(pops, sample_rate=sr, kind="highpass", hz=1500)
         y *= tr.rng.uniform(*peak) / (np.max(np.abs(y)) + 1e-9)
         return np.clip(y, -1.0, 1.0).astype(np.float32)
-

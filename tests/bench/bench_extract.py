@@ -62,18 +62,28 @@ def fft_floor(segments: np.ndarray, cfg: FeatureConfig) -> None:
 
     pad = cfg.n_fft // 2
     padded = np.pad(segments, ((0, 0), (pad, pad)))
-    frames = np.lib.stride_tricks.sliding_window_view(padded, cfg.n_fft, axis=-1)[:, :: cfg.hop_length]
-    for lo in range(0, len(frames), _CHUNK):  # the same chunking as genre's path, so the floor is its floor
+    frames = np.lib.stride_tricks.sliding_window_view(padded, cfg.n_fft, axis=-1)[
+        :, :: cfg.hop_length
+    ]
+    for lo in range(
+        0, len(frames), _CHUNK
+    ):  # the same chunking as genre's path, so the floor is its floor
         scipy.fft.rfft(frames[lo : lo + _CHUNK] * _window(cfg.n_fft), axis=-1)
 
 
 def per_core(corpus: Path, cfg: FeatureConfig, n_segments: int = 160) -> tuple[float, float, float]:
     paths = sorted(p for p in corpus.rglob("*") if p.is_file())
-    segments = np.concatenate([load_segments(str(p)).audio for p in paths[: n_segments // 10 + 1]])[:n_segments]
+    segments = np.concatenate([load_segments(str(p)).audio for p in paths[: n_segments // 10 + 1]])[
+        :n_segments
+    ]
     audio_s = len(segments) * cfg.segment_seconds
     extract(segments[:4], cfg), seed_features(segments[0], cfg)  # warm caches and imports
     ours = _best_of(lambda: extract(segments, cfg))
-    seed = _best_of(lambda: [seed_features(y, cfg) for y in segments[:40]], repeats=2) * len(segments) / 40
+    seed = (
+        _best_of(lambda: [seed_features(y, cfg) for y in segments[:40]], repeats=2)
+        * len(segments)
+        / 40
+    )
     floor = _best_of(lambda: fft_floor(segments, cfg))
     return audio_s / ours, audio_s / seed, audio_s / floor
 
@@ -88,7 +98,9 @@ def seed_loop(corpus: Path, cfg: FeatureConfig) -> tuple[float, float]:
         y, _ = librosa.load(str(path), sr=cfg.sample_rate, mono=True)
         audio_s += len(y) / cfg.sample_rate
         for s in range(len(y) // cfg.segment_samples):
-            rows.append(seed_features(y[s * cfg.segment_samples : (s + 1) * cfg.segment_samples], cfg))
+            rows.append(
+                seed_features(y[s * cfg.segment_samples : (s + 1) * cfg.segment_samples], cfg)
+            )
     return time.perf_counter() - t0, audio_s
 
 
@@ -124,15 +136,23 @@ def main() -> None:
     try:
         write_corpus(corpus, per_genre=max(1, args.tracks // 10), seconds=args.seconds, seed=7)
         ours, seed, floor = per_core(corpus, cfg)
-        print(f"(a) one core, {cfg.features}: genre {ours:.0f}× realtime | seed style {seed:.0f}× | FFT floor {floor:.0f}×")
+        print(
+            f"(a) one core, {cfg.features}: genre {ours:.0f}× realtime | seed style {seed:.0f}× | FFT floor {floor:.0f}×"
+        )
         print(f"    genre / seed = {ours / seed:.1f}×   genre / floor = {ours / floor:.2f}")
         loop_s, loop_audio = seed_loop(corpus, cfg)
         job_s, startup_s, job_audio = job(corpus, cfg, args.cpus)
         speedup = loop_s / job_s
-        print(f"(b) {args.tracks} tracks, {loop_audio / 3600:.2f} h: seed loop {loop_s:.1f} s ({loop_audio / loop_s:.0f}× realtime) | "
-              f"extract job on {args.cpus} CPUs {job_s:.1f} s ({job_audio / job_s:.0f}× realtime) + Ray start-up {startup_s:.1f} s")
-        print(f"    speed-up {speedup:.2f}× (with Ray start-up counted: {loop_s / (job_s + startup_s):.2f}×)")
-        print(f"per_core_x_realtime={ours:.1f} seed_x_realtime={seed:.1f} fft_floor_x_realtime={floor:.1f} job_speedup_vs_seed_loop={speedup:.2f}")
+        print(
+            f"(b) {args.tracks} tracks, {loop_audio / 3600:.2f} h: seed loop {loop_s:.1f} s ({loop_audio / loop_s:.0f}× realtime) | "
+            f"extract job on {args.cpus} CPUs {job_s:.1f} s ({job_audio / job_s:.0f}× realtime) + Ray start-up {startup_s:.1f} s"
+        )
+        print(
+            f"    speed-up {speedup:.2f}× (with Ray start-up counted: {loop_s / (job_s + startup_s):.2f}×)"
+        )
+        print(
+            f"per_core_x_realtime={ours:.1f} seed_x_realtime={seed:.1f} fft_floor_x_realtime={floor:.1f} job_speedup_vs_seed_loop={speedup:.2f}"
+        )
     finally:
         shutil.rmtree(corpus, ignore_errors=True)
 

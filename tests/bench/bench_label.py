@@ -40,7 +40,12 @@ class PeakRss:
     def __init__(self, interval_s: float = 0.2):
         import psutil
 
-        self.me, self.interval_s, self.peak, self._stop = psutil.Process(), interval_s, 0, threading.Event()
+        self.me, self.interval_s, self.peak, self._stop = (
+            psutil.Process(),
+            interval_s,
+            0,
+            threading.Event(),
+        )
 
     def _total(self) -> int:
         total = 0
@@ -96,8 +101,12 @@ def cost_ratio(work: Path, model, *, rounds: int = 2) -> tuple[float, float]:
     for _ in range(rounds):
         shutil.rmtree(work / "shards", ignore_errors=True)
         shutil.rmtree(work / "labels", ignore_errors=True)
-        costs["extract"].append(run_extract(str(work / "corpus"), str(work / "shards"), cfg=model.feature_config).wall_s)
-        costs["label"].append(run_label(str(work / "corpus"), str(work / "labels"), model=model).wall_s)
+        costs["extract"].append(
+            run_extract(str(work / "corpus"), str(work / "shards"), cfg=model.feature_config).wall_s
+        )
+        costs["label"].append(
+            run_label(str(work / "corpus"), str(work / "labels"), model=model).wall_s
+        )
     return min(costs["extract"]), min(costs["label"])
 
 
@@ -129,15 +138,21 @@ def main() -> None:
     try:
         init_ray(num_cpus=args.cpus)
         ratios = {}
-        models = {kind: train_model(work, kind=kind, feature=feature) for kind, feature in (("short_chunk_cnn", "mel"), ("cnn", "mfcc"))}
+        models = {
+            kind: train_model(work, kind=kind, feature=feature)
+            for kind, feature in (("short_chunk_cnn", "mel"), ("cnn", "mfcc"))
+        }
         for n_tracks in (int(x) for x in args.tracks.split(",")):
             shutil.rmtree(work / "corpus", ignore_errors=True)
             write_corpus(work / "corpus", per_genre=max(1, n_tracks // 10), seconds=30.0, seed=7)
             for kind, candidate in models.items():
                 extract_s, label_s = cost_ratio(work, candidate)
                 ratios[(kind, n_tracks)] = label_s / extract_s
-                print(f"(a) {n_tracks} tracks of 30 s, {args.cpus} CPUs, {kind} on {','.join(candidate.features)}: "
-                      f"extract {extract_s:.1f} s, label {label_s:.1f} s → label / extract = {label_s / extract_s:.2f}", flush=True)
+                print(
+                    f"(a) {n_tracks} tracks of 30 s, {args.cpus} CPUs, {kind} on {','.join(candidate.features)}: "
+                    f"extract {extract_s:.1f} s, label {label_s:.1f} s → label / extract = {label_s / extract_s:.2f}",
+                    flush=True,
+                )
         # The headline: the demo's champion kind on the largest collection measured.
         model = models["short_chunk_cnn"]
         ratio = ratios[("short_chunk_cnn", max(int(x) for x in args.tracks.split(",")))]
@@ -150,15 +165,21 @@ def main() -> None:
             ray.shutdown()
             init_ray(num_cpus=args.cpus)
             with PeakRss() as rss:
-                summary = run_label(str(work / f"short-{n}"), str(work / f"labels-{n}"), model=model)
+                summary = run_label(
+                    str(work / f"short-{n}"), str(work / f"labels-{n}"), model=model
+                )
             peaks[n] = rss.peak / 2**20
-            print(f"(b) {n} tracks of 4 s: {summary.wall_s:.0f} s ({(summary.labelled + sum(summary.failed.values())) / summary.wall_s:.0f} tracks/s), "
-                  f"peak RSS of driver + Ray processes {peaks[n]:.0f} MB")
+            print(
+                f"(b) {n} tracks of 4 s: {summary.wall_s:.0f} s ({(summary.labelled + sum(summary.failed.values())) / summary.wall_s:.0f} tracks/s), "
+                f"peak RSS of driver + Ray processes {peaks[n]:.0f} MB"
+            )
         sizes = sorted(peaks)
         growth = peaks[sizes[-1]] / peaks[sizes[0]] - 1
         print(f"    memory growth from {sizes[0]} to {sizes[-1]} tracks: {100 * growth:+.1f} %")
         ray.shutdown()
-        print(f"label_over_extract={ratio:.3f} peak_rss_1k_mb={peaks[sizes[0]]:.1f} peak_rss_4k_mb={peaks[sizes[-1]]:.1f}")
+        print(
+            f"label_over_extract={ratio:.3f} peak_rss_1k_mb={peaks[sizes[0]]:.1f} peak_rss_4k_mb={peaks[sizes[-1]]:.1f}"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

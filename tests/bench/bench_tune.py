@@ -31,10 +31,19 @@ def search(segments, shards: str, work: Path, scheduler: str, args) -> dict:
     from genre.tuning import SearchSettings, run_search
 
     settings = SearchSettings(
-        shards=shards, models=tuple(args.models.split(",")), num_samples=args.num_samples, max_epochs=args.max_epochs,
-        grace_epochs=args.grace_epochs, reduction_factor=args.reduction_factor, patience=args.max_epochs, scheduler=scheduler,
-        tracking_uri=f"sqlite:///{work / 'mlflow.db'}", experiment=f"bench-{scheduler}", register_as=f"bench-{scheduler}",
-        storage=str(work / "ray_results"), name=f"bench-{scheduler}",
+        shards=shards,
+        models=tuple(args.models.split(",")),
+        num_samples=args.num_samples,
+        max_epochs=args.max_epochs,
+        grace_epochs=args.grace_epochs,
+        reduction_factor=args.reduction_factor,
+        patience=args.max_epochs,
+        scheduler=scheduler,
+        tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
+        experiment=f"bench-{scheduler}",
+        register_as=f"bench-{scheduler}",
+        storage=str(work / "ray_results"),
+        name=f"bench-{scheduler}",
     )
     t0 = time.perf_counter()
     outcome = run_search(segments, settings, progress=False)
@@ -91,23 +100,36 @@ def main() -> None:
     try:
         write_corpus(work / "corpus", per_genre=args.per_genre, seconds=args.seconds, seed=0)
         init_ray(num_cpus=args.cpus)
-        run_extract(str(work / "corpus"), str(work / "shards"), cfg=FeatureConfig(features=("mfcc", "mel")))
+        run_extract(
+            str(work / "corpus"), str(work / "shards"), cfg=FeatureConfig(features=("mfcc", "mel"))
+        )
         segments = read_segments(str(work / "shards"))
-        print(f"corpus: {args.per_genre * 10} tracks, {len(segments)} segments; search: {args.models}, "
-              f"{args.num_samples} trials, ≤ {args.max_epochs} epochs, ASHA grace {args.grace_epochs} and reduction "
-              f"factor {args.reduction_factor}, {args.cpus} CPUs (1 per trial)")
-        results = {name: search(segments, str(work / "shards"), work, name, args) for name in ("asha", "fifo")}
+        print(
+            f"corpus: {args.per_genre * 10} tracks, {len(segments)} segments; search: {args.models}, "
+            f"{args.num_samples} trials, ≤ {args.max_epochs} epochs, ASHA grace {args.grace_epochs} and reduction "
+            f"factor {args.reduction_factor}, {args.cpus} CPUs (1 per trial)"
+        )
+        results = {
+            name: search(segments, str(work / "shards"), work, name, args)
+            for name in ("asha", "fifo")
+        }
         ray.shutdown()
         for name, r in results.items():
-            print(f"{name}: {r['epochs']:>4} trial-epochs in {r['wall']:6.0f} s | best val accuracy {r['best']:.3f} "
-                  f"(tracks {r['best_track']:.3f}; {r['best_trial']}) | champion's test tracks {r['test_track']:.3f}")
+            print(
+                f"{name}: {r['epochs']:>4} trial-epochs in {r['wall']:6.0f} s | best val accuracy {r['best']:.3f} "
+                f"(tracks {r['best_track']:.3f}; {r['best_trial']}) | champion's test tracks {r['test_track']:.3f}"
+            )
         a, f = results["asha"], results["fifo"]
-        print(f"ASHA / FIFO: trial-epochs {a['epochs'] / f['epochs']:.2f}, wall time {a['wall'] / f['wall']:.2f}, "
-              f"best val accuracy {100 * (a['best'] - f['best']):+.1f} points")
+        print(
+            f"ASHA / FIFO: trial-epochs {a['epochs'] / f['epochs']:.2f}, wall time {a['wall'] / f['wall']:.2f}, "
+            f"best val accuracy {100 * (a['best'] - f['best']):+.1f} points"
+        )
         print(f"training throughput, segments/s ({os.cpu_count()} cores, batch 64, width 32):")
         for kind, rate in throughput(segments).items():
             print(f"  {kind:<24} {rate:8.0f}")
-        print(f"asha_epochs={a['epochs']} fifo_epochs={f['epochs']} asha_best={a['best']:.4f} fifo_best={f['best']:.4f}")
+        print(
+            f"asha_epochs={a['epochs']} fifo_epochs={f['epochs']} asha_best={a['best']:.4f} fifo_best={f['best']:.4f}"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

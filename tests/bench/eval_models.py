@@ -55,30 +55,56 @@ def main() -> None:
         for name in ("corpus", "fresh"):
             run_extract(str(work / name), str(work / f"{name}-shards"), cfg=cfg)
         ray.shutdown()
-        segments, fresh = read_segments(str(work / "corpus-shards")), read_segments(str(work / "fresh-shards"))
+        segments, fresh = (
+            read_segments(str(work / "corpus-shards")),
+            read_segments(str(work / "fresh-shards")),
+        )
         configure_tensorflow()
         rows = []
         for kind in kinds:
             features = default_features(kind)
             data = prepare(segments, features=features, seed=0)
-            model_cfg = ModelConfig(kind=kind, width=64 if kind == "mlp" else 32, dropout=0.3, learning_rate=1e-3)
+            model_cfg = ModelConfig(
+                kind=kind, width=64 if kind == "mlp" else 32, dropout=0.3, learning_rate=1e-3
+            )
             t0 = time.perf_counter()
-            result = fit(data, model_cfg, max_epochs=args.max_epochs, batch_size=32, patience=args.patience)
+            result = fit(
+                data, model_cfg, max_epochs=args.max_epochs, batch_size=32, patience=args.patience
+            )
             seconds = time.perf_counter() - t0
             test = evaluate(result.network, data, split="test")
             x = stack_features(fresh.features, features)
             probs = result.network.predict(x, batch_size=256, verbose=0)
             tracks, track_probs = segment_to_track(fresh.track_id, probs)
             truth = np.array([t.split("/")[0] for t in tracks])
-            fresh_acc = float(np.mean(np.array(data.labels)[np.argmax(track_probs, axis=1)] == truth))
+            fresh_acc = float(
+                np.mean(np.array(data.labels)[np.argmax(track_probs, axis=1)] == truth)
+            )
             rate = float(np.median(result.history["train_segments_per_s"]))
-            rows.append((kind, "+".join(features), test["track_accuracy"], test["segment_accuracy"], fresh_acc,
-                         len(result.history["loss"]), seconds, rate))
-            print(f"  {kind}: test tracks {test['track_accuracy']:.2f}, fresh corpus {fresh_acc:.2f}, {seconds:.0f} s", flush=True)
-        print("\n| model | input | test tracks (20) | test segments | fresh corpus (100 tracks) | epochs | train time | segments/s |")
+            rows.append(
+                (
+                    kind,
+                    "+".join(features),
+                    test["track_accuracy"],
+                    test["segment_accuracy"],
+                    fresh_acc,
+                    len(result.history["loss"]),
+                    seconds,
+                    rate,
+                )
+            )
+            print(
+                f"  {kind}: test tracks {test['track_accuracy']:.2f}, fresh corpus {fresh_acc:.2f}, {seconds:.0f} s",
+                flush=True,
+            )
+        print(
+            "\n| model | input | test tracks (20) | test segments | fresh corpus (100 tracks) | epochs | train time | segments/s |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for kind, feats, acc, seg, fr, epochs, seconds, rate in rows:
-            print(f"| `{kind}` | {feats} | {acc:.2f} | {seg:.2f} | {fr:.2f} | {epochs} | {seconds:.0f} s | {rate:.0f} |")
+            print(
+                f"| `{kind}` | {feats} | {acc:.2f} | {seg:.2f} | {fr:.2f} | {epochs} | {seconds:.0f} s | {rate:.0f} |"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

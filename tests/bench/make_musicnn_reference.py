@@ -54,12 +54,16 @@ def synthetic_segments(seed: int = 11) -> np.ndarray:
     rng = np.random.default_rng(seed)
     sr, n = 16000, 48000
     t = np.arange(n) / sr
-    harmonic = sum(0.3 / k * np.sin(2 * np.pi * 220.0 * k * t + rng.uniform(0, 2 * np.pi)) for k in range(1, 8))
+    harmonic = sum(
+        0.3 / k * np.sin(2 * np.pi * 220.0 * k * t + rng.uniform(0, 2 * np.pi)) for k in range(1, 8)
+    )
     chirp = 0.2 * np.sin(2 * np.pi * (100.0 * t + 600.0 * t**2))
     clicks = np.zeros(n)
     clicks[rng.integers(0, n, 24)] = rng.uniform(0.5, 1.0, 24)
     chirp = chirp + np.convolve(clicks, np.exp(-np.arange(400) / 60.0), mode="same")
-    square = np.clip(3.0 * np.sign(np.sin(2 * np.pi * 110.0 * t)) + 0.1 * rng.standard_normal(n), -1.0, 1.0)
+    square = np.clip(
+        3.0 * np.sign(np.sin(2 * np.pi * 110.0 * t)) + 0.1 * rng.standard_normal(n), -1.0, 1.0
+    )
     quiet = 1e-3 * rng.standard_normal(n)
     return np.stack([harmonic, chirp, square, quiet]).astype(np.float32)
 
@@ -85,25 +89,38 @@ def run_graph(inputs: Path, output: Path) -> None:
         with tf.name_scope("model"):  # as musicnn/extractor.py builds it
             x = tf.compat.v1.placeholder(tf.float32, [None, patches.shape[1], patches.shape[2]])
             is_training = tf.compat.v1.placeholder(tf.bool)
-            logits, _, _, _, _, _, mean_pool, max_pool, penultimate = models.define_model(x, is_training, folder, 50)
+            logits, _, _, _, _, _, mean_pool, max_pool, penultimate = models.define_model(
+                x, is_training, folder, 50
+            )
             tags = tf.nn.sigmoid(logits)
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             tf.compat.v1.train.Saver().restore(sess, f"{package / folder}/")
-            t, e, mx, mn = sess.run([tags, penultimate, max_pool, mean_pool], {x: patches, is_training: False})
+            t, e, mx, mn = sess.run(
+                [tags, penultimate, max_pool, mean_pool], {x: patches, is_training: False}
+            )
         out[f"{name}_tags"] = t
         out[f"{name}_embedding"] = e
         out[f"{name}_pool"] = np.concatenate([mx, mn], axis=1)
     import tf_keras
 
-    out["made_with"] = np.array(f"tensorflow {tf.__version__}, tf_keras {tf_keras.__version__}, musicnn 0.1.0 models.py")
+    out["made_with"] = np.array(
+        f"tensorflow {tf.__version__}, tf_keras {tf_keras.__version__}, musicnn 0.1.0 models.py"
+    )
     np.savez(output, **out)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--refenv", type=Path, default=Path("/tmp/refenv"), help="throwaway venv with tensorflow + tf_keras + musicnn")
-    parser.add_argument("--graph", nargs=2, type=Path, metavar=("INPUTS", "OUTPUT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--refenv",
+        type=Path,
+        default=Path("/tmp/refenv"),
+        help="throwaway venv with tensorflow + tf_keras + musicnn",
+    )
+    parser.add_argument(
+        "--graph", nargs=2, type=Path, metavar=("INPUTS", "OUTPUT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.graph:
         run_graph(*args.graph)
@@ -116,13 +133,18 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         inputs, output = Path(tmp) / "inputs.npy", Path(tmp) / "outputs.npz"
         np.save(inputs, patches)
-        subprocess.run([str(args.refenv / "bin" / "python"), __file__, "--graph", str(inputs), str(output)], check=True)
+        subprocess.run(
+            [str(args.refenv / "bin" / "python"), __file__, "--graph", str(inputs), str(output)],
+            check=True,
+        )
         with np.load(output) as ref:
             graph = {key: ref[key] for key in ref.files}
     arrays = {key: value.astype(np.float32) for key, value in graph.items() if key != "made_with"}
     FIXTURE.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(FIXTURE, log_mel=patches, made_with=graph["made_with"], **arrays)
-    print(f"{FIXTURE.relative_to(REPO)}: {FIXTURE.stat().st_size} bytes, made with {graph['made_with']}")
+    print(
+        f"{FIXTURE.relative_to(REPO)}: {FIXTURE.stat().st_size} bytes, made with {graph['made_with']}"
+    )
     for key, value in arrays.items():
         print(f"  {key}: {value.shape} range [{value.min():.4g}, {value.max():.4g}]")
 
