@@ -1,4 +1,5 @@
-"""cluster.yaml: accepted by Ray's own launcher validation, offline, and true to what the docs promise.
+"""cluster.yaml and cluster-local.yaml: accepted by Ray's own launcher validation, offline, and true
+to what the docs promise.
 
 ``ray up`` runs ``prepare_config`` (merge with the AWS defaults, merge setup commands, check the
 Docker section, fill per-type worker bounds) and then ``validate_config`` (jsonschema against
@@ -21,9 +22,11 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
+LOCAL_YAML = Path(__file__).resolve().parents[1] / "cluster-local.yaml"
 
 #: The only values a user fills in; everything else must work as written.
 PLACEHOLDERS = {"<BUCKET>"}
+LOCAL_PLACEHOLDERS = {"<HEAD_IP>", "<WORKER_IP_1>", "<WORKER_IP_2>", "<SSH_USER>"}
 
 #: vCPUs and GPUs of the instance types the pools may use.
 INSTANCE_SPECS = {"m5.2xlarge": (8, 0), "c6i.4xlarge": (16, 0), "g5.xlarge": (4, 1)}
@@ -149,14 +152,16 @@ def test_mlflow_runs_basic_auth_on_a_non_public_address(raw):
     assert _flag(argv, "--port") == "5000"
     assert _flag(argv, "--artifacts-destination").startswith("s3://<BUCKET>/")
     assert "--serve-artifacts" in argv
-    # The SQLite store sits in a folder mounted from the head's disk, not in the throwaway container.
+    # The SQLite store sits in a folder mounted from the head's disk, not in the throwaway
+    # container.
     assert _flag(argv, "--backend-store-uri").startswith("sqlite:///$HOME/mlflow/")
     assert "-v /home/ubuntu/mlflow:/home/ray/mlflow" in raw["docker"]["head_run_options"]
     assert f"-e MLFLOW_TRACKING_URI=http://{host}:5000" in raw["docker"]["head_run_options"]
 
 
 def test_nothing_is_opened_to_the_internet(raw):
-    # Ray's own group: all traffic between members, SSH from outside; no extra rules, no other groups.
+    # Ray's own group: all traffic between members, SSH from outside; no extra rules, no other
+    # groups.
     assert raw["provider"]["security_group"]["IpPermissions"] == []
     assert all(
         "SecurityGroupIds" not in t["node_config"] for t in raw["available_node_types"].values()
@@ -172,17 +177,86 @@ def test_nothing_is_opened_to_the_internet(raw):
     assert not re.search(r"(^|\s)(-p|--publish)(\s|=)", options)
 
 
-def test_only_documented_placeholders_are_left(raw):
-    text = CLUSTER_YAML.read_text()
+@pytest.mark.parametrize(
+    "path, placeholders",
+    [(CLUSTER_YAML, PLACEHOLDERS), (LOCAL_YAML, LOCAL_PLACEHOLDERS)],
+    ids=["aws", "local"],
+)
+def test_only_documented_placeholders_are_left(path, placeholders):
+    text = path.read_text()
     found = set(re.findall(r"<[A-Za-z_][A-Za-z0-9_-]*>", text))
-    assert found == PLACEHOLDERS
+    assert found == placeholders
     header = text.splitlines()[0]
-    assert header.startswith("#") and all(p in header for p in PLACEHOLDERS)
+    assert header.startswith("#") and all(p in header for p in placeholders)
 
 
-def test_every_section_has_a_comment_line():
-    lines = CLUSTER_YAML.read_text().splitlines()
+@pytest.mark.parametrize("path", [CLUSTER_YAML, LOCAL_YAML], ids=["aws", "local"])
+def test_every_section_has_a_comment_line(path):
+    lines = path.read_text().splitlines()
     for i, line in enumerate(lines):
         if re.match(r"[a-z_]+:", line):
             previous = next(p for p in reversed(lines[:i]) if p.strip())
             assert previous.startswith("#"), f"section {line.split(':')[0]!r} has no comment line"
+
+
+# ----------------------------------------------------------------------------- cluster-local.yaml
+
+
+@pytest.fixture(scope="module")
+def local_raw() -> dict:
+    return yaml.safe_load(LOCAL_YAML.read_text())
+
+
+@pytest.fixture(scope="module")
+def local_prepared(local_raw) -> dict:
+    config = prepare_config(copy.deepcopy(local_raw))
+    validate_config(config)
+    return config
+
+
+def _ray_start(commands: list[str]) -> str:
+    starts = [c for c in commands if "ray start" in c]
+    assert len(starts) == 1, commands
+    return starts[0]
+
+
+def test_ray_launcher_validation_accepts_the_local_config(local_prepared):
+    assert local_prepared["cluster_name"] == "genre-local"
+    assert local_prepared["provider"]["type"] == "local"
+    assert local_prepared["provider"]["head_ip"] == "<HEAD_IP>"
+    # Ray's on-prem provider keeps every listed worker: as many as worker_ips, no autoscaling.
+    (node_type,) = local_prepared["available_node_types"].values()
+    assert (
+        node_type["min_workers"]
+        == node_type["max_workers"]
+        == len(local_prepared["provider"]["worker_ips"])
+    )
+
+
+def test_a_misspelled_key_in_the_local_config_is_rejected(local_raw):
+    config = copy.deepcopy(local_raw)
+    config["file_mount"] = config.pop("file_mounts")
+    with pytest.raises(jsonschema.ValidationError, match="'file_mount' was unexpected"):
+        validate_config(prepare_config(config))
+
+
+def test_every_local_node_installs_this_package_in_its_venv(local_raw, local_prepared):
+    assert local_raw["file_mounts"]["~/genre"] == "."
+    assert local_raw["rsync_filter"] == [".gitignore"]  # the laptop's .venv stays at home
+    for key in ("head_setup_commands", "worker_setup_commands"):
+        assert "cd ~/genre && make install" in local_prepared[key], key
+    # The job entrypoints' `python` is the venv's on every node.
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        assert "export PATH=$HOME/genre/.venv/bin:$PATH" in _ray_start(local_prepared[key]), key
+
+
+def test_local_nodes_keep_token_authentication_on(local_raw, local_prepared):
+    assert local_raw["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        assert re.search(r"\bRAY_AUTH_MODE=token\b", _ray_start(local_prepared[key])), key
+
+
+def test_the_local_job_server_listens_on_loopback_only(local_prepared):
+    argv = shlex.split(_ray_start(local_prepared["head_start_ray_commands"]).split(";")[-1])
+    flags = dict(a.split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+    assert ipaddress.ip_address(flags["--dashboard-host"]).is_loopback

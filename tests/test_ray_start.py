@@ -1,0 +1,344 @@
+"""extract → tune → label submitted with ``ray job submit`` to a cluster made with ``ray start``.
+
+The README's "On your own machines", run as written on one machine: a token made with
+``ray get-auth-token --generate``, a head started with ``ray start --head`` (dashboard and job
+server on 127.0.0.1, token authentication on), a second node joined with ``ray start --address``
+in its own process with its own CPU, and the three jobs sent to the job server with
+``--working-dir .`` as from a laptop at the end of an SSH tunnel.
+
+Unlike ``ray stop``, which ends every Ray process on the machine, the test stops only the two
+nodes it started (their sessions), so Ray runtimes of tests running beside it live on. The nodes
+get free ports and temp dirs of their own: the head's keeps a plain ``ray.init()`` elsewhere from
+joining it, and the second node's keeps its copy of ``--working-dir`` apart, as on a machine of
+its own (a node that shares the head's folder replaces the copy a running driver stands in when it
+first meets a new working dir). The token lives in the test's folder, never in ``~/.ray``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, free_port, start_mlflow_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.multinode]
+
+#: The ``ray`` command of the venv running the tests.
+RAY = Path(sys.executable).with_name("ray")
+
+#: Each node's object store: the data here is a few MB; the default (30 % of RAM per node)
+#: is not needed.
+OBJECT_STORE_BYTES = str(300 * 1024**2)
+
+
+def _client_env(token_path: Path) -> dict[str, str]:
+    """What a submitting shell sets: token mode, and where the token is."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path))
+    return env
+
+
+def _node_env(token_path: Path) -> dict[str, str]:
+    env = _client_env(token_path)
+    # As after `. .venv/bin/activate`: the job entrypoints' `python` is the venv's.
+    env["PATH"] = f"{RAY.parent}{os.pathsep}{env.get('PATH', '')}"
+    # SIGTERM would otherwise drain the node for up to 30 s before it stops.
+    env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
+    return env
+
+
+def _ray(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(RAY), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _start_node(
+    args: list[str], log: Path, env: dict[str, str], *, timeout_s: float = 120
+) -> subprocess.Popen:
+    """``ray start --block …`` in a session of its own; return once it says it started."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(RAY), "start", "--block", *args],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.time() + timeout_s
+    while "Ray runtime started" not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.time() > deadline:
+            _stop_node(proc)
+            raise RuntimeError(
+                f"ray start {' '.join(args[:2])} did not start:\n{log.read_text()[-3000:]}"
+            )
+        time.sleep(0.5)
+    return proc
+
+
+def _session(sid: int) -> list[int]:
+    """Processes of session ``sid``: a node's daemons, and its workers (each in a group of
+    its own)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:  # after the command: state, ppid, pgrp, session
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _stop_node(proc: subprocess.Popen) -> None:
+    """SIGTERM the node's session (what ``ray stop`` sends), then SIGKILL what is left."""
+    for sig, grace_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 5)):
+        for pid in _session(proc.pid):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + grace_s
+        while proc.poll() is None or _session(proc.pid):  # poll() reaps `ray start` itself
+            if time.time() > deadline:
+                break
+            time.sleep(0.5)
+    proc.wait(timeout=10)
+
+
+def _alive_nodes(dashboard: str, env: dict[str, str]) -> list[dict]:
+    listed = _ray("list", "nodes", "--address", dashboard, "--format", "json", env=env)
+    if listed.returncode != 0:
+        return []
+    return [n for n in json.loads(listed.stdout) if n["state"] == "ALIVE"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head (1 CPU, dashboard on loopback) and a second node (1 CPU) made with ``ray start``."""
+    # A short folder under /tmp: Ray's Unix socket paths must stay under ~107 characters.
+    root = Path(tempfile.mkdtemp(prefix="genre-rs-", dir="/tmp"))
+    procs: list[subprocess.Popen] = []
+    try:
+        # `ray get-auth-token --generate` writes ~/.ray/auth_token; HOME points it at our folder.
+        bare = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        generated = _ray("get-auth-token", "--generate", env=bare | {"HOME": str(root)})
+        token_path = root / ".ray" / "auth_token"
+        assert generated.returncode == 0 and token_path.is_file(), generated.stderr
+        token_path.chmod(0o600)
+        env = _node_env(token_path)
+        port, dashboard_port = free_port(), free_port()
+        dashboard = f"http://127.0.0.1:{dashboard_port}"
+        procs.append(
+            _start_node(
+                [
+                    "--head",
+                    "--dashboard-host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--dashboard-port",
+                    str(dashboard_port),
+                    "--ray-client-server-port",
+                    str(free_port()),
+                    "--dashboard-agent-listen-port",
+                    str(free_port()),
+                    "--metrics-export-port",
+                    str(free_port()),
+                    "--temp-dir",
+                    str(root / "ray"),
+                    "--num-cpus",
+                    "1",
+                    "--object-store-memory",
+                    OBJECT_STORE_BYTES,
+                    "--disable-usage-stats",
+                ],
+                root / "head.log",
+                env,
+            )
+        )
+        head = _alive_nodes(dashboard, env)
+        assert len(head) == 1, (root / "head.log").read_text()[-3000:]
+        procs.append(
+            _start_node(
+                [
+                    "--address",
+                    f"{head[0]['node_ip']}:{port}",
+                    "--dashboard-agent-listen-port",
+                    str(free_port()),
+                    "--metrics-export-port",
+                    str(free_port()),
+                    "--temp-dir",
+                    str(root / "worker"),
+                    "--num-cpus",
+                    "1",
+                    "--object-store-memory",
+                    OBJECT_STORE_BYTES,
+                    "--disable-usage-stats",
+                ],
+                root / "worker.log",
+                env,
+            )
+        )
+        deadline = time.time() + 60
+        while len(nodes := _alive_nodes(dashboard, env)) < 2 and time.time() < deadline:
+            time.sleep(1)
+        assert len(nodes) == 2, (root / "worker.log").read_text()[-3000:]
+        yield {
+            "dashboard": dashboard,
+            "dashboard_port": dashboard_port,
+            "ip": head[0]["node_ip"],
+            "env": _client_env(token_path),
+            "head": next(n["node_id"] for n in nodes if n["is_head_node"]),
+            "worker": next(n["node_id"] for n in nodes if not n["is_head_node"]),
+        }
+    finally:
+        for proc in reversed(procs):
+            _stop_node(proc)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _submit(cluster: dict, name: str, *entrypoint: str, timeout_s: float = 480) -> str:
+    """``ray job submit --working-dir . -- python -m jobs.<name> …``; its output (the job's log)."""
+    job_id = f"genre-{name}-{uuid.uuid4().hex[:8]}"
+    argv = [
+        "job",
+        "submit",
+        "--address",
+        cluster["dashboard"],
+        "--submission-id",
+        job_id,
+        "--working-dir",
+        ".",
+        "--",
+        "python",
+        "-m",
+        f"jobs.{name}",
+        *entrypoint,
+    ]
+    try:
+        done = _ray(*argv, env=cluster["env"], timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _ray("job", "stop", "--address", cluster["dashboard"], job_id, env=cluster["env"])
+        raise
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def pipeline(cluster, small_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ray-start")
+    server, uri = start_mlflow_server(out / "mlflow")
+    try:
+        extract = _submit(
+            cluster, "extract", str(small_corpus), str(out / "shards"), "--features", "mfcc"
+        )
+        tune = _submit(
+            cluster,
+            "tune",
+            str(out / "shards"),
+            "--models",
+            "mlp",
+            "--num-samples",
+            "2",
+            "--max-epochs",
+            "2",
+            "--grace-epochs",
+            "1",
+            "--tracking-uri",
+            uri,
+            "--register-as",
+            "genre-ray-start",
+            "--storage",
+            str(out / "ray_results"),
+        )
+        label = _submit(
+            cluster,
+            "label",
+            str(small_corpus),
+            str(out / "labels"),
+            "--model",
+            "models:/genre-ray-start@champion",
+            "--tracking-uri",
+            uri,
+        )
+        yield {"extract": extract, "tune": tune, "label": label, "out": out, "uri": uri}
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _nodes(stdout: str, word: str) -> dict[str, int]:
+    """``ran on 2 node(s): 1a2b3c4d 7 tracks, …`` → {prefix: count}."""
+    line = next(line for line in stdout.splitlines() if "node(s):" in line)
+    return {m[0]: int(m[1]) for m in re.findall(rf"([0-9a-f]{{8}}) (\d+) {word}", line)}
+
+
+def _trial_nodes(stdout: str) -> list[str]:
+    return [
+        line.split()[-1] for line in stdout.splitlines() if re.match(r"^[0-9a-f]{5}_\d{5} ", line)
+    ]
+
+
+def test_the_job_server_listens_on_loopback_only(cluster):
+    if ipaddress.ip_address(cluster["ip"]).is_loopback:
+        pytest.skip("this machine has no address but loopback")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((cluster["ip"], cluster["dashboard_port"]), timeout=5).close()
+    socket.create_connection(("127.0.0.1", cluster["dashboard_port"]), timeout=5).close()
+
+
+def test_a_client_without_the_token_is_turned_away(cluster, tmp_path):
+    env = {k: v for k, v in cluster["env"].items() if not k.startswith("RAY_AUTH")} | {
+        "HOME": str(tmp_path)
+    }
+    listed = _ray("job", "list", "--address", cluster["dashboard"], env=env)
+    assert listed.returncode != 0
+    assert "Missing authentication token" in listed.stdout + listed.stderr
+
+
+def test_extract_wrote_shards_for_every_track(pipeline):
+    manifest = json.loads((pipeline["out"] / "shards" / "_manifest.json").read_text())
+    assert manifest["tracks"] == 40 and manifest["segments"] == 120
+
+
+def test_tune_registered_a_champion_in_the_tracking_server(pipeline):
+    from mlflow import MlflowClient
+
+    version = MlflowClient(pipeline["uri"]).get_model_version_by_alias(
+        "genre-ray-start", "champion"
+    )
+    assert version.status == "READY"
+    assert len(_trial_nodes(pipeline["tune"])) == 2
+
+
+def test_label_wrote_one_row_per_file(pipeline):
+    import pandas as pd
+
+    rows = pd.read_parquet(pipeline["out"] / "labels")
+    assert len(rows) == 40 and rows.path.is_unique and rows.error.isna().all()
+
+
+def test_work_ran_on_both_nodes(cluster, pipeline):
+    ids = {cluster["head"][:8], cluster["worker"][:8]}
+    extracted = _nodes(pipeline["extract"], "tracks")
+    assert sum(extracted.values()) == 40 and set(extracted) == ids
+    assert set(_trial_nodes(pipeline["tune"])) <= ids
+    assert set(_nodes(pipeline["label"], "files")) <= ids
