@@ -207,9 +207,10 @@ def smoke_label(output: str | None = None, *, settings=None):
     """
     import tempfile
 
+    from genre import backend
     from genre.extraction import run_extract
     from genre.labeling import LabelSettings, model_from_network, run_label
-    from genre.models import ModelConfig, configure_tensorflow
+    from genre.models import ModelConfig
     from genre.shards import read_segments
     from genre.synth import write_corpus
     from genre.training import fit, prepare
@@ -224,7 +225,7 @@ def smoke_label(output: str | None = None, *, settings=None):
         address=settings.address,
         num_cpus=settings.num_cpus,
     )
-    configure_tensorflow()
+    backend.configure()
     data = prepare(read_segments(f"{work}/shards"), features=("mfcc",))
     network = fit(data, ModelConfig(kind="mlp", width=8), max_epochs=1).network
     model = model_from_network(network, data, name="smoke/1")

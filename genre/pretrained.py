@@ -498,17 +498,43 @@ def build_musicnn(*, n_frames: int = PATCH_FRAMES, n_tags: int = 50):
 
 def _read_checkpoint(folder: Path) -> dict[str, np.ndarray]:
     """Every non-optimizer variable of a TF1 checkpoint, by name."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    from genre.backend import read_tf_checkpoint
 
-    # The prefix is the folder itself plus a separator: the files are named ".index" and
-    # ".data-00000-of-00001", and the `checkpoint` file points at the author's machine.
-    reader = tf.compat.v1.train.NewCheckpointReader(str(folder) + os.sep)
     return {
-        name: reader.get_tensor(name)
-        for name in reader.get_variable_to_shape_map()
+        name: value
+        for name, value in read_tf_checkpoint(folder).items()
         if not (name.endswith(("/Adam", "/Adam_1")) or name in ("beta1_power", "beta2_power"))
     }
+
+
+def _cache_file(model: str) -> Path:
+    root = os.environ.get("GENRE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "genre")
+    return Path(root) / f"{model}-{WHEEL_SHA256[:12]}.npz"
+
+
+def _checkpoint_values(model: str, *, package_dir) -> tuple[dict[str, np.ndarray], Path]:
+    """The checkpoint's variables, from the converted copy in the cache when there is one.
+
+    Reading a TF1 checkpoint needs TensorFlow; the first read writes the variables to
+    ``$GENRE_CACHE`` (default ``~/.cache/genre``) as ``.npz``, keyed by the wheel's hash,
+    so later loads (every Ray worker, a machine with another Keras backend and no
+    TensorFlow, given that file) need neither TensorFlow nor the wheel.
+    """
+    cached = _cache_file(model)
+    if package_dir is None and cached.is_file():
+        with np.load(cached) as data:
+            return {name: data[name] for name in data.files}, cached
+    folder = weights_folder(model, package_dir=package_dir)
+    values = _read_checkpoint(folder)
+    if package_dir is None:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, **values)
+            os.replace(tmp, cached)
+        except OSError:  # a read-only home: no cache, same weights
+            pass
+    return values, folder
 
 
 def load_musicnn(model: str, *, package_dir: str | os.PathLike | None = None):
@@ -534,8 +560,7 @@ def load_musicnn(model: str, *, package_dir: str | os.PathLike | None = None):
         If the checkpoint's variables do not map one to one, shape for shape, onto
         the Keras weights (a different or damaged checkpoint).
     """
-    folder = weights_folder(model, package_dir=package_dir)
-    values = _read_checkpoint(folder)
+    values, folder = _checkpoint_values(model, package_dir=package_dir)
     net = build_musicnn(n_tags=len(TAGS[model]))
     assigned: list[str] = []
     for scope, layer_name in _CHECKPOINT_LAYERS:

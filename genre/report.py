@@ -134,7 +134,8 @@ def classification_report_text(metrics: dict[str, Any]) -> str:
     rows = [f"{'':>12} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]
     for label, m in metrics["per_genre"].items():
         rows.append(
-            f"{label:>12} {m['precision']:>9.3f} {m['recall']:>9.3f} {m['f1']:>9.3f} {m['support']:>8d}"
+            f"{label:>12} {m['precision']:>9.3f} {m['recall']:>9.3f} {m['f1']:>9.3f} "
+            f"{m['support']:>8d}"
         )
     total = sum(m["support"] for m in metrics["per_genre"].values())
     rows += [
@@ -280,7 +281,8 @@ def plot_genre_panels(
             cmap="magma",
             extent=[0, cfg.segment_seconds, 0, cfg.n_mels],
         )
-        # Each coefficient standardised over time: raw c0 is ~10× the others and would flatten the picture.
+        # Each coefficient standardised over time: raw c0 is ~10× the others and would flatten
+        # the picture.
         mfcc = feats["mfcc"][0]
         mfcc = (mfcc - mfcc.mean(axis=0)) / (mfcc.std(axis=0) + 1e-6)
         axes[row][2].imshow(

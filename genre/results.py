@@ -116,7 +116,8 @@ class ResultStore:
         return pq.read_table(parts, columns=["path", "model", "error"], filesystem=self.fs)
 
     def write(self, table: pa.Table) -> None:
-        name = f"{store.PART_PREFIX}{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
+        stamp = f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%S}"
+        name = f"{store.PART_PREFIX}{stamp}-{uuid.uuid4().hex[:8]}.parquet"
         store.write_table(self.fs, self.base, name, table)
 
     def drop_errors(self) -> int:

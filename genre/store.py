@@ -303,8 +303,10 @@ class FolderLock:
                 raise ParameterError(_busy_message(self.root, self.path, holder))
             self.took_over = holder
             print(
-                f"note: taking over the lock on {self.root} left by {holder.get('command', 'a run')} "
-                f"(pid {holder.get('pid', '?')}, since {holder.get('since', '?')}), which is no longer running",
+                f"note: taking over the lock on {self.root} left by "
+                f"{holder.get('command', 'a run')} "
+                f"(pid {holder.get('pid', '?')}, since {holder.get('since', '?')}), "
+                "which is no longer running",
                 file=sys.stderr,
             )
             self.fs.delete_file(self.path)
@@ -327,7 +329,10 @@ class FolderLock:
 
 
 def _busy_message(root: str, path: str, holder: dict[str, Any]) -> str:
-    who = f"{holder.get('command', 'another run')} (pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
+    who = (
+        f"{holder.get('command', 'another run')} "
+        f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
+    )
     return (
         f"output {root!r} is being written by {who}, since {holder.get('since', '?')}): "
         f"wait for it to finish, or remove {path} if that run is gone"
@@ -380,7 +385,10 @@ class AttemptJournal:
             return 0
 
     def begin(self, key: str, *, path: str) -> bool:
-        """Record an attempt at ``key``; ``False`` when it already killed ``max_attempts`` workers."""
+        """Record an attempt at ``key``.
+
+        ``False`` when it already killed ``max_attempts`` workers.
+        """
         deaths = self.deaths(key)
         if deaths >= self.max_attempts:
             return False
@@ -416,8 +424,9 @@ class AttemptJournal:
         if not self.begin(key, path=path):
             raise AudioFileError(
                 "crashed",
-                f"{path}: the worker decoding this file died {self.max_attempts} times (out of memory "
-                f"or a decoder crash); skipped. Delete {self._path(key)} to try it again",
+                f"{path}: the worker decoding this file died {self.max_attempts} times "
+                "(out of memory or a decoder crash); skipped. "
+                f"Delete {self._path(key)} to try it again",
             )
         _fault_injection(path)
         try:

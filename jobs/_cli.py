@@ -57,7 +57,7 @@ def add_max_duration(p: argparse.ArgumentParser) -> None:
 
 
 def tracking_uri(flag: str | None) -> str:
-    """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else ``mlflow.db`` in the working directory."""
+    """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else ``mlflow.db`` in the working dir."""
     return (
         flag or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath('mlflow.db')}"
     )

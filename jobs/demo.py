@@ -1,7 +1,8 @@
 """Demo: the whole pipeline on the built-in synthetic corpus (what ``make demo`` runs).
 
     python -m jobs.demo [OUTPUT] [--per-genre 10] [--seconds 30] [--num-samples 8] [--max-epochs 20]
-    python -m jobs.demo --smoke-test        # 3 tracks per genre of 6 s, 2 short trials: the wiring in about a minute
+    python -m jobs.demo --smoke-test        # 3 tracks per genre of 6 s, 2 short trials:
+                                            # the wiring in about a minute
 
 synth → extract → tune → label (plus a few broken files) → results head, track-level
 accuracy, pictures. Re-running resumes where an interrupted run stopped.
@@ -9,6 +10,7 @@ accuracy, pictures. Re-running resumes where an interrupted run stopped.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 
@@ -17,6 +19,18 @@ from jobs._cli import parser, run_main
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+
+    def body() -> int:
+        from genre.demo import run_demo
+
+        run_demo(_settings(args))
+        return 0
+
+    return run_main(body)
+
+
+def _parser() -> argparse.ArgumentParser:
     D = DemoSettings  # the defaults live there, once
     p = parser("jobs.demo", __doc__.splitlines()[0])
     p.add_argument(
@@ -59,43 +73,42 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="tiny corpus and search: checks the wiring quickly",
     )
-    args = p.parse_args(argv)
+    return p
 
-    def body() -> int:
-        from genre.demo import run_demo
-        from genre.errors import ParameterError
 
-        if args.per_genre < 3:
-            raise ParameterError(
-                f"--per-genre={args.per_genre}: at least 3, one track each for train, validation and test"
-            )
-        settings = DemoSettings(
-            output=args.output,
-            per_genre=args.per_genre,
-            seconds=args.seconds,
-            models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
-            num_samples=args.num_samples,
-            max_epochs=args.max_epochs,
-            num_cpus=args.num_cpus,
-            docs=args.docs,
+def _settings(args: argparse.Namespace) -> DemoSettings:
+    """The run's settings; ``--smoke-test`` replaces them with a tiny corpus and search."""
+    from genre.errors import ParameterError
+
+    if args.per_genre < 3:
+        raise ParameterError(
+            f"--per-genre={args.per_genre}: at least 3, "
+            "one track each for train, validation and test"
         )
-        if args.smoke_test:
-            settings = DemoSettings(
-                output=tempfile.mkdtemp(prefix="genre-demo-")
-                if args.output == D.output
-                else args.output,
-                per_genre=3,
-                seconds=6.0,
-                models=("cnn",),
-                num_samples=2,
-                max_epochs=2,
-                grace_epochs=1,
-                num_cpus=args.num_cpus,
-            )
-        run_demo(settings)
-        return 0
-
-    return run_main(body)
+    settings = DemoSettings(
+        output=args.output,
+        per_genre=args.per_genre,
+        seconds=args.seconds,
+        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        num_samples=args.num_samples,
+        max_epochs=args.max_epochs,
+        num_cpus=args.num_cpus,
+        docs=args.docs,
+    )
+    if args.smoke_test:
+        settings = DemoSettings(
+            output=tempfile.mkdtemp(prefix="genre-demo-")
+            if args.output == DemoSettings.output
+            else args.output,
+            per_genre=3,
+            seconds=6.0,
+            models=("cnn",),
+            num_samples=2,
+            max_epochs=2,
+            grace_epochs=1,
+            num_cpus=args.num_cpus,
+        )
+    return settings
 
 
 if __name__ == "__main__":

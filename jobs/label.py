@@ -10,17 +10,56 @@ Re-running with the same OUTPUT and model labels only what is new.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from genre.config import AGGREGATES
 from genre.errors import ParameterError
 from jobs._cli import add_max_duration, add_ray_flags, check_ray_flags, parser, run_main
 from jobs._cli import tracking_uri as cli_tracking_uri
 
+if TYPE_CHECKING:
+    from genre.card import ResolvedModel
+    from genre.labeling import LabelSettings
+
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("jobs.label", __doc__.splitlines()[0])
+    _add_path_flags(p)
+    _add_label_flags(p)
+    add_max_duration(p)
+    add_ray_flags(p)
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        from genre.labeling import resolve_model, run_label
+
+        check_ray_flags(args)
+        settings = _settings(args)  # validates every setting; nothing has started yet
+        if args.smoke_test:
+            from genre.demo import smoke_label
+
+            print(smoke_label(args.output, settings=settings).format())
+            return 0
+        if not args.model:
+            raise ParameterError("--model is required (for example models:/genre@champion)")
+        if not args.input:
+            raise ParameterError("INPUT is required")
+        tracking_uri = cli_tracking_uri(args.tracking_uri)
+        single = _single_file(args)
+        model = resolve_model(args.model, tracking_uri=tracking_uri)
+        if single:
+            _label_one(args, model)
+            return 0
+        print(run_label(args.input, args.output, model=model, settings=settings).format())
+        return 0
+
+    return run_main(body)
+
+
+def _add_path_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "input", nargs="?", help="folder, glob, .txt/.csv/.parquet list of paths, or one audio file"
     )
@@ -35,8 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--tracking-uri",
         default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory)",
+        help=(
+            "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+            "else sqlite:///mlflow.db in the working directory)"
+        ),
     )
+
+
+def _add_label_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--aggregate",
         choices=AGGREGATES,
@@ -51,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--top-k", type=int, default=3, help="genres kept per track (default 3)")
     p.add_argument(
-        "--batch-size", type=int, default=256, help="segments per model call (default 256)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="segments per compiled predict step (default 256 on CPUs, 1024 on GPU predictors)",
     )
     p.add_argument(
         "--gpus-per-worker",
@@ -63,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         "--predictors",
         type=int,
         default=None,
-        help="predictor actors (default: one per GPU share; without GPUs 1, growing to one per 8 CPUs when batches queue up)",
+        help=(
+            "predictor actors (default: one per GPU share; without GPUs 1, "
+            "growing to one per 8 CPUs when batches queue up)"
+        ),
     )
     p.add_argument(
         "--flush-seconds",
@@ -84,69 +135,60 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="OUTPUT holds labels of another model: move them aside and label again",
     )
-    add_max_duration(p)
-    add_ray_flags(p)
-    args = p.parse_args(argv)
 
-    def body() -> int:
-        from genre.labeling import LabelSettings, label_file, resolve_model, run_label
 
-        check_ray_flags(args)
-        settings = LabelSettings(  # validates every setting; nothing has started yet
-            aggregate=args.aggregate,
-            max_segments=args.segments,
-            top_k=args.top_k,
-            batch_size=args.batch_size,
-            gpus_per_worker=args.gpus_per_worker,
-            predictors=args.predictors,
-            max_duration_s=args.max_duration,
-            retry_errors=args.retry_errors,
-            new_model_ok=args.new_model_ok,
-            csv=args.csv,
-            address=args.address,
-            num_cpus=args.num_cpus,
-            flush_s=args.flush_seconds,
-        )
-        if args.smoke_test:
-            from genre.demo import smoke_label
+def _settings(args: argparse.Namespace) -> LabelSettings:
+    from genre.labeling import LabelSettings
 
-            print(smoke_label(args.output, settings=settings).format())
-            return 0
-        if not args.model:
-            raise ParameterError("--model is required (for example models:/genre@champion)")
-        if not args.input:
-            raise ParameterError("INPUT is required")
-        tracking_uri = cli_tracking_uri(args.tracking_uri)
-        single = os.path.isfile(args.input) and args.output is None
-        if not single and args.output is None:
-            raise ParameterError("OUTPUT is required unless INPUT is a single audio file")
-        if (
-            not single
-            and not os.path.exists(args.input)
-            and not any(c in args.input for c in "*?[")
-            and "://" not in args.input
-        ):
-            raise ParameterError(f"input {args.input!r} does not exist")
-        model = resolve_model(args.model, tracking_uri=tracking_uri)
-        if single:
-            result = label_file(
-                args.input,
-                model=model,
-                aggregate=args.aggregate,
-                max_segments=args.segments,
-                top_k=args.top_k,
-                max_duration_s=args.max_duration,
-            )
-            print(
-                f"{result['path']}  ({result['duration_s']:.1f} s, {result['n_segments']} segments, {result['model']}, {result['aggregate']})"
-            )
-            for genre, prob in result["top"]:
-                print(f"  {genre:<10} {prob:6.1%}  {'█' * int(round(prob * 40))}")
-            return 0
-        print(run_label(args.input, args.output, model=model, settings=settings).format())
-        return 0
+    return LabelSettings(
+        aggregate=args.aggregate,
+        max_segments=args.segments,
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+        gpus_per_worker=args.gpus_per_worker,
+        predictors=args.predictors,
+        max_duration_s=args.max_duration,
+        retry_errors=args.retry_errors,
+        new_model_ok=args.new_model_ok,
+        csv=args.csv,
+        address=args.address,
+        num_cpus=args.num_cpus,
+        flush_s=args.flush_seconds,
+    )
 
-    return run_main(body)
+
+def _single_file(args: argparse.Namespace) -> bool:
+    """Whether INPUT is one audio file to print; checks INPUT and OUTPUT otherwise."""
+    single = os.path.isfile(args.input) and args.output is None
+    if not single and args.output is None:
+        raise ParameterError("OUTPUT is required unless INPUT is a single audio file")
+    if (
+        not single
+        and not os.path.exists(args.input)
+        and not any(c in args.input for c in "*?[")
+        and "://" not in args.input
+    ):
+        raise ParameterError(f"input {args.input!r} does not exist")
+    return single
+
+
+def _label_one(args: argparse.Namespace, model: ResolvedModel) -> None:
+    from genre.labeling import label_file
+
+    result = label_file(
+        args.input,
+        model=model,
+        aggregate=args.aggregate,
+        max_segments=args.segments,
+        top_k=args.top_k,
+        max_duration_s=args.max_duration,
+    )
+    print(
+        f"{result['path']}  ({result['duration_s']:.1f} s, "
+        f"{result['n_segments']} segments, {result['model']}, {result['aggregate']})"
+    )
+    for genre, prob in result["top"]:
+        print(f"  {genre:<10} {prob:6.1%}  {'█' * int(round(prob * 40))}")
 
 
 if __name__ == "__main__":

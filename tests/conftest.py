@@ -106,7 +106,8 @@ def start_mlflow_server(root: Path, *, timeout_s: float = 90.0) -> tuple[subproc
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(
-                f"mlflow server exited with {proc.returncode}: {(root / 'server.log').read_text()[-2000:]}"
+                f"mlflow server exited with {proc.returncode}: "
+                f"{(root / 'server.log').read_text()[-2000:]}"
             )
         try:
             with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:

@@ -156,7 +156,10 @@ def test_smoke_test_flag_runs_on_a_generated_corpus(tmp_path):
 
 
 def test_uris_go_through_pyarrow_filesystems(corpus, tmp_path):
-    """``file://`` takes the same code path as ``s3://``/``gs://``: listing, reading and writing through pyarrow."""
+    """``file://`` takes the same code path as ``s3://``/``gs://``.
+
+    Listing, reading and writing all go through pyarrow.
+    """
     root, bad = corpus
     out = tmp_path / "shards"
     result = run_job(

@@ -67,8 +67,8 @@ import numpy as np
 from genre.config import FeatureConfig
 from genre.labeling import featurize_batch
 path = sys.argv[1]
-out = featurize_batch({"path": np.array([path], object), "track_id": np.array(["locked.wav"], object)},
-                      cfg=FeatureConfig(), features=("mfcc",), max_segments=10)
+batch = {"path": np.array([path], object), "track_id": np.array(["locked.wav"], object)}
+out = featurize_batch(batch, cfg=FeatureConfig(), features=("mfcc",), max_segments=10)
 print(out["reason"][0], "|", out["error"][0])
 """
 
@@ -136,7 +136,7 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, args, needle):
     )
 
 
-# ----------------------------------------------------------------------------- what one file may cost
+# --------------------------------------------------------------------------- what one file may cost
 
 
 def write_one_hertz_wav(path, *, seconds: float = 10.0):

@@ -5,9 +5,9 @@ import pytest
 
 
 def _gpus():
-    from genre.models import configure_tensorflow
+    from genre.backend import configure
 
-    configure_tensorflow()
+    configure()
     import tensorflow as tf
 
     return tf.config.list_physical_devices("GPU")

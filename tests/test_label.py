@@ -1,4 +1,7 @@
-"""The label job end to end, through its command line, with the model the session's search registered."""
+"""The label job end to end, through its command line.
+
+With the model the session's search registered.
+"""
 
 from __future__ import annotations
 
@@ -121,7 +124,8 @@ def test_results_read_by_plain_pandas_pyarrow_duckdb_without_ray(labelled):
 import sys, pyarrow.dataset as ds, pandas as pd, duckdb
 t = ds.dataset({str(out)!r}, format="parquet").to_table()
 df = pd.read_parquet({str(out)!r})
-n = duckdb.sql("select count(*), count(error) from read_parquet('{out}/part-*.parquet')").fetchall()[0]
+sql = "select count(*), count(error) from read_parquet('{out}/part-*.parquet')"
+n = duckdb.sql(sql).fetchall()[0]
 assert "ray" not in sys.modules
 print(len(t), len(df), n[0], n[1])
 """

@@ -8,13 +8,13 @@ import sys
 import numpy as np
 import pytest
 
+from genre.backend import configure
 from genre.errors import GenreError, ParameterError
 from genre.models import (
     MODEL_KINDS,
     SEED_KINDS,
     ModelConfig,
     build_model,
-    configure_tensorflow,
     count_params,
 )
 
@@ -31,7 +31,7 @@ N_CLASSES = 10
 
 @pytest.fixture(scope="module")
 def keras():
-    configure_tensorflow()
+    configure()
     import keras
 
     return keras
@@ -214,9 +214,9 @@ def test_seed_kinds_are_model_kinds():
     assert len(set(MODEL_KINDS)) == len(MODEL_KINDS)
 
 
-def test_configure_tensorflow_can_run_twice(keras):
-    configure_tensorflow()
-    configure_tensorflow()
+def test_configure_can_run_twice(keras):
+    configure()
+    configure()
 
 
 def test_mixed_precision_is_ignored_without_gpu(keras):
@@ -224,7 +224,7 @@ def test_mixed_precision_is_ignored_without_gpu(keras):
 
     if tf.config.get_visible_devices("GPU"):
         pytest.skip("a GPU is visible")
-    configure_tensorflow(mixed_precision=True)
+    configure(mixed_precision=True)
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
@@ -234,9 +234,12 @@ def test_requiring_a_missing_gpu_raises(keras):
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("a GPU is present")
     with pytest.raises(GenreError, match="no GPU"):
-        configure_tensorflow(gpus=True)
+        configure(gpus=True)
 
 
 def test_import_does_not_load_tensorflow():
-    code = "import genre.models, sys; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    code = (
+        "import genre.models, sys; "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)

@@ -1,9 +1,9 @@
-"""extract → tune → label through the same command lines on a multi-node cluster (ray.cluster_utils.Cluster).
+"""extract → tune → label through the same command lines on a multi-node cluster.
 
-A head with no CPUs (as in cluster.yaml: it only runs the drivers), a CPU worker and a
-worker that declares one GPU. TensorFlow itself runs on the CPU there; what is tested is
-where Ray puts the work: extraction on the workers, every trial on the GPU node when
-trials ask for half a GPU, and predictors there too.
+A ``ray.cluster_utils.Cluster``: a head with no CPUs (as in cluster.yaml: it only runs the
+drivers), a CPU worker and a worker that declares one GPU. TensorFlow itself runs on the CPU
+there; what is tested is where Ray puts the work: extraction on the workers, every trial on
+the GPU node when trials ask for half a GPU, and predictors there too.
 """
 
 from __future__ import annotations

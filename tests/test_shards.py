@@ -93,10 +93,14 @@ frames, bins = json.loads(meta[b"genre.shape.mel"])
 mel = np.stack(table.column("mel").to_pylist()).reshape(len(table), frames, bins)
 df = pd.read_parquet(root)  # the whole folder is one dataset: manifest and errors start with "_"
 con = duckdb.connect()
-n = con.execute(f"select count(*), count(distinct track_id) from read_parquet('{root}/part-*.parquet')").fetchone()
-first = con.execute(f"select len(mfcc) from read_parquet('{root}/part-*.parquet') limit 1").fetchone()[0]
+parts = f"read_parquet('{root}/part-*.parquet')"
+n = con.execute(f"select count(*), count(distinct track_id) from {parts}").fetchone()
+first = con.execute(f"select len(mfcc) from {parts} limit 1").fetchone()[0]
 assert "ray" not in sys.modules, "ray was imported"
-print(json.dumps({"pandas_rows": len(df), "rows": len(table), "mel": list(mel.shape), "pandas_cols": list(df.columns), "duckdb": list(n), "mfcc_len": first}))
+print(json.dumps({
+    "pandas_rows": len(df), "rows": len(table), "mel": list(mel.shape),
+    "pandas_cols": list(df.columns), "duckdb": list(n), "mfcc_len": first,
+}))
 """
 
 

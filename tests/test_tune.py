@@ -252,7 +252,7 @@ def test_unknown_model_kind_is_one_line(small_shards, tmp_path):
 def test_max_epochs_below_the_default_grace_period_runs_with_artifacts_beside_the_database(
     small_shards, tmp_path
 ):
-    """``--max-epochs 2`` with the default ``--grace-epochs 3`` used to crash inside ASHAScheduler."""
+    """``--max-epochs 2`` with the default ``--grace-epochs 3`` used to crash in ASHAScheduler."""
     db = tmp_path / "db" / "mlflow.db"
     db.parent.mkdir()
     elsewhere = tmp_path / "cwd"

@@ -152,30 +152,56 @@ def _classical(tr: _Track) -> np.ndarray:
     tr.bpm, tr.beats_per_bar, tr.humanize_s = r.uniform(60, 140), int(r.choice([3, 4, 4])), 0.012
     minor = r.random() < 0.45
     tonic = _tonic(tr, range(12)) + 12
+    waltz = tr.beats_per_bar == 3
+    stretch = (1.0,) if waltz else (1.0, 0.5)
+    chords = _progression(tr, _classical_bank(minor=minor), tonic=tonic, stretch=stretch)
+    scale = "harmonic" if minor else "major"
+    held, eighths, tunes = _classical_patterns(waltz=waltz)
+    mix = _Mix(tr)
+    ensemble = r.choice(["strings", "piano", "chamber", "piano"])
+    if ensemble in ("strings", "chamber"):
+        chamber = ensemble == "chamber"
+        patterns = (held, eighths, tunes)
+        _classical_strings(tr, mix, chords, patterns, tonic=tonic, scale=scale, chamber=chamber)
+    else:
+        _classical_piano(tr, mix, chords, (eighths, tunes), tonic=tonic, scale=scale)
+    return mix.master(
+        rt60_s=r.uniform(1.6, 2.6),
+        wet=r.uniform(0.3, 0.6),
+        ratio=1.0,
+        lowpass_hz=r.uniform(5000, 9000) if r.random() < 0.3 else None,
+        noise_db=r.uniform(-68, -42),
+        swell_db=r.uniform(8, 20),
+        peak=(0.06, 0.45),
+    )
+
+
+def _classical_bank(*, minor: bool) -> list[list[tuple[int, str, float]]]:
+    """Cadences of the common-practice period, in minor or major."""
     if minor:
-        bank = [
+        return [
             [(0, "min", 1), (5, "min", 1), (7, "maj", 1), (0, "min", 1)],
             [(0, "min", 1), (8, "maj", 1), (2, "dim", 1), (7, "7", 1)],
             [(0, "min", 1), (3, "maj", 1), (5, "min", 1), (7, "7", 1)],
         ]
-    else:
-        bank = [
-            [(0, "maj", 1), (5, "maj", 1), (7, "maj", 1), (0, "maj", 1)],
-            [(0, "maj", 1), (9, "min", 1), (2, "min", 1), (7, "7", 1)],
-            [
-                (0, "maj", 1),
-                (7, "maj", 1),
-                (9, "min", 1),
-                (4, "min", 1),
-                (5, "maj", 1),
-                (0, "maj", 1),
-                (5, "maj", 1),
-                (7, "maj", 1),
-            ],  # Pachelbel
-        ]
-    waltz = tr.beats_per_bar == 3
-    chords = _progression(tr, bank, tonic=tonic, stretch=(1.0,) if waltz else (1.0, 0.5))
-    scale = "harmonic" if minor else "major"
+    return [
+        [(0, "maj", 1), (5, "maj", 1), (7, "maj", 1), (0, "maj", 1)],
+        [(0, "maj", 1), (9, "min", 1), (2, "min", 1), (7, "7", 1)],
+        [
+            (0, "maj", 1),
+            (7, "maj", 1),
+            (9, "min", 1),
+            (4, "min", 1),
+            (5, "maj", 1),
+            (0, "maj", 1),
+            (5, "maj", 1),
+            (7, "maj", 1),
+        ],  # Pachelbel
+    ]
+
+
+def _classical_patterns(*, waltz: bool) -> tuple[tuple[str, ...], ...]:
+    """Held notes, running eighths and melody rhythms, in 3/4 or 4/4."""
     held = ("x-----------",) if waltz else ("x---------------",)
     eighths = ("x-x-x-x-x-x-",) if waltz else ("x-x-x-x-x-x-x-x-",)
     if waltz:
@@ -188,56 +214,73 @@ def _classical(tr: _Track) -> np.ndarray:
             "x-------x-------",
             "x-x-x-x-x-x-x-x-",
         )
-    mix = _Mix(tr)
-    ensemble = r.choice(["strings", "piano", "chamber", "piano"])
-    if ensemble in ("strings", "chamber"):
-        cellos = _riff(tr, chords, held, ["R"], octave=1, legato=1.0)
-        mix.add(_play(tr, cellos, _strings(tr, solo=True)), db=(-4, 0), reverb=0.6)
-        if r.random() < 0.6:
-            inner = _comp(tr, chords, held, center=60, legato=1.0)
-        else:
-            inner = _arpeggio(tr, chords, eighths, center=60, order=(0, 1, 2, 1))
-        mix.add(_play(tr, inner, _strings(tr)), db=(-5, -1), reverb=0.6)
-        lead = _flute(tr) if ensemble == "chamber" else _strings(tr, attack_s=0.06, solo=True)
-        tune = _melody(
-            tr,
-            chords,
-            tunes,
-            tonic=tonic,
-            scale=scale,
-            register=(tonic + 24, tonic + 43),
-            phrase_bars=4,
-            rest=0.15,
-            repeat=0.3,
-            legato=1.0,
-        )
-        mix.add(_play(tr, tune, lead), db=(-2, 2), reverb=0.6)
+    return held, eighths, tunes
+
+
+def _classical_strings(
+    tr: _Track,
+    mix: _Mix,
+    chords: Sequence[_Chord],
+    patterns: tuple[tuple[str, ...], ...],
+    *,
+    tonic: int,
+    scale: str,
+    chamber: bool,
+) -> None:
+    """A string section, the tune on a solo violin, or (``chamber``) on a flute."""
+    r = tr.rng
+    held, eighths, tunes = patterns
+    cellos = _riff(tr, chords, held, ["R"], octave=1, legato=1.0)
+    mix.add(_play(tr, cellos, _strings(tr, solo=True)), db=(-4, 0), reverb=0.6)
+    if r.random() < 0.6:
+        inner = _comp(tr, chords, held, center=60, legato=1.0)
     else:
-        order = (0, 2, 1, 2) if r.random() < 0.5 else (0, 1, 2, 3)  # Alberti bass or broken chords
-        left = _arpeggio(tr, chords, eighths, center=54, order=order, legato=3.0)
-        mix.add(_play(tr, left, _piano(tr)), db=(-5, -1), reverb=0.6)
-        tune = _melody(
-            tr,
-            chords,
-            tunes,
-            tonic=tonic,
-            scale=scale,
-            register=(tonic + 24, tonic + 46),
-            phrase_bars=4,
-            rest=0.1,
-            repeat=0.3,
-            legato=1.2,
-        )
-        mix.add(_play(tr, tune, _piano(tr)), db=(-2, 2), reverb=0.6)
-    return mix.master(
-        rt60_s=r.uniform(1.6, 2.6),
-        wet=r.uniform(0.3, 0.6),
-        ratio=1.0,
-        lowpass_hz=r.uniform(5000, 9000) if r.random() < 0.3 else None,
-        noise_db=r.uniform(-68, -42),
-        swell_db=r.uniform(8, 20),
-        peak=(0.06, 0.45),
+        inner = _arpeggio(tr, chords, eighths, center=60, order=(0, 1, 2, 1))
+    mix.add(_play(tr, inner, _strings(tr)), db=(-5, -1), reverb=0.6)
+    lead = _flute(tr) if chamber else _strings(tr, attack_s=0.06, solo=True)
+    tune = _melody(
+        tr,
+        chords,
+        tunes,
+        tonic=tonic,
+        scale=scale,
+        register=(tonic + 24, tonic + 43),
+        phrase_bars=4,
+        rest=0.15,
+        repeat=0.3,
+        legato=1.0,
     )
+    mix.add(_play(tr, tune, lead), db=(-2, 2), reverb=0.6)
+
+
+def _classical_piano(
+    tr: _Track,
+    mix: _Mix,
+    chords: Sequence[_Chord],
+    patterns: tuple[tuple[str, ...], ...],
+    *,
+    tonic: int,
+    scale: str,
+) -> None:
+    """Solo piano: broken chords in the left hand, the tune in the right."""
+    r = tr.rng
+    eighths, tunes = patterns
+    order = (0, 2, 1, 2) if r.random() < 0.5 else (0, 1, 2, 3)  # Alberti bass or broken chords
+    left = _arpeggio(tr, chords, eighths, center=54, order=order, legato=3.0)
+    mix.add(_play(tr, left, _piano(tr)), db=(-5, -1), reverb=0.6)
+    tune = _melody(
+        tr,
+        chords,
+        tunes,
+        tonic=tonic,
+        scale=scale,
+        register=(tonic + 24, tonic + 46),
+        phrase_bars=4,
+        rest=0.1,
+        repeat=0.3,
+        legato=1.2,
+    )
+    mix.add(_play(tr, tune, _piano(tr)), db=(-2, 2), reverb=0.6)
 
 
 def _country(tr: _Track) -> np.ndarray:
@@ -372,6 +415,25 @@ def _jazz(tr: _Track) -> np.ndarray:
     ]
     chords = _progression(tr, bank, tonic=tonic)
     mix = _Mix(tr)
+    mix.add(_jazz_drums(tr), db=(-8, -3), reverb=0.2)
+    _jazz_band(tr, mix, chords, tonic=tonic)
+    old = r.random() < 0.25
+    return mix.master(
+        rt60_s=r.uniform(0.8, 1.6),
+        wet=r.uniform(0.15, 0.35),
+        ratio=r.uniform(1, 2),
+        lowpass_hz=r.uniform(3500, 6000) if old else None,
+        noise_db=r.uniform(-40, -28) if old else r.uniform(-65, -45),
+        crackle=0.25 if old else 0.0,
+        swell_db=r.uniform(2, 8),
+        limit=r.uniform(0, 0.8),
+        peak=(0.35, 0.9),
+    )
+
+
+def _jazz_drums(tr: _Track) -> np.ndarray:
+    """Swing on the ride, hi-hat on two and four, feathered kick; brushes or snare chatter."""
+    r = tr.rng
     brushes = r.random() < 0.35
     ride = _cymbal(tr, decay_s=r.uniform(0.7, 1.3), low_hz=3500, metal=1.0)
     comping = "".join("g" if r.random() < 0.18 else "." for _ in range(32))  # snare chatter
@@ -389,8 +451,12 @@ def _jazz(tr: _Track) -> np.ndarray:
         _Part(_kick(tr, hz=(95, 55), decay_s=0.2, click=0.05), ("g...g...g...g...",), gain=0.6),
         snare,
     ]
-    drums = _drums(tr, parts, fill_every=8, fill=_snare(tr, decay_s=0.06))
-    mix.add(drums, db=(-8, -3), reverb=0.2)
+    return _drums(tr, parts, fill_every=8, fill=_snare(tr, decay_s=0.06))
+
+
+def _jazz_band(tr: _Track, mix: _Mix, chords: Sequence[_Chord], *, tonic: int) -> None:
+    """Walking upright bass, Charleston comping on piano or archtop, a bebop solo."""
+    r = tr.rng
     mix.add(_play(tr, _walking(tr, chords), _bass_upright(tr)), db=(-1, 3), reverb=0.1)
     charleston = ["x-----x---------", "..x-----...x----", "x-------..x-----", "......x-----x---"]
     if r.random() < 0.7:
@@ -420,15 +486,3 @@ def _jazz(tr: _Track) -> np.ndarray:
     )
     soloist = _horn(tr, bright=r.uniform(0.3, 1.0)) if r.random() < 0.75 else _piano(tr)
     mix.add(_play(tr, solo, soloist), db=(-3, 1), reverb=0.35)
-    old = r.random() < 0.25
-    return mix.master(
-        rt60_s=r.uniform(0.8, 1.6),
-        wet=r.uniform(0.15, 0.35),
-        ratio=r.uniform(1, 2),
-        lowpass_hz=r.uniform(3500, 6000) if old else None,
-        noise_db=r.uniform(-40, -28) if old else r.uniform(-65, -45),
-        crackle=0.25 if old else 0.0,
-        swell_db=r.uniform(2, 8),
-        limit=r.uniform(0, 0.8),
-        peak=(0.35, 0.9),
-    )

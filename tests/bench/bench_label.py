@@ -14,8 +14,13 @@ epoch: what it predicts does not matter here, what it costs does.
 
     python tests/bench/bench_label.py [--tracks 100,400] [--cpus 2]
 
+(c) Inference: the predictor actor's segments/s (``Predictor.__call__`` on batches of
+    tracks: compiled predict step, aggregation, result columns) beside the model's own
+    compiled ``model.predict`` on the same segments, and the eager ``model(x)`` per batch
+    the predictor used before, same model, same batch size, in this process.
+
 The last line is machine-readable:
-label_over_extract=<f> peak_rss_1k_mb=<f> peak_rss_4k_mb=<f>
+label_over_extract=<f> predictor_over_predict=<f> peak_rss_1k_mb=<f> peak_rss_4k_mb=<f>
 """
 
 from __future__ import annotations
@@ -73,16 +78,20 @@ class PeakRss:
 
 
 def train_model(work: Path, *, kind: str = "short_chunk_cnn", feature: str = "mel"):
-    """A one-epoch model of ``kind`` on ``feature``, as a LabelModel (no MLflow needed for a benchmark)."""
+    """A one-epoch model of ``kind`` on ``feature``, as a LabelModel.
+
+    No MLflow needed for a benchmark.
+    """
+    from genre.backend import configure
     from genre.config import FeatureConfig
     from genre.extraction import run_extract
     from genre.labeling import model_from_network
-    from genre.models import ModelConfig, configure_tensorflow
+    from genre.models import ModelConfig
     from genre.shards import read_segments
     from genre.synth import write_corpus
     from genre.training import fit, prepare
 
-    configure_tensorflow()
+    configure()
     if not (work / "train-corpus").exists():
         write_corpus(work / "train-corpus", per_genre=3, seconds=6.0, seed=5)
     cfg = FeatureConfig(features=(feature,))
@@ -108,6 +117,73 @@ def cost_ratio(work: Path, model, *, rounds: int = 2) -> tuple[float, float]:
             run_label(str(work / "corpus"), str(work / "labels"), model=model).wall_s
         )
     return min(costs["extract"]), min(costs["label"])
+
+
+def inference_rates(model, *, tracks: int = 256, per_track: int = 10, batch: int = 256) -> dict:
+    """Segments/s of the predictor, of compiled ``model.predict`` and of eager ``model(x)``."""
+
+    import keras
+
+    from genre.labeling import Predictor, _load_keras
+
+    rng = np.random.default_rng(0)
+    xs = [
+        rng.standard_normal((per_track, *model.card.input_shape)).astype(np.float32)
+        for _ in range(tracks)
+    ]
+    batches = [xs[i : i + 16] for i in range(0, tracks, 16)]  # 16 tracks a Ray Data batch
+    predictor = Predictor(
+        model_bytes=model.keras_bytes,
+        labels=model.labels,
+        aggregate="mean",
+        top_k=3,
+        batch_size=batch,
+    )
+    network = _load_keras(model.keras_bytes)
+    flat = np.concatenate(xs)
+
+    def call_predictor():
+        for group in batches:
+            x = np.empty(len(group), dtype=object)
+            x[:] = group
+            n = len(group)
+            predictor(
+                {
+                    "x": x,
+                    "reason": np.array([""] * n, object),
+                    "error": np.array([""] * n, object),
+                    "path": np.array(["p"] * n, object),
+                    "track_id": np.array(["t"] * n, object),
+                    "n_segments": np.full(n, per_track, np.int32),
+                    "duration_s": np.full(n, 30.0, np.float32),
+                }
+            )
+
+    def call_predict():
+        network.predict(flat, batch_size=batch, verbose=0)
+
+    def call_eager():
+        for i in range(0, len(flat), batch):
+            keras.ops.convert_to_numpy(network(flat[i : i + batch], training=False))
+
+    rates = {}
+    for name, fn in (
+        ("predictor", call_predictor),
+        ("predict", call_predict),
+        ("eager", call_eager),
+    ):
+        fn()  # warm-up: tracing
+        best = min(_timed(fn) for _ in range(3))
+        rates[name] = len(flat) / best
+    return rates
+
+
+def _timed(fn) -> float:
+    import time
+
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
 
 
 def short_tracks(folder: Path, n: int, *, seconds: float = 4.0, sample_rate: int = 16000) -> None:
@@ -149,12 +225,22 @@ def main() -> None:
                 extract_s, label_s = cost_ratio(work, candidate)
                 ratios[(kind, n_tracks)] = label_s / extract_s
                 print(
-                    f"(a) {n_tracks} tracks of 30 s, {args.cpus} CPUs, {kind} on {','.join(candidate.features)}: "
-                    f"extract {extract_s:.1f} s, label {label_s:.1f} s → label / extract = {label_s / extract_s:.2f}",
+                    f"(a) {n_tracks} tracks of 30 s, {args.cpus} CPUs, "
+                    f"{kind} on {','.join(candidate.features)}: "
+                    f"extract {extract_s:.1f} s, label {label_s:.1f} s → "
+                    f"label / extract = {label_s / extract_s:.2f}",
                     flush=True,
                 )
         # The headline: the demo's champion kind on the largest collection measured.
         model = models["short_chunk_cnn"]
+        rates = inference_rates(model)
+        print(
+            f"(c) short_chunk_cnn inference, batch 256: predictor {rates['predictor']:.0f} seg/s, "
+            f"compiled model.predict {rates['predict']:.0f} seg/s, eager model(x) "
+            f"{rates['eager']:.0f} seg/s → predictor / predict = "
+            f"{rates['predictor'] / rates['predict']:.2f}",
+            flush=True,
+        )
         ratio = ratios[("short_chunk_cnn", max(int(x) for x in args.tracks.split(",")))]
 
         peaks = {}
@@ -169,8 +255,10 @@ def main() -> None:
                     str(work / f"short-{n}"), str(work / f"labels-{n}"), model=model
                 )
             peaks[n] = rss.peak / 2**20
+            tracks = summary.labelled + sum(summary.failed.values())
             print(
-                f"(b) {n} tracks of 4 s: {summary.wall_s:.0f} s ({(summary.labelled + sum(summary.failed.values())) / summary.wall_s:.0f} tracks/s), "
+                f"(b) {n} tracks of 4 s: {summary.wall_s:.0f} s "
+                f"({tracks / summary.wall_s:.0f} tracks/s), "
                 f"peak RSS of driver + Ray processes {peaks[n]:.0f} MB"
             )
         sizes = sorted(peaks)
@@ -178,7 +266,10 @@ def main() -> None:
         print(f"    memory growth from {sizes[0]} to {sizes[-1]} tracks: {100 * growth:+.1f} %")
         ray.shutdown()
         print(
-            f"label_over_extract={ratio:.3f} peak_rss_1k_mb={peaks[sizes[0]]:.1f} peak_rss_4k_mb={peaks[sizes[-1]]:.1f}"
+            f"label_over_extract={ratio:.3f} "
+            f"predictor_over_predict={rates['predictor'] / rates['predict']:.3f} "
+            f"peak_rss_1k_mb={peaks[sizes[0]]:.1f} "
+            f"peak_rss_4k_mb={peaks[sizes[-1]]:.1f}"
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -7,7 +7,8 @@ the trials that fall behind at its rungs. Printed for each: trial-epochs, wall t
 best validation accuracy (segments; tracks beside it). Then training throughput
 (segments/s) of every model type on the same data, two CPU threads.
 
-    python tests/bench/bench_tune.py [--per-genre 10] [--num-samples 16] [--max-epochs 16] [--grace-epochs 2]
+    python tests/bench/bench_tune.py [--per-genre 10] [--num-samples 16] [--max-epochs 16] \
+        [--grace-epochs 2]
 
 The last line is machine-readable:
 asha_epochs=<n> fifo_epochs=<n> asha_best=<f> fifo_best=<f>
@@ -60,12 +61,16 @@ def search(segments, shards: str, work: Path, scheduler: str, args) -> dict:
 
 
 def throughput(segments, *, epochs: int = 2) -> dict[str, float]:
-    """Training segments/s per model type (the last of ``epochs`` epochs: the first traces the graph)."""
-    from genre.models import MODEL_KINDS, ModelConfig, configure_tensorflow
+    """Training segments/s per model type.
+
+    Measured on the last of ``epochs`` epochs: the first traces the graph.
+    """
+    from genre.backend import configure
+    from genre.models import MODEL_KINDS, ModelConfig
     from genre.training import build_network, prepare, train_epoch
     from genre.tuning import default_features
 
-    configure_tensorflow()  # TensorFlow's default threads: all cores of this machine
+    configure()  # the backend's default threads: all cores of this machine
     out = {}
     for kind in MODEL_KINDS:
         data = prepare(segments, features=default_features(kind), seed=0)
@@ -105,9 +110,10 @@ def main() -> None:
         )
         segments = read_segments(str(work / "shards"))
         print(
-            f"corpus: {args.per_genre * 10} tracks, {len(segments)} segments; search: {args.models}, "
-            f"{args.num_samples} trials, ≤ {args.max_epochs} epochs, ASHA grace {args.grace_epochs} and reduction "
-            f"factor {args.reduction_factor}, {args.cpus} CPUs (1 per trial)"
+            f"corpus: {args.per_genre * 10} tracks, {len(segments)} segments; "
+            f"search: {args.models}, {args.num_samples} trials, ≤ {args.max_epochs} epochs, "
+            f"ASHA grace {args.grace_epochs} and reduction factor {args.reduction_factor}, "
+            f"{args.cpus} CPUs (1 per trial)"
         )
         results = {
             name: search(segments, str(work / "shards"), work, name, args)
@@ -116,19 +122,23 @@ def main() -> None:
         ray.shutdown()
         for name, r in results.items():
             print(
-                f"{name}: {r['epochs']:>4} trial-epochs in {r['wall']:6.0f} s | best val accuracy {r['best']:.3f} "
-                f"(tracks {r['best_track']:.3f}; {r['best_trial']}) | champion's test tracks {r['test_track']:.3f}"
+                f"{name}: {r['epochs']:>4} trial-epochs in {r['wall']:6.0f} s | "
+                f"best val accuracy {r['best']:.3f} "
+                f"(tracks {r['best_track']:.3f}; {r['best_trial']}) | "
+                f"champion's test tracks {r['test_track']:.3f}"
             )
         a, f = results["asha"], results["fifo"]
         print(
-            f"ASHA / FIFO: trial-epochs {a['epochs'] / f['epochs']:.2f}, wall time {a['wall'] / f['wall']:.2f}, "
+            f"ASHA / FIFO: trial-epochs {a['epochs'] / f['epochs']:.2f}, "
+            f"wall time {a['wall'] / f['wall']:.2f}, "
             f"best val accuracy {100 * (a['best'] - f['best']):+.1f} points"
         )
         print(f"training throughput, segments/s ({os.cpu_count()} cores, batch 64, width 32):")
         for kind, rate in throughput(segments).items():
             print(f"  {kind:<24} {rate:8.0f}")
         print(
-            f"asha_epochs={a['epochs']} fifo_epochs={f['epochs']} asha_best={a['best']:.4f} fifo_best={f['best']:.4f}"
+            f"asha_epochs={a['epochs']} fifo_epochs={f['epochs']} "
+            f"asha_best={a['best']:.4f} fifo_best={f['best']:.4f}"
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -163,9 +163,9 @@ def main() -> None:
 
     import ray
 
+    from genre.backend import configure
     from genre.config import FeatureConfig
     from genre.extraction import run_extract
-    from genre.models import configure_tensorflow
     from genre.report import classification_report_text, plot_confusion
     from genre.runtime import init_ray
     from genre.shards import read_segments
@@ -176,7 +176,7 @@ def main() -> None:
         print(run_extract(args.data, str(work / "shards"), cfg=FeatureConfig()).format())
         ray.shutdown()
         segments = read_segments(str(work / "shards"))
-        configure_tensorflow()
+        configure()
         results = [
             evaluate_config(
                 segments, name, max_epochs=args.max_epochs, patience=args.patience, refit=args.refit

@@ -35,15 +35,13 @@ def main() -> None:
 
     import ray
 
+    from genre.backend import configure
     from genre.config import FeatureConfig
     from genre.extraction import run_extract
-    from genre.models import MODEL_KINDS, ModelConfig, configure_tensorflow
-    from genre.report import segment_to_track
+    from genre.models import MODEL_KINDS
     from genre.runtime import init_ray
     from genre.shards import read_segments
     from genre.synth import write_corpus
-    from genre.training import evaluate, fit, prepare, stack_features
-    from genre.tuning import default_features
 
     kinds = MODEL_KINDS if args.kinds == "all" else tuple(args.kinds.split(","))
     work = Path(tempfile.mkdtemp(prefix="eval-models-"))
@@ -59,54 +57,63 @@ def main() -> None:
             read_segments(str(work / "corpus-shards")),
             read_segments(str(work / "fresh-shards")),
         )
-        configure_tensorflow()
-        rows = []
-        for kind in kinds:
-            features = default_features(kind)
-            data = prepare(segments, features=features, seed=0)
-            model_cfg = ModelConfig(
-                kind=kind, width=64 if kind == "mlp" else 32, dropout=0.3, learning_rate=1e-3
-            )
-            t0 = time.perf_counter()
-            result = fit(
-                data, model_cfg, max_epochs=args.max_epochs, batch_size=32, patience=args.patience
-            )
-            seconds = time.perf_counter() - t0
-            test = evaluate(result.network, data, split="test")
-            x = stack_features(fresh.features, features)
-            probs = result.network.predict(x, batch_size=256, verbose=0)
-            tracks, track_probs = segment_to_track(fresh.track_id, probs)
-            truth = np.array([t.split("/")[0] for t in tracks])
-            fresh_acc = float(
-                np.mean(np.array(data.labels)[np.argmax(track_probs, axis=1)] == truth)
-            )
-            rate = float(np.median(result.history["train_segments_per_s"]))
-            rows.append(
-                (
-                    kind,
-                    "+".join(features),
-                    test["track_accuracy"],
-                    test["segment_accuracy"],
-                    fresh_acc,
-                    len(result.history["loss"]),
-                    seconds,
-                    rate,
-                )
-            )
-            print(
-                f"  {kind}: test tracks {test['track_accuracy']:.2f}, fresh corpus {fresh_acc:.2f}, {seconds:.0f} s",
-                flush=True,
-            )
-        print(
-            "\n| model | input | test tracks (20) | test segments | fresh corpus (100 tracks) | epochs | train time | segments/s |"
-        )
-        print("|---|---|---|---|---|---|---|---|")
-        for kind, feats, acc, seg, fr, epochs, seconds, rate in rows:
-            print(
-                f"| `{kind}` | {feats} | {acc:.2f} | {seg:.2f} | {fr:.2f} | {epochs} | {seconds:.0f} s | {rate:.0f} |"
-            )
+        configure()
+        rows = [_evaluate_kind(kind, segments, fresh, args) for kind in kinds]
+        _print_table(rows)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _evaluate_kind(kind: str, segments, fresh, args) -> tuple:
+    """Train ``kind`` on ``segments``; its table row, scored on the test split and on ``fresh``."""
+    from genre.models import ModelConfig
+    from genre.report import segment_to_track
+    from genre.training import evaluate, fit, prepare, stack_features
+    from genre.tuning import default_features
+
+    features = default_features(kind)
+    data = prepare(segments, features=features, seed=0)
+    model_cfg = ModelConfig(
+        kind=kind, width=64 if kind == "mlp" else 32, dropout=0.3, learning_rate=1e-3
+    )
+    t0 = time.perf_counter()
+    result = fit(data, model_cfg, max_epochs=args.max_epochs, batch_size=32, patience=args.patience)
+    seconds = time.perf_counter() - t0
+    test = evaluate(result.network, data, split="test")
+    x = stack_features(fresh.features, features)
+    probs = result.network.predict(x, batch_size=256, verbose=0)
+    tracks, track_probs = segment_to_track(fresh.track_id, probs)
+    truth = np.array([t.split("/")[0] for t in tracks])
+    fresh_acc = float(np.mean(np.array(data.labels)[np.argmax(track_probs, axis=1)] == truth))
+    rate = float(np.median(result.history["train_segments_per_s"]))
+    print(
+        f"  {kind}: test tracks {test['track_accuracy']:.2f}, "
+        f"fresh corpus {fresh_acc:.2f}, {seconds:.0f} s",
+        flush=True,
+    )
+    return (
+        kind,
+        "+".join(features),
+        test["track_accuracy"],
+        test["segment_accuracy"],
+        fresh_acc,
+        len(result.history["loss"]),
+        seconds,
+        rate,
+    )
+
+
+def _print_table(rows: list[tuple]) -> None:
+    print(
+        "\n| model | input | test tracks (20) | test segments | fresh corpus (100 tracks) "
+        "| epochs | train time | segments/s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for kind, feats, acc, seg, fr, epochs, seconds, rate in rows:
+        print(
+            f"| `{kind}` | {feats} | {acc:.2f} | {seg:.2f} | {fr:.2f} | {epochs} "
+            f"| {seconds:.0f} s | {rate:.0f} |"
+        )
 
 
 if __name__ == "__main__":

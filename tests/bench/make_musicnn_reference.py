@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     FIXTURE.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(FIXTURE, log_mel=patches, made_with=graph["made_with"], **arrays)
     print(
-        f"{FIXTURE.relative_to(REPO)}: {FIXTURE.stat().st_size} bytes, made with {graph['made_with']}"
+        f"{FIXTURE.relative_to(REPO)}: {FIXTURE.stat().st_size} bytes, "
+        f"made with {graph['made_with']}"
     )
     for key, value in arrays.items():
         print(f"  {key}: {value.shape} range [{value.min():.4g}, {value.max():.4g}]")
