@@ -40,6 +40,7 @@ eval-gtzan: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check genre jobs tests
+	$(PY) -m ruff format --check genre jobs tests
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
