@@ -1,7 +1,9 @@
 """The results table: one row per labelled file, as Parquet parts in an output folder.
 
-Columns: ``path``, ``track_id``, ``genre`` (top-1), ``confidence``, ``top_k`` (a list
-of ``{genre, probability}``), one ``p_<genre>`` column per label, ``n_segments``,
+Columns: ``path``, ``track_id``, ``genre`` (top-1), ``confidence`` (calibrated when the
+model card holds a calibration), ``needs_review`` and ``review_reason``
+(``low-confidence``, ``out-of-taxonomy`` or null), ``ood_score`` (higher: less like any
+genre the model knows), ``top_k`` (a list of ``{genre, probability}``), one ``p_<genre>`` column per label, ``n_segments``,
 ``duration_s``, ``model`` (name/version), ``aggregate``, ``error`` and
 ``error_reason`` (null unless the file could not be labelled), ``labeled_at``.
 
@@ -41,6 +43,9 @@ def results_schema(labels: list[str]) -> pa.Schema:
         pa.field("track_id", pa.string(), nullable=False),
         pa.field("genre", pa.string()),
         pa.field("confidence", pa.float32()),
+        pa.field("needs_review", pa.bool_()),
+        pa.field("review_reason", pa.string()),
+        pa.field("ood_score", pa.float32()),
         pa.field(
             "top_k", pa.list_(pa.struct([("genre", pa.string()), ("probability", pa.float32())]))
         ),
@@ -70,6 +75,10 @@ def results_table(
         cols["track_id"].append(r["track_id"])
         cols["genre"].append(None if bad else r["genre"])
         cols["confidence"].append(None if bad else float(r["confidence"]))
+        cols["needs_review"].append(None if bad else bool(r.get("needs_review", False)))
+        cols["review_reason"].append(None if bad else (r.get("review_reason") or None))
+        ood = r.get("ood_score")
+        cols["ood_score"].append(None if bad or ood is None or ood != ood else float(ood))
         cols["top_k"].append(
             None
             if bad

@@ -1,0 +1,210 @@
+"""Genres with no training at all: musicnn's tags mapped to a taxonomy.
+
+A mapping (TOML) lists, for each genre, tags of either musicnn vocabulary, prefixed with
+the model that knows them (``msd:Hip-Hop``, ``mtt:classical``), and how a genre's tags
+combine (``max`` or ``mean`` of their probabilities). The shipped default,
+``genre/data/mappings/gtzan10.toml``, covers the ten GTZAN genres as far as the
+vocabularies allow (reggae is in neither; classical only in MTT's); a user writes their
+own to label into their own taxonomy (``electronic``, ``latin``, ``soul/rnb``…).
+
+Per segment a genre's score is its tags' combined probability; :func:`genre_scores`
+normalises the scores to sum to one so they read like a classifier's probabilities, and
+the label pipeline aggregates segments into tracks as for any model. A zero-shot model is
+a :class:`genre.card.ModelCard` with no trained weights (:func:`zero_shot_card`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from genre.config import FeatureConfig
+from genre.errors import ParameterError
+
+__all__ = [
+    "DEFAULT_MAPPING",
+    "COMBINE",
+    "TagMapping",
+    "load_mapping",
+    "genre_scores",
+    "zero_shot_card",
+]
+
+DEFAULT_MAPPING = "gtzan10"
+COMBINE = ("max", "mean")
+_VOCABULARIES = {"msd": "musicnn_msd", "mtt": "musicnn_mtt"}
+
+
+@dataclass(frozen=True)
+class TagMapping:
+    """Genre → musicnn tags, and how they combine.
+
+    Attributes
+    ----------
+    name : str
+    combine : {"max", "mean"}
+    genres : dict
+        ``genre → ((extractor, tag), …)``, e.g. ``{"jazz": (("musicnn_msd", "jazz"),)}``.
+    """
+
+    name: str
+    combine: str
+    genres: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from genre.pretrained import TAGS
+
+        if self.combine not in COMBINE:
+            raise ParameterError(
+                f"mapping {self.name!r}: combine={self.combine!r}: choose one of max, mean"
+            )
+        if len(self.genres) < 2:
+            raise ParameterError(
+                f"mapping {self.name!r} names {len(self.genres)} genre(s): need at least two"
+            )
+        for genre, tags in self.genres.items():
+            for extractor, tag in tags:
+                if tag not in TAGS[extractor]:
+                    raise ParameterError(
+                        f"mapping {self.name!r}: genre {genre!r} names {tag!r}, which is not "
+                        f"a tag of {extractor} (see genre.pretrained.TAGS)"
+                    )
+        if not any(self.genres.values()):
+            raise ParameterError(f"mapping {self.name!r} lists no tag at all")
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.genres)
+
+    @property
+    def extractors(self) -> tuple[str, ...]:
+        """The musicnn models whose tags the mapping reads, in canonical order."""
+        used = {extractor for tags in self.genres.values() for extractor, _ in tags}
+        return tuple(e for e in _VOCABULARIES.values() if e in used)
+
+    @property
+    def uncovered(self) -> tuple[str, ...]:
+        """Genres with no tag: the mapping can never answer them."""
+        return tuple(g for g, tags in self.genres.items() if not tags)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "combine": self.combine,
+            "genres": {
+                g: [f"{_prefix(e)}:{t}" for e, t in tags] for g, tags in self.genres.items()
+            },
+        }
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_dict(cls, d: Mapping, *, source: str = "mapping") -> TagMapping:
+        genres = d.get("genres")
+        if not isinstance(genres, Mapping):
+            raise ParameterError(f'{source}: needs a [genres] table of genre = ["msd:tag", …]')
+        parsed = {
+            str(g): tuple(_parse_tag(t, source=source, genre=str(g)) for t in tags)
+            for g, tags in genres.items()
+        }
+        return cls(
+            name=str(d.get("name") or source), combine=str(d.get("combine", "max")), genres=parsed
+        )
+
+
+def _prefix(extractor: str) -> str:
+    return next(k for k, v in _VOCABULARIES.items() if v == extractor)
+
+
+def _parse_tag(text: object, *, source: str, genre: str) -> tuple[str, str]:
+    prefix, _, tag = str(text).partition(":")
+    if prefix not in _VOCABULARIES or not tag:
+        raise ParameterError(
+            f"{source}: genre {genre!r}: {text!r} must be 'msd:<tag>' or 'mtt:<tag>'"
+        )
+    return _VOCABULARIES[prefix], tag
+
+
+def load_mapping(path: str | None = None) -> TagMapping:
+    """The mapping in ``path`` (TOML), or the shipped default when ``None``.
+
+    Raises
+    ------
+    ParameterError
+        Missing or unreadable file, unknown tags, fewer than two genres.
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    if path is None:
+        text = (
+            resources.files("genre") / "data" / "mappings" / f"{DEFAULT_MAPPING}.toml"
+        ).read_text()
+        source = DEFAULT_MAPPING
+    else:
+        if not Path(path).is_file():
+            raise ParameterError(f"--mapping {path!r} does not exist")
+        text, source = Path(path).read_text(), Path(path).stem
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ParameterError(f"--mapping {path}: not valid TOML ({exc})") from exc
+    return TagMapping.from_dict({"name": source, **data}, source=source)
+
+
+def genre_scores(mapping: TagMapping, tags: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Per-segment genre probabilities from tag probabilities.
+
+    Parameters
+    ----------
+    mapping : TagMapping
+    tags : dict
+        ``extractor → (segments, 50)`` tag probabilities (``musicnn_msd``, ``musicnn_mtt``).
+
+    Returns
+    -------
+    np.ndarray [shape=(segments, genres), dtype=float32]
+        Rows sum to one (uniform where no tag of any genre fires).
+    """
+    from genre.pretrained import TAGS
+
+    n = len(next(iter(tags.values())))
+    scores = np.zeros((n, len(mapping.genres)), np.float32)
+    reduce = np.max if mapping.combine == "max" else np.mean
+    for j, members in enumerate(mapping.genres.values()):
+        if members:
+            columns = [tags[e][:, TAGS[e].index(t)] for e, t in members]
+            scores[:, j] = reduce(np.stack(columns, axis=1), axis=1)
+    total = scores.sum(axis=1, keepdims=True)
+    uniform = np.full_like(scores, 1.0 / scores.shape[1])
+    return np.where(total > 0, scores / np.maximum(total, 1e-12), uniform).astype(np.float32)
+
+
+def zero_shot_card(mapping: TagMapping, *, cfg: FeatureConfig | None = None):
+    """A model card with no trained weights: the mapping over musicnn's tag columns."""
+    from genre.card import ModelCard
+
+    features = tuple(f"{e}_tags" for e in mapping.extractors)
+    cfg = (cfg or FeatureConfig()).with_features(features)
+    return ModelCard(
+        labels=mapping.labels,
+        features=features,
+        feature_config=cfg,
+        model_config={
+            "kind": "zero-shot",
+            "mapping": mapping.to_dict(),
+            "mapping_hash": mapping.hash(),
+        },
+        aggregate="mean",
+        split_method="none",
+        training={"zero_shot": True, "uncovered_genres": list(mapping.uncovered)},
+    )

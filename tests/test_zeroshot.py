@@ -1,0 +1,82 @@
+"""Zero-shot labels: musicnn's tags mapped to a taxonomy (mapping file, scores, card)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from genre.errors import ParameterError
+from genre.pretrained import TAGS
+from genre.zeroshot import genre_scores, load_mapping, zero_shot_card
+
+TWO_GENRES = """
+name = "mine"
+combine = "mean"
+[genres]
+electronic = ["msd:electronic", "mtt:techno", "msd:House"]
+"soul/rnb" = ["msd:soul", "msd:rnb"]
+"""
+
+
+def _tags(**fired: float) -> dict[str, np.ndarray]:
+    out = {e: np.zeros((1, 50), np.float32) for e in TAGS}
+    for key, p in fired.items():
+        extractor, tag = key.split("__")
+        out[extractor][0, TAGS[extractor].index(tag.replace("_", " "))] = p
+    return out
+
+
+def test_the_default_mapping_covers_gtzan_but_reggae():
+    mapping = load_mapping()
+    assert len(mapping.labels) == 10 and mapping.uncovered == ("reggae",)
+    assert mapping.extractors == ("musicnn_msd", "musicnn_mtt")
+
+
+def test_a_custom_two_genre_mapping_is_read_from_toml(tmp_path):
+    (tmp_path / "mine.toml").write_text(TWO_GENRES)
+    mapping = load_mapping(str(tmp_path / "mine.toml"))
+    assert mapping.labels == ("electronic", "soul/rnb") and mapping.combine == "mean"
+    tags = _tags(musicnn_msd__electronic=0.9, musicnn_mtt__techno=0.6, musicnn_msd__soul=0.3)
+    scores = genre_scores(mapping, tags)
+    electronic, soul = (0.9 + 0.6 + 0.0) / 3, (0.3 + 0.0) / 2
+    np.testing.assert_allclose(
+        scores[0], [electronic, soul] / np.float32(electronic + soul), rtol=1e-6
+    )
+
+
+def test_max_combines_by_the_strongest_tag():
+    scores = genre_scores(
+        load_mapping(), _tags(musicnn_msd__metal=0.2, musicnn_msd__heavy_metal=0.8)
+    )
+    assert load_mapping().labels[int(np.argmax(scores[0]))] == "metal"
+    assert scores.sum() == pytest.approx(1.0)
+
+
+def test_no_tag_firing_gives_uniform_scores():
+    scores = genre_scores(load_mapping(), _tags())
+    np.testing.assert_allclose(scores[0], np.full(10, 0.1), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ('[genres]\na = ["msd:polka"]\nb = ["msd:rock"]', "polka"),
+        ('[genres]\na = ["rock"]\nb = ["msd:pop"]', "msd:<tag>"),
+        ('[genres]\na = ["msd:rock"]', "at least two"),
+        ('combine = "median"\n[genres]\na = ["msd:rock"]\nb = ["msd:pop"]', "combine"),
+        ("[genres\n", "TOML"),
+    ],
+)
+def test_bad_mappings_are_one_line_parameter_errors(tmp_path, text, needle):
+    (tmp_path / "bad.toml").write_text(text)
+    with pytest.raises(ParameterError, match=needle):
+        load_mapping(str(tmp_path / "bad.toml"))
+
+
+def test_a_zero_shot_card_reads_only_the_tag_columns_it_needs(tmp_path):
+    from genre.card import ModelCard
+
+    (tmp_path / "msd-only.toml").write_text('[genres]\na = ["msd:rock"]\nb = ["msd:jazz"]')
+    card = zero_shot_card(load_mapping(str(tmp_path / "msd-only.toml")))
+    assert card.features == ("musicnn_msd_tags",) and card.model_config["kind"] == "zero-shot"
+    assert ModelCard.from_metadata(card.to_metadata()) == card
