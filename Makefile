@@ -36,7 +36,8 @@ eval-models: $(STAMP)
 	$(PY) tests/bench/eval_models.py
 
 eval-gtzan: $(STAMP)
-	$(PY) tests/bench/eval_gtzan_mini.py --configs seed_cnn,short_chunk_cnn,crnn,mlp --figure docs/confusion_gtzan_mini.png
+	$(PY) tests/bench/eval_gtzan_mini.py --figure docs/confusion_gtzan_mini.png \
+		--configs seed_cnn,short_chunk_cnn,crnn,mlp,musicnn_linear,musicnn_mlp_head
 
 lint: $(STAMP)
 	$(PY) -m ruff check genre jobs tests

@@ -98,7 +98,8 @@ class ModelCard:
         missing = [f for f in self.features if f not in self.feature_config.features]
         if not self.features or missing:
             raise ConfigMismatchError(
-                f"card features {','.join(self.features) or '(none)'} are not all in its feature config "
+                f"card features {','.join(self.features) or '(none)'} "
+                "are not all in its feature config "
                 f"({','.join(self.feature_config.features)})"
             )
         if self.aggregate not in AGGREGATES:
@@ -107,10 +108,13 @@ class ModelCard:
             )
 
     @property
-    def input_shape(self) -> tuple[int, int]:
-        """``(frames, bins)`` of one segment's input as the feature config gives it."""
+    def input_shape(self) -> tuple[int, ...]:
+        """One segment's input as the feature config gives it: ``(frames, bins)`` for
+        hand-crafted features, ``(dims,)`` for pretrained vectors (stacked along the
+        last axis either way)."""
         cfg = self.feature_config
-        return (cfg.frames, sum(cfg.bins(f) for f in self.features))
+        *leading, _ = cfg.shape(self.features[0])
+        return (*leading, sum(cfg.bins(f) for f in self.features))
 
     def split_of(self) -> dict[str, str]:
         """``track id → split name``."""
@@ -194,6 +198,22 @@ class ResolvedModel:
     name: str  # e.g. "genre/3"
     card: ModelCard
     keras_bytes: bytes
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.card.labels
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.card.features
+
+    @property
+    def feature_config(self):
+        return self.card.feature_config
+
+    @property
+    def aggregate(self) -> str:
+        return self.card.aggregate
 
 
 def check_tracking_uri(uri: str) -> None:
@@ -283,6 +303,7 @@ def check_input(card: ModelCard, keras_bytes: bytes, *, source: str = "model") -
     if not fits:
         raise ConfigMismatchError(
             f"{source}: the Keras model takes input {actual} but its card's features "
-            f"{'+'.join(card.features)} with feature config {card.feature_config.hash()} give {expected}: "
+            f"{'+'.join(card.features)} with feature config {card.feature_config.hash()} "
+            f"give {expected}: "
             "refusing to feed it"
         )

@@ -19,6 +19,8 @@ from genre.errors import ParameterError
 
 __all__ = [
     "FEATURES",
+    "PRETRAINED",
+    "COLUMNS",
     "GENRES",
     "AGGREGATES",
     "SPLIT_METHODS",
@@ -27,8 +29,19 @@ __all__ = [
     "SearchSettings",
 ]
 
-#: Feature names in canonical order.
+#: Hand-crafted features in canonical order: ``(frames, bins)`` matrices from one STFT.
 FEATURES = ("mfcc", "chroma", "mel")
+
+#: Pretrained extractors (:mod:`genre.pretrained`). Each gives three vector columns per
+#: segment: ``<name>`` (the 200-d embedding), ``<name>_pool`` (1 506 pooled mid-level
+#: features) and ``<name>_tags`` (50 tag probabilities).
+PRETRAINED = ("musicnn_msd", "musicnn_mtt")
+
+#: Suffix of each pretrained column → its length (genre.pretrained checks these).
+_PRETRAINED_DIMS = {"": 200, "_pool": 1506, "_tags": 50}
+
+#: Every feature column a shard may hold, in canonical order.
+COLUMNS = FEATURES + tuple(f"{p}{suffix}" for p in PRETRAINED for suffix in _PRETRAINED_DIMS)
 
 #: Ways to turn segment probabilities into a track's: mean, max, or a majority vote.
 AGGREGATES = ("mean", "max", "vote")
@@ -56,10 +69,17 @@ GENRES = (
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """How audio becomes per-segment feature matrices.
+    """How audio becomes per-segment features.
 
     Defaults follow the seed projects: 22050 Hz mono, 3 s segments, n_fft 2048,
     hop 512 (130 frames per segment), 13 MFCC, 12 chroma bins, 128 mel bands.
+
+    ``features`` names columns of :data:`COLUMNS`. A pretrained extractor is all or
+    nothing: naming ``musicnn_msd`` or any of its columns gives all three of them
+    (``musicnn_msd``, ``musicnn_msd_pool``, ``musicnn_msd_tags``), which one forward
+    pass computes. ``musicnn_weights`` is the sha256 of the musicnn wheel whose
+    checkpoints computed them, filled in when empty; it is serialised (and hashed) only
+    when musicnn columns are present, so every config without them keeps its hash.
     """
 
     sample_rate: int = 22050
@@ -70,6 +90,7 @@ class FeatureConfig:
     n_mels: int = 128
     n_chroma: int = 12
     features: tuple[str, ...] = field(default=FEATURES)
+    musicnn_weights: str = ""
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "n_fft", "hop_length", "n_mfcc", "n_mels", "n_chroma"):
@@ -81,14 +102,45 @@ class FeatureConfig:
         if self.n_mfcc > self.n_mels:
             raise ParameterError(f"n_mfcc={self.n_mfcc} must not exceed n_mels={self.n_mels}")
         features = tuple(self.features)
-        unknown = [f for f in features if f not in FEATURES]
+        unknown = [f for f in features if f not in COLUMNS]
         if unknown or not features:
             raise ParameterError(
                 f"features={','.join(features) or '(none)'}: "
-                f"choose one or more of {','.join(FEATURES)}"
+                f"choose one or more of {','.join(FEATURES + PRETRAINED)}"
             )
+        wanted = set(features) | {
+            f"{p}{suffix}" for p in _extractors_of(features) for suffix in _PRETRAINED_DIMS
+        }
         # Canonical order, no duplicates, so equal settings hash equally.
-        object.__setattr__(self, "features", tuple(f for f in FEATURES if f in features))
+        object.__setattr__(self, "features", tuple(f for f in COLUMNS if f in wanted))
+        self._check_pretrained()
+
+    def _check_pretrained(self) -> None:
+        if not self.extractors:
+            object.__setattr__(self, "musicnn_weights", "")  # e.g. with_features(("mfcc",))
+            return
+        if not self.musicnn_weights:
+            from genre.pretrained import WHEEL_SHA256
+
+            object.__setattr__(self, "musicnn_weights", WHEEL_SHA256)
+        weights = self.musicnn_weights
+        if not (
+            isinstance(weights, str)
+            and len(weights) == 64
+            and all(c in "0123456789abcdef" for c in weights)
+        ):
+            raise ParameterError(f"musicnn_weights={weights!r} must be a sha256 in hex")
+        # One musicnn patch is 187 frames of hop 256 at 16 kHz (47 616 samples).
+        if self.segment_seconds * 16000 < 186 * 256:
+            raise ParameterError(
+                f"segment_seconds={self.segment_seconds:g}: musicnn features need segments "
+                "of at least 2.976 s"
+            )
+
+    @property
+    def extractors(self) -> tuple[str, ...]:
+        """The pretrained extractors (of :data:`PRETRAINED`) the features need."""
+        return _extractors_of(self.features)
 
     @property
     def segment_samples(self) -> int:
@@ -101,16 +153,23 @@ class FeatureConfig:
         return 1 + self.segment_samples // self.hop_length
 
     def bins(self, feature: str) -> int:
-        """Number of bins of ``feature`` (13, 12 or 128 by default)."""
-        return {"mfcc": self.n_mfcc, "chroma": self.n_chroma, "mel": self.n_mels}[feature]
+        """Values per frame of ``feature`` (13, 12 or 128 by default); a vector's length."""
+        fixed = {"mfcc": self.n_mfcc, "chroma": self.n_chroma, "mel": self.n_mels}
+        if feature in fixed:
+            return fixed[feature]
+        return _PRETRAINED_DIMS[feature[len(_extractor_of(feature)) :]]
 
-    def shape(self, feature: str) -> tuple[int, int]:
-        """Per-segment shape ``(frames, bins)`` of ``feature``."""
-        return (self.frames, self.bins(feature))
+    def shape(self, feature: str) -> tuple[int, ...]:
+        """Per-segment shape of ``feature``: ``(frames, bins)``, or ``(dims,)`` for a vector."""
+        if feature in FEATURES:
+            return (self.frames, self.bins(feature))
+        return (self.bins(feature),)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["features"] = list(self.features)
+        if not self.extractors:
+            del d["musicnn_weights"]  # configs without musicnn serialise (and hash) as before
         return d
 
     @classmethod
@@ -137,6 +196,16 @@ class FeatureConfig:
 
     def with_features(self, features: tuple[str, ...] | list[str]) -> FeatureConfig:
         return dataclasses.replace(self, features=tuple(features))
+
+
+def _extractor_of(column: str) -> str:
+    """``musicnn_msd_pool`` → ``musicnn_msd``; ``""`` for a hand-crafted feature."""
+    return next((p for p in PRETRAINED if column == p or column.startswith(f"{p}_")), "")
+
+
+def _extractors_of(columns: tuple[str, ...]) -> tuple[str, ...]:
+    used = {_extractor_of(c) for c in columns}
+    return tuple(p for p in PRETRAINED if p in used)
 
 
 @dataclass(frozen=True)
@@ -171,6 +240,10 @@ class SearchSettings:
     batch_sizes: tuple[int, ...] = (32, 64)
     widths: tuple[int, ...] = (16, 32)
     dropout: tuple[float, float] = (0.1, 0.4)
+    #: Batch sizes searched instead of ``batch_sizes`` when trials get GPUs (small batches
+    #: leave a GPU idle: batch 64 is overhead-bound, 256 gives 1.3-3.3x).
+    gpu_batch_sizes: tuple[int, ...] = (64, 128, 256)
+    mixed_precision: bool = False  # float16 compute in GPU trials
     grace_clamped: bool = False
 
     def __post_init__(self) -> None:
@@ -180,7 +253,8 @@ class SearchSettings:
         unknown = [m for m in self.models if m not in MODEL_KINDS]
         if unknown or not self.models:
             raise ParameterError(
-                f"--models: unknown model {','.join(unknown) or '(none)'}; choose from {','.join(MODEL_KINDS)}"
+                f"--models: unknown model {','.join(unknown) or '(none)'}; "
+                f"choose from {','.join(MODEL_KINDS)}"
             )
         if self.features is not None:
             object.__setattr__(self, "features", tuple(self.features))
@@ -202,14 +276,15 @@ class SearchSettings:
             )
         if not self.cpus_per_trial > 0 or not self.gpus_per_trial >= 0:
             raise ParameterError(
-                f"--cpus-per-trial={self.cpus_per_trial} must be > 0 and --gpus-per-trial={self.gpus_per_trial} ≥ 0"
+                f"--cpus-per-trial={self.cpus_per_trial} must be > 0 and "
+                f"--gpus-per-trial={self.gpus_per_trial} ≥ 0"
             )
         _choice("--scheduler", self.scheduler, SCHEDULERS)
         _choice("--split", self.split, SPLIT_METHODS)
         low, high = self.learning_rate
         if not 0 < low <= high:
             raise ParameterError(f"learning_rate={self.learning_rate}: need 0 < low ≤ high")
-        for name in ("batch_sizes", "widths"):
+        for name in ("batch_sizes", "gpu_batch_sizes", "widths"):
             if not getattr(self, name) or any(int(v) <= 0 for v in getattr(self, name)):
                 raise ParameterError(f"{name}={getattr(self, name)} must be positive integers")
         if not 0 <= self.dropout[0] <= self.dropout[1] < 1:
@@ -239,6 +314,11 @@ class SearchSettings:
             "grace_clamped",
         )
         keys = {k: v for k, v in asdict(self).items() if k not in skip}
+        # Settings added later stay out of the name at their defaults, so searches started
+        # before they existed still resume.
+        for key, default in (("gpu_batch_sizes", (64, 128, 256)), ("mixed_precision", False)):
+            if keys[key] == default:
+                del keys[key]
         keys["shards"] = self.shards if "://" in self.shards else os.path.abspath(self.shards)
         digest = hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[
             :10

@@ -14,12 +14,13 @@ sit on both sides of a train/test boundary.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 from collections import defaultdict
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 import numpy as np
@@ -32,6 +33,7 @@ __all__ = [
     "Listing",
     "SPLITS",
     "list_tracks",
+    "list_inputs",
     "split_tracks",
     "gtzan_filtered_split",
     "gtzan_coverage",
@@ -106,7 +108,9 @@ def list_tracks(root: str) -> Listing:
     """
     from pyarrow import fs as pafs
 
-    if "://" in root:
+    from genre.store import is_uri
+
+    if is_uri(root):
         filesystem, base = pafs.FileSystem.from_uri(root)
         prefix = (
             root[: len(root) - len(base)] if root.endswith(base) else root.split("://")[0] + "://"
@@ -267,3 +271,53 @@ def gtzan_filtered_split(track_ids: list[str] | np.ndarray) -> dict[str, str]:
             "no track matches the GTZAN artist-filtered split (names like blues.00012.wav)"
         )
     return assignment
+
+
+def list_inputs(source: str) -> tuple[list[dict[str, str]], str]:
+    """Expand INPUT into ``[{path, track_id}]``; return them and the kind of input.
+
+    INPUT may be a folder (searched recursively), a glob, or a ``.txt``/``.csv``/
+    ``.parquet`` file listing paths (column ``path``, or the first column).
+    """
+    import pyarrow.parquet as pq
+
+    from genre.store import is_uri
+
+    def item(path: str, track_id: str) -> dict[str, str]:
+        return {"path": path, "track_id": track_id}
+
+    if os.path.isdir(source) or is_uri(source):
+        listing = list_tracks(source)
+        return [item(t.path, t.track_id) for t in listing.tracks], "folder"
+    if any(ch in source for ch in "*?["):
+        paths = sorted(
+            p for p in glob.glob(source, recursive=True) if os.path.isfile(p) or os.path.islink(p)
+        )
+        if not paths:
+            raise ParameterError(f"input glob {source!r} matches no file")
+        return [item(os.path.abspath(p), p) for p in paths], "glob"
+    if not os.path.exists(source):
+        raise ParameterError(f"input {source!r} does not exist")
+    ext = os.path.splitext(source)[1].lower()
+    if ext in (".txt", ".lst", ".m3u"):
+        lines = [line.strip() for line in Path(source).read_text().splitlines()]
+        paths = [line for line in lines if line and not line.startswith("#")]
+    elif ext == ".csv":
+        import pandas as pd
+
+        frame = pd.read_csv(source)
+        paths = frame["path" if "path" in frame.columns else frame.columns[0]].astype(str).tolist()
+    elif ext == ".parquet":
+        table = pq.read_table(source)
+        paths = [
+            str(p) for p in table.column("path" if "path" in table.column_names else 0).to_pylist()
+        ]
+    elif ext in AUDIO_EXTENSIONS:
+        return [item(os.path.abspath(source), os.path.basename(source))], "file"
+    else:
+        raise ParameterError(
+            f"input {source!r} is not a folder, glob, audio file or .txt/.csv/.parquet list"
+        )
+    base = os.path.dirname(os.path.abspath(source))
+    resolved = [p if os.path.isabs(p) or is_uri(p) else os.path.join(base, p) for p in paths]
+    return [item(p, p) for p in dict.fromkeys(resolved)], "list"

@@ -1,10 +1,16 @@
 """The extract pipeline: an audio tree → segment shards, in parallel on Ray Data.
 
-:func:`extract_batch` is the whole per-batch computation (decode, segment, one STFT
-for the batch, write one shard) and runs without Ray; :func:`run_extract` lists the
-files, skips what is done, and maps :func:`extract_batch` over the rest with Ray
-Data. Files that cannot be decoded become error rows, never exceptions, because
-Ray Data aborts the whole job on the first exception raised in a batch function.
+:func:`extract_batch` is the whole per-batch computation and runs without Ray, in two
+steps: :func:`prepare_batch` decodes the tracks once, cuts segments and computes what
+needs no model (one STFT for the batch; musicnn's 16 kHz log-mel patches when the
+config names pretrained extractors), then :func:`write_batch` adds the pretrained
+columns and writes one shard. :func:`run_extract` lists the files, skips what is done,
+and maps them over the rest with Ray Data: one stage of CPU tasks for hand-crafted
+features alone; with pretrained extractors, CPU tasks for :func:`prepare_batch` and an
+actor pool (:class:`ShardWriter`: the models loaded once per actor, compiled batch
+inference, on GPUs when the cluster has them) for :func:`write_batch`. Files that
+cannot be decoded become error rows, never exceptions, because Ray Data aborts the
+whole job on the first exception raised in a batch function.
 """
 
 from __future__ import annotations
@@ -12,13 +18,15 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from genre.audio import MAX_DURATION_S, Segments, load_segments
-from genre.config import FeatureConfig
+from genre.config import FEATURES, FeatureConfig
 from genre.corpus import list_tracks
+from genre.embeddings import Embedder, check_extractors, patches
 from genre.errors import AudioFileError, ParameterError
 from genre.features import extract
 from genre.shards import ShardStore, segments_table, write_shard
@@ -27,12 +35,24 @@ from genre.store import AttemptJournal, FolderLock
 __all__ = [
     "MAX_SHARD_SEGMENTS",
     "extract_batch",
+    "prepare_batch",
+    "write_batch",
+    "ShardWriter",
     "ExtractSummary",
     "check_extract_arguments",
     "run_extract",
 ]
 
-_RESULT_KEYS = ("track_id", "path", "segments", "duration_s", "shard", "reason", "message")
+_RESULT_KEYS = (
+    "track_id",
+    "path",
+    "segments",
+    "duration_s",
+    "shard",
+    "reason",
+    "message",
+    "node_id",
+)
 #: Segments held in memory before a batch writes a shard (≈ 270 MB of 22.05 kHz audio).
 MAX_SHARD_SEGMENTS = 1024
 #: Ray retries a batch whose worker died this often; with the crash journal's two
@@ -47,8 +67,10 @@ def extract_batch(
     output: str,
     max_duration_s: float = MAX_DURATION_S,
     max_shard_segments: int = MAX_SHARD_SEGMENTS,
+    embedder: Embedder | None = None,
 ) -> dict[str, np.ndarray]:
-    """Extract a batch of tracks into shards under ``output``.
+    """Extract a batch of tracks into shards under ``output``: :func:`prepare_batch`
+    then :func:`write_batch` for each of its groups, in one process.
 
     Every file is decoded inside the folder's crash journal (see
     :class:`genre.store.AttemptJournal`), so a file that kills its worker is skipped as
@@ -66,87 +88,207 @@ def extract_batch(
     max_shard_segments : int
         A shard is written as soon as the decoded segments reach this many, which bounds
         the memory of a batch of long tracks (1024 segments ≈ 270 MB of audio).
+    embedder : Embedder or None
+        The pretrained extractors of ``cfg`` (loaded here when ``cfg`` needs them and
+        none is given).
 
     Returns
     -------
     dict
-        One entry per input track: ``track_id``, ``path``, ``segments`` (int),
-        ``duration_s``, ``shard`` (file name, ``""`` on failure), ``reason`` and
+        One entry per input track, in input order: ``track_id``, ``path``, ``segments``
+        (int), ``duration_s``, ``shard`` (file name, ``""`` on failure), ``reason`` and
         ``message`` (``""`` on success), ``node_id``.
     """
-    journal = AttemptJournal(output)
-    n = len(batch["path"])
-    rows = {key: [] for key in _RESULT_KEYS}
-    for key, default in (
-        ("segments", 0),
-        ("duration_s", 0.0),
-        ("shard", ""),
-        ("reason", ""),
-        ("message", ""),
-    ):
-        rows[key] = [default] * n
-    rows["track_id"] = [str(t) for t in batch["track_id"]]
-    rows["path"] = [str(p) for p in batch["path"]]
-    pending: list[tuple[int, str, Segments]] = []  # (row, genre, segments) not yet in a shard
-    for i, genre in enumerate(batch["genre"]):
-        path, track_id = rows["path"][i], rows["track_id"][i]
-        try:
-            segs = journal.decode(
-                track_id,
-                path,
-                lambda path=path: load_segments(
-                    path,
-                    sample_rate=cfg.sample_rate,
-                    segment_seconds=cfg.segment_seconds,
-                    max_duration_s=max_duration_s,
-                ),
-            )
-            pending.append((i, genre, segs))
-        except AudioFileError as exc:
-            rows["reason"][i], rows["message"][i] = exc.reason, str(exc)
-        except Exception as exc:  # a decoder bug must not sink the other files of the job
-            rows["reason"][i], rows["message"][i] = (
-                "internal",
-                f"{path}: {type(exc).__name__}: {exc}",
-            )
-        if pending and (i == n - 1 or sum(len(p[2]) for p in pending) >= max_shard_segments):
-            _write_pending(pending, rows, cfg=cfg, output=output)
-            pending = []
-    if pending:
-        _write_pending(pending, rows, cfg=cfg, output=output)
-    out = {key: np.asarray(values, dtype=object) for key, values in rows.items()}
-    out["segments"] = np.asarray(rows["segments"], dtype=np.int64)
-    out["duration_s"] = np.asarray(rows["duration_s"], dtype=np.float64)
-    out["node_id"] = np.full(n, _node_id(), dtype=object)
-    return out
+    if cfg.extractors and embedder is None:
+        embedder = Embedder(cfg.extractors)
+    parts = [
+        write_batch(group, cfg=cfg, output=output, embedder=embedder)
+        for group in prepare_batch(
+            batch,
+            cfg=cfg,
+            output=output,
+            max_duration_s=max_duration_s,
+            max_shard_segments=max_shard_segments,
+        )
+    ]
+    if not parts:
+        return {key: np.zeros(0, dtype=object) for key in _RESULT_KEYS}
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
-def _write_pending(
-    pending: list[tuple[int, str, Segments]],
-    rows: dict[str, list],
+def prepare_batch(
+    batch: dict[str, np.ndarray],
     *,
     cfg: FeatureConfig,
     output: str,
-) -> None:
-    """One shard for the decoded tracks of ``pending``; fill their result rows."""
-    counts = [len(segs) for _, _, segs in pending]
-    table = segments_table(
-        track_id=np.repeat([rows["track_id"][i] for i, _, _ in pending], counts),
-        path=np.repeat([rows["path"][i] for i, _, _ in pending], counts),
-        genre=[genre for (_, genre, _), c in zip(pending, counts, strict=True) for _ in range(c)],
-        segment=np.concatenate([np.arange(c) for c in counts]),
-        start_s=np.concatenate([segs.start_s for _, _, segs in pending]),
-        duration_s=np.repeat([segs.duration_s for _, _, segs in pending], counts),
-        features=extract(np.concatenate([segs.audio for _, _, segs in pending]), cfg),
-        cfg=cfg,
-    )
-    shard = write_shard(output, table)
-    for i, _, segs in pending:
-        rows["segments"][i], rows["duration_s"][i], rows["shard"][i] = (
-            len(segs),
-            segs.duration_s,
-            shard,
+    max_duration_s: float = MAX_DURATION_S,
+    max_shard_segments: int = MAX_SHARD_SEGMENTS,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Decode tracks and compute what needs no model: hand-crafted features, musicnn patches.
+
+    The first stage of extraction (CPU tasks). Each group it yields holds about
+    ``max_shard_segments`` segments at most and becomes one shard; the audio itself
+    never leaves this function.
+
+    Yields
+    ------
+    dict
+        One row per track, contiguous and in input order (failed tracks included):
+        ``track_id``, ``path``, ``genre``, ``duration_s``, ``reason``, ``message``
+        (``""`` on success), ``start_s`` (an object column of ``(segments,)`` arrays), one
+        object column per hand-crafted feature of ``cfg`` (``(segments, frames, bins)``
+        each) and, when ``cfg`` names extractors, ``patches`` (``(segments, 187, 96)``).
+    """
+    journal = AttemptJournal(output)
+    rows: list[dict] = []
+    pending = 0
+    n = len(batch["path"])
+    for i in range(n):
+        row = {
+            "track_id": str(batch["track_id"][i]),
+            "path": str(batch["path"][i]),
+            "genre": batch["genre"][i],
+        }
+        row.update(_decode(row, journal, cfg=cfg, max_duration_s=max_duration_s))
+        rows.append(row)
+        pending += len(row["audio"])
+        if i == n - 1 or pending >= max_shard_segments:
+            yield _featurize(rows, cfg)
+            rows, pending = [], 0
+
+
+def _decode(
+    row: dict, journal: AttemptJournal, *, cfg: FeatureConfig, max_duration_s: float
+) -> dict:
+    """One track's segments (or its reason and message), decoded inside the crash journal."""
+    path = row["path"]
+    failed = {"audio": np.zeros((0, cfg.segment_samples), np.float32), "duration_s": 0.0}
+    failed["start_s"] = np.zeros(0, np.float32)
+    try:
+        segs: Segments = journal.decode(
+            row["track_id"],
+            path,
+            lambda: load_segments(
+                path,
+                sample_rate=cfg.sample_rate,
+                segment_seconds=cfg.segment_seconds,
+                max_duration_s=max_duration_s,
+            ),
         )
+    except AudioFileError as exc:
+        return {**failed, "reason": exc.reason, "message": str(exc)}
+    except Exception as exc:  # a decoder bug must not sink the other files of the job
+        return {**failed, "reason": "internal", "message": f"{path}: {type(exc).__name__}: {exc}"}
+    return {
+        "audio": segs.audio,
+        "start_s": segs.start_s,
+        "duration_s": segs.duration_s,
+        "reason": "",
+        "message": "",
+    }
+
+
+def _featurize(rows: list[dict], cfg: FeatureConfig) -> dict[str, np.ndarray]:
+    """Stage-one columns of ``rows``: one STFT for all their segments, then split per track."""
+    audio = np.concatenate([row.pop("audio") for row in rows])
+    values = extract(audio, cfg)
+    if cfg.extractors:
+        values["patches"] = patches(audio, sample_rate=cfg.sample_rate)
+    bounds = np.cumsum([0] + [len(row["start_s"]) for row in rows])
+    out = {key: _objects([row[key] for row in rows]) for key in rows[0]}
+    out["duration_s"] = np.asarray([row["duration_s"] for row in rows], dtype=np.float64)
+    for name, array in values.items():
+        out[name] = _objects([array[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+    return out
+
+
+def _objects(values: list) -> np.ndarray:
+    """An object array holding ``values`` as they are (arrays stay arrays)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def write_batch(
+    batch: dict[str, np.ndarray],
+    *,
+    cfg: FeatureConfig,
+    output: str,
+    embedder: Embedder | None = None,
+) -> dict[str, np.ndarray]:
+    """Compute the pretrained columns of a :func:`prepare_batch` group and write its shard.
+
+    The second stage of extraction: in a Ray Data actor that holds ``embedder`` when
+    ``cfg`` names extractors, else right after the first stage in the same task. The
+    shard is written atomically (:func:`genre.shards.write_shard`); failed tracks pass
+    through as result rows.
+
+    Returns
+    -------
+    dict
+        As :func:`extract_batch`, one entry per row of ``batch``.
+    """
+    n = len(batch["path"])
+    ok = [i for i in range(n) if not batch["reason"][i]]
+    counts = [len(batch["start_s"][i]) for i in ok]
+    shard = ""
+    if ok:
+        features = {
+            name: np.concatenate([batch[name][i] for i in ok])
+            for name in cfg.features
+            if name in FEATURES
+        }
+        if cfg.extractors:
+            features.update(embedder(np.concatenate([batch["patches"][i] for i in ok])))
+        table = segments_table(
+            track_id=np.repeat([str(batch["track_id"][i]) for i in ok], counts),
+            path=np.repeat([str(batch["path"][i]) for i in ok], counts),
+            genre=[batch["genre"][i] for i, c in zip(ok, counts, strict=True) for _ in range(c)],
+            segment=np.concatenate([np.arange(c) for c in counts]),
+            start_s=np.concatenate([batch["start_s"][i] for i in ok]),
+            duration_s=np.repeat([float(batch["duration_s"][i]) for i in ok], counts),
+            features=features,
+            cfg=cfg,
+        )
+        shard = write_shard(output, table)
+    segments = np.zeros(n, dtype=np.int64)
+    segments[ok] = counts
+    return {
+        "track_id": np.asarray([str(t) for t in batch["track_id"]], dtype=object),
+        "path": np.asarray([str(p) for p in batch["path"]], dtype=object),
+        "segments": segments,
+        "duration_s": np.asarray(batch["duration_s"], dtype=np.float64),
+        "shard": np.asarray([shard if i in ok else "" for i in range(n)], dtype=object),
+        "reason": np.asarray([str(r) for r in batch["reason"]], dtype=object),
+        "message": np.asarray([str(m) for m in batch["message"]], dtype=object),
+        "node_id": np.full(n, _node_id(), dtype=object),
+    }
+
+
+class ShardWriter:
+    """Ray Data actor, the second stage when ``cfg`` names pretrained extractors: it
+    loads them once (:class:`genre.embeddings.Embedder`) and runs :func:`write_batch`.
+
+    Parameters
+    ----------
+    cfg : FeatureConfig
+    output : str
+    threads : int or None
+        The backend's intra-op threads (the actor's CPU share; ``None`` on a GPU). The
+        patches per compiled call follow the GPUs the backend sees (:class:`Embedder`).
+    """
+
+    def __init__(self, *, cfg: FeatureConfig, output: str, threads: int | None):
+        from genre import backend
+
+        backend.configure(threads=threads)
+        self.cfg, self.output = cfg, output
+        self.embedder = Embedder(cfg.extractors)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``batch``: one row whose ``group`` holds a :func:`prepare_batch` group."""
+        (group,) = batch["group"]
+        return write_batch(group, cfg=self.cfg, output=self.output, embedder=self.embedder)
 
 
 def _node_id() -> str:
@@ -199,7 +341,8 @@ class ExtractSummary:
                 + ", ".join(f"{n[:8]} {c} tracks" for n, c in self.nodes.most_common())
             )
         lines.append(
-            f"  output: {self.output} now holds {self.total_tracks} tracks, {self.total_segments} segments"
+            f"  output: {self.output} now holds {self.total_tracks} tracks, "
+            f"{self.total_segments} segments"
         )
         return "\n".join(lines)
 
@@ -216,13 +359,15 @@ def check_extract_arguments(
     num_cpus: int | None = None,
     tracks_per_shard: int | None = None,
     max_duration_s: float = MAX_DURATION_S,
+    gpus_per_worker: float = 0.0,
 ) -> None:
     """Refuse bad extract settings before anything is created or started.
 
     Raises
     ------
     ParameterError
-        A count that is not a positive integer, a duration that is not positive.
+        A count that is not a positive integer, a duration that is not positive, a
+        negative GPU share.
     """
     for flag, value in (("--num-cpus", num_cpus), ("--tracks-per-shard", tracks_per_shard)):
         if value is not None and (
@@ -233,6 +378,8 @@ def check_extract_arguments(
         raise ParameterError(
             f"--max-duration={max_duration_s} must be a positive number of seconds"
         )
+    if not gpus_per_worker >= 0:
+        raise ParameterError(f"--gpus-per-worker={gpus_per_worker} must be ≥ 0")
 
 
 def run_extract(
@@ -244,6 +391,7 @@ def run_extract(
     num_cpus: int | None = None,
     tracks_per_shard: int | None = None,
     max_duration_s: float = MAX_DURATION_S,
+    gpus_per_worker: float = 0.0,
 ) -> ExtractSummary:
     """Extract every new audio file under ``input_root`` into shards under ``output``.
 
@@ -260,6 +408,9 @@ def run_extract(
         Tracks per batch and shard (default: ≥ 4 batches per CPU, ≤ 32).
     max_duration_s : float
         Longest file decoded; longer ones are ``too-long`` skips.
+    gpus_per_worker : float
+        GPUs per pretrained-extractor actor, used only when the cluster has GPUs
+        (0: CPU actors, one per CPU at most).
 
     Returns
     -------
@@ -268,13 +419,19 @@ def run_extract(
     Raises
     ------
     ParameterError
-        Bad settings, missing input, output that is a file or locked by a live run.
+        Bad settings, missing input, output that is a file or locked by a live run,
+        pretrained weights that are not installed.
     ConfigMismatchError
         ``output`` holds shards extracted with other settings.
     """
-    check_extract_arguments(
-        num_cpus=num_cpus, tracks_per_shard=tracks_per_shard, max_duration_s=max_duration_s
-    )
+    options = {
+        "num_cpus": num_cpus,
+        "tracks_per_shard": tracks_per_shard,
+        "max_duration_s": max_duration_s,
+        "gpus_per_worker": gpus_per_worker,
+    }
+    check_extract_arguments(**options)
+    check_extractors(cfg)
     started = time.perf_counter()
     listing = list_tracks(input_root)
     with FolderLock(output, command="jobs.extract"):
@@ -287,20 +444,11 @@ def run_extract(
             already_done=len(listing.tracks) - len(todo),
             ignored_files=len(listing.ignored),
         )
-        errors = (
-            _extract_on_ray(
-                todo,
-                summary,
-                cfg=cfg,
-                output=output,
-                address=address,
-                num_cpus=num_cpus,
-                tracks_per_shard=tracks_per_shard,
-                max_duration_s=max_duration_s,
+        errors = []
+        if todo:
+            errors = _extract_on_ray(
+                todo, summary, cfg=cfg, output=output, address=address, **options
             )
-            if todo
-            else []
-        )
         summary.errors_path = store.write_errors(errors)
         manifest = store.write_manifest()
     summary.total_tracks, summary.total_segments = manifest["tracks"], manifest["segments"]
@@ -318,29 +466,28 @@ def _extract_on_ray(
     num_cpus: int | None,
     tracks_per_shard: int | None,
     max_duration_s: float,
+    gpus_per_worker: float,
 ) -> list[dict[str, str]]:
-    """Map :func:`extract_batch` over ``todo`` on Ray Data; count into ``summary``; return the skips."""
+    """Run the extraction plan over ``todo`` on Ray Data; count into ``summary``; return
+    the skips."""
     import ray
 
     from genre.runtime import init_ray
 
     init_ray(address=address, num_cpus=num_cpus)
-    per_shard = _tracks_per_shard(
-        len(todo), ray.cluster_resources().get("CPU", 1.0), tracks_per_shard
-    )
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    per_shard = _tracks_per_shard(len(todo), cpus, tracks_per_shard)
     items = [{"path": t.path, "track_id": t.track_id, "genre": t.genre} for t in todo]
-    ds = ray.data.from_items(
-        items, override_num_blocks=math.ceil(len(items) / per_shard)
-    ).map_batches(
-        extract_batch,
-        fn_kwargs={"cfg": cfg, "output": output, "max_duration_s": max_duration_s},
-        batch_size=per_shard,
-        batch_format="numpy",
-        num_cpus=1,
-        # Ray Data retries a dead worker's task forever by default; the crash journal
-        # needs three runs of a batch to skip its culprit, so allow exactly that.
-        max_retries=TASK_RETRIES,
-    )
+    ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_shard))
+    kwargs = {"cfg": cfg, "output": output, "max_duration_s": max_duration_s}
+    # Ray Data retries a dead worker's task forever by default; the crash journal
+    # needs three runs of a batch to skip its culprit, so allow exactly that.
+    tasks = {"batch_size": per_shard, "batch_format": "numpy", "max_retries": TASK_RETRIES}
+    if not cfg.extractors:
+        ds = ds.map_batches(extract_batch, fn_kwargs=kwargs, num_cpus=1, **tasks)
+    else:
+        ds = ds.map_batches(_prepared_groups, fn_kwargs=kwargs, num_cpus=1, **tasks)
+        ds = _embedding_stage(ds, cfg=cfg, output=output, cpus=cpus, gpus=gpus_per_worker)
     errors: list[dict[str, str]] = []
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for i in range(len(batch["track_id"])):
@@ -355,3 +502,40 @@ def _extract_on_ray(
                 summary.segments += int(batch["segments"][i])
                 summary.audio_s += float(batch["duration_s"][i])
     return errors
+
+
+def _prepared_groups(batch: dict[str, np.ndarray], **kwargs) -> Iterator[dict[str, np.ndarray]]:
+    """:func:`prepare_batch` for Ray Data: each group as one row (``group``: its columns),
+    so the next stage takes exactly one future shard at a time, whatever its tracks.
+
+    (Ray Data keeps the group as a pickled object; its workers' logs say so once a task.
+    A row per track instead would let Ray Data regroup rows by count, and a batch of a few
+    hour-long tracks would hold gigabytes.)"""
+    for group in prepare_batch(batch, **kwargs):
+        yield {"group": _objects([group])}
+
+
+def _embedding_stage(ds, *, cfg: FeatureConfig, output: str, cpus: float, gpus: float):
+    """:class:`ShardWriter` actors after the decode tasks: one per GPU share when the
+    cluster has GPUs, else CPU actors of one thread each, one per CPU at most."""
+    import ray
+
+    from genre.runtime import cluster_gpus
+
+    gpus = gpus if cluster_gpus() > 0 else 0.0
+    if gpus:
+        pool = ray.data.ActorPoolStrategy(size=max(1, int(cluster_gpus() / gpus)))
+        threads = None
+    else:
+        pool = ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, int(cpus)))
+        threads = 1
+    return ds.map_batches(
+        ShardWriter,
+        fn_constructor_kwargs={"cfg": cfg, "output": output, "threads": threads},
+        batch_size=1,  # one group of the first stage: one shard
+        batch_format="numpy",
+        compute=pool,
+        num_cpus=1,
+        num_gpus=gpus,
+        max_task_retries=TASK_RETRIES,
+    )

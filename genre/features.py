@@ -24,7 +24,7 @@ import functools
 import numpy as np
 import scipy.fft
 
-from genre.config import FeatureConfig
+from genre.config import FEATURES, FeatureConfig
 from genre.errors import ParameterError
 
 __all__ = [
@@ -92,7 +92,8 @@ def _mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _chroma_basis(sample_rate: int, n_fft: int, n_chroma: int) -> np.ndarray:
-    """``librosa.filters.chroma(sr, n_fft, n_chroma, tuning=0)`` transposed: ``(1 + n_fft // 2, n_chroma)``."""
+    """``librosa.filters.chroma(sr, n_fft, n_chroma, tuning=0)`` transposed:
+    ``(1 + n_fft // 2, n_chroma)``."""
     hz = np.linspace(0, sample_rate, n_fft, endpoint=False)[1:]
     bins = n_chroma * np.log2(hz / (440.0 / 16))  # octaves above A0, in chroma bins
     bins = np.concatenate(([bins[0] - 1.5 * n_chroma], bins))
@@ -139,7 +140,8 @@ def power_spectrogram(
     padded = np.pad(x, ((0, 0), (pad, pad)))
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[:, ::hop_length]
     spectrum = scipy.fft.rfft(frames * _window(n_fft), axis=-1)
-    # |z|² written into one float32 array: no complex temporaries (≈30 % of this function otherwise).
+    # |z|² written into one float32 array: no complex temporaries (≈30 % of this function
+    # otherwise).
     power = np.multiply(spectrum.real, spectrum.real, dtype=np.float32)
     power += np.square(spectrum.imag, dtype=np.float32)
     return power
@@ -188,16 +190,25 @@ def extract(segments: np.ndarray, cfg: FeatureConfig) -> dict[str, np.ndarray]:
     Returns
     -------
     features : dict[str, np.ndarray]
-        For each name in ``cfg.features``, float32 of shape ``(segments, cfg.frames, bins)``.
+        For each hand-crafted name in ``cfg.features`` (``mfcc``, ``chroma``, ``mel``),
+        float32 of shape ``(segments, cfg.frames, bins)``. Pretrained columns are
+        computed elsewhere (:mod:`genre.embeddings`).
     """
     x = np.asarray(segments)
     if x.ndim != 2 or x.shape[1] != cfg.segment_samples:
         raise ParameterError(
-            f"segments of shape {x.shape} do not match the config: expected (n, {cfg.segment_samples})"
+            f"segments of shape {x.shape} do not match the config: "
+            f"expected (n, {cfg.segment_samples})"
         )
     if not np.isfinite(x).all():
         raise ParameterError("segments contain non-finite samples")
-    out = {name: np.empty((len(x), *cfg.shape(name)), dtype=np.float32) for name in cfg.features}
+    out = {
+        name: np.empty((len(x), *cfg.shape(name)), dtype=np.float32)
+        for name in cfg.features
+        if name in FEATURES
+    }
+    if not out:
+        return out
     want_mel = "mel" in out or "mfcc" in out
     for lo in range(0, len(x), _CHUNK):
         hi = lo + _CHUNK

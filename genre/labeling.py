@@ -7,6 +7,10 @@ Pipeline, streaming so memory stays flat however large the collection::
                ─▶ aggregate segments per track (mean | max | vote) ─▶ Parquet parts
 
 The feature settings come from the model card (:mod:`genre.card`), never from flags.
+A model on pretrained features (a head on ``musicnn_msd_pool``, say) gets them computed
+here too: the decode tasks make musicnn's 16 kHz log-mel patches, and each predictor
+actor loads the extractors the card's feature config names, once, beside the model
+(:mod:`genre.embeddings`).
 The driver resolves the model once and ships its bytes to the actors through Ray's
 object store, so worker nodes need no access to the tracking server. Results are
 written by the driver in atomic parts (:mod:`genre.results`), holding the output
@@ -16,8 +20,6 @@ folder's lock; a re-run reads them back and labels only the files that are missi
 
 from __future__ import annotations
 
-import glob
-import os
 import tempfile
 import time
 from collections import Counter
@@ -26,17 +28,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from genre.audio import AUDIO_EXTENSIONS, MAX_DURATION_S, load_segments
+from genre.audio import MAX_DURATION_S, load_segments
 from genre.card import ResolvedModel, resolve
 from genre.config import AGGREGATES, FeatureConfig
-from genre.corpus import list_tracks
+from genre.corpus import (
+    list_inputs,  # noqa: F401
+)
+from genre.embeddings import check_extractors, patch_shape, patches
 from genre.errors import AudioFileError, ConfigMismatchError, ParameterError
 from genre.features import extract
+from genre.predictor import (  # noqa: F401
+    Predictor,
+    _load_keras,
+    _node_id,
+    _result_columns,
+    compiled_predict,
+    review_kwargs,
+    top_tags,
+)
 from genre.report import segment_to_track
 from genre.results import ResultStore, read_results, results_table
-from genre.store import AttemptJournal, FolderLock, is_uri
+from genre.store import AttemptJournal, FolderLock
 from genre.training import stack_features
 
 __all__ = [
@@ -48,6 +61,7 @@ __all__ = [
     "list_inputs",
     "featurize_batch",
     "Predictor",
+    "compiled_predict",
     "LabelSummary",
     "run_label",
     "label_file",
@@ -58,6 +72,9 @@ __all__ = [
 LabelModel = ResolvedModel
 #: Look up and check a registered model (``models:/genre@champion``).
 resolve_model = resolve
+#: Segments per predict step by default: big batches keep a GPU busy, and on a CPU a
+#: batch beyond a few hundred segments gains nothing.
+CPU_BATCH, GPU_BATCH = 256, 1024
 #: Ray Data retries a batch whose worker died this often (see genre.extraction).
 _TASK_RETRIES = 3
 
@@ -80,66 +97,6 @@ def model_from_network(
     )
 
 
-def _load_keras(model_bytes: bytes):
-    import warnings
-
-    import keras
-
-    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
-        # compile=False: no optimizer to restore, and Keras says so at length.
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        path = Path(d) / "model.keras"
-        path.write_bytes(model_bytes)
-        return keras.saving.load_model(str(path), compile=False)
-
-
-def list_inputs(source: str) -> tuple[list[dict[str, str]], str]:
-    """Expand INPUT into ``[{path, track_id}]``; return them and the kind of input.
-
-    INPUT may be a folder (searched recursively), a glob, or a ``.txt``/``.csv``/
-    ``.parquet`` file listing paths (column ``path``, or the first column).
-    """
-
-    def item(path: str, track_id: str) -> dict[str, str]:
-        return {"path": path, "track_id": track_id}
-
-    if os.path.isdir(source) or is_uri(source):
-        listing = list_tracks(source)
-        return [item(t.path, t.track_id) for t in listing.tracks], "folder"
-    if any(ch in source for ch in "*?["):
-        paths = sorted(
-            p for p in glob.glob(source, recursive=True) if os.path.isfile(p) or os.path.islink(p)
-        )
-        if not paths:
-            raise ParameterError(f"input glob {source!r} matches no file")
-        return [item(os.path.abspath(p), p) for p in paths], "glob"
-    if not os.path.exists(source):
-        raise ParameterError(f"input {source!r} does not exist")
-    ext = os.path.splitext(source)[1].lower()
-    if ext in (".txt", ".lst", ".m3u"):
-        lines = [line.strip() for line in Path(source).read_text().splitlines()]
-        paths = [line for line in lines if line and not line.startswith("#")]
-    elif ext == ".csv":
-        import pandas as pd
-
-        frame = pd.read_csv(source)
-        paths = frame["path" if "path" in frame.columns else frame.columns[0]].astype(str).tolist()
-    elif ext == ".parquet":
-        table = pq.read_table(source)
-        paths = [
-            str(p) for p in table.column("path" if "path" in table.column_names else 0).to_pylist()
-        ]
-    elif ext in AUDIO_EXTENSIONS:
-        return [item(os.path.abspath(source), os.path.basename(source))], "file"
-    else:
-        raise ParameterError(
-            f"input {source!r} is not a folder, glob, audio file or .txt/.csv/.parquet list"
-        )
-    base = os.path.dirname(os.path.abspath(source))
-    resolved = [p if os.path.isabs(p) or is_uri(p) else os.path.join(base, p) for p in paths]
-    return [item(p, p) for p in dict.fromkeys(resolved)], "list"
-
-
 def featurize_batch(
     batch: dict[str, np.ndarray],
     *,
@@ -157,7 +114,9 @@ def featurize_batch(
 
     Returns one row per file: ``path``, ``track_id``, ``n_segments``, ``duration_s``,
     ``reason``/``error`` (``""`` on success) and ``x``: an object array holding each
-    file's ``(n_segments, frames, bins)`` float32 features (empty on failure).
+    file's ``(n_segments, frames, bins)`` float32 features (empty on failure), or, when
+    ``features`` are pretrained columns, its ``(n_segments, 187, 96)`` musicnn patches
+    (the predictor computes the columns).
     """
     attempts = AttemptJournal(journal) if journal else None
     rows: dict[str, list] = {
@@ -190,12 +149,10 @@ def featurize_batch(
             rows, (str(path), str(track_id), n, duration, reason, error, None), strict=True
         ):
             rows[key].append(value)
-    empty = np.zeros((0, cfg.frames, sum(cfg.bins(f) for f in features)), np.float32)
+    empty = np.zeros((0, *_segment_input_shape(cfg, features)), np.float32)
     rows["x"] = [empty] * len(rows["path"])
     if segs:
-        stacked = stack_features(
-            extract(np.concatenate(segs), cfg.with_features(features)), features
-        )
+        stacked = _segments_input(np.concatenate(segs), cfg=cfg, features=features)
         bounds = np.cumsum([0] + [len(s) for s in segs])
         for j, i in enumerate(owners):
             rows["x"][i] = stacked[bounds[j] : bounds[j + 1]]
@@ -208,99 +165,19 @@ def featurize_batch(
     return out
 
 
-class Predictor:
-    """Ray Data actor: loads the model once, predicts segments, aggregates per track."""
-
-    def __init__(
-        self,
-        *,
-        model_bytes: bytes | tuple,
-        labels: tuple[str, ...],
-        aggregate: str,
-        top_k: int,
-        batch_size: int,
-    ):
-        from genre.models import configure_tensorflow
-
-        if isinstance(
-            model_bytes, tuple
-        ):  # (ObjectRef,): the driver put the bytes in the object store once
-            import ray
-
-            model_bytes = ray.get(model_bytes[0])
-        configure_tensorflow()
-        self.model = _load_keras(model_bytes)
-        self.node_id = _node_id()
-        self.labels, self.aggregate, self.top_k, self.batch_size = (
-            list(labels),
-            aggregate,
-            top_k,
-            batch_size,
-        )
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        out = [
-            np.asarray(self.model(x[i : i + self.batch_size], training=False))
-            for i in range(0, len(x), self.batch_size)
-        ]
-        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        xs = [np.asarray(x, dtype=np.float32) for x in batch["x"]]
-        n = len(xs)
-        probs = np.full((n, len(self.labels)), np.nan, np.float32)
-        ok = [i for i in range(n) if not batch["reason"][i] and len(xs[i])]
-        if ok:
-            seg_probs = self.predict(np.concatenate([xs[i] for i in ok]))
-            owner = np.repeat(np.arange(len(ok)), [len(xs[i]) for i in ok])
-            order, track_probs = segment_to_track(owner, seg_probs, aggregate=self.aggregate)
-            probs[np.asarray(ok)[order]] = track_probs
-        out = _result_columns(batch, probs, self.labels, self.top_k)
-        out["node_id"] = np.full(n, self.node_id, dtype=object)
-        return out
+def _segment_input_shape(cfg: FeatureConfig, features: tuple[str, ...]) -> tuple[int, ...]:
+    """One segment's shape as :func:`featurize_batch` hands it to the predictors:
+    ``(frames, bins)`` of the stacked features, or ``(187, 96)`` musicnn patches when
+    ``features`` are pretrained columns (the predictor computes those)."""
+    if cfg.with_features(features).extractors:
+        return patch_shape()
+    return (cfg.frames, sum(cfg.bins(f) for f in features))
 
 
-def _node_id() -> str:
-    import sys
-
-    if "ray" not in sys.modules:
-        return ""
-    import ray
-
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
-
-
-def _result_columns(
-    batch: dict[str, np.ndarray], probs: np.ndarray, labels: list[str], top_k: int
-) -> dict[str, np.ndarray]:
-    n = len(probs)
-    failed = np.isnan(probs).any(axis=1)
-    top = np.argsort(-np.nan_to_num(probs, nan=-1.0), axis=1)[:, :top_k]
-    genre = np.array([None if failed[i] else labels[top[i, 0]] for i in range(n)], dtype=object)
-    top_genres = np.empty(n, dtype=object)
-    top_probs = np.empty(n, dtype=object)
-    for i in range(n):
-        top_genres[i] = [] if failed[i] else [labels[j] for j in top[i]]
-        top_probs[i] = (
-            np.array([], np.float32) if failed[i] else probs[i, top[i]].astype(np.float32)
-        )
-    out = {
-        "path": np.asarray(batch["path"], dtype=object),
-        "track_id": np.asarray(batch["track_id"], dtype=object),
-        "genre": genre,
-        "confidence": np.where(
-            failed, np.nan, np.nanmax(np.nan_to_num(probs, nan=-1.0), axis=1)
-        ).astype(np.float32),
-        "top_genres": top_genres,
-        "top_probs": top_probs,
-        "n_segments": np.asarray(batch["n_segments"], dtype=np.int32),
-        "duration_s": np.asarray(batch["duration_s"], dtype=np.float32),
-        "reason": np.asarray(batch["reason"], dtype=object),
-        "error": np.asarray(batch["error"], dtype=object),
-    }
-    for j, label in enumerate(labels):
-        out[f"p_{label}"] = probs[:, j]
-    return out
+def _segments_input(audio: np.ndarray, *, cfg: FeatureConfig, features: tuple[str, ...]):
+    if cfg.with_features(features).extractors:
+        return patches(audio, sample_rate=cfg.sample_rate)
+    return stack_features(extract(audio, cfg.with_features(features)), features)
 
 
 @dataclass(frozen=True)
@@ -315,8 +192,8 @@ class LabelSettings:
         Segments per track, spread evenly over long tracks.
     top_k : int
         Genres kept per track in ``top_k``.
-    batch_size : int
-        Segments per model call.
+    batch_size : int or None
+        Segments per compiled predict step (default 256 on CPUs, 1024 on GPU actors).
     tracks_per_task : int
         Files per decode task (and per predictor batch).
     gpus_per_worker : float
@@ -336,7 +213,7 @@ class LabelSettings:
     aggregate: str | None = None
     max_segments: int = 10
     top_k: int = 3
-    batch_size: int = 256
+    batch_size: int | None = None  # None: 256 on CPUs, 1024 on GPUs
     tracks_per_task: int = 16
     gpus_per_worker: float = 0.0
     predictors: int | None = None
@@ -348,8 +225,14 @@ class LabelSettings:
     num_cpus: int | None = None
     flush_rows: int = 512
     flush_s: float = 5.0
+    min_confidence: float | None = None  # None: the card's review threshold
+    tags: int = 5  # top musicnn tags per track, when the model computes musicnn features
 
     def __post_init__(self) -> None:
+        if self.tags < 0:
+            raise ParameterError(f"--tags={self.tags} must be 0 (off) or a positive integer")
+        if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:
+            raise ParameterError(f"--min-confidence={self.min_confidence} must be in [0, 1]")
         if self.aggregate is not None and self.aggregate not in AGGREGATES:
             raise ParameterError(
                 f"--aggregate {self.aggregate!r}: choose one of {', '.join(AGGREGATES)}"
@@ -389,21 +272,26 @@ class LabelSummary:
     csv: str = ""
     nodes: Counter = field(default_factory=Counter)
     crashes_forgotten: int = 0
+    review: Counter = field(default_factory=Counter)
+    tags: Counter = field(default_factory=Counter)  # tracks with each tag among their top tags
 
     def format(self) -> str:
         done = self.labelled + sum(self.failed.values())
         rate = done / self.wall_s if self.wall_s > 0 else 0.0
         lines = [
             f"label: {done} files in {self.wall_s:.1f} s ({rate:.1f} tracks/s) with {self.model}: "
-            f"{self.labelled} labelled, {sum(self.failed.values())} failed; {self.already_done} of {self.found} already done",
+            f"{self.labelled} labelled, {sum(self.failed.values())} failed; "
+            f"{self.already_done} of {self.found} already done",
         ]
         if self.superseded or self.retried:
             lines.append(
-                f"  moved {self.superseded} parts of other models to _superseded/; {self.retried} failed rows retried"
+                f"  moved {self.superseded} parts of other models to _superseded/; "
+                f"{self.retried} failed rows retried"
             )
         if self.crashes_forgotten:
             lines.append(
-                f"  forgot {self.crashes_forgotten} recorded worker crash(es): those files were tried again"
+                f"  forgot {self.crashes_forgotten} recorded worker crash(es): "
+                "those files were tried again"
             )
         if self.failed:
             lines.append(
@@ -412,6 +300,17 @@ class LabelSummary:
             )
         if self.genres:
             lines.append("  genres: " + ", ".join(f"{g} {n}" for g, n in self.genres.most_common()))
+        if self.tags:
+            lines.append(
+                "  most common tags: " + ", ".join(f"{t} {n}" for t, n in self.tags.most_common(8))
+            )
+        if self.labelled:
+            flagged = sum(self.review.values())
+            reasons = ", ".join(f"{r} {n}" for r, n in self.review.most_common())
+            lines.append(
+                f"  needs review: {flagged} of {self.labelled} ({flagged / self.labelled:.0%})"
+                + (f": {reasons}" if reasons else "")
+            )
         if self.least_confident:
             lines.append("  least confident:")
             lines += [f"    {c:.2f}  {g:<10} {p}" for p, g, c in self.least_confident]
@@ -448,11 +347,14 @@ def run_label(
     Raises
     ------
     ParameterError
-        Bad input, output that is a file or locked by a live run.
+        Bad input, output that is a file or locked by a live run, pretrained weights the
+        model's features need that are not installed.
     ConfigMismatchError
-        ``output`` holds labels of another model (without ``new_model_ok``).
+        ``output`` holds labels of another model (without ``new_model_ok``), or the
+        model's features come from other pretrained weights.
     """
     settings = settings or LabelSettings()
+    check_extractors(model.card.feature_config)
     started = time.perf_counter()
     items, _ = list_inputs(source)
     with FolderLock(output, command="jobs.label"):
@@ -479,7 +381,8 @@ def _prepare_output(
         if models - {model.name}:
             if not settings.new_model_ok:
                 raise ConfigMismatchError(
-                    f"output {results.root!r} holds labels from {', '.join(sorted(models))}, not {model.name}: "
+                    f"output {results.root!r} holds labels from {', '.join(sorted(models))}, "
+                    f"not {model.name}: "
                     "pass --new-model-ok to label everything again with the new model"
                 )
             summary.superseded = results.supersede(model.name)
@@ -505,6 +408,7 @@ def _label_on_ray(
     init_ray(address=settings.address, num_cpus=settings.num_cpus)
     aggregate = settings.aggregate or model.card.aggregate
     labels = list(model.card.labels)
+    tags = settings.tags > 0 and bool(model.card.feature_config.extractors)
     buffer: list[dict[str, Any]] = []
     scored: list[tuple[str, str, float]] = []
     last_flush = time.monotonic()
@@ -520,11 +424,15 @@ def _label_on_ray(
             buffer and time.monotonic() - last_flush > settings.flush_s
         ):
             results.write(
-                results_table(buffer, labels=labels, model=model.name, aggregate=aggregate)
+                results_table(
+                    buffer, labels=labels, model=model.name, aggregate=aggregate, tags=tags
+                )
             )
             buffer, last_flush = [], time.monotonic()
     if buffer:
-        results.write(results_table(buffer, labels=labels, model=model.name, aggregate=aggregate))
+        results.write(
+            results_table(buffer, labels=labels, model=model.name, aggregate=aggregate, tags=tags)
+        )
     summary.least_confident = sorted(scored, key=lambda r: r[2])[:10]
 
 
@@ -538,6 +446,10 @@ def _count(
         summary.labelled += 1
         summary.segments += int(row["n_segments"])
         summary.genres[row["genre"]] += 1
+        for tag in row.get("tags") if isinstance(row.get("tags"), (list, np.ndarray)) else []:
+            summary.tags[tag["tag"]] += 1
+        if row.get("needs_review"):
+            summary.review[str(row["review_reason"])] += 1
         scored.append((row["path"], row["genre"], float(row["confidence"])))
 
 
@@ -589,7 +501,11 @@ def _pipeline(
                 "labels": card.labels,
                 "aggregate": settings.aggregate or card.aggregate,
                 "top_k": min(settings.top_k, len(card.labels)),
-                "batch_size": settings.batch_size,
+                "batch_size": settings.batch_size or (GPU_BATCH if gpus else CPU_BATCH),
+                "features": card.features,
+                "extractors": card.feature_config.extractors,
+                **review_kwargs(card, min_confidence=settings.min_confidence),
+                "tags": settings.tags,
             },
         )
     )
@@ -603,17 +519,22 @@ def label_file(
     max_segments: int = 10,
     top_k: int = 5,
     max_duration_s: float = MAX_DURATION_S,
+    min_confidence: float | None = None,
 ) -> dict[str, Any]:
-    """Label one file in-process (no Ray): the genres and probabilities, best first.
+    """Label one file in-process (no Ray): the genres and (calibrated) probabilities, best
+    first, and whether it needs review.
 
     Raises
     ------
     AudioFileError
         The file cannot be decoded.
+    ParameterError, ConfigMismatchError
+        Pretrained weights the model's features need are missing or not the same.
     """
-    from genre.models import configure_tensorflow
+    from genre import backend
 
     card = model.card
+    check_extractors(card.feature_config)
     aggregate = aggregate or card.aggregate
     if aggregate not in AGGREGATES:
         raise ParameterError(f"--aggregate {aggregate!r}: choose one of {', '.join(AGGREGATES)}")
@@ -626,22 +547,30 @@ def label_file(
     )
     if out["reason"][0]:
         raise AudioFileError(out["reason"][0], out["error"][0])
-    configure_tensorflow()
+    backend.configure()
     predictor = Predictor(
         model_bytes=model.keras_bytes,
         labels=card.labels,
         aggregate=aggregate,
         top_k=top_k,
         batch_size=256,
+        features=card.features,
+        extractors=card.feature_config.extractors,
+        **review_kwargs(card, min_confidence=min_confidence),
     )
-    seg_probs = predictor.predict(out["x"][0])
-    _, probs = segment_to_track(np.zeros(len(seg_probs), int), seg_probs, aggregate=aggregate)
+    seg_probs = predictor.predict(predictor.inputs([out["x"][0]])[0])
+    _, raw = segment_to_track(np.zeros(len(seg_probs), int), seg_probs, aggregate=aggregate)
+    review = predictor.review(raw)
+    probs = review["probs"]
     order = np.argsort(-probs[0])[:top_k]
     return {
         "path": path,
         "n_segments": int(out["n_segments"][0]),
         "duration_s": float(out["duration_s"][0]),
         "top": [(card.labels[j], float(probs[0, j])) for j in order],
+        "needs_review": bool(review["needs_review"][0]),
+        "review_reason": review["review_reason"][0],
+        "ood_score": float(review["ood_score"][0]),
         "model": model.name,
         "aggregate": aggregate,
     }

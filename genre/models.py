@@ -1,10 +1,12 @@
 """The model zoo: one Keras builder per model kind, all from one typed config.
 
-Every model takes one segment's features as a ``(frames, bins)`` matrix, time first:
-one feature (``mfcc`` 130×13, ``chroma`` 130×12, ``mel`` 130×128 by default) or
-several concatenated along the bins axis (they share the frames), and outputs
-softmax probabilities over the genres. The caller standardises the input with
-statistics fitted on the training split; no layer here needs ``adapt()``.
+Every model but the heads takes one segment's features as a ``(frames, bins)``
+matrix, time first: one feature (``mfcc`` 130×13, ``chroma`` 130×12, ``mel`` 130×128
+by default) or several concatenated along the bins axis (they share the frames). The
+heads (:data:`HEAD_KINDS`) take a vector ``(dims,)``: pretrained features, one or more
+concatenated (``musicnn_msd_pool`` 1 506, ``musicnn_msd`` 200, ``musicnn_msd_tags`` 50).
+Every model outputs softmax probabilities over the genres. The caller standardises the
+input with statistics fitted on the training split; no layer here needs ``adapt()``.
 
 The seed models reproduce the seed projects (GTZAN, 130×13 MFCC) as baselines:
 ``mlp``, ``cnn``, ``lstm``, ``gru``, ``cnn_lstm`` and ``cnn_gru``.
@@ -22,6 +24,12 @@ al. (2017), "Convolutional recurrent neural networks for music classification"
 frequency, then GRUs over the remaining time steps, so the model can also use the
 order of events (rhythm, phrasing) that a global pool discards.
 
+The heads sit on frozen pretrained features (:mod:`genre.embeddings`): ``linear`` is
+softmax regression with an L2 penalty, ``mlp_head`` one or two dense layers
+(``ModelConfig.depth``) with dropout. On features that already summarise timbre,
+rhythm and style, a small head learns genres from a few hundred segments, where the
+log-mel networks need far more.
+
 Sizes scale with ``ModelConfig.width``; at the default ``width=64`` every model except
 the seed ``mlp`` (a flatten-then-dense baseline whose first layer grows with
 frames × bins) stays under about a million weights on 130×128 input, small enough
@@ -35,28 +43,30 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from genre.errors import GenreError, ParameterError
+from genre.errors import ParameterError
 
 __all__ = [
     "MODEL_KINDS",
     "SEED_KINDS",
+    "HEAD_KINDS",
     "ModelConfig",
     "build_model",
+    "compile_model",
     "count_params",
-    "configure_tensorflow",
-    "pip_requirements",
 ]
 
 #: The seed projects' models, meant for MFCC input.
 SEED_KINDS = ("mlp", "cnn", "lstm", "gru", "cnn_lstm", "cnn_gru")
 
+#: Heads on pretrained vector features ``(dims,)`` (the other kinds take ``(frames, bins)``).
+HEAD_KINDS = ("linear", "mlp_head")
+
 #: Every model kind :func:`build_model` knows.
-MODEL_KINDS = SEED_KINDS + ("crnn", "short_chunk_cnn")
+MODEL_KINDS = SEED_KINDS + ("crnn", "short_chunk_cnn") + HEAD_KINDS
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,8 @@ class ModelConfig:
         Batch normalisation after each convolution and hidden dense layer.
     learning_rate : float
         Adam learning rate (> 0).
+    depth : int
+        Hidden dense layers of ``mlp_head`` (1 or 2); the other kinds ignore it.
 
     Raises
     ------
@@ -91,6 +103,7 @@ class ModelConfig:
     l2: float = 1e-4
     batch_norm: bool = True
     learning_rate: float = 1e-3
+    depth: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -109,6 +122,8 @@ class ModelConfig:
             raise ParameterError(
                 f"learning_rate={self.learning_rate!r} must be a finite number > 0"
             )
+        if self.depth not in (1, 2) or isinstance(self.depth, bool):
+            raise ParameterError(f"depth={self.depth!r} must be 1 or 2")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready dict of the settings."""
@@ -132,62 +147,6 @@ class ModelConfig:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-
-
-def configure_tensorflow(*, gpus: bool | None = None, mixed_precision: bool = False) -> None:
-    """Set TensorFlow up for this process; call it before the first TensorFlow op.
-
-    Turns on memory growth for every visible GPU, so that several Ray trials or
-    predictors given fractional GPUs can share one card (by default TensorFlow
-    claims all of a card's memory at start-up). Safe to call more than once: once
-    TensorFlow has initialised its devices, the device settings stay as they were.
-
-    Parameters
-    ----------
-    gpus : bool or None
-        ``None`` uses whatever GPUs are visible; ``False`` hides them all (CPU only);
-        ``True`` requires at least one.
-    mixed_precision : bool
-        Compute in float16 (Keras ``mixed_float16`` policy), only when a GPU is used;
-        on CPU it is ignored. The builders keep their output layer in float32.
-        ``False`` leaves the global policy as it is.
-
-    Raises
-    ------
-    GenreError
-        If ``gpus=True`` and TensorFlow sees no GPU.
-    """
-    # Only read when TensorFlow's C++ side loads, hence before the import.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    physical = tf.config.list_physical_devices("GPU")
-    if gpus is True and not physical:
-        raise GenreError(
-            "gpus=True, but TensorFlow sees no GPU (is a CUDA build of TensorFlow installed?)"
-        )
-    if gpus is False and physical:
-        try:
-            tf.config.set_visible_devices([], "GPU")
-        except RuntimeError:  # devices already initialised in this process
-            pass
-    for gpu in physical:
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # devices already initialised in this process
-            pass
-    if mixed_precision and tf.config.get_visible_devices("GPU"):
-        import keras
-
-        keras.mixed_precision.set_global_policy("mixed_float16")
-
-
-def pip_requirements() -> list[str]:
-    """What a logged model needs installed to load: this Keras and this TensorFlow build."""
-    import keras
-    import tensorflow as tf
-
-    return [f"keras=={keras.__version__}", f"tensorflow-cpu=={tf.__version__}"]
 
 
 def _regulariser(cfg: ModelConfig):
@@ -214,7 +173,13 @@ def _units(cfg: ModelConfig, factor: float) -> int:
 def _conv_bn_relu(x, cfg: ModelConfig, conv, *, filters: int):
     """Convolution (size 3, "same") → batch norm → ReLU; ``conv`` is Conv1D or Conv2D."""
     # No bias before batch norm: its shift makes the bias redundant.
-    x = conv(filters, 3, padding="same", use_bias=not cfg.batch_norm, kernel_regularizer=_regulariser(cfg))(x)
+    x = conv(
+        filters,
+        3,
+        padding="same",
+        use_bias=not cfg.batch_norm,
+        kernel_regularizer=_regulariser(cfg),
+    )(x)
     if cfg.batch_norm:
         x = _batch_norm()(x)
     import keras
@@ -357,6 +322,29 @@ def _crnn(x, cfg: ModelConfig, n_classes: int):
     return _output(x, n_classes)
 
 
+def _linear(x, cfg: ModelConfig, n_classes: int):
+    import keras
+
+    # Softmax regression: the output layer alone, its weights held back by the L2 penalty.
+    return keras.layers.Dense(
+        n_classes,
+        activation="softmax",
+        kernel_regularizer=keras.regularizers.L2(cfg.l2) if cfg.l2 > 0 else None,
+        dtype="float32",
+        name="probabilities",
+    )(x)
+
+
+def _mlp_head(x, cfg: ModelConfig, n_classes: int):
+    import keras
+
+    # Dropout on the input too: 1 506 pooled features and a few hundred training segments.
+    x = keras.layers.Dropout(cfg.dropout)(x)
+    for factor in (4, 2)[: cfg.depth]:  # 128 (then 64) units at width 32
+        x = _dense_block(x, cfg, units=_units(cfg, factor))
+    return _output(x, n_classes)
+
+
 def _build(kind: str):
     return {
         "mlp": _mlp,
@@ -367,58 +355,34 @@ def _build(kind: str):
         "cnn_gru": lambda x, cfg, n: _cnn_rnn(x, cfg, n, cell="gru"),
         "crnn": _crnn,
         "short_chunk_cnn": _short_chunk_cnn,
+        "linear": _linear,
+        "mlp_head": _mlp_head,
     }[kind]
 
 
-def _check_shapes(input_shape: Any, n_classes: Any) -> tuple[tuple[int, int], int]:
+def _check_shapes(kind: str, input_shape: Any, n_classes: Any) -> tuple[tuple[int, ...], int]:
     try:
         shape = tuple(input_shape)
     except TypeError:
         shape = ()
-    if len(shape) != 2 or not all(
+    if kind in HEAD_KINDS:
+        rank, form = 1, "(dims,), one positive integer"
+    else:
+        rank, form = 2, "(frames, bins), two positive integers"
+    if len(shape) != rank or not all(
         isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape
     ):
-        raise ParameterError(
-            f"input_shape={input_shape!r} must be (frames, bins), two positive integers"
-        )
+        raise ParameterError(f"input_shape={input_shape!r}: model kind {kind} takes {form}")
     if not isinstance(n_classes, int) or isinstance(n_classes, bool) or n_classes < 2:
         raise ParameterError(f"n_classes={n_classes!r} must be an integer ≥ 2")
-    return shape, n_classes  # type: ignore[return-value]
+    return shape, n_classes
 
 
-def build_model(config: ModelConfig, *, input_shape: tuple[int, int], n_classes: int):
-    """Build and compile the model ``config.kind`` for one segment's features.
-
-    Parameters
-    ----------
-    config : ModelConfig
-        Architecture and optimiser settings.
-    input_shape : tuple of int
-        ``(frames, bins)`` of one segment: one feature, or several concatenated
-        along the bins axis, standardised by the caller.
-    n_classes : int
-        Number of genres (≥ 2).
-
-    Returns
-    -------
-    keras.Model
-        Named ``config.kind``; input ``(batch, frames, bins)`` float32, output
-        ``(batch, n_classes)`` float32 softmax probabilities. Compiled with
-        Adam(``config.learning_rate``), sparse categorical cross-entropy and accuracy.
-
-    Raises
-    ------
-    ParameterError
-        If ``input_shape`` is not two positive integers or ``n_classes < 2``.
-    """
-    if not isinstance(config, ModelConfig):
-        raise ParameterError(f"config={config!r} must be a ModelConfig")
-    shape, n_classes = _check_shapes(input_shape, n_classes)
+def compile_model(model, config: ModelConfig):
+    """Compile ``model`` for training: Adam(``config.learning_rate``), sparse categorical
+    cross-entropy, accuracy. The one place a genre network is compiled."""
     import keras
 
-    inputs = keras.Input(shape=shape, name="features")
-    outputs = _build(config.kind)(inputs, config, n_classes)
-    model = keras.Model(inputs, outputs, name=config.kind)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -427,7 +391,49 @@ def build_model(config: ModelConfig, *, input_shape: tuple[int, int], n_classes:
     return model
 
 
-def count_params(config: ModelConfig, *, input_shape: tuple[int, int], n_classes: int) -> int:
+def build_model(
+    config: ModelConfig, *, input_shape: tuple[int, ...], n_classes: int, compile: bool = True
+):
+    """Build (and by default compile) the model ``config.kind`` for one segment's features.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Architecture and optimiser settings.
+    input_shape : tuple of int
+        ``(frames, bins)`` of one segment: one feature, or several concatenated
+        along the bins axis, standardised by the caller; ``(dims,)`` for a head.
+    n_classes : int
+        Number of genres (≥ 2).
+    compile : bool
+        Compile with :func:`compile_model` (``False`` when the model becomes part of a
+        larger network that is compiled instead).
+
+    Returns
+    -------
+    keras.Model
+        Named ``config.kind``; input ``(batch, *input_shape)`` float32, output
+        ``(batch, n_classes)`` float32 softmax probabilities. Compiled with
+        Adam(``config.learning_rate``), sparse categorical cross-entropy and accuracy.
+
+    Raises
+    ------
+    ParameterError
+        If ``input_shape`` is not two positive integers (one for a head) or
+        ``n_classes < 2``.
+    """
+    if not isinstance(config, ModelConfig):
+        raise ParameterError(f"config={config!r} must be a ModelConfig")
+    shape, n_classes = _check_shapes(config.kind, input_shape, n_classes)
+    import keras
+
+    inputs = keras.Input(shape=shape, name="features")
+    outputs = _build(config.kind)(inputs, config, n_classes)
+    model = keras.Model(inputs, outputs, name=config.kind)
+    return compile_model(model, config) if compile else model
+
+
+def count_params(config: ModelConfig, *, input_shape: tuple[int, ...], n_classes: int) -> int:
     """Number of weights (trainable or not) of the model ``config`` builds.
 
     Parameters
@@ -435,7 +441,7 @@ def count_params(config: ModelConfig, *, input_shape: tuple[int, int], n_classes
     config : ModelConfig
         Architecture settings.
     input_shape : tuple of int
-        ``(frames, bins)`` of one segment.
+        ``(frames, bins)`` of one segment, or ``(dims,)`` for a head.
     n_classes : int
         Number of genres (≥ 2).
 

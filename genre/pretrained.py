@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import os
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -74,112 +76,15 @@ POOL_DIM = 1506
 WHEEL_SHA256 = "f38a4890c648c1ddbb141c5d96d2b0a8cfcd36746002d896989f7b88beb65cfa"
 INSTALL_COMMAND = "pip install --no-deps --require-hashes -r requirements-musicnn.txt"
 
-# The two vocabularies, in output order, as musicnn/configuration.py lists them.
-MTT_TAGS = (
-    "guitar",
-    "classical",
-    "slow",
-    "techno",
-    "strings",
-    "drums",
-    "electronic",
-    "rock",
-    "fast",
-    "piano",
-    "ambient",
-    "beat",
-    "violin",
-    "vocal",
-    "synth",
-    "female",
-    "indian",
-    "opera",
-    "male",
-    "singing",
-    "vocals",
-    "no vocals",
-    "harpsichord",
-    "loud",
-    "quiet",
-    "flute",
-    "woman",
-    "male vocal",
-    "no vocal",
-    "pop",
-    "soft",
-    "sitar",
-    "solo",
-    "man",
-    "classic",
-    "choir",
-    "voice",
-    "new age",
-    "dance",
-    "male voice",
-    "female vocal",
-    "beats",
-    "harp",
-    "cello",
-    "no voice",
-    "weird",
-    "country",
-    "metal",
-    "female voice",
-    "choral",
+#: The two 50-tag vocabularies, in each model's output order (from musicnn's
+#: ``configuration.py``; package data ``genre/data/musicnn_tags.json``).
+_VOCABULARIES = json.loads(
+    (resources.files("genre") / "data" / "musicnn_tags.json").read_text(encoding="utf-8")
 )
-MSD_TAGS = (
-    "rock",
-    "pop",
-    "alternative",
-    "indie",
-    "electronic",
-    "female vocalists",
-    "dance",
-    "00s",
-    "alternative rock",
-    "jazz",
-    "beautiful",
-    "metal",
-    "chillout",
-    "male vocalists",
-    "classic rock",
-    "soul",
-    "indie rock",
-    "Mellow",
-    "electronica",
-    "80s",
-    "folk",
-    "90s",
-    "chill",
-    "instrumental",
-    "punk",
-    "oldies",
-    "blues",
-    "hard rock",
-    "ambient",
-    "acoustic",
-    "experimental",
-    "female vocalist",
-    "guitar",
-    "Hip-Hop",
-    "70s",
-    "party",
-    "country",
-    "easy listening",
-    "sexy",
-    "catchy",
-    "funk",
-    "electro",
-    "heavy metal",
-    "Progressive rock",
-    "60s",
-    "rnb",
-    "indie pop",
-    "sad",
-    "House",
-    "happy",
-)
-#: Our model name → the checkpoint folder inside the musicnn package.
+#: MagnaTagATune top-50 tags (``MTT_musicnn``).
+MTT_TAGS: tuple[str, ...] = tuple(_VOCABULARIES["musicnn_mtt"])
+#: Million Song Dataset (Last.fm) top-50 tags (``MSD_musicnn``).
+MSD_TAGS: tuple[str, ...] = tuple(_VOCABULARIES["musicnn_msd"])
 MODELS = {"musicnn_msd": "MSD_musicnn", "musicnn_mtt": "MTT_musicnn"}
 TAGS = {"musicnn_msd": MSD_TAGS, "musicnn_mtt": MTT_TAGS}
 
@@ -270,7 +175,8 @@ def _valid_audio(audio: np.ndarray, *, min_samples: int) -> np.ndarray:
     ):
         raise ParameterError(
             f"audio must be a float array of shape (segments, samples), got "
-            f"{getattr(audio, 'dtype', type(audio).__name__)} of shape {getattr(audio, 'shape', None)}"
+            f"{getattr(audio, 'dtype', type(audio).__name__)} "
+            f"of shape {getattr(audio, 'shape', None)}"
         )
     if audio.shape[1] < min_samples:
         raise ParameterError(
@@ -574,7 +480,8 @@ def load_musicnn(model: str, *, package_dir: str | os.PathLike | None = None):
                 d for d in variable.shape if d != 1
             ):
                 raise GenreError(
-                    f"{folder}: {key} has shape {value.shape}, {variable.path} needs {variable.shape}"
+                    f"{folder}: {key} has shape {value.shape}, "
+                    f"{variable.path} needs {variable.shape}"
                 )
             value = value.reshape(variable.shape)
             if layer_name == "pool_bn" or (
@@ -586,7 +493,8 @@ def load_musicnn(model: str, *, package_dir: str | os.PathLike | None = None):
     unloaded = sorted({v.path for v in net.weights} - set(assigned))
     if values or unloaded or len(assigned) != len(set(assigned)) or net.count_params() != N_PARAMS:
         raise GenreError(
-            f"{folder}: checkpoint variables not used: {sorted(values)}; weights not loaded: {unloaded}; "
+            f"{folder}: checkpoint variables not used: {sorted(values)}; "
+            f"weights not loaded: {unloaded}; "
             f"{net.count_params()} weights, expected {N_PARAMS}"
         )
     return net

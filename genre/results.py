@@ -3,9 +3,11 @@
 Columns: ``path``, ``track_id``, ``genre`` (top-1), ``confidence`` (calibrated when the
 model card holds a calibration), ``needs_review`` and ``review_reason``
 (``low-confidence``, ``out-of-taxonomy`` or null), ``ood_score`` (higher: less like any
-genre the model knows), ``top_k`` (a list of ``{genre, probability}``), one ``p_<genre>`` column per label, ``n_segments``,
-``duration_s``, ``model`` (name/version), ``aggregate``, ``error`` and
-``error_reason`` (null unless the file could not be labelled), ``labeled_at``.
+genre the model knows), ``top_k`` (a list of ``{genre, probability}``), one
+``p_<genre>`` column per label, ``tags`` (a list of ``{tag, probability}``: the top musicnn
+tags, when the model computes musicnn features), ``n_segments``, ``duration_s``,
+``model`` (name/version), ``aggregate``, ``error`` and ``error_reason`` (null unless the
+file could not be labelled), ``labeled_at``.
 
 Only the label job's driver writes, one part at a time, atomically, holding the
 folder's lock (:mod:`genre.store`); :func:`read_results` returns one row per path
@@ -36,8 +38,11 @@ CSV_NAME = "_results.csv"
 _SUPERSEDED = "_superseded"
 
 
-def results_schema(labels: list[str]) -> pa.Schema:
-    """Arrow schema of the results table for ``labels``."""
+_TAGS_TYPE = pa.list_(pa.struct([("tag", pa.string()), ("probability", pa.float32())]))
+
+
+def results_schema(labels: list[str], *, tags: bool = False) -> pa.Schema:
+    """Arrow schema of the results table for ``labels`` (with a ``tags`` column or without)."""
     fields = [
         pa.field("path", pa.string(), nullable=False),
         pa.field("track_id", pa.string(), nullable=False),
@@ -50,6 +55,7 @@ def results_schema(labels: list[str]) -> pa.Schema:
             "top_k", pa.list_(pa.struct([("genre", pa.string()), ("probability", pa.float32())]))
         ),
         *[pa.field(f"p_{label}", pa.float32()) for label in labels],
+        *([pa.field("tags", _TAGS_TYPE)] if tags else []),
         pa.field("n_segments", pa.int32()),
         pa.field("duration_s", pa.float32()),
         pa.field("model", pa.string(), nullable=False),
@@ -62,13 +68,14 @@ def results_schema(labels: list[str]) -> pa.Schema:
 
 
 def results_table(
-    rows: list[dict[str, Any]], *, labels: list[str], model: str, aggregate: str
+    rows: list[dict[str, Any]], *, labels: list[str], model: str, aggregate: str, tags: bool = False
 ) -> pa.Table:
     """Rows from the predictor (``path``, ``track_id``, ``genre``, ``confidence``,
     ``top_genres``, ``top_probs``, ``p_<label>``, ``n_segments``, ``duration_s``,
     ``reason``, ``error``) as a results table."""
     now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
-    cols: dict[str, list] = {f.name: [] for f in results_schema(labels)}
+    schema = results_schema(labels, tags=tags)
+    cols: dict[str, list] = {f.name: [] for f in schema}
     for r in rows:
         bad = bool(r["reason"])
         cols["path"].append(r["path"])
@@ -76,7 +83,10 @@ def results_table(
         cols["genre"].append(None if bad else r["genre"])
         cols["confidence"].append(None if bad else float(r["confidence"]))
         cols["needs_review"].append(None if bad else bool(r.get("needs_review", False)))
-        cols["review_reason"].append(None if bad else (r.get("review_reason") or None))
+        reason = r.get("review_reason")  # an all-None column comes back from Ray Data as NaN
+        cols["review_reason"].append(
+            reason if not bad and isinstance(reason, str) and reason else None
+        )
         ood = r.get("ood_score")
         cols["ood_score"].append(None if bad or ood is None or ood != ood else float(ood))
         cols["top_k"].append(
@@ -89,6 +99,13 @@ def results_table(
         )
         for label in labels:
             cols[f"p_{label}"].append(None if bad else float(r[f"p_{label}"]))
+        if tags:
+            found = r.get("tags")
+            cols["tags"].append(
+                [{"tag": t["tag"], "probability": float(t["probability"])} for t in found]
+                if not bad and isinstance(found, (list, np.ndarray))
+                else None
+            )
         cols["n_segments"].append(int(r["n_segments"]))
         cols["duration_s"].append(float(r["duration_s"]) if r["duration_s"] else None)
         cols["model"].append(model)
@@ -96,7 +113,7 @@ def results_table(
         cols["error"].append(r["error"] or None)
         cols["error_reason"].append(r["reason"] or None)
         cols["labeled_at"].append(now)
-    return pa.Table.from_pydict(cols, schema=results_schema(labels))
+    return pa.Table.from_pydict(cols, schema=schema)
 
 
 class ResultStore:
@@ -164,6 +181,8 @@ class ResultStore:
         """The table as CSV (``top_k`` as JSON), beside the parts; return its location."""
         frame = read_results(self.root)
         frame["top_k"] = frame["top_k"].map(_top_k_json)
+        if "tags" in frame:
+            frame["tags"] = frame["tags"].map(_tags_json)
         store.write_bytes(self.fs, self.base, name, frame.to_csv(index=False).encode())
         return store.join(self.root, name)
 
@@ -173,6 +192,14 @@ def _top_k_json(value) -> str:
         return ""
     return json.dumps(
         [{"genre": d["genre"], "probability": round(float(d["probability"]), 4)} for d in value]
+    )
+
+
+def _tags_json(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return json.dumps(
+        [{"tag": d["tag"], "probability": round(float(d["probability"]), 4)} for d in value]
     )
 
 

@@ -11,10 +11,13 @@ Layout of an output folder::
 
 Each shard has the columns ``track_id``, ``path``, ``genre`` (null when
 unlabelled), ``segment``, ``start_s``, ``duration_s`` and one column per feature:
-a ``fixed_size_list<float32>[frames * bins]`` whose shape is stored in the schema
-metadata (``genre.shape.<feature>`` = ``[frames, bins]``) beside the feature
-config (``genre.feature_config``, JSON) and its hash (``genre.feature_config_hash``).
-Plain pyarrow, pandas and DuckDB read them; nothing here needs Ray.
+a ``fixed_size_list<float32>[frames * bins]`` (or ``[dims]`` for a pretrained
+embedding, pooled features or tag probabilities) whose shape is stored in the schema
+metadata (``genre.shape.<feature>`` = ``[frames, bins]`` or ``[dims]``) beside the
+feature config (``genre.feature_config``, JSON) and its hash
+(``genre.feature_config_hash``); a tag column's vocabulary, in column order, is
+``genre.tags.<feature>`` (a JSON list). Plain pyarrow, pandas and DuckDB read them;
+nothing here needs Ray.
 
 A shard is written to a temporary name and renamed into place, and its name is a
 hash of the tracks it holds. The shard files are the truth: the manifest is rebuilt
@@ -27,6 +30,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -75,9 +79,13 @@ def segment_schema(cfg: FeatureConfig) -> pa.Schema:
         "genre.feature_config_hash": cfg.hash(),
     }
     for name in cfg.features:
-        frames, bins = cfg.shape(name)
-        fields.append(pa.field(name, pa.list_(pa.float32(), frames * bins), nullable=False))
-        metadata[f"genre.shape.{name}"] = json.dumps([frames, bins])
+        shape = cfg.shape(name)
+        fields.append(pa.field(name, pa.list_(pa.float32(), math.prod(shape)), nullable=False))
+        metadata[f"genre.shape.{name}"] = json.dumps(list(shape))
+        if name.endswith("_tags"):
+            from genre.pretrained import TAGS
+
+            metadata[f"genre.tags.{name}"] = json.dumps(list(TAGS[name[: -len("_tags")]]))
     return pa.schema(fields, metadata=metadata)
 
 
@@ -94,7 +102,8 @@ def segments_table(
 ) -> pa.Table:
     """Build a shard table from per-row arrays.
 
-    ``features[name]`` has shape ``(rows, frames, bins)`` as ``cfg.shape(name)``.
+    ``features[name]`` has shape ``(rows, *cfg.shape(name))``: ``(rows, frames, bins)``,
+    or ``(rows, dims)`` for a vector feature.
     """
     schema = segment_schema(cfg)
     columns: list[pa.Array] = [
@@ -112,7 +121,7 @@ def segments_table(
                 f"feature {name} has shape {values.shape[1:]}, config says {cfg.shape(name)}"
             )
         flat = pa.array(values.reshape(-1), pa.float32())
-        columns.append(pa.FixedSizeListArray.from_arrays(flat, values.shape[1] * values.shape[2]))
+        columns.append(pa.FixedSizeListArray.from_arrays(flat, math.prod(values.shape[1:])))
     return pa.Table.from_arrays(columns, schema=schema)
 
 
@@ -218,7 +227,8 @@ class ShardStore:
         return manifest
 
     def write_errors(self, rows: list[dict[str, str]]) -> str:
-        """Replace ``_errors.parquet`` with this run's failures (``path, track_id, reason, message``)."""
+        """Replace ``_errors.parquet`` with this run's failures (``path, track_id, reason,
+        message``)."""
         table = pa.table(
             {
                 key: pa.array([r[key] for r in rows], pa.string())
@@ -243,7 +253,7 @@ class SegmentSet:
     track_id, path, genre : np.ndarray [shape=(n,), dtype=object]
     segment : np.ndarray [shape=(n,), dtype=int32]
     features : dict[str, np.ndarray]
-        ``name → (n, frames, bins)`` float32.
+        ``name → (n, frames, bins)`` float32, or ``(n, dims)`` for a vector feature.
     cfg : FeatureConfig
     duplicates : int
         Rows dropped on read because another shard held the same segment.
@@ -261,8 +271,9 @@ class SegmentSet:
         return len(self.track_id)
 
 
-def feature_array(column: pa.ChunkedArray | pa.Array, shape: tuple[int, int]) -> np.ndarray:
-    """A fixed-size-list column as a ``(rows, frames, bins)`` float32 array."""
+def feature_array(column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...]) -> np.ndarray:
+    """A fixed-size-list column as a ``(rows, *shape)`` float32 array (``shape`` is
+    ``(frames, bins)``, or ``(dims,)`` for a vector feature)."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     values = column.flatten().to_numpy(zero_copy_only=False)
@@ -300,7 +311,8 @@ def read_segments(root: str, *, features: Iterable[str] | None = None) -> Segmen
     missing = [n for n in names if n not in cfg.features]
     if missing:
         raise ParameterError(
-            f"feature(s) {','.join(missing)} not in the shards under {root!r} (they hold {','.join(cfg.features)})"
+            f"feature(s) {','.join(missing)} not in the shards under {root!r} "
+            f"(they hold {','.join(cfg.features)})"
         )
     table = pq.read_table(
         files, columns=["track_id", "path", "genre", "segment", *names], filesystem=filesystem

@@ -14,9 +14,11 @@ label job cannot forget to normalise.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,14 +27,27 @@ from genre.card import ModelCard
 from genre.config import GENRES, SPLIT_METHODS, FeatureConfig
 from genre.corpus import gtzan_coverage, gtzan_filtered_split, split_tracks
 from genre.errors import ParameterError
-from genre.models import ModelConfig
+from genre.models import ModelConfig, compile_model
 from genre.report import evaluate as evaluate_probs
 from genre.report import segment_to_track
 from genre.shards import SegmentSet
 
 __all__ = [
-    "SPLIT_METHODS", "PreparedData", "prepare", "stack_features", "build_network", "train_epoch", "fit",
-    "evaluate", "FitResult", "card_for",
+    "SPLIT_METHODS",
+    "PreparedData",
+    "prepare",
+    "stack_features",
+    "build_network",
+    "train_epoch",
+    "fit",
+    "evaluate",
+    "FitResult",
+    "card_for",
+    "Trainer",
+    "TrainState",
+    "STATE_FILE",
+    "BEST_WEIGHTS",
+    "LAST_WEIGHTS",
 ]
 
 #: ``split="auto"`` picks the artist-filtered GTZAN lists when this share of them is present.
@@ -40,11 +55,29 @@ GTZAN_AUTO_COVERAGE = 0.9
 
 
 def stack_features(features: dict[str, np.ndarray], names: tuple[str, ...]) -> np.ndarray:
-    """Concatenate ``names`` along the bins axis: ``(n, frames, sum of bins)`` float32."""
+    """Concatenate ``names`` along the last axis.
+
+    Returns
+    -------
+    np.ndarray [shape=(n, frames, sum of bins) or (n, sum of dims), dtype=float32]
+        Hand-crafted features share the frames; pretrained vectors are joined end to end.
+
+    Raises
+    ------
+    ParameterError
+        A name missing from ``features``, or ``(frames, bins)`` features mixed with vectors.
+    """
     missing = [n for n in names if n not in features]
     if missing:
-        raise ParameterError(f"features {','.join(missing)} are missing (have {','.join(features)})")
+        raise ParameterError(
+            f"features {','.join(missing)} are missing (have {','.join(features)})"
+        )
     arrays = [features[n] for n in names]
+    if len({a.ndim for a in arrays}) > 1:
+        raise ParameterError(
+            f"features {','.join(names)} cannot be stacked: (frames, bins) features "
+            "and pretrained vectors go to different models"
+        )
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=-1)
 
 
@@ -52,8 +85,9 @@ def stack_features(features: dict[str, np.ndarray], names: tuple[str, ...]) -> n
 class PreparedData:
     """Arrays for one experiment: split by track, labels as class indices.
 
-    ``x[split]`` is ``(segments, frames, bins)`` float32, ``y[split]`` is
-    ``(segments,)`` int32 and ``track[split]`` the track id of each segment.
+    ``x[split]`` is ``(segments, frames, bins)`` float32 (``(segments, dims)`` for
+    pretrained vectors), ``y[split]`` is ``(segments,)`` int32 and ``track[split]`` the
+    track id of each segment.
     """
 
     x: dict[str, np.ndarray]
@@ -69,8 +103,9 @@ class PreparedData:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
-    def input_shape(self) -> tuple[int, int]:
-        return tuple(self.x["train"].shape[1:])  # type: ignore[return-value]
+    def input_shape(self) -> tuple[int, ...]:
+        """One segment's input: ``(frames, bins)``, or ``(dims,)`` for pretrained vectors."""
+        return tuple(self.x["train"].shape[1:])
 
 
 def _labels(genres: np.ndarray) -> list[str]:
@@ -116,7 +151,9 @@ def prepare(
         raise ParameterError(f"split={split!r}: choose one of {', '.join(SPLIT_METHODS)}")
     labelled = np.array([g is not None for g in segments.genre])
     if not labelled.any():
-        raise ParameterError("the shards hold no labelled segments (files must sit in <root>/<genre>/)")
+        raise ParameterError(
+            "the shards hold no labelled segments (files must sit in <root>/<genre>/)"
+        )
     track = segments.track_id[labelled]
     genre = segments.genre[labelled]
     labels = _labels(genre)
@@ -128,26 +165,45 @@ def prepare(
         # The published lists only make sense for (nearly) the whole of GTZAN: a few
         # clips, or the demo corpus with its GTZAN-style names, would leave splits
         # of one or two tracks.
-        method = "gtzan-filtered" if gtzan_coverage(list(unique_tracks)) >= GTZAN_AUTO_COVERAGE else "random"
+        method = (
+            "gtzan-filtered"
+            if gtzan_coverage(list(unique_tracks)) >= GTZAN_AUTO_COVERAGE
+            else "random"
+        )
     if assignment is not None:
         method = "given"
     elif method == "gtzan-filtered":
         assignment = gtzan_filtered_split(list(unique_tracks))
     else:
-        assignment = split_tracks(list(unique_tracks), list(genre[first]), fractions=fractions, seed=seed)
+        assignment = split_tracks(
+            list(unique_tracks), list(genre[first]), fractions=fractions, seed=seed
+        )
     which = np.array([assignment.get(t, "") for t in track])
     x_all = stack_features({n: v[labelled] for n, v in segments.features.items()}, tuple(features))
     y_all = np.array([labels.index(str(g)) for g in genre], dtype=np.int32)
     data = PreparedData(
-        x={}, y={}, track={}, labels=labels, features=tuple(features), feature_config=segments.cfg.with_features(features),
-        mean=np.zeros(0), variance=np.zeros(0), split_method=method, seed=seed,
+        x={},
+        y={},
+        track={},
+        labels=labels,
+        features=tuple(features),
+        feature_config=segments.cfg.with_features(features),
+        mean=np.zeros(0),
+        variance=np.zeros(0),
+        split_method=method,
+        seed=seed,
     )
     for name in ("train", "val", "test"):
         mask = which == name
         if not mask.any():
-            raise ParameterError(f"the {name} split is empty: extract more tracks per genre (at least 3)")
+            raise ParameterError(
+                f"the {name} split is empty: extract more tracks per genre (at least 3)"
+            )
         data.x[name], data.y[name], data.track[name] = x_all[mask], y_all[mask], track[mask]
-        data.counts[name] = {"tracks": int(len(np.unique(track[mask]))), "segments": int(mask.sum())}
+        data.counts[name] = {
+            "tracks": int(len(np.unique(track[mask]))),
+            "segments": int(mask.sum()),
+        }
     train = data.x["train"].reshape(-1, data.x["train"].shape[-1]).astype(np.float64)
     data.mean = train.mean(axis=0).astype(np.float32)
     data.variance = np.maximum(train.var(axis=0), 1e-6).astype(np.float32)
@@ -160,19 +216,20 @@ def build_network(model_cfg: ModelConfig, data: PreparedData):
 
     from genre.models import build_model
 
-    core = build_model(model_cfg, input_shape=data.input_shape, n_classes=len(data.labels))
-    inputs = keras.Input(shape=data.input_shape, name="features")
-    normalised = keras.layers.Normalization(axis=-1, mean=data.mean, variance=data.variance, name="train_norm")(inputs)
-    network = keras.Model(inputs, core(normalised), name=f"genre_{model_cfg.kind}")
-    network.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=model_cfg.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+    core = build_model(
+        model_cfg, input_shape=data.input_shape, n_classes=len(data.labels), compile=False
     )
-    return network
+    inputs = keras.Input(shape=data.input_shape, name="features")
+    normalised = keras.layers.Normalization(
+        axis=-1, mean=data.mean, variance=data.variance, name="train_norm"
+    )(inputs)
+    network = keras.Model(inputs, core(normalised), name=f"genre_{model_cfg.kind}")
+    return compile_model(network, model_cfg)
 
 
-def train_epoch(network, data: PreparedData, *, batch_size: int, epoch: int, seed: int = 0) -> dict[str, float]:
+def train_epoch(
+    network, data: PreparedData, *, batch_size: int, epoch: int, seed: int = 0
+) -> dict[str, float]:
     """One epoch of training plus validation; returns the epoch's metrics.
 
     Keys: ``loss``, ``accuracy`` (train), ``val_loss``, ``val_accuracy`` (segments),
@@ -180,10 +237,9 @@ def train_epoch(network, data: PreparedData, *, batch_size: int, epoch: int, see
     ``train_segments_per_s`` (training throughput).
     """
     order = np.random.default_rng(seed * 100_003 + epoch).permutation(len(data.y["train"]))
-    started = time.perf_counter()
-    history = network.fit(
-        data.x["train"][order], data.y["train"][order], batch_size=batch_size, epochs=1, shuffle=False, verbose=0
-    )
+    batches = _shuffled_batches(data.x["train"], data.y["train"], order, batch_size=batch_size)
+    started = time.perf_counter()  # training only: validation is timed out
+    history = network.fit(batches, epochs=1, shuffle=False, verbose=0)
     train_s = time.perf_counter() - started
     probs = network.predict(data.x["val"], batch_size=max(256, batch_size), verbose=0)
     y = data.y["val"]
@@ -201,7 +257,25 @@ def train_epoch(network, data: PreparedData, *, batch_size: int, epoch: int, see
     }
 
 
-def _track_labels(segment_tracks: np.ndarray, segment_y: np.ndarray, tracks: np.ndarray) -> np.ndarray:
+def _shuffled_batches(x: np.ndarray, y: np.ndarray, order: np.ndarray, *, batch_size: int):
+    """The epoch's batches, gathered one at a time by index (``x[order]`` would copy the
+    whole training array every epoch: on a GPU that copy cost as much as the epoch)."""
+    import keras
+
+    class _Batches(keras.utils.PyDataset):
+        def __len__(self) -> int:
+            return -(-len(order) // batch_size)
+
+        def __getitem__(self, i: int):
+            index = order[i * batch_size : (i + 1) * batch_size]
+            return x[index], y[index]
+
+    return _Batches()
+
+
+def _track_labels(
+    segment_tracks: np.ndarray, segment_y: np.ndarray, tracks: np.ndarray
+) -> np.ndarray:
     lookup = dict(zip(segment_tracks, segment_y, strict=True))
     return np.array([lookup[t] for t in tracks], dtype=np.int32)
 
@@ -214,6 +288,123 @@ class FitResult:
     history: dict[str, list[float]]
     best_epoch: int
     stopped_early: bool
+
+
+#: Files of a training checkpoint (see :meth:`Trainer.save`).
+STATE_FILE, BEST_WEIGHTS, LAST_WEIGHTS = "state.json", "best.weights.h5", "last.weights.h5"
+_VAL_REPORT_KEYS = (
+    "track_accuracy",
+    "segment_accuracy",
+    "confusion",
+    "per_genre",
+    "most_confused",
+    "track_macro_f1",
+)
+
+
+@dataclass
+class TrainState:
+    """Where training stands; JSON-able, saved with every checkpoint."""
+
+    epoch: int = 0  # epochs done
+    best_val_loss: float = float("inf")
+    best_epoch: int = -1  # 0-based index of the best epoch so far
+    history: dict[str, list[float]] = field(default_factory=dict)
+    val_report: dict[str, Any] | None = None
+
+
+class Trainer:
+    """The one training loop: epochs with early stopping on validation loss, best weights kept.
+
+    :func:`fit` runs it to the end in-process; the Ray Tune trainable runs it one epoch
+    per report and checkpoints it with :meth:`save` (and :meth:`load` on resume).
+
+    Parameters
+    ----------
+    data : PreparedData
+    model_cfg : ModelConfig
+    batch_size : int
+    patience : int
+        Stop after this many epochs without a lower validation loss.
+    seed : int
+        Seed of the per-epoch shuffles (seed the weights with ``keras.utils.set_random_seed``).
+    report_val : bool
+        Keep the validation report (confusion, per-genre scores) of the best epoch.
+    """
+
+    def __init__(
+        self,
+        data: PreparedData,
+        model_cfg: ModelConfig,
+        *,
+        batch_size: int,
+        patience: int,
+        seed: int = 0,
+        report_val: bool = False,
+    ):
+        self.data, self.batch_size, self.patience, self.seed = data, batch_size, patience, seed
+        self.report_val = report_val
+        self.network = build_network(model_cfg, data)
+        self.state = TrainState()
+        self.best_weights: list | None = None
+
+    def step(self) -> dict[str, float]:
+        """Train one epoch, validate, keep the weights if the validation loss improved."""
+        epoch = self.state.epoch
+        metrics = train_epoch(
+            self.network, self.data, batch_size=self.batch_size, epoch=epoch, seed=self.seed
+        )
+        for key, value in metrics.items():
+            self.state.history.setdefault(key, []).append(value)
+        if metrics["val_loss"] < self.state.best_val_loss:
+            self.state.best_val_loss, self.state.best_epoch = metrics["val_loss"], epoch
+            self.best_weights = self.network.get_weights()
+            if self.report_val:
+                report = evaluate(self.network, self.data, split="val")
+                self.state.val_report = {k: report[k] for k in _VAL_REPORT_KEYS}
+        self.state.epoch = epoch + 1
+        return metrics
+
+    @property
+    def should_stop(self) -> bool:
+        """``patience`` epochs have passed without a lower validation loss."""
+        return (
+            self.state.epoch > 0 and self.state.epoch - 1 - self.state.best_epoch >= self.patience
+        )
+
+    def best(self, key: str) -> float:
+        """``history[key]`` at the best epoch."""
+        return self.state.history[key][self.state.best_epoch]
+
+    def restore_best(self) -> None:
+        if self.best_weights is not None:
+            self.network.set_weights(self.best_weights)
+
+    def save(self, directory: Path, **extra: Any) -> None:
+        """Last and best weights and the state (plus ``extra`` keys) into ``directory``."""
+        directory = Path(directory)
+        self.network.save_weights(str(directory / LAST_WEIGHTS))
+        if self.best_weights is not None:
+            current = self.network.get_weights()
+            self.network.set_weights(self.best_weights)
+            self.network.save_weights(str(directory / BEST_WEIGHTS))
+            self.network.set_weights(current)
+        (directory / STATE_FILE).write_text(json.dumps({**dataclasses.asdict(self.state), **extra}))
+
+    def load(self, directory: Path) -> None:
+        """Go on from a checkpoint written by :meth:`save` (optimizer moments included)."""
+        directory = Path(directory)
+        saved = json.loads((directory / STATE_FILE).read_text())
+        self.state = TrainState(
+            **{f.name: saved[f.name] for f in dataclasses.fields(TrainState) if f.name in saved}
+        )
+        self.network.optimizer.build(self.network.trainable_variables)  # so Adam's moments load too
+        if (directory / BEST_WEIGHTS).exists():
+            self.network.load_weights(str(directory / BEST_WEIGHTS))
+            self.best_weights = self.network.get_weights()
+        self.network.load_weights(
+            str(directory / LAST_WEIGHTS)
+        )  # last: its optimizer state is the one to go on from
 
 
 def fit(
@@ -238,27 +429,26 @@ def fit(
     import keras
 
     keras.utils.set_random_seed(seed)
-    network = build_network(model_cfg, data)
-    history: dict[str, list[float]] = {}
-    best_loss, best_epoch, best_weights = np.inf, -1, None
-    stopped = False
-    for epoch in range(max_epochs):
-        metrics = train_epoch(network, data, batch_size=batch_size, epoch=epoch, seed=seed)
-        for key, value in metrics.items():
-            history.setdefault(key, []).append(value)
-        if metrics["val_loss"] < best_loss:
-            best_loss, best_epoch, best_weights = metrics["val_loss"], epoch, network.get_weights()
+    trainer = Trainer(data, model_cfg, batch_size=batch_size, patience=patience, seed=seed)
+    while trainer.state.epoch < max_epochs:
+        metrics = trainer.step()
         if on_epoch is not None:
-            on_epoch(epoch, metrics, network)
-        if epoch - best_epoch >= patience:
-            stopped = True
+            on_epoch(trainer.state.epoch - 1, metrics, trainer.network)
+        if trainer.should_stop:
             break
-    if restore_best and best_weights is not None:
-        network.set_weights(best_weights)
-    return FitResult(network=network, history=history, best_epoch=best_epoch, stopped_early=stopped)
+    if restore_best:
+        trainer.restore_best()
+    return FitResult(
+        network=trainer.network,
+        history=trainer.state.history,
+        best_epoch=trainer.state.best_epoch,
+        stopped_early=trainer.should_stop,
+    )
 
 
-def evaluate(network, data: PreparedData, *, split: str = "test", aggregate: str = "mean") -> dict[str, Any]:
+def evaluate(
+    network, data: PreparedData, *, split: str = "test", aggregate: str = "mean"
+) -> dict[str, Any]:
     """Segment- and track-level scores of ``network`` on one split.
 
     Returns
@@ -286,15 +476,27 @@ def evaluate(network, data: PreparedData, *, split: str = "test", aggregate: str
 
 
 def card_for(
-    data: PreparedData, *, model_config: dict[str, Any] | None = None, aggregate: str = "mean",
+    data: PreparedData,
+    *,
+    model_config: dict[str, Any] | None = None,
+    aggregate: str = "mean",
     training: dict[str, Any] | None = None,
 ) -> ModelCard:
-    """The model card of a network trained on ``data``: labels, features, splits."""
+    """The model card of a network trained on ``data``: labels, features, splits, and the
+    pretrained extractor the features need (:func:`genre.embeddings.describe`)."""
+    from genre.embeddings import describe
+
     splits = {name: tuple(sorted({str(t) for t in ids})) for name, ids in data.track.items()}
     return ModelCard(
-        labels=tuple(data.labels), features=tuple(data.features), feature_config=data.feature_config,
-        model_config=dict(model_config or {}), aggregate=aggregate, split_method=data.split_method,
-        splits=splits, training=dict(training or {}),
+        labels=tuple(data.labels),
+        features=tuple(data.features),
+        feature_config=data.feature_config,
+        model_config=dict(model_config or {}),
+        aggregate=aggregate,
+        split_method=data.split_method,
+        splits=splits,
+        training=dict(training or {}),
+        extractor=describe(data.feature_config),
     )
 
 

@@ -1,9 +1,13 @@
 """Extract job: an audio tree → Parquet segment shards (one row per 3 s segment).
 
-    python -m jobs.extract INPUT OUTPUT [--features mfcc,chroma,mel] [--num-cpus N] [--address ADDR]
+    python -m jobs.extract INPUT OUTPUT [--features mfcc,chroma,mel,musicnn_msd]
+                           [--gpus-per-worker G] [--num-cpus N] [--address ADDR]
 
 Re-running over the same INPUT extracts only new tracks (and retries failed ones);
-a different feature config needs a new OUTPUT.
+a different feature config needs a new OUTPUT. ``musicnn_msd`` and ``musicnn_mtt`` add
+three columns each (embedding, pooled features, tag probabilities) from a pretrained
+model run in an actor pool, on GPUs when the cluster has them and ``--gpus-per-worker``
+is given.
 """
 
 from __future__ import annotations
@@ -11,17 +15,18 @@ from __future__ import annotations
 import sys
 import tempfile
 
-from genre.config import FEATURES, FeatureConfig
+from genre.config import FEATURES, PRETRAINED, FeatureConfig
 from genre.errors import ParameterError
 from jobs._cli import add_max_duration, add_ray_flags, check_ray_flags, parser, run_main
 
 
 def _features(text: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in FEATURES]
+    unknown = [n for n in names if n not in FEATURES + PRETRAINED]
     if unknown or not names:
         raise ParameterError(
-            f"--features {text!r}: unknown feature {','.join(unknown) or '(none)'}; choose from {','.join(FEATURES)}"
+            f"--features {text!r}: unknown feature {','.join(unknown) or '(none)'}; "
+            f"choose from {','.join(FEATURES + PRETRAINED)}"
         )
     return names
 
@@ -39,7 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--features",
         default=",".join(FEATURES),
-        help="comma list of mfcc,chroma,mel (default: all)",
+        help="comma list of mfcc,chroma,mel,musicnn_msd,musicnn_mtt (default: mfcc,chroma,mel)",
+    )
+    p.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=0.0,
+        help="GPUs per musicnn actor, used only when the cluster has GPUs (default: CPU actors)",
     )
     p.add_argument(
         "--tracks-per-shard",
@@ -60,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             num_cpus=args.num_cpus,
             tracks_per_shard=args.tracks_per_shard,
             max_duration_s=args.max_duration,
+            gpus_per_worker=args.gpus_per_worker,
         )
         input_root, output = args.input, args.output
         if args.smoke_test:  # a generated corpus; INPUT and OUTPUT optional
@@ -79,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             num_cpus=args.num_cpus,
             tracks_per_shard=args.tracks_per_shard,
             max_duration_s=args.max_duration,
+            gpus_per_worker=args.gpus_per_worker,
         )
         print(summary.format())
         return 0

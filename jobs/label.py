@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from genre.config import AGGREGATES
 from genre.errors import ParameterError
+from genre.store import is_uri
 from jobs._cli import add_max_duration, add_ray_flags, check_ray_flags, parser, run_main
 from jobs._cli import tracking_uri as cli_tracking_uri
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def body() -> int:
-        from genre.labeling import resolve_model, run_label
+        from genre.labeling import run_label
 
         check_ray_flags(args)
         settings = _settings(args)  # validates every setting; nothing has started yet
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ParameterError("INPUT is required")
         tracking_uri = cli_tracking_uri(args.tracking_uri)
         single = _single_file(args)
-        model = resolve_model(args.model, tracking_uri=tracking_uri)
+        model = _model(args, tracking_uri)
         if single:
             _label_one(args, model)
             return 0
@@ -69,7 +70,8 @@ def _add_path_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="MLflow model URI: models:/genre@champion, models:/genre/3, runs:/…",
+        help="MLflow model URI (models:/genre@champion, models:/genre/3, runs:/…), or "
+        "zero-shot: musicnn's tags mapped to genres, no training (see --mapping)",
     )
     p.add_argument(
         "--tracking-uri",
@@ -82,6 +84,26 @@ def _add_path_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_label_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--mapping",
+        default=None,
+        help="with --model zero-shot: a TOML file mapping your genres to musicnn tags "
+        "(default: the shipped gtzan10 mapping)",
+    )
+    p.add_argument(
+        "--tags",
+        type=int,
+        default=5,
+        help="top musicnn tags kept per track when the model computes musicnn features "
+        "(zero-shot, heads on musicnn); 0: no tags column (default %(default)s)",
+    )
+    p.add_argument(
+        "--min-confidence",
+        type=float,
+        default=None,
+        help="flag tracks below this (calibrated) confidence for review "
+        "(default: the model card's threshold)",
+    )
     p.add_argument(
         "--aggregate",
         choices=AGGREGATES,
@@ -154,7 +176,28 @@ def _settings(args: argparse.Namespace) -> LabelSettings:
         address=args.address,
         num_cpus=args.num_cpus,
         flush_s=args.flush_seconds,
+        min_confidence=args.min_confidence,
+        tags=args.tags,
     )
+
+
+def _model(args: argparse.Namespace, tracking_uri: str) -> ResolvedModel:
+    """The registered model, or a zero-shot model card over musicnn's tags."""
+    from genre.card import ResolvedModel
+    from genre.labeling import resolve_model
+
+    if args.model != "zero-shot":
+        if args.mapping:
+            raise ParameterError("--mapping goes with --model zero-shot")
+        return resolve_model(args.model, tracking_uri=tracking_uri)
+    from genre.embeddings import check_extractors
+    from genre.zeroshot import load_mapping, zero_shot_card
+
+    mapping = load_mapping(args.mapping)
+    card = zero_shot_card(mapping)
+    check_extractors(card.feature_config)
+    name = f"zero-shot/{mapping.name}-{mapping.hash()[:8]}"
+    return ResolvedModel(uri="zero-shot", name=name, card=card, keras_bytes=b"")
 
 
 def _single_file(args: argparse.Namespace) -> bool:
@@ -166,7 +209,7 @@ def _single_file(args: argparse.Namespace) -> bool:
         not single
         and not os.path.exists(args.input)
         and not any(c in args.input for c in "*?[")
-        and "://" not in args.input
+        and not is_uri(args.input)
     ):
         raise ParameterError(f"input {args.input!r} does not exist")
     return single
@@ -182,6 +225,7 @@ def _label_one(args: argparse.Namespace, model: ResolvedModel) -> None:
         max_segments=args.segments,
         top_k=args.top_k,
         max_duration_s=args.max_duration,
+        min_confidence=args.min_confidence,
     )
     print(
         f"{result['path']}  ({result['duration_s']:.1f} s, "
@@ -189,6 +233,8 @@ def _label_one(args: argparse.Namespace, model: ResolvedModel) -> None:
     )
     for genre, prob in result["top"]:
         print(f"  {genre:<10} {prob:6.1%}  {'█' * int(round(prob * 40))}")
+    if result["needs_review"]:
+        print(f"  needs review: {result['review_reason']} (ood score {result['ood_score']:.2f})")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 
 The best trial's model is registered with the alias ``champion``.
 
-    python -m jobs.tune SHARDS [--models short_chunk_cnn,crnn,cnn] [--num-samples N] [--max-epochs N]
-                               [--tracking-uri URI] [--register-as NAME] [--address ADDR]
+    python -m jobs.tune SHARDS [--models short_chunk_cnn,crnn,cnn] [--num-samples N]
+                               [--max-epochs N] [--tracking-uri URI] [--register-as NAME]
+                               [--address ADDR]
+
+Without ``--models``, shards that hold musicnn features add the heads mlp_head and linear.
 
 Re-running the same command resumes an interrupted search (or reports a finished one).
 """
@@ -15,6 +18,7 @@ import sys
 
 from genre.config import SCHEDULERS, SPLIT_METHODS, SearchSettings
 from genre.errors import ParameterError
+from genre.store import is_uri
 from jobs._cli import add_ray_flags, check_ray_flags, parser, run_main
 from jobs._cli import tracking_uri as cli_tracking_uri
 
@@ -33,13 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("shards", nargs="?", help="output folder of the extract job")
     p.add_argument(
         "--models",
-        default=",".join(S.models),
-        help="comma list of model kinds to search over (default %(default)s)",
+        default="auto",
+        help=f"comma list of model kinds to search over (default: {','.join(S.models)}, "
+        "plus mlp_head,linear when the shards hold musicnn features)",
     )
     p.add_argument(
         "--features",
         default="auto",
-        help="comma list of features to stack (default: mfcc for seed models, mel for the others)",
+        help="comma list of features to stack (default: mfcc for seed models, mel for "
+        "crnn and short_chunk_cnn, the pooled musicnn features for the heads)",
     )
     p.add_argument(
         "--num-samples", type=int, default=S.num_samples, help="trials to run (default %(default)s)"
@@ -87,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         help="may be fractional; used only when the cluster has GPUs",
     )
     p.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="float16 compute in trials that get a GPU (ignored on CPUs)",
+    )
+    p.add_argument(
         "--split",
         choices=SPLIT_METHODS,
         default=S.split,
@@ -101,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--tracking-uri",
         default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory)",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+        "else sqlite:///mlflow.db in the working directory)",
     )
     p.add_argument(
         "--experiment", default=S.experiment, help="MLflow experiment name (default %(default)s)"
@@ -131,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from genre.card import check_tracking_uri
-        from genre.shards import read_segments
+        from genre.shards import read_config, read_segments
+        from genre.tuning import default_models
 
         shards = args.shards
         if args.smoke_test and not shards:
@@ -140,13 +153,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         if not shards:
             raise ParameterError("SHARDS is required: the output folder of the extract job")
-        if "://" not in shards and not os.path.isdir(shards):
+        if not is_uri(shards) and not os.path.isdir(shards):
             raise ParameterError(f"shards folder {shards!r} does not exist")
         check_ray_flags(args)
         tracking_uri = cli_tracking_uri(args.tracking_uri)
         settings = SearchSettings(  # validates every setting; nothing has started yet
             shards=shards,
-            models=_list(args.models) or (),
+            models=_list(args.models) or default_models(read_config(shards)),
             features=_list(args.features),
             num_samples=2 if args.smoke_test else args.num_samples,
             max_epochs=2 if args.smoke_test else args.max_epochs,
@@ -155,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             patience=args.patience,
             cpus_per_trial=args.cpus_per_trial,
             gpus_per_trial=args.gpus_per_trial,
+            mixed_precision=args.mixed_precision,
             scheduler=args.scheduler,
             split=args.split,
             seed=args.seed,
@@ -166,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if settings.grace_clamped:
             print(
-                f"note: --grace-epochs {args.grace_epochs} is more than --max-epochs {settings.max_epochs}; "
-                f"using {settings.grace_epochs}",
+                f"note: --grace-epochs {args.grace_epochs} is more than "
+                f"--max-epochs {settings.max_epochs}; using {settings.grace_epochs}",
                 file=sys.stderr,
             )
         check_tracking_uri(tracking_uri)
@@ -182,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run_search(segments, settings)
         if outcome.reregistered:
             print(
-                f"search {outcome.name} had already finished: registered its champion as {outcome.model_uri} "
-                f"(version {outcome.version}) without searching again"
+                f"search {outcome.name} had already finished: registered its champion as "
+                f"{outcome.model_uri} (version {outcome.version}) without searching again"
             )
         elif outcome.already_done:
             print(f"search {outcome.name} already finished (use --fresh to run it again)")

@@ -11,6 +11,7 @@ import pytest
 from genre.backend import configure
 from genre.errors import GenreError, ParameterError
 from genre.models import (
+    HEAD_KINDS,
     MODEL_KINDS,
     SEED_KINDS,
     ModelConfig,
@@ -22,6 +23,18 @@ from .conftest import REPO
 
 #: mfcc; mfcc + chroma; mel (frames, bins) at the default feature settings.
 SHAPES = [(130, 13), (130, 12 + 13), (130, 128)]
+
+#: The heads' vectors: musicnn pool; embedding; pools of both musicnn models.
+VECTOR_SHAPES = [(1506,), (200,), (1506 + 1506,)]
+
+
+def shapes_for(kind: str) -> list[tuple[int, ...]]:
+    """The input shapes a kind takes: vectors for the heads, (frames, bins) for the rest."""
+    return VECTOR_SHAPES if kind in HEAD_KINDS else SHAPES
+
+
+#: Every kind with every input shape it takes.
+CASES = [(kind, shape) for kind in MODEL_KINDS for shape in shapes_for(kind)]
 
 #: "Modest" at width 64 on 130×128 log-mel: trains on a couple of CPU cores.
 PARAM_BUDGET = 1_000_000
@@ -37,8 +50,9 @@ def keras():
     return keras
 
 
-@pytest.mark.parametrize("input_shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("kind", MODEL_KINDS)
+@pytest.mark.parametrize(
+    "kind, input_shape", CASES, ids=[f"{k}-{'x'.join(map(str, s))}" for k, s in CASES]
+)
 def test_model_outputs_probabilities(keras, kind, input_shape, rng):
     model = build_model(
         ModelConfig(kind=kind, width=8), input_shape=input_shape, n_classes=N_CLASSES
@@ -58,9 +72,9 @@ def test_model_outputs_probabilities(keras, kind, input_shape, rng):
 
 @pytest.mark.parametrize("kind", [k for k in MODEL_KINDS if k != "mlp"])
 def test_model_fits_parameter_budget_on_mel(keras, kind):
+    shape = (1506 + 1506,) if kind in HEAD_KINDS else (130, 128)
     assert (
-        count_params(ModelConfig(kind=kind), input_shape=(130, 128), n_classes=N_CLASSES)
-        < PARAM_BUDGET
+        count_params(ModelConfig(kind=kind), input_shape=shape, n_classes=N_CLASSES) < PARAM_BUDGET
     )
 
 
@@ -126,8 +140,9 @@ def test_options_change_the_model(keras):
 @pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
 @pytest.mark.parametrize("kind", MODEL_KINDS)
 def test_saved_model_reloads_without_custom_objects(keras, kind, tmp_path, rng):
-    model = build_model(ModelConfig(kind=kind, width=8), input_shape=(130, 13), n_classes=N_CLASSES)
-    x = rng.standard_normal((2, 130, 13)).astype(np.float32)
+    shape = shapes_for(kind)[0]
+    model = build_model(ModelConfig(kind=kind, width=8), input_shape=shape, n_classes=N_CLASSES)
+    x = rng.standard_normal((2, *shape)).astype(np.float32)
     model.save(tmp_path / "model.keras")
 
     loaded = keras.saving.load_model(tmp_path / "model.keras")
@@ -182,6 +197,8 @@ def test_config_round_trips_through_dict():
         {"kind": "cnn", "l2": -1e-4},
         {"kind": "cnn", "learning_rate": 0.0},
         {"kind": "cnn", "batch_norm": "yes"},
+        {"kind": "mlp_head", "depth": 3},
+        {"kind": "mlp_head", "depth": 0},
     ],
     ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()),
 )
@@ -211,7 +228,35 @@ def test_bad_shapes_raise_parameter_error(input_shape, n_classes):
 
 def test_seed_kinds_are_model_kinds():
     assert set(SEED_KINDS) < set(MODEL_KINDS)
+    assert set(HEAD_KINDS) < set(MODEL_KINDS)
     assert len(set(MODEL_KINDS)) == len(MODEL_KINDS)
+
+
+def test_linear_is_softmax_regression(keras):
+    model = build_model(ModelConfig(kind="linear"), input_shape=(1506,), n_classes=N_CLASSES)
+    assert model.count_params() == 1506 * N_CLASSES + N_CLASSES
+    assert model.losses  # its L2 penalty
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_mlp_head_has_depth_hidden_layers(keras, depth):
+    model = build_model(
+        ModelConfig(kind="mlp_head", width=16, depth=depth), input_shape=(200,), n_classes=4
+    )
+    dense = [layer for layer in model.layers if type(layer).__name__ == "Dense"]
+    assert len(dense) == depth + 1  # hidden layers, then the softmax output
+    assert "Dropout" in {type(layer).__name__ for layer in model.layers}
+
+
+@pytest.mark.parametrize("kind", HEAD_KINDS)
+def test_head_refuses_frames_by_bins(kind):
+    with pytest.raises(ParameterError, match=r"\(dims,\)"):
+        build_model(ModelConfig(kind=kind), input_shape=(130, 13), n_classes=N_CLASSES)
+
+
+def test_time_model_refuses_a_vector():
+    with pytest.raises(ParameterError, match=r"\(frames, bins\)"):
+        build_model(ModelConfig(kind="cnn"), input_shape=(1506,), n_classes=N_CLASSES)
 
 
 def test_configure_can_run_twice(keras):

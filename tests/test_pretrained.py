@@ -79,7 +79,8 @@ def test_frontend_block_equals_conv_relu_norm_then_max_over_mel(size, rng):
         block.weights, (kernel, bias, gamma, beta, mean, variance), strict=True
     ):
         variable.assign(value)
-    # musicnn's order: convolution (timbral: time padded by 3, mel "valid"; temporal: "same") → ReLU → norm → max.
+    # musicnn's order: convolution (timbral: time padded by 3, mel "valid"; temporal:
+    # "same") → ReLU → norm → max.
     if size[1] > 1:
         z = keras.ops.conv(np.pad(x, ((0, 0), (3, 3), (0, 0)))[..., None], kernel, padding="valid")
     else:
@@ -201,7 +202,10 @@ def test_unknown_model_is_a_parameter_error():
 
 
 def test_import_loads_neither_tensorflow_nor_keras():
-    code = "import sys, genre.pretrained; print(sorted({'tensorflow', 'keras', 'musicnn'} & set(sys.modules)))"
+    code = (
+        "import sys, genre.pretrained; "
+        "print(sorted({'tensorflow', 'keras', 'musicnn'} & set(sys.modules)))"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )

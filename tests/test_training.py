@@ -1,4 +1,4 @@
-"""Splits by track, normalisation fitted on train only, early stopping that keeps the best weights."""
+"""Splits by track, normalisation fitted on train only, early stopping keeping the best weights."""
 
 from __future__ import annotations
 

@@ -442,3 +442,27 @@ def test_bad_search_settings_start_nothing_and_create_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == [], (
         "nothing is created for a command that exits 2"
     )
+
+
+def test_the_champion_is_calibrated_on_validation_tracks_and_reports_it(tuned, client, runs):
+    import mlflow
+
+    from genre.calibration import Calibration
+
+    parents, _ = runs
+    metrics = client.get_run(parents[0].info.run_id).data.metrics
+    assert {"test_ece", "test_ece_raw", "test_brier", "test_brier_raw", "temperature"} <= set(
+        metrics
+    )
+    assert 0.0 <= metrics["test_ece"] <= 1.0 and metrics["temperature"] > 0
+    names = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert "reliability_test.png" in names
+    card = ModelCard.from_metadata(
+        mlflow.models.get_model_info(f"models:/{tuned.name}@champion").metadata["genre"]
+    )
+    calibration = Calibration.from_dict(card.calibration)
+    assert calibration.temperature == pytest.approx(metrics["temperature"])
+    assert 0.0 <= calibration.min_confidence <= 1.0 and calibration.ood["method"] == "entropy"
+    assert (
+        "calibration (fitted on" in tuned.result.stdout and "needs review:" in tuned.result.stdout
+    )

@@ -80,3 +80,134 @@ def test_a_zero_shot_card_reads_only_the_tag_columns_it_needs(tmp_path):
     card = zero_shot_card(load_mapping(str(tmp_path / "msd-only.toml")))
     assert card.features == ("musicnn_msd_tags",) and card.model_config["kind"] == "zero-shot"
     assert ModelCard.from_metadata(card.to_metadata()) == card
+
+
+@pytest.fixture(scope="module")
+def few_tracks(tmp_path_factory):
+    from genre.synth import write_corpus
+
+    root = tmp_path_factory.mktemp("zs-corpus")
+    paths = write_corpus(root, per_genre=1, seconds=6.5, seed=4)
+    keep = {"rock", "jazz", "classical", "metal"}
+    for path in paths:
+        if path.parent.name not in keep:
+            path.unlink()
+    return root
+
+
+@pytest.mark.slow
+def test_zero_shot_labels_a_folder_with_the_default_mapping(few_tracks, tmp_path):
+    import duckdb
+
+    from tests.conftest import run_job
+
+    out = tmp_path / "zs"
+    result = run_job(
+        "jobs.label",
+        str(few_tracks),
+        str(out),
+        "--model",
+        "zero-shot",
+        "--num-cpus",
+        "2",
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "with zero-shot/gtzan10-" in result.stdout and "needs review:" in result.stdout
+    rows = duckdb.sql(f"select * from read_parquet('{out}/part-*.parquet')").df()
+    assert len(rows) == 4 and rows.error.isna().all()
+    assert set(rows.genre) <= set(load_mapping().labels)
+    assert {f"p_{g}" for g in load_mapping().labels} <= set(rows.columns)
+    assert rows.ood_score.between(0, 1).all() and rows.needs_review.notna().all()
+
+
+@pytest.mark.slow
+def test_zero_shot_labels_into_a_taxonomy_the_user_wrote(few_tracks, tmp_path):
+    import pandas as pd
+
+    from tests.conftest import run_job
+
+    (tmp_path / "mine.toml").write_text(TWO_GENRES)
+    out = tmp_path / "mine"
+    result = run_job(
+        "jobs.label",
+        str(few_tracks),
+        str(out),
+        "--model",
+        "zero-shot",
+        "--mapping",
+        str(tmp_path / "mine.toml"),
+        "--num-cpus",
+        "2",
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = pd.read_parquet(out)
+    assert set(rows.genre) <= {"electronic", "soul/rnb"} and len(rows) == 4
+    assert {"p_electronic", "p_soul/rnb"} <= set(rows.columns)
+
+
+def test_a_mapping_without_zero_shot_is_refused(tmp_path):
+    from tests.conftest import run_job
+
+    result = run_job(
+        "jobs.label",
+        str(tmp_path),
+        str(tmp_path / "o"),
+        "--model",
+        "models:/x@y",
+        "--mapping",
+        "m.toml",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path}/m.db",
+        timeout=120,
+    )
+    assert result.returncode == 2 and "--mapping goes with --model zero-shot" in result.stderr
+
+
+@pytest.mark.slow
+def test_tags_per_track_are_readable_and_tags_0_leaves_them_out(few_tracks, tmp_path):
+    import duckdb
+    import pandas as pd
+
+    from tests.conftest import run_job
+
+    out = tmp_path / "tagged"
+    result = run_job(
+        "jobs.label",
+        str(few_tracks),
+        str(out),
+        "--model",
+        "zero-shot",
+        "--tags",
+        "3",
+        "--csv",
+        "--num-cpus",
+        "2",
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "most common tags:" in result.stdout
+    rows = pd.read_parquet(out)
+    assert all(len(t) == 3 for t in rows.tags)
+    first = duckdb.sql(
+        f"select tags[1].tag as tag, tags[1].probability as p "
+        f"from read_parquet('{out}/part-*.parquet')"
+    ).df()
+    assert first.p.between(0, 1).all() and first.tag.str.len().gt(0).all()
+    assert "tags" in pd.read_csv(out / "_results.csv").columns
+    off = tmp_path / "untagged"
+    result = run_job(
+        "jobs.label",
+        str(few_tracks),
+        str(off),
+        "--model",
+        "zero-shot",
+        "--tags",
+        "0",
+        "--num-cpus",
+        "2",
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tags" not in pd.read_parquet(off).columns

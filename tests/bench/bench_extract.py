@@ -2,7 +2,9 @@
 
 (a) One core: genre's one-STFT feature path vs the seed style (three librosa calls
     per segment: mfcc, chroma_stft, melspectrogram) vs an FFT floor (framing +
-    window + rfft only). Figures are × realtime (seconds of audio per second).
+    window + rfft only), and the pretrained musicnn_msd columns (resampling to 16 kHz,
+    log-mel patches and the network, one backend thread) on the same segments.
+    Figures are × realtime (seconds of audio per second).
 (b) The extract job on a local 2-CPU Ray runtime vs a sequential seed-style loop
     (load each file, loop segments, three librosa calls, append) over the same
     synthetic tracks.
@@ -11,6 +13,7 @@
 
 The last line is machine-readable:
 per_core_x_realtime=<f> seed_x_realtime=<f> fft_floor_x_realtime=<f> job_speedup_vs_seed_loop=<f>
+musicnn_x_realtime=<f>
 """
 
 from __future__ import annotations
@@ -88,6 +91,22 @@ def per_core(corpus: Path, cfg: FeatureConfig, n_segments: int = 160) -> tuple[f
     return audio_s / ours, audio_s / seed, audio_s / floor
 
 
+def musicnn_per_core(corpus: Path, cfg: FeatureConfig, n_segments: int = 64) -> float:
+    """× realtime of the musicnn_msd columns on one core, from 22.05 kHz segments."""
+    from genre import backend
+    from genre.embeddings import Embedder, patches
+
+    backend.configure(threads=1)
+    paths = sorted(p for p in corpus.rglob("*") if p.is_file())
+    segments = np.concatenate([load_segments(str(p)).audio for p in paths[: n_segments // 10 + 1]])[
+        :n_segments
+    ]
+    embedder = Embedder(("musicnn_msd",))
+    embedder(patches(segments[:32], sample_rate=cfg.sample_rate))  # trace the predict step
+    seconds = _best_of(lambda: embedder(patches(segments, sample_rate=cfg.sample_rate)), repeats=2)
+    return len(segments) * cfg.segment_seconds / seconds
+
+
 def seed_loop(corpus: Path, cfg: FeatureConfig) -> tuple[float, float]:
     """Sequential seed-style extraction; returns (seconds, audio seconds)."""
     import librosa
@@ -105,7 +124,8 @@ def seed_loop(corpus: Path, cfg: FeatureConfig) -> tuple[float, float]:
 
 
 def job(corpus: Path, cfg: FeatureConfig, cpus: int) -> tuple[float, float, float]:
-    """The extract job; returns (seconds excluding Ray start-up, Ray start-up seconds, audio seconds)."""
+    """The extract job; returns (seconds excluding Ray start-up, Ray start-up seconds,
+    audio seconds)."""
     import ray
 
     from genre.extraction import run_extract
@@ -137,21 +157,31 @@ def main() -> None:
         write_corpus(corpus, per_genre=max(1, args.tracks // 10), seconds=args.seconds, seed=7)
         ours, seed, floor = per_core(corpus, cfg)
         print(
-            f"(a) one core, {cfg.features}: genre {ours:.0f}× realtime | seed style {seed:.0f}× | FFT floor {floor:.0f}×"
+            f"(a) one core, {cfg.features}: genre {ours:.0f}× realtime | "
+            f"seed style {seed:.0f}× | FFT floor {floor:.0f}×"
         )
         print(f"    genre / seed = {ours / seed:.1f}×   genre / floor = {ours / floor:.2f}")
+        musicnn = musicnn_per_core(corpus, cfg)
+        print(
+            f"    musicnn_msd (16 kHz resampling + log-mel + network, 1 thread): "
+            f"{musicnn:.0f}× realtime, {ours / musicnn:.0f}× the cost of mfcc + chroma + mel"
+        )
         loop_s, loop_audio = seed_loop(corpus, cfg)
         job_s, startup_s, job_audio = job(corpus, cfg, args.cpus)
         speedup = loop_s / job_s
         print(
-            f"(b) {args.tracks} tracks, {loop_audio / 3600:.2f} h: seed loop {loop_s:.1f} s ({loop_audio / loop_s:.0f}× realtime) | "
-            f"extract job on {args.cpus} CPUs {job_s:.1f} s ({job_audio / job_s:.0f}× realtime) + Ray start-up {startup_s:.1f} s"
+            f"(b) {args.tracks} tracks, {loop_audio / 3600:.2f} h: seed loop {loop_s:.1f} s "
+            f"({loop_audio / loop_s:.0f}× realtime) | extract job on {args.cpus} CPUs "
+            f"{job_s:.1f} s ({job_audio / job_s:.0f}× realtime) + Ray start-up {startup_s:.1f} s"
         )
         print(
-            f"    speed-up {speedup:.2f}× (with Ray start-up counted: {loop_s / (job_s + startup_s):.2f}×)"
+            f"    speed-up {speedup:.2f}× "
+            f"(with Ray start-up counted: {loop_s / (job_s + startup_s):.2f}×)"
         )
         print(
-            f"per_core_x_realtime={ours:.1f} seed_x_realtime={seed:.1f} fft_floor_x_realtime={floor:.1f} job_speedup_vs_seed_loop={speedup:.2f}"
+            f"per_core_x_realtime={ours:.1f} seed_x_realtime={seed:.1f} "
+            f"fft_floor_x_realtime={floor:.1f} job_speedup_vs_seed_loop={speedup:.2f} "
+            f"musicnn_x_realtime={musicnn:.1f}"
         )
     finally:
         shutil.rmtree(corpus, ignore_errors=True)

@@ -7,7 +7,11 @@ Track-level accuracy is the mean of segment probabilities per clip.
 
 The clips are read where they lie; nothing is copied into the repository.
 
-    python tests/bench/eval_gtzan_mini.py [--data ../shared/data/gtzan-mini] [--configs seed_cnn,short_chunk_cnn,crnn]
+    python tests/bench/eval_gtzan_mini.py [--data ../shared/data/gtzan-mini]
+                                          [--configs seed_cnn,short_chunk_cnn,crnn,musicnn_linear]
+
+Configurations on musicnn features extract them too (the pretrained weights must be
+installed: ``make install``).
 """
 
 from __future__ import annotations
@@ -45,6 +49,13 @@ CONFIGS = {
         32,
     ),
     "mlp": ({"kind": "mlp", "width": 64, "dropout": 0.5, "learning_rate": 1e-3}, ("mfcc",), 32),
+    # Heads on the pooled features of the pretrained musicnn (MSD) model, frozen.
+    "musicnn_linear": ({"kind": "linear", "learning_rate": 1e-3}, ("musicnn_msd_pool",), 32),
+    "musicnn_mlp_head": (
+        {"kind": "mlp_head", "width": 32, "depth": 1, "dropout": 0.3, "learning_rate": 1e-3},
+        ("musicnn_msd_pool",),
+        32,
+    ),
 }
 
 
@@ -125,7 +136,8 @@ def evaluate_config(segments, name: str, *, max_epochs: int, patience: int, refi
                 probs += [np.eye(len(labels))[j]] * int(confusion[i, j])
         seg_acc.append(report["segment_accuracy"])
         print(
-            f"  {name} fold {fold + 1}: track {report['track_accuracy']:.2f}, segment {report['segment_accuracy']:.2f}, "
+            f"  {name} fold {fold + 1}: track {report['track_accuracy']:.2f}, "
+            f"segment {report['segment_accuracy']:.2f}, "
             f"best epoch {result.best_epoch + 1}",
             flush=True,
         )
@@ -164,16 +176,19 @@ def main() -> None:
     import ray
 
     from genre.backend import configure
-    from genre.config import FeatureConfig
+    from genre.config import FEATURES, FeatureConfig
     from genre.extraction import run_extract
     from genre.report import classification_report_text, plot_confusion
     from genre.runtime import init_ray
     from genre.shards import read_segments
 
+    names = args.configs.split(",")
+    wanted = {f for name in names for f in CONFIGS[name][1]}
+    cfg = FeatureConfig(features=FEATURES + tuple(FeatureConfig(features=tuple(wanted)).extractors))
     work = Path(tempfile.mkdtemp(prefix="eval-gtzan-"))
     try:
         init_ray(num_cpus=args.cpus)
-        print(run_extract(args.data, str(work / "shards"), cfg=FeatureConfig()).format())
+        print(run_extract(args.data, str(work / "shards"), cfg=cfg).format())
         ray.shutdown()
         segments = read_segments(str(work / "shards"))
         configure()
@@ -181,20 +196,23 @@ def main() -> None:
             evaluate_config(
                 segments, name, max_epochs=args.max_epochs, patience=args.patience, refit=args.refit
             )
-            for name in args.configs.split(",")
+            for name in names
         ]
         protocol = "train 3 + validate 1, then refit on 4" if args.refit else "train 3, validate 1"
         print(
-            f"\nfive-fold leave-one-clip-per-genre-out on 50 GTZAN clips ({protocol}, test 1 clip per genre):"
+            "\nfive-fold leave-one-clip-per-genre-out on 50 GTZAN clips "
+            f"({protocol}, test 1 clip per genre):"
         )
         for r in results:
             print(
-                f"  {r['name']:<18} track accuracy {r['track']:.2f} ({int(round(r['track'] * 50))}/50)   "
+                f"  {r['name']:<18} track accuracy {r['track']:.2f} "
+                f"({int(round(r['track'] * 50))}/50)   "
                 f"segment accuracy {r['segment']:.2f}   {r['seconds']:.0f} s"
             )
         best = max(results, key=lambda r: r["track"])
         print(
-            f"\nbest: {best['name']}; confusion matrix (rows true, columns predicted; {', '.join(best['labels'])}):"
+            f"\nbest: {best['name']}; confusion matrix "
+            f"(rows true, columns predicted; {', '.join(best['labels'])}):"
         )
         for label, row in zip(best["labels"], best["report"]["confusion"], strict=True):
             print(f"  {label:>10} " + " ".join(f"{v:2d}" for v in row))
