@@ -1,6 +1,7 @@
 """The whole pipeline on the built-in synthetic corpus, in one process: what ``make demo`` runs.
 
     synth ─▶ extract ─▶ tune (ASHA, MLflow, registered champion) ─▶ label (+ broken files)
+          ─▶ zero-shot label (musicnn tags → genres)
           ─▶ results head, accuracy against the known genres, pictures
 
 Every step is the library call its job makes, so the demo shows exactly what the
@@ -14,6 +15,7 @@ the work instead of starting over. Outputs, under one folder::
     mlartifacts/     MLflow artifacts (models, curves, confusion matrices)
     ray_results/     Ray Tune trial state
     labels/          label output (one row per file)
+    labels-zero-shot/  the same corpus labelled zero-shot (musicnn tags → genres, no training)
     figures/         confusion matrix, learning curves, per-genre waveform/log-mel/MFCC
 """
 
@@ -78,44 +80,74 @@ def _step(name: str) -> float:
 
 def run_demo(settings: DemoSettings) -> dict:
     """Run every step; return the headline figures (also printed)."""
-    from genre.extraction import run_extract
-    from genre.labeling import LabelSettings, read_results, resolve_model, run_label
-    from genre.runtime import init_ray
-    from genre.shards import read_segments
-    from genre.synth import write_corpus
-    from genre.tuning import SearchSettings, run_search
-
     out = Path(settings.output).resolve()
-    corpus, shards, labels, figures = (
-        out / "corpus",
-        out / "shards",
-        out / "labels",
-        out / "figures",
-    )
     started = time.perf_counter()
+    corpus = _synth_step(out / "corpus", settings)
+    _extract_step(corpus, out / "shards", settings)
+    outcome, tracking_uri = _tune_step(out, settings)
+    model, broken, summary = _label_step(out, corpus, outcome, tracking_uri)
+    zero_shot = _zero_shot_step(out, corpus)
+    frame = _results_step(out / "labels", zero_shot)
+    figures_ = _figures(outcome, tracking_uri, corpus, out / "figures", settings)
+    scores = _accuracy(frame, model.card)
+    print(
+        f"\ntrack-level accuracy against the known genres (mean of segment probabilities):\n"
+        f"  held-out test tracks, never seen in training: {scores['test']:.3f} "
+        f"({scores['n_test']} tracks)\n"
+        f"  every track of the corpus (training tracks included, so optimistic): "
+        f"{scores['all']:.3f} ({scores['n_all']} tracks)\n"
+        f"  zero-shot (no training; reggae is in no tag vocabulary): "
+        f"{zero_shot['accuracy']:.3f} ({zero_shot['n']} tracks)\n"
+        f"  broken files reported with an error: {scores['errors']} of {len(broken)}\n"
+        f"\npictures: {', '.join(str(p) for p in figures_)}\n"
+        f"results: {out / 'labels'} (pandas.read_parquet works on the folder; CSV at "
+        f"{summary.csv}); zero-shot: {out / 'labels-zero-shot'}\n"
+        f"MLflow: mlflow ui --backend-store-uri {tracking_uri}\n"
+        f"demo finished in {time.perf_counter() - started:.0f} s"
+    )
+    return {
+        "test_track_accuracy": outcome.test["track_accuracy"],
+        "zero_shot_accuracy": zero_shot["accuracy"],
+        **scores,
+    }
 
-    t0 = _step("1/5 synth: the built-in demo corpus")
+
+def _synth_step(corpus: Path, settings: DemoSettings) -> Path:
+    from genre.synth import write_corpus
+
+    t0 = _step("1/6 synth: the built-in demo corpus")
     expected = len(GENRES) * settings.per_genre
     if corpus.is_dir() and sum(1 for p in corpus.rglob("*") if p.is_file()) == expected:
         print(f"corpus already written: {corpus} ({expected} tracks)")
-    else:
-        paths = write_corpus(
-            corpus, per_genre=settings.per_genre, seconds=settings.seconds, seed=settings.seed
-        )
-        print(
-            f"wrote {len(paths)} tracks of {settings.seconds:g} s to {corpus} "
-            f"in {time.perf_counter() - t0:.1f} s"
-        )
+        return corpus
+    paths = write_corpus(
+        corpus, per_genre=settings.per_genre, seconds=settings.seconds, seed=settings.seed
+    )
+    print(
+        f"wrote {len(paths)} tracks of {settings.seconds:g} s to {corpus} "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+    return corpus
 
-    _step("2/5 extract: audio → Parquet segment shards (Ray Data)")
+
+def _extract_step(corpus: Path, shards: Path, settings: DemoSettings) -> None:
+    from genre.extraction import run_extract
+    from genre.runtime import init_ray
+
+    _step("2/6 extract: audio → Parquet segment shards (Ray Data)")
     init_ray(num_cpus=settings.num_cpus)
     cfg = FeatureConfig(features=settings.features)
     print(run_extract(str(corpus), str(shards), cfg=cfg).format())
 
-    _step("3/5 tune: Ray Tune + ASHA, logged to MLflow, best model registered")
+
+def _tune_step(out: Path, settings: DemoSettings):
+    from genre.shards import read_segments
+    from genre.tuning import run_search
+
+    _step("3/6 tune: Ray Tune + ASHA, logged to MLflow, best model registered")
     tracking_uri = f"sqlite:///{out / 'mlflow.db'}"
     search = SearchSettings(
-        shards=str(shards),
+        shards=str(out / "shards"),
         models=settings.models,
         num_samples=settings.num_samples,
         max_epochs=settings.max_epochs,
@@ -124,44 +156,73 @@ def run_demo(settings: DemoSettings) -> dict:
         storage=str(out / "ray_results"),
         name="demo",
     )
-    outcome = run_search(read_segments(str(shards)), search, progress=False)
+    outcome = run_search(read_segments(str(out / "shards")), search, progress=False)
     print(outcome.format())
+    return outcome, tracking_uri
 
-    _step("4/5 label: the corpus plus a few broken files → results table")
+
+def _label_step(out: Path, corpus: Path, outcome, tracking_uri: str):
+    from genre.labeling import LabelSettings, resolve_model, run_label
+
+    _step("4/6 label: the corpus plus a few broken files → results table")
     broken = write_broken_files(out / "broken")
     listing = out / "to_label.txt"
     listing.write_text("".join(f"{p}\n" for p in sorted(corpus.rglob("*.*")) + broken))
     model = resolve_model(outcome.model_uri, tracking_uri=tracking_uri)
-    summary = run_label(str(listing), str(labels), model=model, settings=LabelSettings(csv=True))
+    summary = run_label(
+        str(listing), str(out / "labels"), model=model, settings=LabelSettings(csv=True)
+    )
     print(summary.format())
+    return model, broken, summary
 
-    t0 = _step("5/5 results")
+
+def _zero_shot_step(out: Path, corpus: Path) -> dict:
+    """The corpus labelled with musicnn's tags mapped to genres: no training at all."""
+    from genre.card import ResolvedModel
+    from genre.labeling import read_results, run_label
+    from genre.zeroshot import load_mapping, zero_shot_card
+
+    _step("5/6 zero-shot: musicnn's tags mapped to genres, no training")
+    mapping = load_mapping()
+    model = ResolvedModel(
+        uri="zero-shot",
+        name=f"zero-shot/{mapping.name}-{mapping.hash()[:8]}",
+        card=zero_shot_card(mapping),
+        keras_bytes=b"",
+    )
+    print(run_label(str(corpus), str(out / "labels-zero-shot"), model=model).format())
+    frame = read_results(str(out / "labels-zero-shot"))
+    ok = frame[frame.error.isna()]
+    truth = ok.track_id.map(lambda t: Path(t).parent.name)
+    return {"frame": frame, "accuracy": float((ok.genre == truth).mean()), "n": len(ok)}
+
+
+def _results_step(labels: Path, zero_shot: dict):
     import pandas as pd
 
+    from genre.labeling import read_results
+
+    _step("6/6 results")
+    columns = ["file", "genre", "confidence", "needs_review", "n_segments", "model", "error_reason"]
     with pd.option_context(
-        "display.width", 140, "display.max_columns", 8, "display.max_colwidth", 44
+        "display.width", 150, "display.max_columns", 9, "display.max_colwidth", 60
     ):
         frame = read_results(str(labels))
         frame["file"] = frame.path.map(lambda p: "/".join(Path(p).parts[-2:]))
-        shown = frame[
-            ["file", "genre", "confidence", "n_segments", "duration_s", "model", "error_reason"]
-        ].fillna("")
+        shown = frame[columns].fillna("")
         print(pd.concat([shown.head(8), shown[frame.error.notna()]]).to_string(index=False))
-    figures_ = _figures(outcome, tracking_uri, corpus, figures, settings)
-    scores = _accuracy(frame, model.card)
-    print(
-        f"\ntrack-level accuracy against the known genres (mean of segment probabilities):\n"
-        f"  held-out test tracks, never seen in training: {scores['test']:.3f} "
-        f"({scores['n_test']} tracks)\n"
-        f"  every track of the corpus (training tracks included, so optimistic): "
-        f"{scores['all']:.3f} ({scores['n_all']} tracks)\n"
-        f"  broken files reported with an error: {scores['errors']} of {len(broken)}\n"
-        f"\npictures: {', '.join(str(p) for p in figures_)}\n"
-        f"results: {labels} (pandas.read_parquet works on the folder; CSV at {summary.csv})\n"
-        f"MLflow: mlflow ui --backend-store-uri {tracking_uri}\n"
-        f"demo finished in {time.perf_counter() - started:.0f} s"
-    )
-    return {"test_track_accuracy": outcome.test["track_accuracy"], **scores}
+        zs = zero_shot["frame"].copy()
+        zs["file"] = zs.path.map(lambda p: "/".join(Path(p).parts[-2:]))
+        zs["top tags"] = zs.tags.map(
+            lambda t: (
+                ", ".join(f"{d['tag']} {d['probability']:.2f}" for d in t[:3])
+                if t is not None
+                else ""
+            )
+        )
+        print("\nzero-shot, with musicnn's top tags per track:")
+        print(zs[["file", "genre", "confidence", "top tags"]].head(8).to_string(index=False))
+    return frame
 
 
 def _accuracy(frame, card) -> dict:

@@ -114,6 +114,38 @@ def _labels(genres: np.ndarray) -> list[str]:
     return [g for g in GENRES if g in present] + [g for g in present if g not in GENRES]
 
 
+def _assign(
+    track: np.ndarray,
+    genre: np.ndarray,
+    *,
+    split: str,
+    fractions: tuple[float, float, float],
+    seed: int,
+    assignment: dict[str, str] | None,
+) -> tuple[dict[str, str], str]:
+    """``track id → split`` and the method that made it (see :func:`prepare`)."""
+    unique_tracks, first = np.unique(track, return_index=True)
+    method = split
+    if split == "auto":
+        # The published lists only make sense for (nearly) the whole of GTZAN: a few
+        # clips, or the demo corpus with its GTZAN-style names, would leave splits
+        # of one or two tracks.
+        method = (
+            "gtzan-filtered"
+            if gtzan_coverage(list(unique_tracks)) >= GTZAN_AUTO_COVERAGE
+            else "random"
+        )
+    if assignment is not None:
+        method = "given"
+    elif method == "gtzan-filtered":
+        assignment = gtzan_filtered_split(list(unique_tracks))
+    else:
+        assignment = split_tracks(
+            list(unique_tracks), list(genre[first]), fractions=fractions, seed=seed
+        )
+    return assignment, method
+
+
 def prepare(
     segments: SegmentSet,
     *,
@@ -159,25 +191,9 @@ def prepare(
     labels = _labels(genre)
     if len(labels) < 2:
         raise ParameterError(f"need at least two genres to train, found {labels}")
-    unique_tracks, first = np.unique(track, return_index=True)
-    method = split
-    if split == "auto":
-        # The published lists only make sense for (nearly) the whole of GTZAN: a few
-        # clips, or the demo corpus with its GTZAN-style names, would leave splits
-        # of one or two tracks.
-        method = (
-            "gtzan-filtered"
-            if gtzan_coverage(list(unique_tracks)) >= GTZAN_AUTO_COVERAGE
-            else "random"
-        )
-    if assignment is not None:
-        method = "given"
-    elif method == "gtzan-filtered":
-        assignment = gtzan_filtered_split(list(unique_tracks))
-    else:
-        assignment = split_tracks(
-            list(unique_tracks), list(genre[first]), fractions=fractions, seed=seed
-        )
+    assignment, method = _assign(
+        track, genre, split=split, fractions=fractions, seed=seed, assignment=assignment
+    )
     which = np.array([assignment.get(t, "") for t in track])
     x_all = stack_features({n: v[labelled] for n, v in segments.features.items()}, tuple(features))
     y_all = np.array([labels.index(str(g)) for g in genre], dtype=np.int32)

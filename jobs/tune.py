@@ -13,6 +13,7 @@ Re-running the same command resumes an interrupted search (or reports a finished
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -31,9 +32,15 @@ def _list(text: str | None) -> tuple[str, ...] | None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     S = SearchSettings  # the defaults live there, once
     p = parser("jobs.tune", __doc__.splitlines()[0])
+    _add_search_flags(p, S)
+    _add_run_flags(p, S)
+    return p
+
+
+def _add_search_flags(p: argparse.ArgumentParser, S) -> None:
     p.add_argument("shards", nargs="?", help="output folder of the extract job")
     p.add_argument(
         "--models",
@@ -86,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         default=S.cpus_per_trial,
         help="CPUs per trial, also TensorFlow's thread count (default %(default)s)",
     )
+
+
+def _add_run_flags(p: argparse.ArgumentParser, S) -> None:
     p.add_argument(
         "--gpus-per-trial",
         type=float,
@@ -139,12 +149,53 @@ def main(argv: list[str] | None = None) -> int:
         help="forget a previous search with the same name and start again",
     )
     add_ray_flags(p)
-    args = p.parse_args(argv)
+
+
+def _settings(args: argparse.Namespace, shards: str, tracking_uri: str) -> SearchSettings:
+    """The search settings the flags ask for (validated on construction)."""
+    from genre.shards import read_config
+    from genre.tuning import default_models
+
+    return SearchSettings(  # validates every setting; nothing has started yet
+        shards=shards,
+        models=_list(args.models) or default_models(read_config(shards)),
+        features=_list(args.features),
+        num_samples=2 if args.smoke_test else args.num_samples,
+        max_epochs=2 if args.smoke_test else args.max_epochs,
+        grace_epochs=args.grace_epochs,
+        reduction_factor=args.reduction_factor,
+        patience=args.patience,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        mixed_precision=args.mixed_precision,
+        scheduler=args.scheduler,
+        split=args.split,
+        seed=args.seed,
+        tracking_uri=tracking_uri,
+        experiment=args.experiment,
+        register_as=args.register_as,
+        storage=args.storage,
+        name=args.name,
+    )
+
+
+def _report(outcome) -> None:
+    if outcome.reregistered:
+        print(
+            f"search {outcome.name} had already finished: registered its champion as "
+            f"{outcome.model_uri} (version {outcome.version}) without searching again"
+        )
+    elif outcome.already_done:
+        print(f"search {outcome.name} already finished (use --fresh to run it again)")
+    print(outcome.format())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
 
     def body() -> int:
         from genre.card import check_tracking_uri
-        from genre.shards import read_config, read_segments
-        from genre.tuning import default_models
+        from genre.shards import read_segments
 
         shards = args.shards
         if args.smoke_test and not shards:
@@ -157,27 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ParameterError(f"shards folder {shards!r} does not exist")
         check_ray_flags(args)
         tracking_uri = cli_tracking_uri(args.tracking_uri)
-        settings = SearchSettings(  # validates every setting; nothing has started yet
-            shards=shards,
-            models=_list(args.models) or default_models(read_config(shards)),
-            features=_list(args.features),
-            num_samples=2 if args.smoke_test else args.num_samples,
-            max_epochs=2 if args.smoke_test else args.max_epochs,
-            grace_epochs=args.grace_epochs,
-            reduction_factor=args.reduction_factor,
-            patience=args.patience,
-            cpus_per_trial=args.cpus_per_trial,
-            gpus_per_trial=args.gpus_per_trial,
-            mixed_precision=args.mixed_precision,
-            scheduler=args.scheduler,
-            split=args.split,
-            seed=args.seed,
-            tracking_uri=tracking_uri,
-            experiment=args.experiment,
-            register_as=args.register_as,
-            storage=args.storage,
-            name=args.name,
-        )
+        settings = _settings(args, shards, tracking_uri)
         if settings.grace_clamped:
             print(
                 f"note: --grace-epochs {args.grace_epochs} is more than "
@@ -194,14 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             remove_search(settings)
         init_ray(address=args.address, num_cpus=args.num_cpus)
         outcome = run_search(segments, settings)
-        if outcome.reregistered:
-            print(
-                f"search {outcome.name} had already finished: registered its champion as "
-                f"{outcome.model_uri} (version {outcome.version}) without searching again"
-            )
-        elif outcome.already_done:
-            print(f"search {outcome.name} already finished (use --fresh to run it again)")
-        print(outcome.format())
+        _report(outcome)
         return 0
 
     return run_main(body)

@@ -13,8 +13,10 @@ def test_demo_smoke_test_runs_every_step_and_reports_accuracy(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
-    for step in ("1/5 synth", "2/5 extract", "3/5 tune", "4/5 label", "5/5 results"):
+    steps = ("1/6 synth", "2/6 extract", "3/6 tune", "4/6 label", "5/6 zero-shot", "6/6 results")
+    for step in steps:
         assert step in out
+    assert "zero-shot (no training" in out and "musicnn's top tags per track" in out
     assert "30 tracks → 60 segments" in out
     assert "registered genre version 1" in out
     assert "30 labelled, 4 failed" in out
@@ -24,3 +26,5 @@ def test_demo_smoke_test_runs_every_step_and_reports_accuracy(tmp_path):
     import pandas as pd
 
     assert len(pd.read_parquet(tmp_path / "demo" / "labels")) == 34
+    zero_shot = pd.read_parquet(tmp_path / "demo" / "labels-zero-shot")
+    assert len(zero_shot) == 30 and zero_shot.tags.map(len).eq(5).all()
