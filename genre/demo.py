@@ -178,18 +178,11 @@ def _label_step(out: Path, corpus: Path, outcome, tracking_uri: str):
 
 def _zero_shot_step(out: Path, corpus: Path) -> dict:
     """The corpus labelled with musicnn's tags mapped to genres: no training at all."""
-    from genre.card import ResolvedModel
     from genre.labeling import read_results, run_label
-    from genre.zeroshot import load_mapping, zero_shot_card
+    from genre.zeroshot import load_mapping, zero_shot_model
 
     _step("5/6 zero-shot: musicnn's tags mapped to genres, no training")
-    mapping = load_mapping()
-    model = ResolvedModel(
-        uri="zero-shot",
-        name=f"zero-shot/{mapping.name}-{mapping.hash()[:8]}",
-        card=zero_shot_card(mapping),
-        keras_bytes=b"",
-    )
+    model = zero_shot_model(load_mapping())
     print(run_label(str(corpus), str(out / "labels-zero-shot"), model=model).format())
     frame = read_results(str(out / "labels-zero-shot"))
     ok = frame[frame.error.isna()]

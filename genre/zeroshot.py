@@ -34,6 +34,7 @@ __all__ = [
     "load_mapping",
     "genre_scores",
     "zero_shot_card",
+    "zero_shot_model",
 ]
 
 DEFAULT_MAPPING = "gtzan10"
@@ -208,3 +209,12 @@ def zero_shot_card(mapping: TagMapping, *, cfg: FeatureConfig | None = None):
         split_method="none",
         training={"zero_shot": True, "uncovered_genres": list(mapping.uncovered)},
     )
+
+
+def zero_shot_model(mapping: TagMapping):
+    """A model to label with (:class:`genre.card.ResolvedModel`) that is the mapping alone:
+    no Keras bytes, named ``zero-shot/<mapping>-<hash>``."""
+    from genre.card import ResolvedModel
+
+    name = f"zero-shot/{mapping.name}-{mapping.hash()[:8]}"
+    return ResolvedModel(uri="zero-shot", name=name, card=zero_shot_card(mapping), keras_bytes=b"")

@@ -183,7 +183,6 @@ def _settings(args: argparse.Namespace) -> LabelSettings:
 
 def _model(args: argparse.Namespace, tracking_uri: str) -> ResolvedModel:
     """The registered model, or a zero-shot model card over musicnn's tags."""
-    from genre.card import ResolvedModel
     from genre.labeling import resolve_model
 
     if args.model != "zero-shot":
@@ -191,13 +190,11 @@ def _model(args: argparse.Namespace, tracking_uri: str) -> ResolvedModel:
             raise ParameterError("--mapping goes with --model zero-shot")
         return resolve_model(args.model, tracking_uri=tracking_uri)
     from genre.embeddings import check_extractors
-    from genre.zeroshot import load_mapping, zero_shot_card
+    from genre.zeroshot import load_mapping, zero_shot_model
 
-    mapping = load_mapping(args.mapping)
-    card = zero_shot_card(mapping)
-    check_extractors(card.feature_config)
-    name = f"zero-shot/{mapping.name}-{mapping.hash()[:8]}"
-    return ResolvedModel(uri="zero-shot", name=name, card=card, keras_bytes=b"")
+    model = zero_shot_model(load_mapping(args.mapping))
+    check_extractors(model.card.feature_config)
+    return model
 
 
 def _single_file(args: argparse.Namespace) -> bool:
