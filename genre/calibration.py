@@ -51,6 +51,7 @@ __all__ = [
     "output_ood_score",
     "MahalanobisOOD",
     "ood_threshold",
+    "ood_scores",
     "auroc",
     "Calibration",
     "fit_calibration",
@@ -275,6 +276,82 @@ def review_threshold(
     return float(conf[np.flatnonzero(ok)[-1]])
 
 
+_OOD_KEYS, _OOD_OPTIONAL = {"method", "threshold", "mahalanobis"}, {"column", "scale"}
+
+
+def _check_ood(ood: Any) -> dict[str, Any]:
+    """Validate the ``ood`` entry of a calibration; return it with plain floats."""
+    if (
+        not isinstance(ood, dict)
+        or not _OOD_KEYS <= set(ood) <= _OOD_KEYS | _OOD_OPTIONAL
+        or ood["method"] not in OOD_METHODS
+    ):
+        raise ParameterError(
+            f"ood={ood!r:.80} must be {{method in {OOD_METHODS}, threshold, mahalanobis"
+            "[, column, scale]}"
+        )
+    out = {**ood, "threshold": _number("ood['threshold']", ood["threshold"], -np.inf, np.inf)}
+    uses_embeddings = "mahalanobis" in ood["method"]
+    if uses_embeddings != (ood["mahalanobis"] is not None):
+        raise ParameterError("ood['mahalanobis'] holds parameters iff the method uses them")
+    combined = "+" in ood["method"]
+    scale = ood.get("scale")
+    if combined != (scale is not None):
+        raise ParameterError("ood['scale'] holds one scale per part iff the method combines two")
+    if combined:
+        parts = ood["method"].split("+")
+        if not isinstance(scale, dict) or set(scale) != set(parts):
+            raise ParameterError(f"ood['scale'] must give a scale for each of {parts}")
+        out["scale"] = {
+            k: _number(f"ood['scale'][{k!r}]", v, 0, np.inf, low_open=True)
+            for k, v in scale.items()
+        }
+    column = ood.get("column")
+    if column is not None and not isinstance(column, str):
+        raise ParameterError(f"ood['column']={column!r} must be a column name")
+    return out
+
+
+def ood_scores(
+    calibration: Calibration,
+    calibrated: np.ndarray,
+    *,
+    embeddings: np.ndarray | None = None,
+    distances: np.ndarray | None = None,
+) -> np.ndarray:
+    """The calibration's out-of-taxonomy score of each track (NaN without an OOD method).
+
+    Parameters
+    ----------
+    calibrated : np.ndarray [shape=(tracks, classes)], temperature-scaled probabilities
+    embeddings : np.ndarray [shape=(tracks, dims)], optional
+        Track embeddings for a Mahalanobis score; or give ``distances``.
+    distances : np.ndarray [shape=(tracks,)], optional
+        Mahalanobis distances already computed (the label pipeline averages them over a
+        track's segments).
+    """
+    ood = calibration.ood
+    n = len(calibrated)
+    if ood is None:
+        return np.full(n, np.nan)
+    method = ood["method"]
+    if "mahalanobis" in method:
+        if distances is None:
+            if embeddings is None:
+                raise ParameterError("this calibration's OOD score needs the tracks' embeddings")
+            distances = calibration.mahalanobis.score(embeddings)
+        distances = np.asarray(distances, dtype=np.float64)
+        if distances.shape != (n,):
+            raise ParameterError(f"embeddings give {len(distances)} tracks, track_probs {n}")
+    if method == "mahalanobis":
+        return distances
+    output = output_ood_score(calibrated, method=method.split("+")[0])
+    if "+" not in method:
+        return output
+    scale = ood["scale"]
+    return np.maximum(output / scale["entropy"], distances / scale["mahalanobis"])
+
+
 @dataclass(frozen=True)
 class Calibration:
     """What label needs to turn track probabilities into confidence it can act on.
@@ -319,24 +396,21 @@ class Calibration:
                 object.__setattr__(self, name, value)
         if not isinstance(self.n_val_tracks, int) or self.n_val_tracks < 0:
             raise ParameterError(f"n_val_tracks={self.n_val_tracks} must be a count")
-        if self.ood is None:
-            return
-        keys = {"method", "threshold", "mahalanobis"}
-        if (
-            not isinstance(self.ood, dict)
-            or set(self.ood) != keys
-            or self.ood["method"] not in OOD_METHODS
-        ):
-            raise ParameterError(
-                f"ood={self.ood!r:.80} must be {{method in {OOD_METHODS}, threshold, mahalanobis}}"
-            )
-        threshold = _number("ood['threshold']", self.ood["threshold"], -np.inf, np.inf)
-        object.__setattr__(self, "ood", {**self.ood, "threshold": threshold})
-        params = self.ood["mahalanobis"]
-        if (self.ood["method"] == "mahalanobis") != (params is not None):
-            raise ParameterError("ood['mahalanobis'] holds parameters iff the method is that")
-        if params is not None:  # validate once, and keep the parsed model for apply()
-            object.__setattr__(self, "_mahalanobis", MahalanobisOOD.from_dict(params))
+        if self.ood is not None:
+            object.__setattr__(self, "ood", _check_ood(self.ood))
+            params = self.ood["mahalanobis"]
+            if params is not None:  # validate once, and keep the parsed model for apply()
+                object.__setattr__(self, "_mahalanobis", MahalanobisOOD.from_dict(params))
+
+    @property
+    def mahalanobis(self) -> MahalanobisOOD | None:
+        """The embedding model of the out-of-taxonomy score, when it has one."""
+        return self._mahalanobis
+
+    @property
+    def ood_column(self) -> str | None:
+        """The embedding column (``musicnn_msd``…) the Mahalanobis score reads, if named."""
+        return (self.ood or {}).get("column")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict for the model card's ``calibration`` field."""
@@ -364,6 +438,8 @@ def fit_calibration(
     ood_quantile: float = 0.95,
     mahalanobis: MahalanobisOOD | None = None,
     val_embeddings: np.ndarray | None = None,
+    val_distances: np.ndarray | None = None,
+    ood_column: str | None = None,
     test_probs: np.ndarray | None = None,
     test_y: np.ndarray | None = None,
 ) -> Calibration:
@@ -374,18 +450,26 @@ def fit_calibration(
     val_probs : np.ndarray [shape=(tracks, classes)], uncalibrated, after aggregation
     val_y : np.ndarray [shape=(tracks,)]
     target, min_tracks : see :func:`review_threshold`
-    ood_method : {"entropy", "msp", "mahalanobis"} or None (no out-of-taxonomy score)
-        ``mahalanobis`` needs ``mahalanobis`` (fitted on the training tracks) and
-        ``val_embeddings`` (tracks, dims).
+    ood_method : one of :data:`OOD_METHODS`, or None (no out-of-taxonomy score)
+        The Mahalanobis methods need ``mahalanobis`` (fitted on the training tracks) and
+        the validation tracks' ``val_embeddings`` (tracks, dims) or ``val_distances``
+        (tracks,). ``entropy+mahalanobis`` divides each part by its ``ood_quantile`` on
+        the validation tracks and takes the larger.
     ood_quantile : see :func:`ood_threshold`
+    ood_column : the embedding column the Mahalanobis model reads, kept in the card
     test_probs, test_y : optional test tracks for the before/after figures
     """
     p = _probs(val_probs, "val_probs")
     y = _labels(val_y, len(p), p.shape[1])
     if ood_method is not None and ood_method not in OOD_METHODS:
         raise ParameterError(f"ood_method={ood_method!r} must be one of {OOD_METHODS} or None")
-    if ood_method == "mahalanobis" and (mahalanobis is None or val_embeddings is None):
-        raise ParameterError("ood_method='mahalanobis' needs mahalanobis and val_embeddings")
+    uses_embeddings = ood_method is not None and "mahalanobis" in ood_method
+    if uses_embeddings and (
+        mahalanobis is None or (val_embeddings is None and val_distances is None)
+    ):
+        raise ParameterError(
+            f"ood_method={ood_method!r} needs mahalanobis and val_embeddings or val_distances"
+        )
     if (test_probs is None) != (test_y is None):
         raise ParameterError("give both test_probs and test_y, or neither")
     temperature = fit_temperature(p, y)
@@ -395,19 +479,20 @@ def fit_calibration(
     )
     ood = None
     if ood_method is not None:
-        maha = ood_method == "mahalanobis"
-        scores = (
-            mahalanobis.score(val_embeddings)
-            if maha
-            else output_ood_score(calibrated, method=ood_method)
+        ood = _fit_ood(
+            ood_method,
+            calibrated,
+            quantile=ood_quantile,
+            mahalanobis=mahalanobis if uses_embeddings else None,
+            distances=(
+                None
+                if not uses_embeddings
+                else mahalanobis.score(val_embeddings)
+                if val_distances is None
+                else _scores(val_distances, "val_distances")
+            ),
+            column=ood_column if uses_embeddings else None,
         )
-        if len(scores) != len(p):
-            raise ParameterError(f"val_embeddings has {len(scores)} rows, val_probs {len(p)}")
-        ood = {
-            "method": ood_method,
-            "threshold": ood_threshold(scores, quantile=ood_quantile),
-            "mahalanobis": mahalanobis.to_dict() if maha else None,
-        }
     metrics = {}
     if test_probs is not None:
         t = _probs(test_probs, "test_probs")
@@ -429,11 +514,46 @@ def fit_calibration(
     )
 
 
+def _fit_ood(
+    method: str,
+    calibrated: np.ndarray,
+    *,
+    quantile: float,
+    mahalanobis: MahalanobisOOD | None,
+    distances: np.ndarray | None,
+    column: str | None,
+) -> dict[str, Any]:
+    """The ``ood`` entry of a calibration: its method, scales and threshold."""
+    if distances is not None and len(distances) != len(calibrated):
+        raise ParameterError(
+            f"val_embeddings has {len(distances)} rows, val_probs {len(calibrated)}"
+        )
+    ood: dict[str, Any] = {
+        "method": method,
+        "threshold": 0.0,
+        "mahalanobis": mahalanobis.to_dict() if mahalanobis is not None else None,
+    }
+    if column is not None:
+        ood["column"] = column
+    if "+" in method:
+        entropy = output_ood_score(calibrated, method="entropy")
+        # A floor keeps the ratio finite when every validation track is certain.
+        ood["scale"] = {
+            "entropy": max(ood_threshold(entropy, quantile=quantile), 1e-3),
+            "mahalanobis": max(ood_threshold(distances, quantile=quantile), 1e-6),
+        }
+    probe = Calibration(ood={**ood, "threshold": 0.0})
+    scores = ood_scores(probe, calibrated, distances=distances)
+    ood["threshold"] = ood_threshold(scores, quantile=quantile)
+    return ood
+
+
 def apply(
     calibration: Calibration,
     track_probs: np.ndarray,
     *,
     embeddings: np.ndarray | None = None,
+    distances: np.ndarray | None = None,
     min_confidence: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Calibrate track probabilities and decide which tracks need review.
@@ -444,7 +564,8 @@ def apply(
     track_probs : np.ndarray [shape=(tracks, classes)]
         Uncalibrated, after segment aggregation.
     embeddings : np.ndarray [shape=(tracks, dims)], optional
-        Needed when the calibration's OOD method is ``mahalanobis``.
+        Needed when the calibration's OOD method uses the Mahalanobis distance (or
+        give the tracks' ``distances`` (tracks,) computed already).
     min_confidence : float in [0, 1], optional
         Overrides the card's threshold (``--min-confidence``); 1.0 flags every track.
 
@@ -462,16 +583,7 @@ def apply(
     threshold = _number("min_confidence", threshold, 0, 1)
     probs = temperature_scale(track_probs, temperature=calibration.temperature)
     ood = calibration.ood
-    if ood is None:
-        ood_score = np.full(len(probs), np.nan)
-    elif ood["method"] == "mahalanobis":
-        if embeddings is None:
-            raise ParameterError("this calibration's OOD score needs the tracks' embeddings")
-        ood_score = calibration._mahalanobis.score(embeddings)
-        if len(ood_score) != len(probs):
-            raise ParameterError(f"embeddings has {len(ood_score)} rows, track_probs {len(probs)}")
-    else:
-        ood_score = output_ood_score(probs, method=ood["method"])
+    ood_score = ood_scores(calibration, probs, embeddings=embeddings, distances=distances)
     confidence = probs.max(axis=1)
     low = (confidence < threshold) | (threshold >= 1.0)
     out = np.zeros(len(probs), dtype=bool) if ood is None else ood_score > ood["threshold"]

@@ -71,7 +71,10 @@ class ModelCard:
     extractor : dict or None
         A pretrained feature extractor the features need, with its weights' hash.
     calibration : dict or None
-        Probability calibration fitted after training.
+        Probability calibration fitted after training (:class:`genre.calibration.Calibration`).
+    blend : dict or None
+        The zero-shot prior the head's probabilities are mixed with, and its weight
+        (:class:`genre.posthoc.Blend`).
     """
 
     labels: tuple[str, ...]
@@ -84,6 +87,7 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     extractor: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
+    blend: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
@@ -115,6 +119,40 @@ class ModelCard:
         cfg = self.feature_config
         *leading, _ = cfg.shape(self.features[0])
         return (*leading, sum(cfg.bins(f) for f in self.features))
+
+    @property
+    def companions(self) -> tuple[str, ...]:
+        """musicnn extractors label runs besides the model's own features: for the blend's
+        prior and the out-of-taxonomy score's embedding."""
+        from genre.config import PRETRAINED
+
+        wanted = set()
+        if self.blend:
+            wanted |= {
+                f"musicnn_{tag.partition(':')[0]}"
+                for tags in self.blend["mapping"]["genres"].values()
+                for tag in tags
+            }
+        column = ((self.calibration or {}).get("ood") or {}).get("column")
+        if column:
+            wanted.add(column.removesuffix("_pool").removesuffix("_tags"))
+        return tuple(
+            p for p in PRETRAINED if p in wanted and p not in self.feature_config.extractors
+        )
+
+    @property
+    def label_config(self) -> FeatureConfig:
+        """What label computes: the model's features and the :attr:`companions`' columns,
+        with the musicnn weights the card names."""
+        extra = self.companions
+        if not extra:
+            return self.feature_config
+        weights = (self.extractor or {}).get(
+            "weights_sha256"
+        ) or self.feature_config.musicnn_weights
+        return dataclasses.replace(
+            self.feature_config, features=(*self.features, *extra), musicnn_weights=weights
+        )
 
     def split_of(self) -> dict[str, str]:
         """``track id → split name``."""

@@ -244,6 +244,11 @@ class SearchSettings:
     #: leave a GPU idle: batch 64 is overhead-bound, 256 gives 1.3-3.3x).
     gpu_batch_sizes: tuple[int, ...] = (64, 128, 256)
     mixed_precision: bool = False  # float16 compute in GPU trials
+    #: Blend the champion with the zero-shot prior (weight chosen on validation, 0 allowed)
+    #: when the shards hold musicnn's tag columns; ``mapping``: a TOML mapping file
+    #: (default: the shipped gtzan10). Fitted after the search: not part of its name.
+    blend: bool = True
+    mapping: str | None = None
     grace_clamped: bool = False
 
     def __post_init__(self) -> None:
@@ -289,6 +294,8 @@ class SearchSettings:
                 raise ParameterError(f"{name}={getattr(self, name)} must be positive integers")
         if not 0 <= self.dropout[0] <= self.dropout[1] < 1:
             raise ParameterError(f"dropout={self.dropout}: need 0 ≤ low ≤ high < 1")
+        if self.mapping is not None and not os.path.isfile(self.mapping):
+            raise ParameterError(f"--mapping {self.mapping!r} does not exist")
         if not self.register_as or not self.alias or not self.experiment:
             raise ParameterError("--register-as, the alias and --experiment must not be empty")
         if self.grace_epochs > self.max_epochs:
@@ -312,6 +319,8 @@ class SearchSettings:
             "register_as",
             "alias",
             "grace_clamped",
+            "blend",
+            "mapping",
         )
         keys = {k: v for k, v in asdict(self).items() if k not in skip}
         # Settings added later stay out of the name at their defaults, so searches started

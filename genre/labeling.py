@@ -29,15 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from genre.audio import MAX_DURATION_S, load_segments
+from genre.audio import MAX_DURATION_S
 from genre.card import ResolvedModel, resolve
-from genre.config import AGGREGATES, FeatureConfig
+from genre.config import AGGREGATES
 from genre.corpus import (
     list_inputs,  # noqa: F401
 )
-from genre.embeddings import check_extractors, patch_shape, patches
+from genre.embeddings import check_extractors
 from genre.errors import AudioFileError, ConfigMismatchError, ParameterError
-from genre.features import extract
+from genre.featurize import featurize_batch
 from genre.predictor import (  # noqa: F401
     Predictor,
     _load_keras,
@@ -45,12 +45,11 @@ from genre.predictor import (  # noqa: F401
     _result_columns,
     compiled_predict,
     review_kwargs,
+    tag_plan,
     top_tags,
 )
-from genre.report import segment_to_track
 from genre.results import ResultStore, read_results, results_table
 from genre.store import AttemptJournal, FolderLock
-from genre.training import stack_features
 
 __all__ = [
     "AGGREGATES",
@@ -95,89 +94,6 @@ def model_from_network(
     return LabelModel(
         uri=name, name=name, card=card_for(data, aggregate=aggregate), keras_bytes=blob
     )
-
-
-def featurize_batch(
-    batch: dict[str, np.ndarray],
-    *,
-    cfg: FeatureConfig,
-    features: tuple[str, ...],
-    max_segments: int,
-    max_duration_s: float = MAX_DURATION_S,
-    journal: str | None = None,
-) -> dict[str, np.ndarray]:
-    """Decode up to ``max_segments`` spread segments per file and compute the model's features.
-
-    With ``journal`` (the output folder) each file is decoded inside its crash journal
-    (:class:`genre.store.AttemptJournal`): a file that kills its worker twice becomes a
-    ``crashed`` error row and the rest of the batch is labelled.
-
-    Returns one row per file: ``path``, ``track_id``, ``n_segments``, ``duration_s``,
-    ``reason``/``error`` (``""`` on success) and ``x``: an object array holding each
-    file's ``(n_segments, frames, bins)`` float32 features (empty on failure), or, when
-    ``features`` are pretrained columns, its ``(n_segments, 187, 96)`` musicnn patches
-    (the predictor computes the columns).
-    """
-    attempts = AttemptJournal(journal) if journal else None
-    rows: dict[str, list] = {
-        k: [] for k in ("path", "track_id", "n_segments", "duration_s", "reason", "error", "x")
-    }
-    segs, owners = [], []
-    for i, (path, track_id) in enumerate(zip(batch["path"], batch["track_id"], strict=True)):
-        reason = error = ""
-        n, duration = 0, 0.0
-
-        def decode(path=str(path)):
-            return load_segments(
-                path,
-                sample_rate=cfg.sample_rate,
-                segment_seconds=cfg.segment_seconds,
-                max_segments=max_segments,
-                max_duration_s=max_duration_s,
-            )
-
-        try:
-            s = attempts.decode(str(path), str(path), decode) if attempts else decode()
-            segs.append(s.audio)
-            owners.append(i)
-            n, duration = len(s), s.duration_s
-        except AudioFileError as exc:
-            reason, error = exc.reason, str(exc)
-        except Exception as exc:  # one odd file must not abort the whole collection
-            reason, error = "internal", f"{path}: {type(exc).__name__}: {exc}"
-        for key, value in zip(
-            rows, (str(path), str(track_id), n, duration, reason, error, None), strict=True
-        ):
-            rows[key].append(value)
-    empty = np.zeros((0, *_segment_input_shape(cfg, features)), np.float32)
-    rows["x"] = [empty] * len(rows["path"])
-    if segs:
-        stacked = _segments_input(np.concatenate(segs), cfg=cfg, features=features)
-        bounds = np.cumsum([0] + [len(s) for s in segs])
-        for j, i in enumerate(owners):
-            rows["x"][i] = stacked[bounds[j] : bounds[j + 1]]
-    out = {k: np.asarray(v, dtype=object) for k, v in rows.items() if k != "x"}
-    out["n_segments"] = np.asarray(rows["n_segments"], dtype=np.int32)
-    out["duration_s"] = np.asarray(rows["duration_s"], dtype=np.float32)
-    x = np.empty(len(rows["x"]), dtype=object)
-    x[:] = rows["x"]
-    out["x"] = x
-    return out
-
-
-def _segment_input_shape(cfg: FeatureConfig, features: tuple[str, ...]) -> tuple[int, ...]:
-    """One segment's shape as :func:`featurize_batch` hands it to the predictors:
-    ``(frames, bins)`` of the stacked features, or ``(187, 96)`` musicnn patches when
-    ``features`` are pretrained columns (the predictor computes those)."""
-    if cfg.with_features(features).extractors:
-        return patch_shape()
-    return (cfg.frames, sum(cfg.bins(f) for f in features))
-
-
-def _segments_input(audio: np.ndarray, *, cfg: FeatureConfig, features: tuple[str, ...]):
-    if cfg.with_features(features).extractors:
-        return patches(audio, sample_rate=cfg.sample_rate)
-    return stack_features(extract(audio, cfg.with_features(features)), features)
 
 
 @dataclass(frozen=True)
@@ -226,10 +142,12 @@ class LabelSettings:
     flush_rows: int = 512
     flush_s: float = 5.0
     min_confidence: float | None = None  # None: the card's review threshold
-    tags: int = 5  # top musicnn tags per track, when the model computes musicnn features
+    tags: int | None = None  # None: 5 when musicnn features are computed anyway (tag_plan)
 
     def __post_init__(self) -> None:
-        if self.tags < 0:
+        if self.tags is not None and (
+            isinstance(self.tags, bool) or not isinstance(self.tags, int) or self.tags < 0
+        ):
             raise ParameterError(f"--tags={self.tags} must be 0 (off) or a positive integer")
         if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:
             raise ParameterError(f"--min-confidence={self.min_confidence} must be in [0, 1]")
@@ -274,6 +192,7 @@ class LabelSummary:
     crashes_forgotten: int = 0
     review: Counter = field(default_factory=Counter)
     tags: Counter = field(default_factory=Counter)  # tracks with each tag among their top tags
+    confidence: str = ""  # how confidence was made (calibrated or raw)
 
     def format(self) -> str:
         done = self.labelled + sum(self.failed.values())
@@ -304,6 +223,8 @@ class LabelSummary:
             lines.append(
                 "  most common tags: " + ", ".join(f"{t} {n}" for t, n in self.tags.most_common(8))
             )
+        if self.labelled and self.confidence:
+            lines.append(f"  confidence: {self.confidence}")
         if self.labelled:
             flagged = sum(self.review.values())
             reasons = ", ".join(f"{r} {n}" for r, n in self.review.most_common())
@@ -354,12 +275,17 @@ def run_label(
         model's features come from other pretrained weights.
     """
     settings = settings or LabelSettings()
-    check_extractors(model.card.feature_config)
+    check_extractors(model.card.label_config)
     started = time.perf_counter()
     items, _ = list_inputs(source)
     with FolderLock(output, command="jobs.label"):
         results = ResultStore(output)
-        summary = LabelSummary(output=output, model=model.name, found=len(items))
+        summary = LabelSummary(
+            output=output,
+            model=model.name,
+            found=len(items),
+            confidence=_confidence_note(model.card),
+        )
         done = _prepare_output(results, summary, model=model, settings=settings)
         todo = [it for it in items if it["path"] not in done]
         summary.already_done = len(items) - len(todo)
@@ -369,6 +295,25 @@ def run_label(
             summary.csv = results.write_csv()
     summary.wall_s = time.perf_counter() - started
     return summary
+
+
+def _confidence_note(card) -> str:
+    """One line on what ``confidence`` means for this model."""
+    cal = card.calibration
+    blend = (
+        f"; blended with zero-shot {card.blend['mapping']['name']} at weight "
+        f"{card.blend['weight']:.2f}"
+        if card.blend and card.blend.get("weight")
+        else ""
+    )
+    if not cal:
+        zero_shot = card.model_config.get("kind") == "zero-shot"
+        return "raw, not calibrated" + (" (--calibrate-on FOLDER fits one)" if zero_shot else "")
+    ood = (cal.get("ood") or {}).get("method", "none")
+    return (
+        f"calibrated (temperature {cal['temperature']:.2f} on {cal['n_val_tracks']} tracks); "
+        f"out-of-taxonomy score: {ood}{blend}"
+    )
 
 
 def _prepare_output(
@@ -408,7 +353,7 @@ def _label_on_ray(
     init_ray(address=settings.address, num_cpus=settings.num_cpus)
     aggregate = settings.aggregate or model.card.aggregate
     labels = list(model.card.labels)
-    tags = settings.tags > 0 and bool(model.card.feature_config.extractors)
+    tags = tag_plan(model.card, settings.tags)[0] > 0
     buffer: list[dict[str, Any]] = []
     scored: list[tuple[str, str, float]] = []
     last_flush = time.monotonic()
@@ -471,6 +416,8 @@ def _pipeline(
     else:  # CPU only: one predictor per 8 CPUs at most, grown by Ray Data when batches queue up
         pool = ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, int(cpus // 8)))
     per_task = max(1, min(settings.tracks_per_task, -(-len(todo) // int(max(1, 2 * cpus)))))
+    n_tags, extractors = tag_plan(card, settings.tags)
+    own = card.feature_config.extractors
     return (
         ray.data.from_items(todo, override_num_blocks=max(1, -(-len(todo) // per_task)))
         .map_batches(
@@ -485,6 +432,7 @@ def _pipeline(
                 "max_segments": settings.max_segments,
                 "max_duration_s": settings.max_duration_s,
                 "journal": output,
+                "patches_too": bool(extractors) and not own,
             },
         )
         .map_batches(
@@ -503,9 +451,9 @@ def _pipeline(
                 "top_k": min(settings.top_k, len(card.labels)),
                 "batch_size": settings.batch_size or (GPU_BATCH if gpus else CPU_BATCH),
                 "features": card.features,
-                "extractors": card.feature_config.extractors,
+                "extractors": extractors,
                 **review_kwargs(card, min_confidence=settings.min_confidence),
-                "tags": settings.tags,
+                "tags": n_tags,
             },
         )
     )
@@ -520,6 +468,7 @@ def label_file(
     top_k: int = 5,
     max_duration_s: float = MAX_DURATION_S,
     min_confidence: float | None = None,
+    tags: int | None = 0,
 ) -> dict[str, Any]:
     """Label one file in-process (no Ray): the genres and (calibrated) probabilities, best
     first, and whether it needs review.
@@ -534,16 +483,18 @@ def label_file(
     from genre import backend
 
     card = model.card
-    check_extractors(card.feature_config)
+    check_extractors(card.label_config)
     aggregate = aggregate or card.aggregate
     if aggregate not in AGGREGATES:
         raise ParameterError(f"--aggregate {aggregate!r}: choose one of {', '.join(AGGREGATES)}")
+    n_tags, extractors = tag_plan(card, tags)
     out = featurize_batch(
         {"path": np.array([path], object), "track_id": np.array([path], object)},
         cfg=card.feature_config,
         features=card.features,
         max_segments=max_segments,
         max_duration_s=max_duration_s,
+        patches_too=bool(extractors) and not card.feature_config.extractors,
     )
     if out["reason"][0]:
         raise AudioFileError(out["reason"][0], out["error"][0])
@@ -552,25 +503,25 @@ def label_file(
         model_bytes=model.keras_bytes,
         labels=card.labels,
         aggregate=aggregate,
-        top_k=top_k,
+        top_k=min(top_k, len(card.labels)),
         batch_size=256,
         features=card.features,
-        extractors=card.feature_config.extractors,
+        extractors=extractors,
+        tags=n_tags,
         **review_kwargs(card, min_confidence=min_confidence),
     )
-    seg_probs = predictor.predict(predictor.inputs([out["x"][0]])[0])
-    _, raw = segment_to_track(np.zeros(len(seg_probs), int), seg_probs, aggregate=aggregate)
-    review = predictor.review(raw)
-    probs = review["probs"]
-    order = np.argsort(-probs[0])[:top_k]
+    row = {k: v[0] for k, v in predictor(out).items()}
     return {
         "path": path,
         "n_segments": int(out["n_segments"][0]),
         "duration_s": float(out["duration_s"][0]),
-        "top": [(card.labels[j], float(probs[0, j])) for j in order],
-        "needs_review": bool(review["needs_review"][0]),
-        "review_reason": review["review_reason"][0],
-        "ood_score": float(review["ood_score"][0]),
+        "top": [
+            (str(g), float(p)) for g, p in zip(row["top_genres"], row["top_probs"], strict=True)
+        ],
+        "needs_review": bool(row["needs_review"]),
+        "review_reason": row["review_reason"],
+        "ood_score": float(row["ood_score"]),
+        "tags": row.get("tags") or [],
         "model": model.name,
         "aggregate": aggregate,
     }

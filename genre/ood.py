@@ -21,9 +21,11 @@ from genre.errors import ParameterError
 __all__ = ["output_ood_score", "MahalanobisOOD", "ood_threshold", "auroc", "OOD_METHODS"]
 
 
-#: Out-of-taxonomy scores: two from the model's outputs, one from embeddings.
+#: Out-of-taxonomy scores: two from the model's outputs, one from embeddings, and the
+#: entropy and the embedding distance together (each over its own validation quantile,
+#: the larger of the two: a track is flagged when either finds it unlike the taxonomy).
 _EPS = float(np.finfo(np.float32).smallest_subnormal)
-OOD_METHODS = ("entropy", "msp", "mahalanobis")
+OOD_METHODS = ("entropy", "msp", "mahalanobis", "entropy+mahalanobis")
 
 
 def _probs(probs: Any, name: str = "probs") -> np.ndarray:

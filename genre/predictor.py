@@ -95,8 +95,11 @@ def top_tags(columns: dict[str, np.ndarray], bounds: np.ndarray, *, n: int) -> l
 class Predictor:
     """Ray Data actor: loads the model once, predicts segments, aggregates per track.
 
-    For a model on pretrained features it also loads their ``extractors`` once and
-    turns the musicnn patches it is given into the card's ``features``.
+    For a model on pretrained features it also loads their extractors once and turns
+    the musicnn patches it is given into the card's ``features``. ``extractors`` may name
+    more musicnn models than the features read (the card's companions: the blend's prior,
+    the out-of-taxonomy embedding, tags asked for): a model on hand-crafted features then
+    gets the patches beside its features, in ``batch["patches"]``.
     """
 
     def __init__(
@@ -113,17 +116,21 @@ class Predictor:
         calibration: dict | None = None,
         min_confidence: float | None = None,
         zero_shot: dict | None = None,
+        blend: dict | None = None,
         tags: int = 0,
     ):
         from genre import backend
         from genre.calibration import Calibration
+        from genre.posthoc import Blend
         from genre.zeroshot import TagMapping
 
         self.calibration = Calibration.from_dict(calibration) if calibration else None
         self.min_confidence = min_confidence
         self.mapping = TagMapping.from_dict(zero_shot) if zero_shot else None
+        self.blend = Blend.from_dict(blend) if blend else None
         self.tags = tags
         self._track_tags: list | None = None
+        self._columns: dict[str, np.ndarray] = {}
 
         if isinstance(
             model_bytes, tuple
@@ -134,6 +141,7 @@ class Predictor:
         backend.configure()
         self.model = None if self.mapping else _load_keras(model_bytes)
         self.features = tuple(features)
+        self.reads_columns = any(f.startswith("musicnn_") for f in self.features)
         self.embedder = (
             Embedder(tuple(extractors), batch_size=patch_batch_size) if extractors else None
         )
@@ -170,18 +178,26 @@ class Predictor:
             return genre_scores(self.mapping, tags)
         return compiled_predict(self.model, x, batch_size=self.batch_size, n_out=len(self.labels))
 
-    def review(self, track_probs: np.ndarray) -> dict[str, np.ndarray]:
+    def review(
+        self, track_probs: np.ndarray, *, distances: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """Calibrated probabilities, confidence, out-of-taxonomy score and review flags.
 
         With the card's calibration: temperature, its confidence threshold (or
-        ``min_confidence``) and its out-of-taxonomy threshold. Without one (raw models,
-        zero-shot): the raw probabilities, the normalised entropy as ``ood_score``, and a
-        review flag only when ``min_confidence`` is given.
+        ``min_confidence``) and its out-of-taxonomy threshold (``distances``: the tracks'
+        Mahalanobis distances, when the calibration's score uses them). Without one (raw
+        models, zero-shot): the raw probabilities, the normalised entropy as
+        ``ood_score``, and a review flag only when ``min_confidence`` is given.
         """
         from genre.calibration import apply, output_ood_score
 
         if self.calibration is not None:
-            return apply(self.calibration, track_probs, min_confidence=self.min_confidence)
+            return apply(
+                self.calibration,
+                track_probs,
+                distances=distances,
+                min_confidence=self.min_confidence,
+            )
         confidence = track_probs.max(axis=1)
         flagged = confidence < (self.min_confidence if self.min_confidence is not None else 0.0)
         return {
@@ -192,21 +208,56 @@ class Predictor:
             "review_reason": np.where(flagged, "low-confidence", None).astype(object),
         }
 
-    def inputs(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+    def inputs(
+        self, xs: list[np.ndarray], patches: list[np.ndarray] | None = None
+    ) -> list[np.ndarray]:
         """Each track's model input: ``xs`` as they are, or, for a model on pretrained
-        features, the extractors' columns of the patches ``xs`` stacked as the card says."""
-        self._track_tags = None
+        features, the extractors' columns of the patches ``xs`` stacked as the card says.
+
+        The musicnn columns of every segment (of ``xs``, or of ``patches`` for a model on
+        hand-crafted features) are kept in ``self._columns`` for the prior, the
+        out-of-taxonomy distance and the tags.
+        """
+        self._track_tags, self._columns = None, {}
         if self.embedder is None:
             return xs
-        bounds = np.cumsum([0] + [len(x) for x in xs])
-        columns = self.embedder(np.concatenate(xs))
+        source = xs if self.reads_columns else patches
+        if source is None:
+            raise ValueError("this predictor needs the segments' musicnn patches")
+        bounds = np.cumsum([0] + [len(x) for x in source])
+        self._columns = self.embedder(np.concatenate(source))
         if self.tags:
-            self._track_tags = top_tags(columns, bounds, n=self.tags)
-        x = stack_features(columns, self.features)
+            self._track_tags = top_tags(self._columns, bounds, n=self.tags)
+        if not self.reads_columns:
+            return xs
+        x = stack_features(self._columns, self.features)
         return [x[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
+    def track_probs(
+        self, owner: np.ndarray, seg_probs: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Segments → tracks: the order (``np.unique(owner)``), the track probabilities
+        (blended with the card's prior when it has one), and the Mahalanobis distances
+        its out-of-taxonomy score needs (else ``None``)."""
+        order, track_probs = segment_to_track(owner, seg_probs, aggregate=self.aggregate)
+        if self.blend is not None:
+            prior = self.blend.prior(self._columns, tuple(self.labels))
+            _, prior = segment_to_track(owner, prior, aggregate=self.aggregate)
+            track_probs = self.blend.mix(track_probs, prior)
+        distances = None
+        column = self.calibration.ood_column if self.calibration is not None else None
+        if column is not None:
+            from genre.posthoc import track_distances
+
+            distances = track_distances(self.calibration.mahalanobis, owner, self._columns[column])
+        return order, track_probs, distances
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        xs = self.inputs([np.asarray(x, dtype=np.float32) for x in batch["x"]])
+        patches = batch.get("patches")
+        xs = self.inputs(
+            [np.asarray(x, dtype=np.float32) for x in batch["x"]],
+            None if patches is None else [np.asarray(p, dtype=np.float32) for p in patches],
+        )
         n = len(xs)
         probs = np.full((n, len(self.labels)), np.nan, np.float32)
         review = {
@@ -222,9 +273,9 @@ class Predictor:
         if ok:
             seg_probs = self.predict(np.concatenate([xs[i] for i in ok]))
             owner = np.repeat(np.arange(len(ok)), [len(xs[i]) for i in ok])
-            order, track_probs = segment_to_track(owner, seg_probs, aggregate=self.aggregate)
+            order, track_probs, distances = self.track_probs(owner, seg_probs)
             rows = np.asarray(ok)[order]
-            reviewed = self.review(track_probs)
+            reviewed = self.review(track_probs, distances=distances)
             probs[rows] = reviewed["probs"]
             for key in review:
                 review[key][rows] = reviewed[key]
@@ -285,7 +336,7 @@ def _result_columns(
 
 def review_kwargs(card, *, min_confidence: float | None = None) -> dict[str, Any]:
     """What a :class:`Predictor` needs of the card besides the model: the calibration,
-    the review threshold override, and a zero-shot model's mapping."""
+    the review threshold override, a zero-shot model's mapping and a head's blend."""
     zero_shot = (
         card.model_config.get("mapping") if card.model_config.get("kind") == "zero-shot" else None
     )
@@ -293,4 +344,22 @@ def review_kwargs(card, *, min_confidence: float | None = None) -> dict[str, Any
         "calibration": card.calibration,
         "min_confidence": min_confidence,
         "zero_shot": zero_shot,
+        "blend": card.blend,
     }
+
+
+def tag_plan(card, tags: int | None) -> tuple[int, tuple[str, ...]]:
+    """How many tags per track, and the musicnn extractors label runs in all.
+
+    ``tags=None`` (the default): 5 when the label run computes musicnn features anyway
+    (the model's own, or its companions'), else none; ``tags=N > 0`` asks for them with
+    any model, computing both musicnn models if needed; ``0`` turns them off.
+    """
+    from genre.config import PRETRAINED
+
+    base = card.label_config.extractors
+    if tags is None:
+        return (5 if base else 0), base
+    if tags == 0:
+        return 0, base
+    return tags, tuple(p for p in PRETRAINED if p in set(base) | set(PRETRAINED))

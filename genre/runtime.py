@@ -25,7 +25,8 @@ def init_ray(
     address : str or None
         Cluster address; ``None`` uses ``RAY_ADDRESS`` when set, else a local runtime.
     num_cpus : int or None
-        CPUs of the local runtime (ignored when joining a cluster).
+        CPUs of a new local runtime (ignored when joining a cluster). Without it and
+        without an address, a cluster started with ``ray start`` on this machine is joined.
     quiet : bool
         Hide Ray's start-up banner and per-task log lines.
     """
@@ -45,8 +46,10 @@ def init_ray(
         log_to_driver=not quiet,
         configure_logging=True,
     )
-    if address is None:
-        kwargs["num_cpus"] = num_cpus
+    if address is None and num_cpus is not None:
+        # CPUs of a local runtime were asked for: start one even where a `ray start`
+        # cluster runs on this machine (ray.init() would join it and refuse num_cpus).
+        kwargs.update(address="local", num_cpus=num_cpus)
     try:
         ray.init(**kwargs)
     except ConnectionError as exc:

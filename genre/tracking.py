@@ -2,16 +2,18 @@
 
 All of it runs in the search's driver (one process writes to the tracking store, so a
 SQLite backend never sees concurrent writers): :class:`MlflowTrialLogger` mirrors each
-trial into a child run of the search's parent run; :func:`_calibrate` fits the champion's
-calibration on the validation tracks; :func:`_log_model` logs the network with its model
+trial into a child run of the search's parent run (the champion's blend and calibration
+are fitted by :mod:`genre.posthoc`); :func:`_log_model` logs the network with its model
 card as metadata and as ``genre/card.json``; :func:`_register` registers it under a name
 and alias."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from ray.tune import Callback
 
 from genre.card import METADATA_KEY
 from genre.config import SearchSettings
+from genre.shards import SegmentSet
 
 _EPOCH_METRICS = (
     "loss",
@@ -44,6 +47,27 @@ def _calibration_line(cal: dict[str, Any]) -> list[str]:
         f"it were right ≥ {cal['target']:.0%} of the time)"
         + (f", or {ood['method']} score above {ood['threshold']:.2f}" if ood else ""),
     ]
+
+
+def _blend_lines(blend: dict[str, Any] | None, notes: list[str]) -> list[str]:
+    lines = [f"  {note}" for note in notes]
+    if not blend:
+        return lines
+    r = blend.get("report") or {}
+    w = blend["weight"]
+    figures = (
+        f"validation {r['val_accuracy_head']:.3f} → {r['val_accuracy_blend']:.3f}, "
+        f"test {r['test_accuracy_head']:.3f} → {r['test_accuracy_blend']:.3f} "
+        f"(zero-shot alone: test {r['test_accuracy_prior']:.3f})"
+    )
+    if w == 0:
+        head = (
+            f"  blend with zero-shot {r.get('mapping', '')}: weight 0 (the head alone had the "
+            "lowest validation log-loss); "
+        )
+    else:
+        head = f"  blend with zero-shot {r.get('mapping', '')}: weight {w:.2f} (on validation); "
+    return [*lines, head + figures]
 
 
 class MlflowTrialLogger(Callback):
@@ -145,39 +169,6 @@ def _register(
     return str(version.version)
 
 
-def _track_probs(network, data, *, split: str, aggregate: str) -> tuple[np.ndarray, np.ndarray]:
-    """Uncalibrated track probabilities ``(tracks, classes)`` of one split, and the truth."""
-    from genre.report import segment_to_track
-
-    probs = network.predict(data.x[split], batch_size=256, verbose=0)
-    tracks, track_probs = segment_to_track(data.track[split], probs, aggregate=aggregate)
-    truth = dict(zip(data.track[split], data.y[split], strict=True))
-    return track_probs, np.array([truth[t] for t in tracks], dtype=np.int64)
-
-
-def _calibrate(network, data, *, aggregate: str):
-    """Temperature, review threshold and out-of-taxonomy threshold, fitted on the validation
-    tracks only (after aggregation); ECE and Brier before/after on the test tracks. Returns
-    the :class:`genre.calibration.Calibration` and a function that draws the reliability
-    diagram of the test tracks to a path."""
-    from genre import calibration as cal
-
-    val_probs, val_y = _track_probs(network, data, split="val", aggregate=aggregate)
-    test_probs, test_y = _track_probs(network, data, split="test", aggregate=aggregate)
-    fitted = cal.fit_calibration(val_probs, val_y, test_probs=test_probs, test_y=test_y)
-
-    def reliability(path: Path) -> Path:
-        scaled = cal.temperature_scale(test_probs, temperature=fitted.temperature)
-        return cal.plot_reliability(
-            cal.reliability_bins(test_probs, test_y),
-            cal.reliability_bins(scaled, test_y),
-            path=path,
-            title=f"test tracks (T = {fitted.temperature:.2f})",
-        )
-
-    return fitted, reliability
-
-
 def _log_model(network, card):
     """The network as an MLflow Keras model whose metadata is the card, with the card beside it."""
     import mlflow
@@ -268,9 +259,11 @@ class SearchOutcome:
     artifacts: str = ""  # the experiment's artifact location
     reregistered: bool = False
     calibration: dict[str, Any] = field(default_factory=dict)
+    blend: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
 
     def _calibration_lines(self) -> list[str]:
-        return _calibration_line(self.calibration)
+        return _blend_lines(self.blend, self.notes) + _calibration_line(self.calibration)
 
     def format(self) -> str:
         """The trials table (best first) and a short summary, as the tune job prints them."""
@@ -315,3 +308,144 @@ class SearchOutcome:
             f"  trial state: {self.path}",
         ]
         return "\n".join(lines)
+
+
+def _rebuild(best, segments: SegmentSet, settings: SearchSettings):
+    """The best trial's network with its best weights, and the data it was trained on."""
+    from genre import backend
+    from genre.training import BEST_WEIGHTS, build_network, model_config_from_trial, prepare
+
+    backend.configure()
+    data = prepare(
+        segments,
+        features=tuple(best.row["features"].split("+")),
+        split=settings.split,
+        seed=settings.seed,
+    )
+    network = build_network(model_config_from_trial(best.row["config"]), data)
+    with warnings.catch_warnings():  # the checkpoint's optimizer state is not needed here
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        network.load_weights(str(best.directory / BEST_WEIGHTS))
+    return network, data
+
+
+def _log_champion(
+    run,
+    settings: SearchSettings,
+    segments: SegmentSet,
+    trials: list[dict[str, Any]],
+    best,
+) -> SearchOutcome:
+    """Evaluate the best trial on the test tracks, fit its blend and calibration on the
+    validation tracks (:mod:`genre.posthoc`), log it with its card, register it."""
+    import mlflow
+
+    from genre.posthoc import fit_posthoc
+    from genre.training import card_for, evaluate
+
+    network, data = _rebuild(best, segments, settings)
+    post = fit_posthoc(network, data, segments, aggregate="mean", mapping=_blend_mapping(settings))
+    calibration, reliability = post.calibration, post.reliability
+    test = evaluate(network, data, split="test", probs=post.probs["test"])
+    val = evaluate(network, data, split="val", probs=post.probs["val"])
+    card = card_for(
+        data,
+        model_config=best.row["config"],
+        training={
+            "search": run.name,
+            "test_track_accuracy": test["track_accuracy"],
+            "val_track_accuracy": val["track_accuracy"],
+            "test_segment_accuracy": test["segment_accuracy"],
+            "trials": len(trials),
+        },
+    )
+    card = _with_posthoc(card, post, segments)
+    with mlflow.start_run(run_id=run.parent_run_id):
+        info = _log_model(network, card)
+        _log_search_artifacts(trials, best, test, card)
+        with tempfile.TemporaryDirectory() as d:
+            mlflow.log_artifact(str(reliability(Path(d) / "reliability_test.png")))
+        mlflow.log_metrics(
+            {
+                "test_ece": calibration.ece_after,
+                "test_ece_raw": calibration.ece_before,
+                "test_brier": calibration.brier_after,
+                "test_brier_raw": calibration.brier_before,
+                "temperature": calibration.temperature,
+                "min_confidence": calibration.min_confidence,
+                "test_track_accuracy": test["track_accuracy"],
+                "test_segment_accuracy": test["segment_accuracy"],
+                "test_track_macro_f1": test["track_macro_f1"],
+                "val_track_accuracy": val["track_accuracy"],
+                "trials": len(trials),
+                "trial_epochs": sum(r["epochs"] for r in trials),
+                **_blend_metrics(post.blend),
+            }
+        )
+    version = _register(run.client, info.model_uri, settings, run.name, test["track_accuracy"])
+    run.client.set_terminated(run.parent_run_id, "FINISHED")
+    return SearchOutcome(
+        name=run.name,
+        path=run.path,
+        parent_run_id=run.parent_run_id,
+        best={k: v for k, v in best.row.items() if k != "history"},
+        trials=[{k: v for k, v in r.items() if k not in ("history", "config")} for r in trials],
+        test={
+            k: test[k]
+            for k in (
+                "track_accuracy",
+                "segment_accuracy",
+                "track_macro_f1",
+                "n_tracks",
+                "n_segments",
+                "confusion",
+                "most_confused",
+                "per_genre",
+            )
+        },
+        model_uri=f"models:/{settings.register_as}@{settings.alias}",
+        registered=settings.register_as,
+        version=version,
+        tracking_uri=settings.tracking_uri,
+        counts=data.counts,
+        source_uri=info.model_uri,
+        artifacts=run.artifacts,
+        calibration=calibration.to_dict(),
+        blend=post.blend.to_dict() if post.blend else None,
+        notes=post.notes,
+    )
+
+
+def _blend_mapping(settings: SearchSettings):
+    if not settings.blend:
+        return None
+    from genre.zeroshot import load_mapping
+
+    return load_mapping(settings.mapping)
+
+
+def _with_posthoc(card, post, segments: SegmentSet):
+    """The card with the blend and calibration, naming the musicnn weights they read."""
+    from genre.embeddings import describe
+
+    card = dataclasses.replace(
+        card,
+        calibration=post.calibration.to_dict(),
+        blend=post.blend.to_dict() if post.blend else None,
+    )
+    if card.companions:
+        columns = (*card.features, *card.companions)
+        card = dataclasses.replace(card, extractor=describe(segments.cfg.with_features(columns)))
+    return card
+
+
+def _blend_metrics(blend) -> dict[str, float]:
+    if blend is None:
+        return {}
+    r = blend.report
+    return {
+        "blend_weight": blend.weight,
+        "val_track_accuracy_blend": r["val_accuracy_blend"],
+        "test_track_accuracy_blend": r["test_accuracy_blend"],
+        "test_track_accuracy_zero_shot": r["test_accuracy_prior"],
+    }

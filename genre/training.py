@@ -463,9 +463,15 @@ def fit(
 
 
 def evaluate(
-    network, data: PreparedData, *, split: str = "test", aggregate: str = "mean"
+    network,
+    data: PreparedData,
+    *,
+    split: str = "test",
+    aggregate: str = "mean",
+    probs: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Segment- and track-level scores of ``network`` on one split.
+    """Segment- and track-level scores of ``network`` on one split (``probs``: its segment
+    probabilities, when already predicted).
 
     Returns
     -------
@@ -475,7 +481,8 @@ def evaluate(
         :func:`genre.report.evaluate`, plus ``n_tracks`` and ``n_segments``.
     """
     x, y, track = data.x[split], data.y[split], data.track[split]
-    probs = network.predict(x, batch_size=256, verbose=0)
+    if probs is None:
+        probs = network.predict(x, batch_size=256, verbose=0)
     tracks, track_probs = segment_to_track(track, probs, aggregate=aggregate)
     track_y = _track_labels(track, y, tracks)
     report = evaluate_probs(y_true=track_y, probs=track_probs, labels=data.labels)

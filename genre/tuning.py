@@ -16,13 +16,11 @@ names and the exact feature config; it is registered and given the alias
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -37,12 +35,11 @@ from genre.tracking import (  # noqa: F401
     _EPOCH_METRICS,
     MlflowTrialLogger,
     SearchOutcome,  # noqa: F401
-    _calibrate,
     _calibration_line,
+    _log_champion,
     _log_model,
     _log_search_artifacts,
     _register,
-    _track_probs,
     _trial_artifacts,
 )
 
@@ -195,6 +192,10 @@ def check_search(segments: SegmentSet, settings: SearchSettings) -> None:
     """
     from genre.training import prepare
 
+    if settings.blend:
+        from genre.zeroshot import load_mapping
+
+        load_mapping(settings.mapping)  # a bad mapping fails here, before Ray starts
     ranks: dict[tuple[str, ...], int] = {}
     for kind in settings.models:
         features = settings.features or default_features(kind, segments.cfg.features)
@@ -492,105 +493,6 @@ def _seeded_search(seed: int):
     from ray.tune.search import BasicVariantGenerator
 
     return BasicVariantGenerator(random_state=seed)
-
-
-def _rebuild(best: _Best, segments: SegmentSet, settings: SearchSettings):
-    """The best trial's network with its best weights, and the data it was trained on."""
-    from genre import backend
-    from genre.training import BEST_WEIGHTS, build_network, model_config_from_trial, prepare
-
-    backend.configure()
-    data = prepare(
-        segments,
-        features=tuple(best.row["features"].split("+")),
-        split=settings.split,
-        seed=settings.seed,
-    )
-    network = build_network(model_config_from_trial(best.row["config"]), data)
-    with warnings.catch_warnings():  # the checkpoint's optimizer state is not needed here
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        network.load_weights(str(best.directory / BEST_WEIGHTS))
-    return network, data
-
-
-def _log_champion(
-    run: _SearchRun,
-    settings: SearchSettings,
-    segments: SegmentSet,
-    trials: list[dict[str, Any]],
-    best: _Best,
-) -> SearchOutcome:
-    """Evaluate the best trial on the test tracks, log it with its card, register it."""
-    import mlflow
-
-    from genre.training import card_for, evaluate
-
-    network, data = _rebuild(best, segments, settings)
-    test, val = evaluate(network, data, split="test"), evaluate(network, data, split="val")
-    calibration, reliability = _calibrate(network, data, aggregate="mean")
-    card = card_for(
-        data,
-        model_config=best.row["config"],
-        training={
-            "search": run.name,
-            "test_track_accuracy": test["track_accuracy"],
-            "val_track_accuracy": val["track_accuracy"],
-            "test_segment_accuracy": test["segment_accuracy"],
-            "trials": len(trials),
-        },
-    )
-    card = dataclasses.replace(card, calibration=calibration.to_dict())
-    with mlflow.start_run(run_id=run.parent_run_id):
-        info = _log_model(network, card)
-        _log_search_artifacts(trials, best, test, card)
-        with tempfile.TemporaryDirectory() as d:
-            mlflow.log_artifact(str(reliability(Path(d) / "reliability_test.png")))
-        mlflow.log_metrics(
-            {
-                "test_ece": calibration.ece_after,
-                "test_ece_raw": calibration.ece_before,
-                "test_brier": calibration.brier_after,
-                "test_brier_raw": calibration.brier_before,
-                "temperature": calibration.temperature,
-                "min_confidence": calibration.min_confidence,
-                "test_track_accuracy": test["track_accuracy"],
-                "test_segment_accuracy": test["segment_accuracy"],
-                "test_track_macro_f1": test["track_macro_f1"],
-                "val_track_accuracy": val["track_accuracy"],
-                "trials": len(trials),
-                "trial_epochs": sum(r["epochs"] for r in trials),
-            }
-        )
-    version = _register(run.client, info.model_uri, settings, run.name, test["track_accuracy"])
-    run.client.set_terminated(run.parent_run_id, "FINISHED")
-    return SearchOutcome(
-        name=run.name,
-        path=run.path,
-        parent_run_id=run.parent_run_id,
-        best={k: v for k, v in best.row.items() if k != "history"},
-        trials=[{k: v for k, v in r.items() if k not in ("history", "config")} for r in trials],
-        test={
-            k: test[k]
-            for k in (
-                "track_accuracy",
-                "segment_accuracy",
-                "track_macro_f1",
-                "n_tracks",
-                "n_segments",
-                "confusion",
-                "most_confused",
-                "per_genre",
-            )
-        },
-        model_uri=f"models:/{settings.register_as}@{settings.alias}",
-        registered=settings.register_as,
-        version=version,
-        tracking_uri=settings.tracking_uri,
-        counts=data.counts,
-        source_uri=info.model_uri,
-        artifacts=run.artifacts,
-        calibration=calibration.to_dict(),
-    )
 
 
 def remove_search(settings: SearchSettings) -> None:

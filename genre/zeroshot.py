@@ -35,6 +35,7 @@ __all__ = [
     "genre_scores",
     "zero_shot_card",
     "zero_shot_model",
+    "calibrate_zero_shot",
 ]
 
 DEFAULT_MAPPING = "gtzan10"
@@ -162,7 +163,12 @@ def load_mapping(path: str | None = None) -> TagMapping:
     return TagMapping.from_dict({"name": source, **data}, source=source)
 
 
-def genre_scores(mapping: TagMapping, tags: Mapping[str, np.ndarray]) -> np.ndarray:
+def genre_scores(
+    mapping: TagMapping,
+    tags: Mapping[str, np.ndarray],
+    *,
+    labels: tuple[str, ...] | list[str] | None = None,
+) -> np.ndarray:
     """Per-segment genre probabilities from tag probabilities.
 
     Parameters
@@ -170,6 +176,10 @@ def genre_scores(mapping: TagMapping, tags: Mapping[str, np.ndarray]) -> np.ndar
     mapping : TagMapping
     tags : dict
         ``extractor → (segments, 50)`` tag probabilities (``musicnn_msd``, ``musicnn_mtt``).
+    labels : sequence of str, optional
+        The genres to score, in this order (a trained model's labels): a label the
+        mapping does not name scores 0, a genre of the mapping not among them is left
+        out. Default: the mapping's genres.
 
     Returns
     -------
@@ -178,10 +188,12 @@ def genre_scores(mapping: TagMapping, tags: Mapping[str, np.ndarray]) -> np.ndar
     """
     from genre.pretrained import TAGS
 
+    labels = mapping.labels if labels is None else tuple(labels)
     n = len(next(iter(tags.values())))
-    scores = np.zeros((n, len(mapping.genres)), np.float32)
+    scores = np.zeros((n, len(labels)), np.float32)
     reduce = np.max if mapping.combine == "max" else np.mean
-    for j, members in enumerate(mapping.genres.values()):
+    for j, genre in enumerate(labels):
+        members = mapping.genres.get(genre, ())
         if members:
             columns = [tags[e][:, TAGS[e].index(t)] for e, t in members]
             scores[:, j] = reduce(np.stack(columns, axis=1), axis=1)
@@ -218,3 +230,67 @@ def zero_shot_model(mapping: TagMapping):
 
     name = f"zero-shot/{mapping.name}-{mapping.hash()[:8]}"
     return ResolvedModel(uri="zero-shot", name=name, card=zero_shot_card(mapping), keras_bytes=b"")
+
+
+def calibrate_zero_shot(model, folder: str, *, settings=None):
+    """The zero-shot ``model`` with a calibration fitted on a small labelled folder.
+
+    ``folder`` holds ``<genre>/<file>`` for genres of the mapping (at least five tracks
+    in all); they are labelled zero-shot, and the temperature, the review threshold and
+    the out-of-taxonomy threshold are fitted on them as tune fits a head's on its
+    validation tracks (:func:`genre.calibration.fit_calibration`). The returned model's
+    name gains ``-cal<hash>``: labels with and without a calibration do not mix in one
+    output folder.
+
+    Raises
+    ------
+    ParameterError
+        No such folder, fewer than five labelled tracks, a genre the mapping does not
+        name, or fewer than five of the tracks could be labelled.
+    """
+    import dataclasses
+    import tempfile
+
+    from genre.calibration import fit_calibration
+    from genre.card import ResolvedModel
+    from genre.corpus import list_tracks
+    from genre.labeling import LabelSettings, run_label
+    from genre.results import read_results
+
+    card = model.card
+    tracks = [t for t in list_tracks(folder).tracks if t.genre is not None]
+    unknown = sorted({t.genre for t in tracks} - set(card.labels))
+    if unknown:
+        raise ParameterError(
+            f"--calibrate-on {folder}: genre folder(s) {', '.join(unknown)} are not genres of "
+            f"the mapping ({', '.join(card.labels)})"
+        )
+    if len(tracks) < 5:
+        raise ParameterError(
+            f"--calibrate-on {folder}: found {len(tracks)} labelled tracks "
+            "(<folder>/<genre>/<file>); need at least 5"
+        )
+    base = settings or LabelSettings()
+    settings = dataclasses.replace(
+        base, tags=0, csv=False, retry_errors=False, new_model_ok=False, min_confidence=None
+    )
+    genre_of = {t.path: t.genre for t in tracks}
+    with tempfile.TemporaryDirectory(prefix="genre-calibrate-") as d:
+        listing = Path(d) / "calibration.txt"
+        listing.write_text("".join(f"{t.path}\n" for t in tracks))
+        run_label(str(listing), f"{d}/labels", model=model, settings=settings)
+        rows = read_results(f"{d}/labels")
+    rows = rows[rows["error"].isna()]
+    if len(rows) < 5:
+        raise ParameterError(
+            f"--calibrate-on {folder}: only {len(rows)} of {len(tracks)} tracks could be labelled"
+        )
+    probs = rows[[f"p_{g}" for g in card.labels]].to_numpy(np.float64)
+    y = np.array([card.labels.index(genre_of[p]) for p in rows["path"]], dtype=np.int64)
+    fitted = fit_calibration(probs / probs.sum(axis=1, keepdims=True), y, ood_method="entropy")
+    digest = hashlib.sha256(json.dumps(fitted.to_dict(), sort_keys=True).encode()).hexdigest()
+    training = {**card.training, "calibrated_on": str(folder), "calibration_tracks": len(rows)}
+    card = dataclasses.replace(card, calibration=fitted.to_dict(), training=training)
+    return ResolvedModel(
+        uri=model.uri, name=f"{model.name}-cal{digest[:6]}", card=card, keras_bytes=b""
+    )

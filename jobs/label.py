@@ -91,11 +91,20 @@ def _add_label_flags(p: argparse.ArgumentParser) -> None:
         "(default: the shipped gtzan10 mapping)",
     )
     p.add_argument(
+        "--calibrate-on",
+        default=None,
+        metavar="FOLDER",
+        help="with --model zero-shot: fit its calibration (temperature, review and "
+        "out-of-taxonomy thresholds) on a small labelled FOLDER/<genre>/<file>; "
+        "without it zero-shot confidence is the raw normalised tag score",
+    )
+    p.add_argument(
         "--tags",
         type=int,
-        default=5,
-        help="top musicnn tags kept per track when the model computes musicnn features "
-        "(zero-shot, heads on musicnn); 0: no tags column (default %(default)s)",
+        default=None,
+        help="top musicnn tags kept per track (both vocabularies); default 5 when the "
+        "model computes musicnn features anyway (zero-shot, heads on musicnn, a blend), "
+        "else none; N > 0 computes them for any model; 0: no tags column",
     )
     p.add_argument(
         "--min-confidence",
@@ -186,14 +195,25 @@ def _model(args: argparse.Namespace, tracking_uri: str) -> ResolvedModel:
     from genre.labeling import resolve_model
 
     if args.model != "zero-shot":
-        if args.mapping:
-            raise ParameterError("--mapping goes with --model zero-shot")
+        for flag, value in (("--mapping", args.mapping), ("--calibrate-on", args.calibrate_on)):
+            if value:
+                raise ParameterError(f"{flag} goes with --model zero-shot")
         return resolve_model(args.model, tracking_uri=tracking_uri)
     from genre.embeddings import check_extractors
-    from genre.zeroshot import load_mapping, zero_shot_model
+    from genre.zeroshot import calibrate_zero_shot, load_mapping, zero_shot_model
 
+    if args.calibrate_on and not os.path.isdir(args.calibrate_on):
+        raise ParameterError(f"--calibrate-on {args.calibrate_on!r} is not a folder")
     model = zero_shot_model(load_mapping(args.mapping))
     check_extractors(model.card.feature_config)
+    if args.calibrate_on:
+        model = calibrate_zero_shot(model, args.calibrate_on, settings=_settings(args))
+        cal = model.card.calibration
+        print(
+            f"zero-shot calibrated on {model.card.training['calibration_tracks']} tracks of "
+            f"{args.calibrate_on}: temperature {cal['temperature']:.2f}, review below "
+            f"{cal['min_confidence']:.2f}"
+        )
     return model
 
 
@@ -223,6 +243,7 @@ def _label_one(args: argparse.Namespace, model: ResolvedModel) -> None:
         top_k=args.top_k,
         max_duration_s=args.max_duration,
         min_confidence=args.min_confidence,
+        tags=args.tags,
     )
     print(
         f"{result['path']}  ({result['duration_s']:.1f} s, "
@@ -232,6 +253,8 @@ def _label_one(args: argparse.Namespace, model: ResolvedModel) -> None:
         print(f"  {genre:<10} {prob:6.1%}  {'█' * int(round(prob * 40))}")
     if result["needs_review"]:
         print(f"  needs review: {result['review_reason']} (ood score {result['ood_score']:.2f})")
+    if len(result["tags"]):
+        print("  tags: " + ", ".join(f"{t['tag']} {t['probability']:.2f}" for t in result["tags"]))
 
 
 if __name__ == "__main__":

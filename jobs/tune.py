@@ -108,6 +108,19 @@ def _add_run_flags(p: argparse.ArgumentParser, S) -> None:
         help="float16 compute in trials that get a GPU (ignored on CPUs)",
     )
     p.add_argument(
+        "--no-blend",
+        action="store_true",
+        help="do not blend the champion with the zero-shot tag mapping (by default its "
+        "weight is chosen on the validation tracks, 0 allowed, when the shards hold "
+        "musicnn's tag columns)",
+    )
+    p.add_argument(
+        "--mapping",
+        default=None,
+        help="TOML tag mapping for the blend (default: the shipped gtzan10; "
+        "see python -m jobs.label --model zero-shot)",
+    )
+    p.add_argument(
         "--split",
         choices=SPLIT_METHODS,
         default=S.split,
@@ -168,6 +181,8 @@ def _settings(args: argparse.Namespace, shards: str, tracking_uri: str) -> Searc
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         mixed_precision=args.mixed_precision,
+        blend=not args.no_blend,
+        mapping=args.mapping,
         scheduler=args.scheduler,
         split=args.split,
         seed=args.seed,

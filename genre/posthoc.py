@@ -1,0 +1,331 @@
+"""After the search: what the champion learns from held-out tracks besides its weights.
+
+Fitted in the search's driver, stored in the model card, and applied by label
+(:class:`genre.predictor.Predictor`) in the same order::
+
+    segment probabilities ─▶ track probabilities (the card's aggregation)
+        ─▶ blend with the zero-shot prior          card.blend         (weight on validation)
+        ─▶ temperature, review threshold           card.calibration   (on validation)
+        ─▶ out-of-taxonomy score: entropy, and the Mahalanobis distance of the track's
+           musicnn embedding to the training segments' classes   card.calibration["ood"]
+
+The **blend** mixes the head's track probabilities with those of a zero-shot tag mapping
+(:mod:`genre.zeroshot`), ``(1 − w)·head + w·prior``, the weight ``w`` chosen from
+:data:`BLEND_WEIGHTS` (0 included) by the validation tracks' log-loss after each weight's own
+temperature: a head that is already right and sure keeps ``w = 0``. It needs the musicnn tag
+columns in the shards and at least two of the model's genres covered by the mapping.
+
+The **Mahalanobis** model is fitted on the training segments' musicnn embedding
+(:data:`EMBEDDING_COLUMNS`, the first the shards hold), whatever features the model itself
+reads: a log-mel CNN gets the same out-of-taxonomy check as a head on musicnn features. A
+track's distance is the mean of its segments'. Without musicnn columns in the shards the
+score is the normalised entropy of the calibrated probabilities alone.
+
+Pure numpy on the driver's predictions; no Ray or MLflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genre.errors import ParameterError
+
+__all__ = [
+    "BLEND_FORMAT",
+    "BLEND_WEIGHTS",
+    "EMBEDDING_COLUMNS",
+    "Blend",
+    "fit_blend_weight",
+    "track_mean",
+    "track_distances",
+    "PostHoc",
+    "fit_posthoc",
+]
+
+BLEND_FORMAT = "genre.blend/1"
+#: Weights of the zero-shot prior tried on the validation tracks.
+BLEND_WEIGHTS = tuple(round(float(w), 2) for w in np.linspace(0.0, 1.0, 21))
+#: Embedding columns for the Mahalanobis score, in order of preference.
+EMBEDDING_COLUMNS = ("musicnn_msd", "musicnn_mtt")
+#: Principal directions kept by the Mahalanobis model (the card holds components × dims).
+MAHALANOBIS_COMPONENTS = 64
+
+
+@dataclass(frozen=True)
+class Blend:
+    """A head's probabilities mixed with a zero-shot tag mapping's.
+
+    Attributes
+    ----------
+    weight : float in [0, 1]
+        The prior's share: ``(1 − weight)·head + weight·prior``.
+    mapping : TagMapping
+    report : dict
+        Validation and test figures of the fit (for people and reports).
+    """
+
+    weight: float
+    mapping: Any  # genre.zeroshot.TagMapping
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        w = self.weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w <= 1.0:
+            raise ParameterError(f"blend weight={w!r} must be a number in [0, 1]")
+        object.__setattr__(self, "weight", float(w))
+
+    @property
+    def extractors(self) -> tuple[str, ...]:
+        """The musicnn models whose tags the prior reads."""
+        return self.mapping.extractors
+
+    def prior(self, columns: Mapping[str, np.ndarray], labels: tuple[str, ...]) -> np.ndarray:
+        """Per-segment zero-shot probabilities over ``labels`` from musicnn tag columns
+        (``<extractor>_tags``, as :class:`genre.embeddings.Embedder` returns them)."""
+        from genre.zeroshot import genre_scores
+
+        tags = {e: columns[f"{e}_tags"] for e in self.extractors}
+        return genre_scores(self.mapping, tags, labels=labels)
+
+    def mix(self, head: np.ndarray, prior: np.ndarray) -> np.ndarray:
+        """``(1 − w)·head + w·prior``; rows still sum to one."""
+        return ((1.0 - self.weight) * np.asarray(head, np.float64)) + self.weight * np.asarray(
+            prior, np.float64
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": BLEND_FORMAT,
+            "weight": self.weight,
+            "mapping": self.mapping.to_dict(),
+            "mapping_hash": self.mapping.hash(),
+            "report": self.report,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Blend:
+        from genre.zeroshot import TagMapping
+
+        if not isinstance(d, Mapping) or d.get("format") != BLEND_FORMAT:
+            raise ParameterError(f"the card's blend is not in format {BLEND_FORMAT}")
+        try:
+            mapping = TagMapping.from_dict(d["mapping"], source="the card's blend mapping")
+            return cls(weight=d["weight"], mapping=mapping, report=dict(d.get("report") or {}))
+        except KeyError as exc:
+            raise ParameterError(f"the card's blend lacks {exc}") from None
+
+
+def _nll(probs: np.ndarray, y: np.ndarray) -> float:
+    p = np.maximum(probs[np.arange(len(y)), y], 1e-12)
+    return float(-np.mean(np.log(p)))
+
+
+def fit_blend_weight(
+    head: np.ndarray,
+    prior: np.ndarray,
+    y: np.ndarray,
+    *,
+    weights: tuple[float, ...] = BLEND_WEIGHTS,
+) -> tuple[float, dict[float, float]]:
+    """The prior's weight with the lowest validation log-loss after its own temperature.
+
+    Each weight's mix gets the temperature that suits it best (as label will apply one),
+    so the choice rewards probabilities that rank the right genre high, not a mix that
+    only happens to be less overconfident. Ties go to the smaller weight.
+
+    Parameters
+    ----------
+    head, prior : np.ndarray [shape=(tracks, classes)]
+        Track probabilities of the trained head and of the zero-shot mapping.
+    y : np.ndarray [shape=(tracks,)], class indices
+    weights : candidate weights in [0, 1]
+
+    Returns
+    -------
+    weight : float
+    nll : dict ``weight → calibrated validation log-loss``
+    """
+    from genre.calibration import fit_temperature, temperature_scale
+
+    head, prior = np.asarray(head, np.float64), np.asarray(prior, np.float64)
+    if head.shape != prior.shape or head.ndim != 2 or len(y) != len(head):
+        raise ParameterError(f"head {head.shape}, prior {prior.shape} and y {np.shape(y)} differ")
+    nll = {}
+    for w in sorted(weights):
+        mixed = (1.0 - w) * head + w * prior
+        t = fit_temperature(mixed, y)
+        nll[float(w)] = _nll(temperature_scale(mixed, temperature=t), y)
+    best = min(nll.values())
+    return next(w for w, v in nll.items() if v <= best + 1e-9), nll
+
+
+def track_mean(track_ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique track ids and the mean of ``values`` (segments, …) over each track's
+    segments."""
+    tracks, inverse, counts = np.unique(track_ids, return_inverse=True, return_counts=True)
+    values = np.asarray(values, np.float64)
+    out = np.zeros((len(tracks), *values.shape[1:]))
+    np.add.at(out, inverse, values)
+    return tracks, out / counts.reshape(-1, *([1] * (values.ndim - 1)))
+
+
+def track_distances(model, owner: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+    """Mahalanobis distance per track: the mean of its segments' distances, in the order
+    of ``np.unique(owner)``."""
+    return track_mean(owner, model.score(embeddings))[1]
+
+
+@dataclass
+class PostHoc:
+    """What :func:`fit_posthoc` fitted, and the figures it was judged by."""
+
+    calibration: Any  # genre.calibration.Calibration
+    blend: Blend | None
+    notes: list[str]
+    probs: dict[str, np.ndarray]  # split → segment probabilities of the head (val, test)
+    reliability: Callable[[Path], Path]
+
+
+def _split_rows(segments, tracks: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(np.isin(segments.track_id, tracks))
+
+
+def _prior_tracks(blend: Blend, segments, tracks, labels, aggregate: str) -> np.ndarray:
+    from genre.report import segment_to_track
+
+    rows = _split_rows(segments, tracks)
+    columns = {f"{e}_tags": segments.features[f"{e}_tags"][rows] for e in blend.extractors}
+    prior = blend.prior(columns, tuple(labels))
+    got, probs = segment_to_track(segments.track_id[rows], prior, aggregate=aggregate)
+    if list(got) != list(tracks):
+        raise ParameterError("the shards' tag columns do not cover the split's tracks")
+    return probs
+
+
+def _accuracy(probs: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.argmax(probs, axis=1) == y)) if len(y) else float("nan")
+
+
+def _fit_blend(mapping, segments, labels, heads, ys, aggregate, notes) -> Blend | None:
+    """Choose the prior's weight on validation; ``None`` (with a note) when impossible."""
+    if mapping is None:
+        return None
+    tag_columns = [f"{e}_tags" for e in mapping.extractors]
+    missing = [c for c in tag_columns if c not in segments.features]
+    covered = [g for g in labels if mapping.genres.get(g)]
+    if missing:
+        notes.append(
+            f"no blend: the shards hold no {', '.join(missing)} "
+            "(extract with --features …,musicnn_msd,musicnn_mtt)"
+        )
+        return None
+    if len(covered) < 2:
+        notes.append(f"no blend: mapping {mapping.name!r} covers {len(covered)} of the genres")
+        return None
+    probe = Blend(weight=0.0, mapping=mapping)
+    priors = {
+        split: _prior_tracks(probe, segments, heads[split][0], labels, aggregate)
+        for split in ("val", "test")
+    }
+    weight, nll = fit_blend_weight(heads["val"][1], priors["val"], ys["val"])
+    blend = Blend(weight=weight, mapping=mapping)
+    report: dict[str, Any] = {"mapping": mapping.name, "weight": weight, "val_nll": nll}
+    for split in ("val", "test"):
+        head, prior, y = heads[split][1], priors[split], ys[split]
+        report[f"{split}_tracks"] = len(y)
+        report[f"{split}_accuracy_head"] = _accuracy(head, y)
+        report[f"{split}_accuracy_blend"] = _accuracy(blend.mix(head, prior), y)
+        report[f"{split}_accuracy_prior"] = _accuracy(prior, y)
+    return Blend(weight=weight, mapping=mapping, report=report)
+
+
+def _fit_mahalanobis(segments, data, heads, notes):
+    """The Mahalanobis model on the training segments' embedding and the val/test tracks'
+    distances; ``(None, None, {})`` when the shards hold no musicnn embedding."""
+    from genre.ood import MahalanobisOOD
+
+    column = next((c for c in EMBEDDING_COLUMNS if c in segments.features), None)
+    if column is None:
+        notes.append("out-of-taxonomy score from the probabilities only (no musicnn embedding)")
+        return None, None, {}
+    train = _split_rows(segments, np.unique(data.track["train"]))
+    label_of = {g: i for i, g in enumerate(data.labels)}
+    y = np.array([label_of[str(g)] for g in segments.genre[train]], dtype=np.int64)
+    emb = segments.features[column]
+    model = MahalanobisOOD.fit(emb[train], y, components=MAHALANOBIS_COMPONENTS)
+    distances = {}
+    for split in ("val", "test"):
+        rows = _split_rows(segments, heads[split][0])
+        distances[split] = track_distances(model, segments.track_id[rows], emb[rows])
+    return model, column, distances
+
+
+def fit_posthoc(
+    network,
+    data,
+    segments,
+    *,
+    aggregate: str = "mean",
+    mapping=None,
+    ood_quantile: float = 0.95,
+) -> PostHoc:
+    """Blend weight, calibration and out-of-taxonomy model of a trained ``network``.
+
+    Parameters
+    ----------
+    network : keras.Model trained on ``data``
+    data : genre.training.PreparedData
+    segments : genre.shards.SegmentSet
+        The shards ``data`` came from: their musicnn columns feed the prior and the
+        Mahalanobis model even when the network reads other features.
+    aggregate : the card's segment → track aggregation
+    mapping : TagMapping or None
+        The zero-shot prior to blend with (``None``: no blend).
+    """
+    from genre import calibration as cal
+    from genre.report import segment_to_track
+
+    notes: list[str] = []
+    probs, heads, ys = {}, {}, {}
+    for split in ("val", "test"):
+        probs[split] = network.predict(data.x[split], batch_size=256, verbose=0)
+        tracks, track_probs = segment_to_track(data.track[split], probs[split], aggregate=aggregate)
+        truth = dict(zip(data.track[split], data.y[split], strict=True))
+        heads[split] = (tracks, track_probs)
+        ys[split] = np.array([truth[t] for t in tracks], dtype=np.int64)
+    blend = _fit_blend(mapping, segments, data.labels, heads, ys, aggregate, notes)
+    mixed = {split: heads[split][1] for split in heads}
+    if blend is not None:
+        for split in mixed:
+            prior = _prior_tracks(blend, segments, heads[split][0], data.labels, aggregate)
+            mixed[split] = blend.mix(mixed[split], prior)
+    model, column, distances = _fit_mahalanobis(segments, data, heads, notes)
+    fitted = cal.fit_calibration(
+        mixed["val"],
+        ys["val"],
+        ood_method="entropy+mahalanobis" if model is not None else "entropy",
+        ood_quantile=ood_quantile,
+        mahalanobis=model,
+        val_distances=distances.get("val"),
+        ood_column=column,
+        test_probs=mixed["test"],
+        test_y=ys["test"],
+    )
+
+    def reliability(path: Path) -> Path:
+        scaled = cal.temperature_scale(mixed["test"], temperature=fitted.temperature)
+        return cal.plot_reliability(
+            cal.reliability_bins(mixed["test"], ys["test"]),
+            cal.reliability_bins(scaled, ys["test"]),
+            path=path,
+            title=f"test tracks (T = {fitted.temperature:.2f})",
+        )
+
+    return PostHoc(
+        calibration=fitted, blend=blend, notes=notes, probs=probs, reliability=reliability
+    )
