@@ -273,7 +273,8 @@ def check_tracking_uri(uri: str) -> None:
 
 
 def _model_tag(uri: str, client) -> str:
-    """``models:/genre@champion`` → ``genre/3``; other URIs stay as they are."""
+    """``models:/genre@champion`` → ``genre/3``; other URIs (``runs:/…``, MLflow 3's
+    ``models:/m-…``) stay as they are."""
     if not uri.startswith("models:/"):
         return uri
     ref = uri[len("models:/") :]
@@ -283,6 +284,8 @@ def _model_tag(uri: str, client) -> str:
     name, _, version = ref.partition("/")
     if version in ("", "latest"):
         versions = client.search_model_versions(f"name='{name}'")
+        if not versions:  # MLflow 3's logged model (models:/m-…), or no such name
+            return uri
         version = str(max(int(v.version) for v in versions))
     return f"{name}/{version}"
 

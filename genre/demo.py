@@ -204,20 +204,38 @@ def _zero_shot_step(out: Path, corpus: Path) -> dict:
     return {"frame": frame, "accuracy": float(right.mean()), "n": len(ok)}
 
 
+def _sample(frame):
+    """A few rows to show: one per genre folder, two of ``_other/`` (the styles none of the
+    ten), then every error row."""
+    folder = frame.path.map(lambda p: Path(p).parent.name)
+    ok = frame.error.isna()
+    inside = frame[ok & (folder != "_other")].groupby(folder[ok], sort=False).head(1)
+    other = frame[ok & (folder == "_other")].head(2)
+    return frame.loc[[*inside.index[:6], *other.index, *frame.index[~ok]]]
+
+
 def _results_step(labels: Path, zero_shot: dict):
     import pandas as pd
 
     from genre.labeling import read_results
 
     _step("6/6 results")
-    columns = ["file", "genre", "confidence", "needs_review", "n_segments", "model", "error_reason"]
+    columns = [
+        "file",
+        "genre",
+        "confidence",
+        "review_reason",
+        "n_segments",
+        "model",
+        "error_reason",
+    ]
     with pd.option_context(
         "display.width", 150, "display.max_columns", 9, "display.max_colwidth", 60
     ):
         frame = read_results(str(labels))
         frame["file"] = frame.path.map(lambda p: "/".join(Path(p).parts[-2:]))
         shown = frame[columns].fillna("")
-        print(pd.concat([shown.head(8), shown[frame.error.notna()]]).to_string(index=False))
+        print(shown.loc[_sample(frame).index].to_string(index=False))
         zs = zero_shot["frame"].copy()
         zs["file"] = zs.path.map(lambda p: "/".join(Path(p).parts[-2:]))
         zs["top tags"] = zs.tags.map(
@@ -228,7 +246,8 @@ def _results_step(labels: Path, zero_shot: dict):
             )
         )
         print("\nzero-shot, with musicnn's top tags per track:")
-        print(zs[["file", "genre", "confidence", "top tags"]].head(8).to_string(index=False))
+        zs = _sample(zs)
+        print(zs[["file", "genre", "confidence", "top tags"]].to_string(index=False))
     return frame
 
 

@@ -43,8 +43,13 @@ def _calibration_line(cal: dict[str, Any]) -> list[str]:
         f"  calibration (fitted on {cal['n_val_tracks']} validation tracks): temperature "
         f"{cal['temperature']:.2f}; test ECE {cal['ece_before']:.3f} → {cal['ece_after']:.3f}, "
         f"Brier {cal['brier_before']:.3f} → {cal['brier_after']:.3f}",
-        f"  needs review: confidence below {cal['min_confidence']:.2f} (validation tracks above "
-        f"it were right ≥ {cal['target']:.0%} of the time)"
+        (
+            f"  needs review: confidence below {cal['min_confidence']:.2f} (validation tracks "
+            f"above it were right ≥ {cal['target']:.0%} of the time)"
+            if cal["min_confidence"] > 0
+            else f"  needs review: no confidence threshold (validation tracks were right "
+            f"≥ {cal['target']:.0%} of the time at every confidence)"
+        )
         + (f", or {ood['method']} score above {ood['threshold']:.2f}" if ood else ""),
     ]
 
@@ -267,15 +272,16 @@ class SearchOutcome:
 
     def format(self) -> str:
         """The trials table (best first) and a short summary, as the tune job prints them."""
+        fw = max([18, *(len(t["features"]) for t in self.trials)])
         head = (
-            f"{'trial':<12} {'model':<16} {'features':<18} {'lr':>8} {'batch':>5} {'width':>5} "
+            f"{'trial':<12} {'model':<16} {'features':<{fw}} {'lr':>8} {'batch':>5} {'width':>5} "
             f"{'drop':>5} "
             f"{'epochs':>6} {'val seg':>7} {'val track':>9}  {'node':<8}"
         )
         lines = [head, "-" * len(head)]
         for t in sorted(self.trials, key=lambda r: (-r["val_track_accuracy"], -r["val_accuracy"])):
             lines.append(
-                f"{t['trial']:<12} {t['kind']:<16} {t['features']:<18} "
+                f"{t['trial']:<12} {t['kind']:<16} {t['features']:<{fw}} "
                 f"{t['learning_rate']:>8.1e} {t['batch_size']:>5} {t['width']:>5} "
                 f"{t['dropout']:>5.2f} {t['epochs']:>6} {t['val_accuracy']:>7.3f} "
                 f"{t['val_track_accuracy']:>9.3f}  "

@@ -17,14 +17,15 @@ def test_demo_smoke_test_runs_every_step_and_reports_accuracy(tmp_path):
     for step in steps:
         assert step in out
     assert "zero-shot (no training" in out and "musicnn's top tags per track" in out
-    assert "30 tracks → 60 segments" in out
+    assert "38 tracks → 76 segments" in out
     assert "registered genre version 1" in out
-    assert "30 labelled, 4 failed" in out
+    assert "38 labelled, 4 failed" in out
     assert "broken files reported with an error: 4 of 4" in out
+    assert "_other/" in out and "review_reason" in out
     for picture in ("confusion_test.png", "curves_by_model.png", "genre_panels.png"):
         assert (tmp_path / "demo" / "figures" / picture).stat().st_size > 10_000
     import pandas as pd
 
-    assert len(pd.read_parquet(tmp_path / "demo" / "labels")) == 34
+    assert len(pd.read_parquet(tmp_path / "demo" / "labels")) == 42
     zero_shot = pd.read_parquet(tmp_path / "demo" / "labels-zero-shot")
-    assert len(zero_shot) == 30 and zero_shot.tags.map(len).eq(5).all()
+    assert len(zero_shot) == 38 and zero_shot.tags.map(len).eq(5).all()

@@ -322,3 +322,30 @@ def test_a_log_mel_head_without_musicnn_shards_is_not_blended():
     notes: list[str] = []
     assert _fit_blend(load_mapping(), Segments(), list(LABELS), {}, {}, "mean", notes) is None
     assert "musicnn_msd_tags" in notes[0]
+
+
+def test_the_blended_card_survives_the_registry(fitted, tmp_path):
+    """Logged as tune logs it (MLflow model metadata + genre/card.json), then resolved as
+    label resolves it: the blend's weight and mapping, and the combined OOD score, intact."""
+    import keras
+    import mlflow
+
+    from genre.card import resolve
+    from genre.predictor import _load_keras
+    from genre.tracking import _log_model
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("posthoc", artifact_location=str(tmp_path / "art"))
+    card = dataclasses.replace(
+        fitted["card"], blend=Blend(weight=0.45, mapping=load_mapping()).to_dict()
+    )
+    network = _load_keras(fitted["model"].keras_bytes)
+    assert isinstance(network, keras.Model)
+    with mlflow.start_run(experiment_id=experiment):
+        info = _log_model(network, card)
+    again = resolve(info.model_uri, tracking_uri=uri).card
+    assert Blend.from_dict(again.blend).weight == 0.45
+    assert again.blend["mapping"] == load_mapping().to_dict()
+    assert again.calibration == card.calibration
+    assert again.companions == ("musicnn_msd", "musicnn_mtt")
