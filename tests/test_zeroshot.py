@@ -96,8 +96,11 @@ def few_tracks(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_zero_shot_labels_a_folder_with_the_default_mapping(few_tracks, tmp_path):
+def test_zero_shot_labels_a_folder_with_the_default_mapping_and_tags(few_tracks, tmp_path):
+    """One CLI run: the shipped mapping, raw confidence said so, and the tags column
+    (``--tags 3``) readable by pandas, DuckDB and the CSV."""
     import duckdb
+    import pandas as pd
 
     from tests.conftest import run_job
 
@@ -108,17 +111,30 @@ def test_zero_shot_labels_a_folder_with_the_default_mapping(few_tracks, tmp_path
         str(out),
         "--model",
         "zero-shot",
+        "--tags",
+        "3",
+        "--csv",
         "--num-cpus",
         "2",
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "with zero-shot/gtzan10-" in result.stdout and "needs review:" in result.stdout
+    assert "confidence: raw, not calibrated" in result.stdout
+    assert "most common tags:" in result.stdout
     rows = duckdb.sql(f"select * from read_parquet('{out}/part-*.parquet')").df()
     assert len(rows) == 4 and rows.error.isna().all()
     assert set(rows.genre) <= set(load_mapping().labels)
     assert {f"p_{g}" for g in load_mapping().labels} <= set(rows.columns)
     assert rows.ood_score.between(0, 1).all() and rows.needs_review.notna().all()
+
+    assert all(len(t) == 3 for t in pd.read_parquet(out).tags)
+    first = duckdb.sql(
+        f"select tags[1].tag as tag, tags[1].probability as p "
+        f"from read_parquet('{out}/part-*.parquet')"
+    ).df()
+    assert first.p.between(0, 1).all() and first.tag.str.len().gt(0).all()
+    assert "tags" in pd.read_csv(out / "_results.csv").columns
 
 
 @pytest.mark.slow
@@ -137,6 +153,8 @@ def test_zero_shot_labels_into_a_taxonomy_the_user_wrote(few_tracks, tmp_path):
         "zero-shot",
         "--mapping",
         str(tmp_path / "mine.toml"),
+        "--tags",
+        "0",
         "--num-cpus",
         "2",
         timeout=600,
@@ -145,6 +163,7 @@ def test_zero_shot_labels_into_a_taxonomy_the_user_wrote(few_tracks, tmp_path):
     rows = pd.read_parquet(out)
     assert set(rows.genre) <= {"electronic", "soul/rnb"} and len(rows) == 4
     assert {"p_electronic", "p_soul/rnb"} <= set(rows.columns)
+    assert "tags" not in rows.columns  # --tags 0, though zero-shot computes musicnn anyway
 
 
 def test_a_mapping_without_zero_shot_is_refused(tmp_path):
@@ -163,51 +182,3 @@ def test_a_mapping_without_zero_shot_is_refused(tmp_path):
         timeout=120,
     )
     assert result.returncode == 2 and "--mapping goes with --model zero-shot" in result.stderr
-
-
-@pytest.mark.slow
-def test_tags_per_track_are_readable_and_tags_0_leaves_them_out(few_tracks, tmp_path):
-    import duckdb
-    import pandas as pd
-
-    from tests.conftest import run_job
-
-    out = tmp_path / "tagged"
-    result = run_job(
-        "jobs.label",
-        str(few_tracks),
-        str(out),
-        "--model",
-        "zero-shot",
-        "--tags",
-        "3",
-        "--csv",
-        "--num-cpus",
-        "2",
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "most common tags:" in result.stdout
-    rows = pd.read_parquet(out)
-    assert all(len(t) == 3 for t in rows.tags)
-    first = duckdb.sql(
-        f"select tags[1].tag as tag, tags[1].probability as p "
-        f"from read_parquet('{out}/part-*.parquet')"
-    ).df()
-    assert first.p.between(0, 1).all() and first.tag.str.len().gt(0).all()
-    assert "tags" in pd.read_csv(out / "_results.csv").columns
-    off = tmp_path / "untagged"
-    result = run_job(
-        "jobs.label",
-        str(few_tracks),
-        str(off),
-        "--model",
-        "zero-shot",
-        "--tags",
-        "0",
-        "--num-cpus",
-        "2",
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "tags" not in pd.read_parquet(off).columns
