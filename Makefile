@@ -7,7 +7,7 @@ DEMO   ?= demo-out
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast bench eval-models eval-gtzan lint clean install
+.PHONY: demo test test-fast bench eval-models eval-gtzan eval-ood lint clean install
 
 install: $(STAMP)
 
@@ -37,7 +37,10 @@ eval-models: $(STAMP)
 
 eval-gtzan: $(STAMP)
 	$(PY) tests/bench/eval_gtzan_mini.py --figure docs/confusion_gtzan_mini.png \
-		--configs seed_cnn,short_chunk_cnn,crnn,mlp,musicnn_linear,musicnn_mlp_head
+		--configs seed_cnn,short_chunk_cnn,crnn,mlp,musicnn_linear,musicnn_mlp_head,zero_shot,musicnn_linear_blend,musicnn_mlp_head_blend
+
+eval-ood: $(STAMP)
+	$(PY) tests/bench/eval_ood.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check genre jobs tests

@@ -134,8 +134,8 @@ class ModelCard:
                 for tag in tags
             }
         column = ((self.calibration or {}).get("ood") or {}).get("column")
-        if column:
-            wanted.add(column.removesuffix("_pool").removesuffix("_tags"))
+        for part in column.split("+") if column else ():
+            wanted.add(part.removesuffix("_pool").removesuffix("_tags"))
         return tuple(
             p for p in PRETRAINED if p in wanted and p not in self.feature_config.extractors
         )

@@ -15,8 +15,8 @@ The **blend** mixes the head's track probabilities with those of a zero-shot tag
 temperature: a head that is already right and sure keeps ``w = 0``. It needs the musicnn tag
 columns in the shards and at least two of the model's genres covered by the mapping.
 
-The **Mahalanobis** model is fitted on the training segments' musicnn embedding
-(:data:`EMBEDDING_COLUMNS`, the first the shards hold), whatever features the model itself
+The **Mahalanobis** model is fitted on the training segments' musicnn embeddings
+(:data:`EMBEDDING_COLUMNS` the shards hold, side by side), whatever features the model itself
 reads: a log-mel CNN gets the same out-of-taxonomy check as a head on musicnn features. A
 track's distance is the mean of its segments'. Without musicnn columns in the shards the
 score is the normalised entropy of the calibrated probabilities alone.
@@ -39,6 +39,7 @@ __all__ = [
     "BLEND_FORMAT",
     "BLEND_WEIGHTS",
     "EMBEDDING_COLUMNS",
+    "embedding",
     "Blend",
     "fit_blend_weight",
     "track_mean",
@@ -174,6 +175,13 @@ def track_mean(track_ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, n
     return tracks, out / counts.reshape(-1, *([1] * (values.ndim - 1)))
 
 
+def embedding(columns, spec: str) -> np.ndarray:
+    """The embedding an out-of-taxonomy ``spec`` names: one column, or several joined by
+    ``+`` (``musicnn_msd+musicnn_mtt``) side by side, from ``columns`` (name → (rows, dims))."""
+    parts = [np.asarray(columns[c], dtype=np.float32) for c in spec.split("+")]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+
 def track_distances(model, owner: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
     """Mahalanobis distance per track: the mean of its segments' distances, in the order
     of ``np.unique(owner)``."""
@@ -249,14 +257,14 @@ def _fit_mahalanobis(segments, data, heads, notes):
     distances; ``(None, None, {})`` when the shards hold no musicnn embedding."""
     from genre.ood import MahalanobisOOD
 
-    column = next((c for c in EMBEDDING_COLUMNS if c in segments.features), None)
+    column = "+".join(c for c in EMBEDDING_COLUMNS if c in segments.features) or None
     if column is None:
         notes.append("out-of-taxonomy score from the probabilities only (no musicnn embedding)")
         return None, None, {}
     train = _split_rows(segments, np.unique(data.track["train"]))
     label_of = {g: i for i, g in enumerate(data.labels)}
     y = np.array([label_of[str(g)] for g in segments.genre[train]], dtype=np.int64)
-    emb = segments.features[column]
+    emb = embedding(segments.features, column)
     model = MahalanobisOOD.fit(emb[train], y, components=MAHALANOBIS_COMPONENTS)
     distances = {}
     for split in ("val", "test"):

@@ -247,9 +247,10 @@ class Predictor:
         distances = None
         column = self.calibration.ood_column if self.calibration is not None else None
         if column is not None:
-            from genre.posthoc import track_distances
+            from genre.posthoc import embedding, track_distances
 
-            distances = track_distances(self.calibration.mahalanobis, owner, self._columns[column])
+            emb = embedding(self._columns, column)
+            distances = track_distances(self.calibration.mahalanobis, owner, emb)
         return order, track_probs, distances
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

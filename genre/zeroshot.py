@@ -238,7 +238,8 @@ def calibrate_zero_shot(model, folder: str, *, settings=None):
     ``folder`` holds ``<genre>/<file>`` for genres of the mapping (at least five tracks
     in all); they are labelled zero-shot, and the temperature, the review threshold and
     the out-of-taxonomy threshold are fitted on them as tune fits a head's on its
-    validation tracks (:func:`genre.calibration.fit_calibration`). The returned model's
+    validation tracks (:func:`genre.calibration.fit_calibration`); tracks of a genre no tag
+    covers (reggae in ``gtzan10``) are left out of the fit. The returned model's
     name gains ``-cal<hash>``: labels with and without a calibration do not mix in one
     output folder.
 
@@ -285,11 +286,26 @@ def calibrate_zero_shot(model, folder: str, *, settings=None):
         raise ParameterError(
             f"--calibrate-on {folder}: only {len(rows)} of {len(tracks)} tracks could be labelled"
         )
+    # A genre no tag covers scores 0 on every track: its tracks can only be wrong, and
+    # fitted on, they drive the temperature to its bound (every genre near 1/K).
+    uncovered = set(card.training.get("uncovered_genres", ()))
+    left_out = int(rows["path"].map(genre_of).isin(uncovered).sum())
+    rows = rows[~rows["path"].map(genre_of).isin(uncovered)]
+    if len(rows) < 5:
+        raise ParameterError(
+            f"--calibrate-on {folder}: only {len(rows)} tracks of genres the mapping covers "
+            f"({left_out} of {', '.join(sorted(uncovered))}, which no tag covers, left out)"
+        )
     probs = rows[[f"p_{g}" for g in card.labels]].to_numpy(np.float64)
     y = np.array([card.labels.index(genre_of[p]) for p in rows["path"]], dtype=np.int64)
     fitted = fit_calibration(probs / probs.sum(axis=1, keepdims=True), y, ood_method="entropy")
     digest = hashlib.sha256(json.dumps(fitted.to_dict(), sort_keys=True).encode()).hexdigest()
-    training = {**card.training, "calibrated_on": str(folder), "calibration_tracks": len(rows)}
+    training = {
+        **card.training,
+        "calibrated_on": str(folder),
+        "calibration_tracks": len(rows),
+        "calibration_left_out": left_out,
+    }
     card = dataclasses.replace(card, calibration=fitted.to_dict(), training=training)
     return ResolvedModel(
         uri=model.uri, name=f"{model.name}-cal{digest[:6]}", card=card, keras_bytes=b""

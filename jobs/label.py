@@ -208,11 +208,18 @@ def _model(args: argparse.Namespace, tracking_uri: str) -> ResolvedModel:
     check_extractors(model.card.feature_config)
     if args.calibrate_on:
         model = calibrate_zero_shot(model, args.calibrate_on, settings=_settings(args))
-        cal = model.card.calibration
+        cal, training = model.card.calibration, model.card.training
+        left_out = training["calibration_left_out"]
         print(
-            f"zero-shot calibrated on {model.card.training['calibration_tracks']} tracks of "
+            f"zero-shot calibrated on {training['calibration_tracks']} tracks of "
             f"{args.calibrate_on}: temperature {cal['temperature']:.2f}, review below "
             f"{cal['min_confidence']:.2f}"
+            + (
+                f" ({left_out} tracks of {', '.join(training['uncovered_genres'])} left out: "
+                "no tag of the mapping covers them)"
+                if left_out
+                else ""
+            )
         )
     return model
 

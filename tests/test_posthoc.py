@@ -20,7 +20,7 @@ from genre.card import ModelCard
 from genre.config import FeatureConfig
 from genre.errors import ParameterError
 from genre.ood import MahalanobisOOD
-from genre.posthoc import Blend, fit_blend_weight, track_mean
+from genre.posthoc import Blend, embedding, fit_blend_weight, track_mean
 from genre.predictor import tag_plan
 from genre.pretrained import TAGS
 from genre.zeroshot import genre_scores, load_mapping
@@ -146,6 +146,17 @@ def test_a_blended_card_round_trips_and_names_its_companions(rng):
     assert _card().companions == () and _card().label_config == _card().feature_config
 
 
+def test_an_embedding_of_two_columns_sits_side_by_side(rng):
+    columns = {"musicnn_msd": np.ones((3, 2)), "musicnn_mtt": np.zeros((3, 4))}
+    assert embedding(columns, "musicnn_msd").shape == (3, 2)
+    both = embedding(columns, "musicnn_msd+musicnn_mtt")
+    assert both.shape == (3, 6) and both[:, :2].all() and not both[:, 2:].any()
+    cal, *_ = _combined_calibration(rng)
+    ood = {**cal.ood, "column": "musicnn_mtt+musicnn_msd"}
+    card = _card(calibration={**cal.to_dict(), "ood": ood})
+    assert card.companions == ("musicnn_msd", "musicnn_mtt")  # no blend: the OOD column's
+
+
 def test_tag_plan_computes_musicnn_only_when_asked_or_present():
     plain = _card()
     blended = _card(blend=Blend(weight=0.1, mapping=load_mapping()).to_dict())
@@ -208,7 +219,7 @@ def test_the_fit_blends_calibrates_and_scores_embeddings(fitted):
     report = post.blend.report
     assert report["val_tracks"] == len(card.splits["val"]) and "test_accuracy_prior" in report
     assert post.calibration.ood["method"] == "entropy+mahalanobis"
-    assert post.calibration.ood_column == "musicnn_msd"
+    assert post.calibration.ood_column == "musicnn_msd+musicnn_mtt"  # both, side by side
     assert card.companions == ("musicnn_msd", "musicnn_mtt")
     assert card.extractor["weights_sha256"] == card.label_config.musicnn_weights
 
@@ -265,7 +276,7 @@ def test_an_out_of_taxonomy_synthetic_track_is_flagged(fitted):
 def test_zero_shot_calibrated_on_a_folder_through_the_cli(fitted):
     corpus, root = fitted["corpus"], fitted["root"]
     folder = root / "calibrate-on"
-    for genre in ("blues", "classical", "jazz", "metal"):
+    for genre in ("blues", "classical", "jazz", "metal", "reggae"):
         for src in sorted((corpus / genre).iterdir())[:2]:
             (folder / genre).mkdir(parents=True, exist_ok=True)
             shutil.copy(src, folder / genre / src.name)
@@ -284,6 +295,8 @@ def test_zero_shot_calibrated_on_a_folder_through_the_cli(fitted):
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "zero-shot calibrated on 8 tracks" in result.stdout
+    # reggae is in neither vocabulary: fitted on, its tracks would drive T to its bound
+    assert "2 tracks of reggae left out" in result.stdout
     assert "confidence: calibrated (temperature" in result.stdout
     rows = pd.read_parquet(out)
     assert len(rows) == 4 and rows["model"].str.contains(r"-cal[0-9a-f]{6}$").all()
