@@ -267,14 +267,31 @@ def run_search(
         trials, best = _collect_trials(results, callback, run)
         outcome = _log_champion(run, settings, segments, trials, best)
     except BaseException as exc:
-        run.client.set_terminated(
-            run.parent_run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-        )
+        _end_parent(run, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     outcome.resumed = resumed
     outcome.wall_s = time.perf_counter() - started
     _save_marker(run, status="finished", outcome=outcome)
     return outcome
+
+
+def _end_parent(run: _SearchRun, status: str) -> None:
+    """Mark the parent run ``status`` on the way out of an interrupted or failed search.
+
+    If the tracking store refuses (a SQLite file another process holds locked, a server
+    gone), say so in one line and let the original exception through: the re-run resumes
+    the same parent run either way.
+    """
+    import sys
+
+    try:
+        run.client.set_terminated(run.parent_run_id, status)
+    except Exception as exc:  # noqa: BLE001 (the search's own exception matters more)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(
+            f"warning: could not mark MLflow run {run.parent_run_id} {status}: {first}",
+            file=sys.stderr,
+        )
 
 
 def _default_artifact_location(tracking_uri: str) -> str | None:

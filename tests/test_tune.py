@@ -304,11 +304,35 @@ def _parents(uri: str, experiment: str):
     return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
 
 
+def _epoch_logged_since(uri: str, experiment: str, started_ms: float) -> bool:
+    """Whether a trial of ``experiment`` has logged an epoch since ``started_ms``.
+
+    Read with a connection opened and closed on each call: a reader that keeps a statement
+    open (as a pooled MLflow client may) holds SQLite's shared lock, and the job's next
+    commit then waits out its busy timeout and fails with "database is locked".
+    """
+    import sqlite3
+    from contextlib import closing
+
+    path = uri[len("sqlite:///") :]
+    if not os.path.exists(path):
+        return False
+    query = (
+        "select 1 from metrics m join runs r on m.run_uuid = r.run_uuid "
+        "join experiments e on r.experiment_id = e.experiment_id "
+        "join tags t on t.run_uuid = r.run_uuid and t.key = 'mlflow.parentRunId' "
+        "where e.name = ? and m.key = 'val_accuracy' and m.timestamp > ? limit 1"
+    )
+    try:
+        with closing(sqlite3.connect(path, timeout=1.0)) as db:
+            return db.execute(query, (experiment, started_ms)).fetchone() is not None
+    except sqlite3.OperationalError:  # tables not created yet, or a writer holds the lock
+        return False
+
+
 def _interrupt_when_training(
     args: list[str], uri: str, experiment: str
 ) -> subprocess.CompletedProcess:
-    import mlflow
-
     started_ms = time.time() * 1000
     proc = subprocess.Popen(
         [sys.executable, "-m", "jobs.tune", *args],
@@ -317,18 +341,9 @@ def _interrupt_when_training(
         stderr=subprocess.PIPE,
         text=True,
     )
-    client = mlflow.MlflowClient(uri)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        parents = _parents(uri, experiment)
-        runs = client.search_runs([parents[0].info.experiment_id]) if parents else []
-        logged = [
-            m.timestamp
-            for r in runs
-            if "mlflow.parentRunId" in r.data.tags
-            for m in client.get_metric_history(r.info.run_id, "val_accuracy")
-        ]
-        if any(t > started_ms for t in logged):
+        if _epoch_logged_since(uri, experiment, started_ms):
             break  # a trial of this run has reported an epoch: the search is under way
         time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
@@ -371,6 +386,22 @@ def test_ctrl_c_ends_the_parent_run_as_killed_and_a_rerun_reuses_it(small_shards
         "a re-run resumes the same parent run"
     )
     assert [p.info.status for p in again] == ["KILLED"]
+
+
+def test_a_store_that_cannot_end_the_parent_run_does_not_hide_the_searchs_error(capsys):
+    from types import SimpleNamespace
+
+    from genre.tuning import _end_parent
+
+    class Refusing:
+        def set_terminated(self, run_id, status):
+            raise RuntimeError("(sqlite3.OperationalError) database is locked\n(details)")
+
+    _end_parent(SimpleNamespace(client=Refusing(), parent_run_id="abc"), "KILLED")
+    assert capsys.readouterr().err == (
+        "warning: could not mark MLflow run abc KILLED: "
+        "(sqlite3.OperationalError) database is locked\n"
+    )
 
 
 def test_an_exception_in_the_search_ends_the_parent_run_as_failed(
