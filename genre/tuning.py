@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
@@ -114,18 +115,18 @@ def _trainable(config: dict[str, Any], segments: SegmentSet, settings: SearchSet
     keras.utils.set_random_seed(settings.seed + int(config.get("trial_seed", 0)))
     features = tuple(config["features"].split("+"))
     data = prepare(segments, features=features, split=settings.split, seed=settings.seed)
-    trainer = Trainer(
-        data,
-        model_config_from_trial(config),
-        batch_size=int(config["batch_size"]),
-        patience=settings.patience,
-        seed=settings.seed,
-        report_val=True,
-    )
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:  # resumed after an interruption
-        with checkpoint.as_directory() as d:
-            trainer.load(Path(d))
+
+    def fresh() -> Trainer:
+        return Trainer(
+            data,
+            model_config_from_trial(config),
+            batch_size=int(config["batch_size"]),
+            patience=settings.patience,
+            seed=settings.seed,
+            report_val=True,
+        )
+
+    trainer = _resumed(fresh, tune.get_checkpoint())
     while trainer.state.epoch < settings.max_epochs and not trainer.should_stop:
         metrics = trainer.step()
         done = trainer.should_stop or trainer.state.epoch == settings.max_epochs
@@ -142,6 +143,39 @@ def _trainable(config: dict[str, Any], segments: SegmentSet, settings: SearchSet
                 },
                 checkpoint=tune.Checkpoint.from_directory(d),
             )
+
+
+def _resumed(fresh, checkpoint):
+    """A trainer from ``fresh()``, gone on from ``checkpoint`` when the trial is resumed.
+
+    A search killed while Tune was replacing a checkpoint can hand back one that is gone
+    or torn (Tune deletes the old one before it snapshots its state). The trial then goes
+    on from the newest readable checkpoint beside it (local storage), or starts again; it
+    says which on stderr (the trial's log).
+    """
+    from pyarrow import fs as pafs
+
+    if checkpoint is None:
+        return fresh()
+    if isinstance(checkpoint.filesystem, pafs.LocalFileSystem):
+        handed = Path(checkpoint.path)
+        siblings = sorted(handed.parent.glob("checkpoint_*"), reverse=True)
+        candidates = [handed, *(d for d in siblings if d != handed)]
+    else:
+        candidates = [checkpoint]
+    for candidate in candidates:
+        trainer = fresh()
+        try:
+            if isinstance(candidate, Path):
+                trainer.load(candidate)
+            else:
+                with candidate.as_directory() as d:
+                    trainer.load(Path(d))
+            return trainer
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"checkpoint {candidate} cannot be read ({exc})", file=sys.stderr)
+    print("no readable checkpoint: the trial starts again", file=sys.stderr)
+    return fresh()
 
 
 # ----------------------------------------------------------------------------- driver side
@@ -446,7 +480,9 @@ def _fit(segments: SegmentSet, settings: SearchSettings, run: _SearchRun, *, pro
             name=run.name,
             storage_path=storage,
             callbacks=[callback],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Two, not one: Tune deletes the older checkpoint before it snapshots its state,
+            # so a search killed in between resumes from the one kept (see _resumed).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             verbose=1 if progress else 0,
             failure_config=tune.FailureConfig(max_failures=1),
         ),
@@ -470,7 +506,15 @@ def _collect_trials(
     for result in results:
         if result.checkpoint is None:
             continue
-        state, directory = _load_state(result.checkpoint)
+        try:
+            state, directory = _load_state(result.checkpoint)
+        except (OSError, ValueError) as exc:
+            print(
+                f"warning: trial {Path(result.path).name} left out: its last checkpoint "
+                f"cannot be read ({exc})",
+                file=sys.stderr,
+            )
+            continue
         row = _trial_row(result, state)
         trials.append(row)
         run_id = callback.run_for(str(result.metrics.get("trial_id", "")))

@@ -134,3 +134,34 @@ def test_fit_restores_the_weights_of_the_best_validation_epoch(rng):
     assert (
         result.stopped_early and len(losses) == result.best_epoch + 2
     )  # patience 1: one epoch past the best
+
+
+def test_a_resumed_trial_goes_on_from_the_newest_checkpoint_it_can_read(rng, tmp_path):
+    # A search killed while Tune replaces a checkpoint hands back one that is gone or torn.
+    from ray import tune
+
+    from genre.training import LAST_WEIGHTS, STATE_FILE, Trainer
+    from genre.tuning import _resumed
+
+    data = prepare(segment_set(rng, per_genre=4), features=("mfcc",), seed=0)
+
+    def fresh() -> Trainer:
+        return Trainer(data, ModelConfig(kind="mlp", width=8), batch_size=16, patience=9)
+
+    trainer, trial = fresh(), tmp_path / "trial"
+    for k in range(3):
+        trainer.step()
+        (trial / f"checkpoint_{k:06d}").mkdir(parents=True)
+        trainer.save(trial / f"checkpoint_{k:06d}")
+
+    def resumed_epoch(handed: str) -> int:
+        return _resumed(fresh, tune.Checkpoint.from_directory(str(trial / handed))).state.epoch
+
+    assert resumed_epoch("checkpoint_000001") == 2  # readable: what Tune handed
+    (trial / "checkpoint_000001" / STATE_FILE).unlink()
+    assert resumed_epoch("checkpoint_000001") == 3  # torn: the newest beside it
+    weights = trial / "checkpoint_000002" / LAST_WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:200])
+    assert resumed_epoch("checkpoint_000001") == 1  # that one torn too: the older one
+    (trial / "checkpoint_000000" / STATE_FILE).write_text("{")
+    assert resumed_epoch("checkpoint_000001") == 0  # nothing readable: start again
