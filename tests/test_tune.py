@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -336,25 +337,48 @@ def _epoch_logged_since(uri: str, experiment: str, started_ms: float) -> bool:
         return False
 
 
+def _checkpoint_since(storage: Path, started: float) -> bool:
+    """Whether a trial has written a checkpoint under ``storage`` since ``started``."""
+    for checkpoint in storage.glob("*/*/checkpoint_*"):
+        try:
+            if checkpoint.stat().st_mtime >= started:
+                return True
+        except FileNotFoundError:  # Tune deleted an older one meanwhile
+            continue
+    return False
+
+
 def _interrupt_when_training(
-    args: list[str], uri: str, experiment: str
+    args: list[str], uri: str, experiment: str, storage: Path
 ) -> subprocess.CompletedProcess:
-    started_ms = time.time() * 1000
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.tune", *args],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if _epoch_logged_since(uri, experiment, started_ms):
-            break  # a trial of this run has reported an epoch: the search is under way
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=180)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    """Run the tune job, Ctrl-C it once a trial has trained an epoch; what it printed.
+
+    The job writes to files, not pipes: a pipe nobody reads while the job runs fills up
+    and stalls it. How the interrupt went is appended to stderr for the assertion messages.
+    """
+    started = time.time()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs.tune", *args], cwd=REPO, stdout=out, stderr=err, text=True
+        )
+        seen = None
+        while time.time() < started + 240 and proc.poll() is None:
+            if _epoch_logged_since(uri, experiment, started * 1000) or _checkpoint_since(
+                storage, started
+            ):
+                seen = time.time() - started  # a trial has reported an epoch: under way
+                break
+            time.sleep(0.5)
+        running = proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=180)
+        out.seek(0)
+        err.seek(0)
+        how = (
+            f"\n[test: training seen after {seen} s; job running when interrupted: {running}; "
+            f"job ended after {time.time() - started:.0f} s]"
+        )
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read() + how)
 
 
 def test_ctrl_c_ends_the_parent_run_as_killed_and_a_rerun_reuses_it(small_shards, tmp_path):
@@ -380,12 +404,12 @@ def test_ctrl_c_ends_the_parent_run_as_killed_and_a_rerun_reuses_it(small_shards
         "--num-cpus",
         "2",
     ]
-    first = _interrupt_when_training(args, uri, "ctrl-c")
+    first = _interrupt_when_training(args, uri, "ctrl-c", tmp_path / "ray")
     assert first.returncode == 130, first.stderr[-3000:]
     assert "re-run the same command" in first.stderr
     parents = _parents(uri, "ctrl-c")
     assert [p.info.status for p in parents] == ["KILLED"]
-    second = _interrupt_when_training(args, uri, "ctrl-c")
+    second = _interrupt_when_training(args, uri, "ctrl-c", tmp_path / "ray")
     assert second.returncode == 130, second.stderr[-3000:]
     again = _parents(uri, "ctrl-c")
     assert [p.info.run_id for p in again] == [parents[0].info.run_id], (
