@@ -348,6 +348,15 @@ def _checkpoint_since(storage: Path, started: float) -> bool:
     return False
 
 
+#: ``python -m jobs.tune`` as a terminal starts it. A shell script that runs a command in the
+#: background (``make test &``, some CI runners) starts it with SIGINT ignored, Python then
+#: installs no KeyboardInterrupt handler, and a Ctrl-C never arrives.
+_WITH_CTRL_C = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('jobs.tune', run_name='__main__', alter_sys=True)"
+)
+
+
 def _interrupt_when_training(
     args: list[str], uri: str, experiment: str, storage: Path
 ) -> subprocess.CompletedProcess:
@@ -359,7 +368,7 @@ def _interrupt_when_training(
     started = time.time()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jobs.tune", *args], cwd=REPO, stdout=out, stderr=err, text=True
+            [sys.executable, "-c", _WITH_CTRL_C, *args], cwd=REPO, stdout=out, stderr=err, text=True
         )
         seen = None
         while time.time() < started + 240 and proc.poll() is None:
