@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from genre.config import AGGREGATES, FeatureConfig
-from genre.errors import ConfigMismatchError, ParameterError
+from genre.errors import ConfigMismatchError, ParameterError, first_line
 
 __all__ = [
     "METADATA_KEY",
@@ -320,8 +320,9 @@ def resolve(uri: str, *, tracking_uri: str) -> ResolvedModel:
             keras_files = sorted(local.rglob("*.keras"))
             blob = keras_files[0].read_bytes() if keras_files else b""
     except (MlflowException, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ParameterError(f"model {uri!r} not found at {tracking_uri}: {first}") from exc
+        raise ParameterError(
+            f"model {uri!r} not found at {tracking_uri}: {first_line(exc)}"
+        ) from exc
     card = ModelCard.from_metadata((info.metadata or {}).get(METADATA_KEY), source=f"model {uri!r}")
     if not blob:
         raise ConfigMismatchError(f"model {uri!r} has no Keras model file")

@@ -6,7 +6,7 @@ code 2; every other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["GenreError", "ParameterError", "AudioFileError", "ConfigMismatchError"]
+__all__ = ["GenreError", "ParameterError", "AudioFileError", "ConfigMismatchError", "first_line"]
 
 
 class GenreError(Exception):
@@ -32,3 +32,10 @@ class AudioFileError(GenreError):
 
 class ConfigMismatchError(GenreError):
     """Features computed with one configuration offered where another is required."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (the class name when it has none): library
+    errors (MLflow, SQLAlchemy) carry pages of detail under a one-line cause."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

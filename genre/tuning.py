@@ -28,7 +28,7 @@ from typing import Any
 
 from genre.card import METADATA_KEY, check_tracking_uri
 from genre.config import FeatureConfig, SearchSettings
-from genre.errors import ParameterError
+from genre.errors import ParameterError, first_line
 from genre.models import HEAD_KINDS, SEED_KINDS
 from genre.shards import SegmentSet
 from genre.store import is_uri
@@ -157,23 +157,19 @@ def _resumed(fresh, checkpoint):
 
     if checkpoint is None:
         return fresh()
+    candidates = [checkpoint]
     if isinstance(checkpoint.filesystem, pafs.LocalFileSystem):
         handed = Path(checkpoint.path)
         siblings = sorted(handed.parent.glob("checkpoint_*"), reverse=True)
-        candidates = [handed, *(d for d in siblings if d != handed)]
-    else:
-        candidates = [checkpoint]
+        candidates += [type(checkpoint).from_directory(str(d)) for d in siblings if d != handed]
     for candidate in candidates:
         trainer = fresh()
         try:
-            if isinstance(candidate, Path):
-                trainer.load(candidate)
-            else:
-                with candidate.as_directory() as d:
-                    trainer.load(Path(d))
+            with candidate.as_directory() as d:
+                trainer.load(Path(d))
             return trainer
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            print(f"checkpoint {candidate} cannot be read ({exc})", file=sys.stderr)
+            print(f"checkpoint {candidate.path} cannot be read ({exc})", file=sys.stderr)
     print("no readable checkpoint: the trial starts again", file=sys.stderr)
     return fresh()
 
@@ -316,14 +312,11 @@ def _end_parent(run: _SearchRun, status: str) -> None:
     gone), say so in one line and let the original exception through: the re-run resumes
     the same parent run either way.
     """
-    import sys
-
     try:
         run.client.set_terminated(run.parent_run_id, status)
     except Exception as exc:  # noqa: BLE001 (the search's own exception matters more)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(
-            f"warning: could not mark MLflow run {run.parent_run_id} {status}: {first}",
+            f"warning: could not mark MLflow run {run.parent_run_id} {status}: {first_line(exc)}",
             file=sys.stderr,
         )
 

@@ -289,8 +289,9 @@ def calibrate_zero_shot(model, folder: str, *, settings=None):
     # A genre no tag covers scores 0 on every track: its tracks can only be wrong, and
     # fitted on, they drive the temperature to its bound (every genre near 1/K).
     uncovered = set(card.training.get("uncovered_genres", ()))
-    left_out = int(rows["path"].map(genre_of).isin(uncovered).sum())
-    rows = rows[~rows["path"].map(genre_of).isin(uncovered)]
+    uncovered_rows = rows["path"].map(genre_of).isin(uncovered)
+    left_out = int(uncovered_rows.sum())
+    rows = rows[~uncovered_rows]
     if len(rows) < 5:
         raise ParameterError(
             f"--calibrate-on {folder}: only {len(rows)} tracks of genres the mapping covers "
