@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -37,6 +38,8 @@ __all__ = [
     "keras_input_shape",
     "resolve",
     "check_tracking_uri",
+    "check_tracking_scheme",
+    "sqlite_path",
 ]
 
 #: Key of the card in the MLflow model's metadata.
@@ -254,15 +257,92 @@ class ResolvedModel:
         return self.card.aggregate
 
 
+#: Tracking URI schemes MLflow builds a store for (its registry in
+#: ``mlflow.tracking._tracking_service.utils``); plugins add theirs as entry points.
+_TRACKING_SCHEMES = (
+    "sqlite",
+    "postgresql",
+    "mysql",
+    "mssql",
+    "http",
+    "https",
+    "databricks",
+    "databricks-uc",
+    "uc",
+    "file",
+)
+#: Seconds the first request to a tracking server may take; it is not retried.
+_PROBE_TIMEOUT_S = 5
+#: Bounds on every later MLflow HTTP request unless the user set them: MLflow's own defaults
+#: (7 retries, backoff factor 2, 120 s) let a server that 500s hold a job for minutes.
+_HTTP_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+
+
+def _tracking_scheme(uri: str) -> str:
+    """``sqlite:///x`` → ``sqlite``, ``postgresql+psycopg2://…`` → ``postgresql``; a local
+    path (``mlruns``, ``C:\\mlruns``) → ``file``."""
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme.lower()
+    if len(scheme) <= 1:  # no scheme, or a Windows drive letter
+        return "databricks" if uri.strip() == "databricks" else "file"
+    return scheme.split("+", 1)[0]
+
+
+def check_tracking_scheme(uri: str) -> None:
+    """Refuse, in one line, a tracking URI MLflow has no store for, and MLflow 3's
+    file store unless ``MLFLOW_ALLOW_FILE_STORE`` lets it be used.
+
+    Creates nothing and contacts nothing.
+
+    Raises
+    ------
+    ParameterError
+    """
+    from importlib.metadata import entry_points
+
+    scheme = _tracking_scheme(uri)
+    plugins = {ep.name for ep in entry_points(group="mlflow.tracking_store")}
+    if scheme not in _TRACKING_SCHEMES and scheme not in plugins:
+        raise ParameterError(
+            f"--tracking-uri {uri!r}: MLflow has no tracking store for {scheme}://; use "
+            "sqlite:///PATH.db, http(s)://HOST:PORT, postgresql://…, mysql://… or databricks"
+        )
+    allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("true", "1")
+    if scheme == "file" and not allowed:
+        raise ParameterError(
+            f"--tracking-uri {uri!r}: MLflow 3 refuses its file store; use sqlite:///PATH.db "
+            "(or set MLFLOW_ALLOW_FILE_STORE=true)"
+        )
+
+
 def check_tracking_uri(uri: str) -> None:
-    """Fail fast, in one line, when an HTTP tracking server does not answer."""
+    """Fail fast, in one line, when the tracking URI is unusable.
+
+    Checks the scheme (:func:`check_tracking_scheme`); for an HTTP server, that it answers
+    ``/health`` and a real API request (search one experiment) within a few seconds,
+    without retries, so a server that errors or hangs is named before any work starts.
+    Later MLflow requests of this process get bounded timeouts and retries
+    (``MLFLOW_HTTP_REQUEST_*``, unless already set).
+
+    Raises
+    ------
+    ParameterError
+    """
+    check_tracking_scheme(uri)
     if not uri.startswith(("http://", "https://")):
         return
     import urllib.error
     import urllib.request
 
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
+        with urllib.request.urlopen(
+            uri.rstrip("/") + "/health", timeout=_PROBE_TIMEOUT_S
+        ) as response:
             if response.status != 200:
                 raise ParameterError(
                     f"MLflow tracking server at {uri} answered {response.status} on /health"
@@ -270,6 +350,43 @@ def check_tracking_uri(uri: str) -> None:
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ParameterError(f"MLflow tracking server at {uri} is unreachable ({reason})") from exc
+    for key, value in _HTTP_BOUNDS.items():
+        os.environ.setdefault(key, value)
+    _probe_api(uri)
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (``None`` for other URIs and
+    for an in-memory database)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri[len("sqlite:///") :].split("?", 1)[0]).expanduser().resolve()
+
+
+def _probe_api(uri: str) -> None:
+    """One real request through MLflow's client (its credentials, TLS settings), with a
+    short timeout and no retries: ``/health`` answers even where the API fails."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    probe = {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(_PROBE_TIMEOUT_S),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    }
+    saved = {key: os.environ.get(key) for key in probe}
+    os.environ.update(probe)  # MLflow reads these at each request
+    try:
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except (MlflowException, OSError) as exc:
+        raise ParameterError(
+            f"MLflow tracking server at {uri} fails its API ({first_line(exc)})"
+        ) from exc
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _model_tag(uri: str, client) -> str:
@@ -306,6 +423,14 @@ def resolve(uri: str, *, tracking_uri: str) -> ResolvedModel:
     from mlflow.exceptions import MlflowException
 
     check_tracking_uri(tracking_uri)
+    database = sqlite_path(tracking_uri)
+    if database is not None and not database.is_file():
+        # MLflow would create an empty database to look the model up in: label must
+        # create nothing when the model cannot be found.
+        raise ParameterError(
+            f"model {uri!r} not found: there is no MLflow database at {database} "
+            "(run jobs.tune first, or pass --tracking-uri)"
+        )
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
     try:

@@ -23,6 +23,7 @@ from ray.tune import Callback
 
 from genre.card import METADATA_KEY
 from genre.config import SearchSettings
+from genre.errors import ParameterError
 from genre.shards import SegmentSet
 
 _EPOCH_METRICS = (
@@ -132,6 +133,42 @@ class MlflowTrialLogger(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.client.set_terminated(self.run_for(trial.trial_id, trial.config), "FAILED")
+
+    def end_open_runs(self, status: str) -> None:
+        """End the search's trial runs still ``RUNNING`` as ``status`` (``KILLED``,
+        ``FAILED``): a search that stops abnormally gets no ``on_trial_complete`` for its
+        running trials. Found by their parent, not in :attr:`runs`: a restored Tuner
+        calls the callback it pickled, not this one. A resumed search logs into the
+        same runs again."""
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}' "
+            "and attributes.status = 'RUNNING'",
+        )
+        for run in found:
+            self.client.set_terminated(run.info.run_id, status)
+
+
+def check_model_name(name: str) -> None:
+    """Refuse a registered-model name MLflow would refuse after the search: blank, with
+    ``/`` or ``:``, or one that reads as another path (``a/../b``, ``..x``).
+
+    Raises
+    ------
+    ParameterError
+    """
+    import posixpath
+
+    if (
+        not name.strip()
+        or any(c in name for c in "/:")
+        or posixpath.normpath(name) != name
+        or name.startswith("..")
+    ):
+        raise ParameterError(
+            f"--register-as {name!r} is not a registered-model name MLflow accepts "
+            "(not blank, no '/' or ':', not '.' or '..')"
+        )
 
 
 def _trial_artifacts(client, run_id: str, state: dict[str, Any], labels: list[str]) -> None:

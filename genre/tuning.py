@@ -26,12 +26,14 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from genre.card import METADATA_KEY, check_tracking_uri
+from ray.tune import Callback
+
+from genre.card import METADATA_KEY, check_tracking_scheme, check_tracking_uri, sqlite_path
 from genre.config import FeatureConfig, SearchSettings
 from genre.errors import ParameterError, first_line
 from genre.models import HEAD_KINDS, SEED_KINDS
 from genre.shards import SegmentSet
-from genre.store import is_uri
+from genre.store import FolderLock, filesystem, is_uri
 from genre.tracking import (  # noqa: F401
     _EPOCH_METRICS,
     MlflowTrialLogger,
@@ -42,6 +44,7 @@ from genre.tracking import (  # noqa: F401
     _log_search_artifacts,
     _register,
     _trial_artifacts,
+    check_model_name,
 )
 
 __all__ = [
@@ -50,6 +53,9 @@ __all__ = [
     "SearchOutcome",
     "MlflowTrialLogger",
     "check_search",
+    "check_search_name",
+    "check_destinations",
+    "check_resources",
     "run_search",
     "remove_search",
     "check_tracking_uri",
@@ -127,10 +133,15 @@ def _trainable(config: dict[str, Any], segments: SegmentSet, settings: SearchSet
         )
 
     trainer = _resumed(fresh, tune.get_checkpoint())
+    # Checkpoints are written in the search's own scratch folder: a killed trial cannot
+    # clean up after itself, the driver removes the folder (see run_search). Made once:
+    # a trial still running after an interrupted driver removed it must not bring it back.
+    scratch = _scratch(settings)
+    scratch.mkdir(parents=True, exist_ok=True)
     while trainer.state.epoch < settings.max_epochs and not trainer.should_stop:
         metrics = trainer.step()
         done = trainer.should_stop or trainer.state.epoch == settings.max_epochs
-        with tempfile.TemporaryDirectory() as d:
+        with tempfile.TemporaryDirectory(dir=scratch) as d:
             trainer.save(Path(d), labels=data.labels, features=list(features))
             tune.report(
                 {
@@ -243,6 +254,166 @@ def check_search(segments: SegmentSet, settings: SearchSettings) -> None:
             )
 
 
+#: The file that marks a folder under ``--storage`` as a search's own (see _open_search).
+MARKER = "genre_search.json"
+#: Seconds a search may go on with trials waiting and none running, when no Ray node can
+#: hold a waiting trial any more (nodes left the cluster), before it ends with one line.
+_UNSCHEDULABLE_S = 120.0
+
+
+def check_search_name(name: str | None) -> None:
+    """Refuse a ``--name`` that is not a plain folder name: the search's folder is
+    ``STORAGE/NAME``, and ``--fresh`` deletes it.
+
+    ``None`` (no ``--name``: derived from the settings) passes.
+
+    Raises
+    ------
+    ParameterError
+        Blank, ``.``, ``..``, or with ``/``, ``\\`` or a NUL byte.
+    """
+    if name is None:
+        return
+    if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise ParameterError(
+            f"--name {name!r} must be a plain folder name (not blank, '.' or '..', "
+            "no '/' or '\\'): the search lives in STORAGE/NAME"
+        )
+
+
+def _search_path(settings: SearchSettings) -> str:
+    """``STORAGE/NAME``: absolute for a local ``--storage``."""
+    storage = settings.storage if is_uri(settings.storage) else os.path.abspath(settings.storage)
+    return f"{storage.rstrip('/')}/{settings.search_name()}"
+
+
+def _writable(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` (tried: ``os.access`` says yes to root
+    on a read-only mount); the probe is removed at once."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".genre-probe-", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.remove(probe)
+    return True
+
+
+def check_storage(settings: SearchSettings) -> None:
+    """Refuse a local ``--storage`` where the search's folder cannot be written, before
+    anything is created (object stores are checked by their first write).
+
+    Raises
+    ------
+    ParameterError
+    """
+    if is_uri(settings.storage):
+        return
+    folder = Path(_search_path(settings))
+    existing = next(p for p in (folder, *folder.parents) if os.path.lexists(p))
+    if not existing.is_dir():
+        raise ParameterError(f"--storage {settings.storage!r}: {existing} is not a folder")
+    if not _writable(existing):
+        raise ParameterError(
+            f"--storage {settings.storage!r} is not writable ({existing}): "
+            "choose a folder you can write to"
+        )
+
+
+def check_destinations(settings: SearchSettings) -> None:
+    """Check where a search will write before anything starts: ``--name``,
+    ``--register-as``, the tracking URI's scheme and ``--storage``. Creates nothing.
+
+    Raises
+    ------
+    ParameterError
+    """
+    check_search_name(settings.name)
+    check_model_name(settings.register_as)
+    check_tracking_scheme(settings.tracking_uri)
+    check_storage(settings)
+
+
+def _per_trial(settings: SearchSettings) -> tuple[float, float]:
+    """CPUs and GPUs each trial asks Ray for: GPUs only when the cluster has some."""
+    from genre.runtime import cluster_gpus
+
+    return settings.cpus_per_trial, settings.gpus_per_trial if cluster_gpus() > 0 else 0.0
+
+
+def _nodes() -> list[tuple[float, float]]:
+    """``(CPUs, GPUs)`` of each live Ray node."""
+    import ray
+
+    return [
+        (float(n["Resources"].get("CPU", 0.0)), float(n["Resources"].get("GPU", 0.0)))
+        for n in ray.nodes()
+        if n.get("Alive")
+    ]
+
+
+def check_resources(settings: SearchSettings) -> None:
+    """Refuse per-trial requests no node of the connected Ray cluster can meet: Tune
+    would wait for them forever. Call after Ray is up, before any MLflow run is created
+    (does nothing when Ray is not up).
+
+    Raises
+    ------
+    ParameterError
+        ``--cpus-per-trial`` (or ``--gpus-per-trial``, when the cluster has GPUs) above
+        what the largest node has.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        return
+    cpus, gpus = _per_trial(settings)
+    nodes = _nodes()
+    if any(cpus <= c and gpus <= g for c, g in nodes):
+        return
+    most_cpus = max((c for c, _ in nodes), default=0.0)
+    most_gpus = max((g for _, g in nodes), default=0.0)
+    raise ParameterError(
+        f"--cpus-per-trial={cpus:g}"
+        + (f" with --gpus-per-trial={gpus:g}" if gpus else "")
+        + f": no Ray node has that much (the largest has {most_cpus:g} CPUs"
+        + (f", {most_gpus:g} GPUs" if gpus else "")
+        + "); lower it"
+        + (" or raise --num-cpus" if cpus > most_cpus else "")
+    )
+
+
+class _Unschedulable(Callback):
+    """End a search whose waiting trials no live node can hold any more (nodes left the
+    cluster after :func:`check_resources`): Tune itself only warns, for ever.
+
+    While some trial runs, or a waiting one fits a live node (an autoscaling or busy
+    cluster), the search waits as long as it takes.
+    """
+
+    def __init__(self, *, cpus: float, gpus: float, limit_s: float = _UNSCHEDULABLE_S):
+        self.cpus, self.gpus, self.limit_s = cpus, gpus, limit_s
+        self.since: float | None = None
+
+    def on_step_end(self, iteration, trials, **info):
+        statuses = {t.status for t in trials}
+        if "RUNNING" in statuses or "PENDING" not in statuses:
+            self.since = None
+            return
+        now = time.monotonic()
+        if self.since is None or now - self.since < self.limit_s:
+            self.since = self.since or now
+            return
+        if any(self.cpus <= c and self.gpus <= g for c, g in _nodes()):
+            self.since = now  # it fits: the cluster is busy, not short
+            return
+        raise ParameterError(
+            f"no trial could start for {self.limit_s:.0f} s: each asks for {self.cpus:g} CPUs "
+            f"and {self.gpus:g} GPUs and no live Ray node has them (did nodes leave?); "
+            "re-run the same command to resume once they are back"
+        )
+
+
 @dataclass
 class _SearchRun:
     """Where a search lives: its MLflow parent run, its Tune state and its marker file."""
@@ -287,26 +458,53 @@ def run_search(
         The search was interrupted (its state is saved: re-run to resume).
     """
     started = time.perf_counter()
+    check_destinations(settings)
     check_search(segments, settings)
     check_tracking_uri(settings.tracking_uri)
+    check_resources(settings)
+    # One run per search folder: two identical commands at once would share Tune's state
+    # and register the champion twice; the second is refused with one line.
+    with FolderLock(_search_path(settings), command="jobs.tune"):
+        shutil.rmtree(_scratch(settings), ignore_errors=True)  # left by a killed run
+        try:
+            outcome = _run_locked(segments, settings, progress=progress)
+        finally:
+            # Trials' checkpoint folders a Ctrl-C or a failure left behind (this node's).
+            shutil.rmtree(_scratch(settings), ignore_errors=True)
+    if not outcome.already_done:
+        outcome.wall_s = time.perf_counter() - started
+    return outcome
+
+
+def _scratch(settings: SearchSettings) -> Path:
+    """Where trials on this node write a checkpoint before Tune copies it to storage."""
+    return Path(tempfile.gettempdir()) / f"genre-tune-{settings.search_name()}"
+
+
+def _status_of(exc: BaseException) -> str:
+    return "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+
+
+def _run_locked(segments: SegmentSet, settings: SearchSettings, *, progress: bool):
     run = _open_search(segments, settings)
     if run.saved.get("status") == "finished":
         return _finished(run, settings)
+    callback = MlflowTrialLogger(run.client, run.experiment_id, run.parent_run_id)
     try:
-        results, callback, resumed = _fit(segments, settings, run, progress=progress)
+        results, resumed = _fit(segments, settings, run, callback, progress=progress)
         trials, best = _collect_trials(results, callback, run)
         outcome = _log_champion(run, settings, segments, trials, best)
     except BaseException as exc:
-        _end_parent(run, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        _end_parent(run, _status_of(exc), trials=callback)
         raise
     outcome.resumed = resumed
-    outcome.wall_s = time.perf_counter() - started
     _save_marker(run, status="finished", outcome=outcome)
     return outcome
 
 
-def _end_parent(run: _SearchRun, status: str) -> None:
-    """Mark the parent run ``status`` on the way out of an interrupted or failed search.
+def _end_parent(run: _SearchRun, status: str, *, trials: MlflowTrialLogger | None = None) -> None:
+    """Mark the parent run ``status`` on the way out of an interrupted or failed search,
+    and the trial runs still open (``trials``) too.
 
     If the tracking store refuses (a SQLite file another process holds locked, a server
     gone), say so in one line and let the original exception through: the re-run resumes
@@ -314,6 +512,8 @@ def _end_parent(run: _SearchRun, status: str) -> None:
     """
     try:
         run.client.set_terminated(run.parent_run_id, status)
+        if trials is not None:
+            trials.end_open_runs(status)
     except Exception as exc:  # noqa: BLE001 (the search's own exception matters more)
         print(
             f"warning: could not mark MLflow run {run.parent_run_id} {status}: {first_line(exc)}",
@@ -324,10 +524,8 @@ def _end_parent(run: _SearchRun, status: str) -> None:
 def _default_artifact_location(tracking_uri: str) -> str | None:
     """Beside a SQLite database (``<db folder>/mlartifacts``); servers and others decide
     for themselves."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    database = Path(tracking_uri[len("sqlite:///") :]).expanduser().resolve()
-    return (database.parent / "mlartifacts").as_uri()
+    database = sqlite_path(tracking_uri)
+    return None if database is None else (database.parent / "mlartifacts").as_uri()
 
 
 def _open_search(segments: SegmentSet, settings: SearchSettings) -> _SearchRun:
@@ -337,7 +535,7 @@ def _open_search(segments: SegmentSet, settings: SearchSettings) -> _SearchRun:
     name = settings.search_name()
     storage = settings.storage if is_uri(settings.storage) else os.path.abspath(settings.storage)
     path = f"{storage}/{name}"
-    marker = None if is_uri(path) else Path(path) / "genre_search.json"
+    marker = None if is_uri(path) else Path(path) / MARKER
     saved = json.loads(marker.read_text()) if marker is not None and marker.exists() else {}
     mlflow.set_tracking_uri(settings.tracking_uri)
     client = mlflow.MlflowClient(settings.tracking_uri)
@@ -371,14 +569,18 @@ def _open_search(segments: SegmentSet, settings: SearchSettings) -> _SearchRun:
     params.update(feature_config_hash=segments.cfg.hash(), n_segments=len(segments))
     from mlflow.entities import Param
 
-    client.log_batch(
-        run.parent_run_id,
-        params=[
-            Param(k, ",".join(map(str, v)) if isinstance(v, tuple) else str(v))
-            for k, v in params.items()
-        ],
-    )
-    _save_marker(run, status="running")
+    try:
+        client.log_batch(
+            run.parent_run_id,
+            params=[
+                Param(k, ",".join(map(str, v)) if isinstance(v, tuple) else str(v))
+                for k, v in params.items()
+            ],
+        )
+        _save_marker(run, status="running")
+    except BaseException as exc:  # the parent run must not stay RUNNING
+        _end_parent(run, _status_of(exc))
+        raise
     return run
 
 
@@ -417,13 +619,17 @@ def _finished(run: _SearchRun, settings: SearchSettings) -> SearchOutcome:
     return outcome
 
 
-def _fit(segments: SegmentSet, settings: SearchSettings, run: _SearchRun, *, progress: bool):
-    """Run or resume the Tune experiment; return its results, the MLflow callback, and
-    whether it resumed."""
+def _fit(
+    segments: SegmentSet,
+    settings: SearchSettings,
+    run: _SearchRun,
+    callback: MlflowTrialLogger,
+    *,
+    progress: bool,
+):
+    """Run or resume the Tune experiment; return its results and whether it resumed."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    from genre.runtime import cluster_gpus
 
     # One checkpoint per trial-epoch forces a snapshot of Tune's (small) experiment state; Tune
     # warns about that on every fast epoch, which buries the progress table.
@@ -432,10 +638,10 @@ def _fit(segments: SegmentSet, settings: SearchSettings, run: _SearchRun, *, pro
     # would register a half-trained champion; without it Ctrl-C raises KeyboardInterrupt here.
     # Every trial-epoch is checkpointed, so the re-run resumes from the last one.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    gpus = settings.gpus_per_trial if cluster_gpus() > 0 else 0.0
+    cpus, gpus = _per_trial(settings)
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, segments=segments, settings=settings),
-        {"cpu": settings.cpus_per_trial, "gpu": gpus},
+        {"cpu": cpus, "gpu": gpus},
     )
     if settings.scheduler == "asha":
         scheduler = ASHAScheduler(
@@ -446,7 +652,6 @@ def _fit(segments: SegmentSet, settings: SearchSettings, run: _SearchRun, *, pro
         )
     else:
         scheduler = FIFOScheduler()
-    callback = MlflowTrialLogger(run.client, run.experiment_id, run.parent_run_id)
     storage = run.path.rsplit("/", 1)[0]
     if tune.Tuner.can_restore(run.path):
         # Tuner.restore unpickles the experiment state under --storage: trusted writers
@@ -458,7 +663,7 @@ def _fit(segments: SegmentSet, settings: SearchSettings, run: _SearchRun, *, pro
             resume_errored=True,
             param_space=_search_space(settings, gpus=gpus, available=segments.cfg.features),
         )
-        return tuner.fit(), callback, True
+        return tuner.fit(), True
     tuner = tune.Tuner(
         trainable,
         param_space=_search_space(settings, gpus=gpus, available=segments.cfg.features),
@@ -472,7 +677,7 @@ def _fit(segments: SegmentSet, settings: SearchSettings, run: _SearchRun, *, pro
         run_config=tune.RunConfig(
             name=run.name,
             storage_path=storage,
-            callbacks=[callback],
+            callbacks=[callback, _Unschedulable(cpus=cpus, gpus=gpus)],
             # Two, not one: Tune deletes the older checkpoint before it snapshots its state,
             # so a search killed in between resumes from the one kept (see _resumed).
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -480,7 +685,7 @@ def _fit(segments: SegmentSet, settings: SearchSettings, run: _SearchRun, *, pro
             failure_config=tune.FailureConfig(max_failures=1),
         ),
     )
-    return tuner.fit(), callback, False
+    return tuner.fit(), False
 
 
 @dataclass
@@ -550,6 +755,43 @@ def _seeded_search(seed: int):
 
 
 def remove_search(settings: SearchSettings) -> None:
-    """Forget a search's Tune state so the same command starts afresh."""
-    storage = settings.storage if is_uri(settings.storage) else os.path.abspath(settings.storage)
-    shutil.rmtree(f"{storage}/{settings.search_name()}", ignore_errors=True)
+    """Forget a search's Tune state so the same command starts afresh.
+
+    Only the search's own folder ``STORAGE/NAME`` goes, and only when it is one: a folder
+    (not a link) that holds this module's marker or Tune's experiment state, and that no
+    live run holds. Nothing there: nothing to do.
+
+    Raises
+    ------
+    ParameterError
+        ``--name`` is not a plain name, the folder is not a search's, or a run holds it.
+    """
+    from pyarrow import fs as pafs
+    from ray import tune
+
+    check_search_name(settings.name)
+    path = _search_path(settings)
+    fs, where = filesystem(path)
+    if is_uri(path):
+        found = fs.get_file_info(where).type != pafs.FileType.NotFound
+        ours = found and tune.Tuner.can_restore(path)
+    else:
+        found = os.path.lexists(where)
+        ours = (
+            found
+            and not os.path.islink(where)
+            and os.path.isdir(where)
+            and (os.path.isfile(f"{where}/{MARKER}") or tune.Tuner.can_restore(where))
+        )
+    if not found:
+        return
+    if not ours:
+        raise ParameterError(
+            f"--fresh: {path} is not a search folder (no {MARKER} or Tune experiment state "
+            "in it): refusing to delete it; choose another --name or --storage"
+        )
+    with FolderLock(path, command="jobs.tune --fresh"):  # refuses while a search runs there
+        if is_uri(path):
+            fs.delete_dir(where)
+        else:
+            shutil.rmtree(where)

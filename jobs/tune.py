@@ -222,8 +222,19 @@ def main(argv: list[str] | None = None) -> int:
         if not is_uri(shards) and not os.path.isdir(shards):
             raise ParameterError(f"shards folder {shards!r} does not exist")
         check_ray_flags(args)
+        from genre.tuning import (
+            check_destinations,
+            check_resources,
+            check_search,
+            check_search_name,
+            remove_search,
+            run_search,
+        )
+
+        check_search_name(args.name)  # before _settings: an empty --name reads as none
         tracking_uri = cli_tracking_uri(args.tracking_uri)
         settings = _settings(args, shards, tracking_uri)
+        check_destinations(settings)
         if settings.grace_clamped:
             print(
                 f"note: --grace-epochs {args.grace_epochs} is more than "
@@ -233,12 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         check_tracking_uri(tracking_uri)
         segments = read_segments(shards)
         from genre.runtime import init_ray
-        from genre.tuning import check_search, remove_search, run_search
 
         check_search(segments, settings)
         if args.fresh:
             remove_search(settings)
         init_ray(address=args.address, num_cpus=args.num_cpus)
+        check_resources(settings)  # Ray is up; no MLflow run exists yet
         outcome = run_search(segments, settings)
         _report(outcome)
         return 0
