@@ -29,6 +29,7 @@ from genre.corpus import list_tracks
 from genre.embeddings import Embedder, check_extractors, patches
 from genre.errors import AudioFileError, ParameterError
 from genre.features import extract
+from genre.runtime import check_address
 from genre.shards import ShardStore, segments_table, write_shard
 from genre.store import AttemptJournal, FolderLock
 
@@ -319,6 +320,7 @@ class ExtractSummary:
     total_tracks: int = 0
     total_segments: int = 0
     nodes: Counter = field(default_factory=Counter)
+    crashes_forgotten: int = 0
 
     @property
     def x_realtime(self) -> float:
@@ -332,9 +334,20 @@ class ExtractSummary:
             f"  found {self.tracks_found} audio files; {self.already_done} already extracted; "
             f"{skipped} skipped; {self.ignored_files} non-audio files ignored",
         ]
+        if self.crashes_forgotten:
+            lines.append(
+                f"  --retry-errors: tried again {self.crashes_forgotten} file(s) "
+                "that had crashed a worker"
+            )
         if skipped:
             reasons = ", ".join(f"{reason}: {n}" for reason, n in self.skipped.most_common())
             lines.append(f"  skipped by reason: {reasons} (details: {self.errors_path})")
+        if self.skipped["crashed"]:
+            # Without this a crashed file stays skipped on every run: the journal keeps it.
+            lines.append(
+                "  crashed files are skipped on every later run: "
+                "re-run with --retry-errors to try them again"
+            )
         if self.nodes:
             lines.append(
                 f"  ran on {len(self.nodes)} node(s): "
@@ -392,8 +405,13 @@ def run_extract(
     tracks_per_shard: int | None = None,
     max_duration_s: float = MAX_DURATION_S,
     gpus_per_worker: float = 0.0,
+    retry_errors: bool = False,
 ) -> ExtractSummary:
     """Extract every new audio file under ``input_root`` into shards under ``output``.
+
+    Files that failed before are tried again on every run, except those that killed
+    their worker twice (``crashed``, see :class:`genre.store.AttemptJournal`): the
+    crash journal skips them until ``retry_errors`` clears it.
 
     Parameters
     ----------
@@ -411,6 +429,8 @@ def run_extract(
     gpus_per_worker : float
         GPUs per pretrained-extractor actor, used only when the cluster has GPUs
         (0: CPU actors, one per CPU at most).
+    retry_errors : bool
+        Forget the recorded crashes, so ``crashed`` files are decoded again.
 
     Returns
     -------
@@ -420,7 +440,8 @@ def run_extract(
     ------
     ParameterError
         Bad settings, missing input, output that is a file or locked by a live run,
-        pretrained weights that are not installed.
+        pretrained weights that are not installed, a cluster address nobody answers on
+        (within :data:`genre.runtime.JOIN_TIMEOUT_S`).
     ConfigMismatchError
         ``output`` holds shards extracted with other settings.
     """
@@ -432,6 +453,8 @@ def run_extract(
     }
     check_extract_arguments(**options)
     check_extractors(cfg)
+    # Ray retries an address nobody listens on forever: fail before OUTPUT or its lock exist.
+    check_address(address)
     started = time.perf_counter()
     listing = list_tracks(input_root)
     with FolderLock(output, command="jobs.extract"):
@@ -443,6 +466,8 @@ def run_extract(
             tracks_found=len(listing.tracks),
             already_done=len(listing.tracks) - len(todo),
             ignored_files=len(listing.ignored),
+            # Under the lock, so no run is decoding these files now.
+            crashes_forgotten=AttemptJournal(output).clear() if retry_errors else 0,
         )
         errors = []
         if todo:

@@ -49,6 +49,7 @@ from genre.predictor import (  # noqa: F401
     top_tags,
 )
 from genre.results import ResultStore, read_results, results_table
+from genre.runtime import check_address
 from genre.store import AttemptJournal, FolderLock
 
 __all__ = [
@@ -276,6 +277,8 @@ def run_label(
     """
     settings = settings or LabelSettings()
     check_extractors(model.card.label_config)
+    # Ray retries an address nobody listens on forever: fail before OUTPUT or its lock exist.
+    check_address(settings.address)
     started = time.perf_counter()
     items, _ = list_inputs(source)
     with FolderLock(output, command="jobs.label"):

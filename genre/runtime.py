@@ -3,16 +3,104 @@
 ``address=None`` and no ``RAY_ADDRESS`` start (or join) a local Ray runtime;
 ``--address``/``RAY_ADDRESS`` point at a cluster (``auto``, ``ray://host:10001`` or
 ``host:6379``).
+
+A local runtime listens on the loopback interface only (GCS, raylet, workers, agents):
+a laptop run is not reachable from the network. A cluster address is probed with a
+bounded wait (:func:`check_address`) before Ray is asked to join it, because Ray
+itself retries an address nobody listens on forever.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 from genre.errors import ParameterError
 
-__all__ = ["init_ray", "cluster_gpus"]
+__all__ = ["JOIN_TIMEOUT_S", "check_address", "init_ray", "cluster_gpus"]
+
+#: Seconds a cluster address may take to accept a connection before a job gives up.
+JOIN_TIMEOUT_S = 10.0
+#: Ray's switch between a local-only runtime (node IP 127.0.0.1, the default on macOS and
+#: Windows) and one other machines may join (the machine's address, the Linux default).
+_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _address(address: str | None) -> str | None:
+    """The address :func:`init_ray` joins: ``address``, else ``RAY_ADDRESS``, else None."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def check_address(address: str | None = None, *, timeout_s: float = JOIN_TIMEOUT_S) -> None:
+    """Refuse a cluster address that accepts no connection within ``timeout_s``.
+
+    Cheap (no Ray start), so a job calls it before it creates its output or lock.
+    ``None`` (and no ``RAY_ADDRESS``), ``local`` and ``auto`` name no remote address
+    and pass.
+
+    Parameters
+    ----------
+    address : str or None
+        ``host:port`` (the GCS) or ``ray://host:port`` (Ray Client); ``None`` reads
+        ``RAY_ADDRESS``.
+    timeout_s : float
+        Longest wait for the connection.
+
+    Raises
+    ------
+    ParameterError
+        A malformed address, or nothing answering on it in time.
+    """
+    address = _address(address)
+    if address in (None, "local", "auto"):
+        return
+    parts = urlsplit(address if "://" in address else f"//{address}")
+    try:
+        port = parts.port or (10001 if parts.scheme == "ray" else None)
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None:
+        raise ParameterError(f"--address {address!r} must be host:port, ray://host:port or auto")
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ParameterError(
+            f"cannot reach the Ray cluster at {address!r} within {timeout_s:.0f} s "
+            f"({exc.strerror or exc}): start it, or fix --address / RAY_ADDRESS"
+        ) from exc
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Make a new local runtime take 127.0.0.1 as its node IP, so that every Ray server
+    (GCS, raylet, workers, dashboard and runtime-env agents) binds to loopback.
+
+    Ray gives every server the node IP, and a new runtime's node IP is the loopback
+    address only where ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is off; Ray reads that
+    switch once, when ``ray._private.ray_constants`` is imported (often before this
+    runs), so the constant is set too. ``ray.init(_node_ip_address="127.0.0.1")`` is no
+    help: ray.init maps loopback to the machine's address.
+    """
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(_CLUSTER_SWITCH)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[_CLUSTER_SWITCH] = "0"  # the processes ray.init starts see the same
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved[0]
+        if saved[1] is None:
+            os.environ.pop(_CLUSTER_SWITCH, None)
+        else:
+            os.environ[_CLUSTER_SWITCH] = saved[1]
 
 
 def init_ray(
@@ -29,6 +117,12 @@ def init_ray(
         without an address, a cluster started with ``ray start`` on this machine is joined.
     quiet : bool
         Hide Ray's start-up banner and per-task log lines.
+
+    Raises
+    ------
+    ParameterError
+        ``num_cpus`` not positive; a cluster address that does not answer within
+        :data:`JOIN_TIMEOUT_S` (:func:`check_address`) or refuses the connection.
     """
     import ray
 
@@ -36,7 +130,8 @@ def init_ray(
         return
     if num_cpus is not None and num_cpus <= 0:
         raise ParameterError(f"--num-cpus={num_cpus} must be a positive integer")
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = _address(address)
+    check_address(address)
     # Workers inherit this: TensorFlow and Ray stay quiet unless something is wrong.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     kwargs = dict(
@@ -50,10 +145,19 @@ def init_ray(
         # CPUs of a local runtime were asked for: start one even where a `ray start`
         # cluster runs on this machine (ray.init() would join it and refuse num_cpus).
         kwargs.update(address="local", num_cpus=num_cpus)
+    # ray.init replaces the process's SIGTERM handler with its own (exit status 15, no
+    # word why); a job's handler (run_main: SIGTERM stops the job as Ctrl-C does) is
+    # put back.
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
-        ray.init(**kwargs)
+        with _loopback_only() if address in (None, "local") else contextlib.nullcontext():
+            ray.init(**kwargs)
     except ConnectionError as exc:
         raise ParameterError(f"cannot reach the Ray cluster at {address!r}: {exc}") from exc
+    finally:
+        if callable(sigterm):
+            signal.signal(signal.SIGTERM, sigterm)
     ctx = __import__("ray.data", fromlist=["DataContext"]).DataContext.get_current()
     ctx.enable_progress_bars = True
     ctx.print_on_execution_start = False

@@ -425,8 +425,8 @@ class AttemptJournal:
             raise AudioFileError(
                 "crashed",
                 f"{path}: the worker decoding this file died {self.max_attempts} times "
-                "(out of memory or a decoder crash); skipped. "
-                f"Delete {self._path(key)} to try it again",
+                "(out of memory or a decoder crash); skipped. Re-run with --retry-errors "
+                f"to try it again (or delete {self._path(key)})",
             )
         _fault_injection(path)
         try:

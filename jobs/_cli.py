@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from genre.errors import GenreError
@@ -63,17 +65,39 @@ def tracking_uri(flag: str | None) -> str:
     )
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the job is, so that it unwinds as after Ctrl-C: locks
+    released, runs ended, temporaries removed by the code that handles Ctrl-C."""
+
+
+def _terminate(signum, frame) -> None:
+    # A second SIGTERM while the job unwinds ends the process at once (a lock it leaves
+    # is taken over by the next run, its process being gone).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise _Terminated
+
+
 def run_main(body: Callable[[], int]) -> int:
-    """Run ``body``; a GenreError becomes one line on stderr and exit code 2."""
+    """Run ``body``; a GenreError becomes one line on stderr and exit code 2.
+
+    Ctrl-C and SIGTERM (``kill``, a scheduler's stop) stop the job cleanly with one line
+    on stderr: exit code 130 and 143 (128 + the signal).
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return body()
     except GenreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        stopped = "terminated" if isinstance(exc, _Terminated) else "interrupted"
         print(
-            "interrupted: re-run the same command to finish (work already written is kept)",
+            f"{stopped}: re-run the same command to finish (work already written is kept)",
             file=sys.stderr,
         )
-        return 130
+        return 128 + signal.SIGTERM if isinstance(exc, _Terminated) else 130
+    finally:
+        if main_thread:  # None: a handler not set from Python, which cannot be put back
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

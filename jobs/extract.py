@@ -2,8 +2,10 @@
 
     python -m jobs.extract INPUT OUTPUT [--features mfcc,chroma,mel,musicnn_msd]
                            [--gpus-per-worker G] [--num-cpus N] [--address ADDR]
+                           [--retry-errors]
 
-Re-running over the same INPUT extracts only new tracks (and retries failed ones);
+Re-running over the same INPUT extracts only new tracks (and retries failed ones, but
+files that crashed a worker only with ``--retry-errors``);
 a different feature config needs a new OUTPUT. ``musicnn_msd`` and ``musicnn_mtt`` add
 three columns each (embedding, pooled features, tag probabilities) from a pretrained
 model run in an actor pool, on GPUs when the cluster has them and ``--gpus-per-worker``
@@ -58,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="tracks per shard/batch (default: auto, ≤ 32)",
     )
+    p.add_argument(
+        "--retry-errors",
+        action="store_true",
+        help="also try again files that crashed a worker (other failed files are retried "
+        "on every run)",
+    )
     add_max_duration(p)
     add_ray_flags(p)
     args = p.parse_args(argv)
@@ -92,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             tracks_per_shard=args.tracks_per_shard,
             max_duration_s=args.max_duration,
             gpus_per_worker=args.gpus_per_worker,
+            retry_errors=args.retry_errors,
         )
         print(summary.format())
         return 0
