@@ -6,7 +6,10 @@ one folder deep) is labelled with its folder name, unless that name starts with
 outside the taxonomy that :func:`genre.synth.write_other` writes), listed but
 unlabelled. Files anywhere else are unlabelled too (``genre`` is ``None``). A
 track's id is its path relative to the root in POSIX form
-(``blues/blues.00003.wav``): stable across machines and re-runs.
+(``blues/blues.00003.wav``): stable across machines and re-runs. Genre names become
+column names (``p_<genre>``), so two that differ only in case are refused. Entries
+that are not regular files (named pipes, devices, sockets) are skipped with a reason
+before anything opens them: reading a pipe waits for a writer forever.
 
 Splits are always by track, never by segment, so segments of one recording never
 sit on both sides of a train/test boundary.
@@ -17,8 +20,10 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import stat
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
@@ -26,12 +31,13 @@ from urllib.parse import quote
 import numpy as np
 
 from genre.audio import AUDIO_EXTENSIONS
-from genre.errors import ParameterError
+from genre.errors import ParameterError, first_line
 
 __all__ = [
     "Track",
     "Listing",
     "SPLITS",
+    "check_genre_names",
     "list_tracks",
     "list_inputs",
     "split_tracks",
@@ -54,14 +60,71 @@ class Track:
 
 @dataclass(frozen=True)
 class Listing:
-    """What :func:`list_tracks` found: the audio tracks and the files it ignored."""
+    """What :func:`list_tracks` found.
+
+    Attributes
+    ----------
+    tracks : list of Track
+        The audio files.
+    ignored : list of str
+        Files whose extension is not audio.
+    skipped : list of dict
+        Entries with an audio extension that are not regular files (named pipes,
+        devices, sockets), never opened: ``path``, ``track_id``, ``reason``
+        (``unreadable``, as the decoder says of them) and ``message``, as the rows of
+        an extract's errors.
+    """
 
     tracks: list[Track]
     ignored: list[str]
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
 
 def _is_hidden(relative: str) -> bool:
     return any(part.startswith(".") for part in relative.split("/"))
+
+
+_SPECIAL = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _special_kind(path: str) -> str | None:
+    """What a local entry is when it is not a regular file ("a named pipe"); ``None``
+    for a regular file, or one ``stat`` cannot see (a broken link surfaces later as an
+    error row, with its own reason)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return next((kind for test, kind in _SPECIAL if test(mode)), None)
+
+
+def check_genre_names(names: Iterable[str], *, source: str) -> None:
+    """Refuse genre names that cannot each be a column of their own.
+
+    A genre becomes the column ``p_<genre>``: an empty name gives ``p_``, and names that
+    differ only in case (``Rock``, ``rock``) give columns that DuckDB, and any
+    case-insensitive file system, take for one.
+
+    Raises
+    ------
+    ParameterError
+        Naming ``source`` and the offending names.
+    """
+    seen: dict[str, str] = {}
+    for name in names:
+        if not str(name).strip():
+            raise ParameterError(f"{source}: a genre is named {name!r}: name every genre")
+        other = seen.setdefault(str(name).casefold(), str(name))
+        if other != name:
+            raise ParameterError(
+                f"{source}: genres {other!r} and {name!r} differ only in case "
+                "(DuckDB reads their columns as one): rename one of them"
+            )
 
 
 def _walk(filesystem, base: str):
@@ -84,13 +147,16 @@ def _walk(filesystem, base: str):
             yield entry.path[len(base) :].lstrip("/")
 
 
-def list_tracks(root: str) -> Listing:
+def list_tracks(root: str, *, check_genres: bool = True) -> Listing:
     """List every audio file under ``root`` (local path or ``s3://``/``gs://`` URI).
 
     Parameters
     ----------
     root : str
         Folder to search recursively.
+    check_genres : bool
+        Refuse genre folders whose names differ only in case (``Rock/``, ``rock/``);
+        ``False`` where the folder names are not used as labels (labelling a tree).
 
     Returns
     -------
@@ -98,13 +164,14 @@ def list_tracks(root: str) -> Listing:
         ``tracks`` sorted by ``track_id``, each labelled with its folder's name when it
         sits exactly one folder deep in a folder whose name does not start with ``_``
         (``_other/x.wav`` and ``a/b/x.wav`` are unlabelled: ``genre=None``);
-        ``ignored``: files whose extension is not audio (cover art, playlists, …).
+        ``ignored``: files whose extension is not audio (cover art, playlists, …);
+        ``skipped``: entries with an audio extension that are not regular files.
         Hidden files and folders are skipped silently.
 
     Raises
     ------
     ParameterError
-        ``root`` does not exist or is not a folder.
+        ``root`` does not exist or is not a folder; genre folders differ only in case.
     """
     from pyarrow import fs as pafs
 
@@ -123,7 +190,7 @@ def list_tracks(root: str) -> Listing:
     if info.type != pafs.FileType.Directory:
         raise ParameterError(f"input {root!r} is not a folder")
     base = base.rstrip("/")
-    tracks, ignored = [], []
+    tracks, ignored, skipped = [], [], []
     for relative in _walk(filesystem, base):
         if _is_hidden(relative):
             continue
@@ -132,11 +199,21 @@ def list_tracks(root: str) -> Listing:
         if os.path.splitext(relative)[1].lower() not in AUDIO_EXTENSIONS:
             ignored.append(full)
             continue
+        kind = None if prefix else _special_kind(full)
+        if kind is not None:
+            message = f"{full}: {kind}, not a file: skipped unopened"
+            skipped.append(
+                {"path": full, "track_id": relative, "reason": "unreadable", "message": message}
+            )
+            continue
         parts = PurePosixPath(relative).parts
         labelled = len(parts) == 2 and not parts[0].startswith("_")
         tracks.append(Track(path=full, track_id=relative, genre=parts[0] if labelled else None))
     tracks.sort(key=lambda t: t.track_id)
-    return Listing(tracks=tracks, ignored=sorted(ignored))
+    if check_genres:
+        check_genre_names((t.genre for t in tracks if t.genre is not None), source=root)
+    skipped.sort(key=lambda row: row["track_id"])
+    return Listing(tracks=tracks, ignored=sorted(ignored), skipped=skipped)
 
 
 def _stable_unit(text: str, seed: int) -> float:
@@ -277,18 +354,27 @@ def list_inputs(source: str) -> tuple[list[dict[str, str]], str]:
     """Expand INPUT into ``[{path, track_id}]``; return them and the kind of input.
 
     INPUT may be a folder (searched recursively), a glob, or a ``.txt``/``.csv``/
-    ``.parquet`` file listing paths (column ``path``, or the first column).
-    """
-    import pyarrow.parquet as pq
+    ``.parquet`` file listing paths (column ``path``, or the first column). A list's
+    relative paths are relative to the list's folder; paths that name one file
+    (``x``, ``./x``, ``d/../x``, a link to ``x``) give one item, under the first
+    spelling. A folder's entries that are not regular files are kept, for the decoder
+    to turn into error rows without opening them.
 
+    Raises
+    ------
+    ParameterError
+        INPUT does not exist, or is a list that cannot be read or names no file.
+    """
     from genre.store import is_uri
 
     def item(path: str, track_id: str) -> dict[str, str]:
         return {"path": path, "track_id": track_id}
 
     if os.path.isdir(source) or is_uri(source):
-        listing = list_tracks(source)
-        return [item(t.path, t.track_id) for t in listing.tracks], "folder"
+        listing = list_tracks(source, check_genres=False)
+        found = [item(t.path, t.track_id) for t in listing.tracks]
+        found += [item(row["path"], row["track_id"]) for row in listing.skipped]
+        return sorted(found, key=lambda it: it["track_id"]), "folder"
     if any(ch in source for ch in "*?["):
         paths = sorted(
             p for p in glob.glob(source, recursive=True) if os.path.isfile(p) or os.path.islink(p)
@@ -299,25 +385,69 @@ def list_inputs(source: str) -> tuple[list[dict[str, str]], str]:
     if not os.path.exists(source):
         raise ParameterError(f"input {source!r} does not exist")
     ext = os.path.splitext(source)[1].lower()
-    if ext in (".txt", ".lst", ".m3u"):
-        lines = [line.strip() for line in Path(source).read_text().splitlines()]
-        paths = [line for line in lines if line and not line.startswith("#")]
-    elif ext == ".csv":
-        import pandas as pd
-
-        frame = pd.read_csv(source)
-        paths = frame["path" if "path" in frame.columns else frame.columns[0]].astype(str).tolist()
-    elif ext == ".parquet":
-        table = pq.read_table(source)
-        paths = [
-            str(p) for p in table.column("path" if "path" in table.column_names else 0).to_pylist()
-        ]
-    elif ext in AUDIO_EXTENSIONS:
+    if ext in AUDIO_EXTENSIONS:
         return [item(os.path.abspath(source), os.path.basename(source))], "file"
-    else:
+    paths = _read_list(source, ext=ext)
+    base = os.path.dirname(os.path.abspath(source))
+    items, seen = [], set()
+    for path in paths:
+        full = path if os.path.isabs(path) or is_uri(path) else os.path.join(base, path)
+        # One file, one item: the same file named twice would be labelled twice.
+        key = full if is_uri(full) else os.path.realpath(full)
+        if key not in seen:
+            seen.add(key)
+            items.append(item(full, full))
+    return items, "list"
+
+
+def _read_list(source: str, *, ext: str) -> list[str]:
+    """The paths a ``.txt``/``.csv``/``.parquet`` list names (blank lines, ``#``
+    comments and empty cells left out).
+
+    Raises
+    ------
+    ParameterError
+        Another extension, a file that does not parse as its extension says, a path
+        holding a NUL byte, or no path at all.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if ext not in (".txt", ".lst", ".m3u", ".csv", ".parquet"):
         raise ParameterError(
             f"input {source!r} is not a folder, glob, audio file or .txt/.csv/.parquet list"
         )
-    base = os.path.dirname(os.path.abspath(source))
-    resolved = [p if os.path.isabs(p) or is_uri(p) else os.path.join(base, p) for p in paths]
-    return [item(p, p) for p in dict.fromkeys(resolved)], "list"
+    try:
+        if ext == ".csv":
+            import pandas as pd
+
+            frame = pd.read_csv(source, dtype=str, keep_default_na=False)
+            column = frame["path" if "path" in frame.columns else frame.columns[0]]
+            paths = [p.strip() for p in column.tolist()]
+        elif ext == ".parquet":
+            table = pq.read_table(source)
+            column = table.column("path" if "path" in table.column_names else 0)
+            paths = [str(p).strip() for p in column.to_pylist() if p is not None]
+        else:
+            lines = [line.strip() for line in Path(source).read_text().splitlines()]
+            paths = [line for line in lines if not line.startswith("#")]
+    except UnicodeDecodeError as exc:
+        raise ParameterError(
+            f"input list {source!r} is not UTF-8 text ({exc.reason} at byte {exc.start}): "
+            "give one path per line"
+        ) from exc
+    except (ValueError, IndexError, KeyError, OSError, pa.ArrowException) as exc:
+        # pandas' EmptyDataError and ParserError are ValueErrors; ArrowInvalid too.
+        raise ParameterError(
+            f"input list {source!r} cannot be read as {ext} ({first_line(exc)})"
+        ) from exc
+    paths = [p for p in paths if p]
+    bad = next((p for p in paths if "\x00" in p), None)
+    if bad is not None:
+        raise ParameterError(
+            f"input list {source!r} holds a path with a NUL byte ({bad[:40]!r}…): "
+            "is it a list of paths?"
+        )
+    if not paths:
+        raise ParameterError(f"input list {source!r} names no file: give one path per line")
+    return paths

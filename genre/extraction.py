@@ -459,7 +459,8 @@ def run_extract(
     listing = list_tracks(input_root)
     with FolderLock(output, command="jobs.extract"):
         store = ShardStore(output, cfg)
-        done = store.done_track_ids()
+        # Another collection's tracks with the same relative paths are refused, not skipped.
+        done = store.done_track_ids(tracks=listing.tracks)
         todo = [t for t in listing.tracks if t.track_id not in done]
         summary = ExtractSummary(
             output=output,
@@ -469,9 +470,12 @@ def run_extract(
             # Under the lock, so no run is decoding these files now.
             crashes_forgotten=AttemptJournal(output).clear() if retry_errors else 0,
         )
-        errors = []
+        # Named pipes, devices, sockets: skipped unopened by the listing, counted here.
+        errors = list(listing.skipped)
+        for row in listing.skipped:
+            summary.skipped[row["reason"]] += 1
         if todo:
-            errors = _extract_on_ray(
+            errors += _extract_on_ray(
                 todo, summary, cfg=cfg, output=output, address=address, **options
             )
         summary.errors_path = store.write_errors(errors)

@@ -12,7 +12,9 @@ file could not be labelled), ``labeled_at``.
 Only the label job's driver writes, one part at a time, atomically, holding the
 folder's lock (:mod:`genre.store`); :func:`read_results` returns one row per path
 whatever the folder holds (the latest), so pandas users and a re-run see the same
-table. Plain pyarrow, pandas and DuckDB read the folder; nothing here needs Ray.
+table. A part that cannot be read (truncated when a disk filled) is skipped with a
+warning naming it: its files count as not labelled, so a re-run labels them again.
+Plain pyarrow, pandas and DuckDB read the folder; nothing here needs Ray.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from genre import store
+from genre.corpus import check_genre_names
 from genre.errors import ParameterError
 
 __all__ = ["FORMAT", "CSV_NAME", "results_schema", "results_table", "ResultStore", "read_results"]
@@ -36,13 +38,23 @@ __all__ = ["FORMAT", "CSV_NAME", "results_schema", "results_table", "ResultStore
 FORMAT = "genre.results/1"
 CSV_NAME = "_results.csv"
 _SUPERSEDED = "_superseded"
+#: How a warning about an unreadable part ends: what the user does about it.
+_REDO = "its files count as not labelled: delete it, then re-run label to redo them"
 
 
 _TAGS_TYPE = pa.list_(pa.struct([("tag", pa.string()), ("probability", pa.float32())]))
 
 
 def results_schema(labels: list[str], *, tags: bool = False) -> pa.Schema:
-    """Arrow schema of the results table for ``labels`` (with a ``tags`` column or without)."""
+    """Arrow schema of the results table for ``labels`` (with a ``tags`` column or without).
+
+    Raises
+    ------
+    ParameterError
+        A label is empty, or two differ only in case: their ``p_<label>`` columns
+        would not be two columns to DuckDB.
+    """
+    check_genre_names(labels, source="model labels")
     fields = [
         pa.field("path", pa.string(), nullable=False),
         pa.field("track_id", pa.string(), nullable=False),
@@ -129,6 +141,14 @@ class ResultStore:
         if self.fs.get_file_info(self.base).type == pafs.FileType.File:
             raise ParameterError(f"output {root!r} is a file, not a folder")
         self.fs.create_dir(self.base, recursive=True)
+        store.check_kind(
+            self.fs,
+            self.base,
+            root=self.root,
+            expected=FORMAT,
+            role="output",
+            hint="choose another output folder for label",
+        )
         store.remove_temporaries(self.fs, self.base)
 
     def parts(self) -> list[str]:
@@ -136,10 +156,10 @@ class ResultStore:
 
     def existing(self) -> pa.Table | None:
         """``path``, ``model``, ``error`` of every row present (``None`` when empty)."""
-        parts = self.parts()
-        if not parts:
-            return None
-        return pq.read_table(parts, columns=["path", "model", "error"], filesystem=self.fs)
+        table, _ = store.read_parts(
+            self.fs, self.parts(), columns=["path", "model", "error"], redo=_REDO
+        )
+        return table
 
     def write(self, table: pa.Table) -> None:
         stamp = f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%S}"
@@ -150,7 +170,9 @@ class ResultStore:
         """Rewrite parts without their error rows (so those files are labelled again)."""
         dropped = 0
         for part in self.parts():
-            table = pq.read_table(part, filesystem=self.fs)
+            table, _ = store.read_parts(self.fs, [part], redo=_REDO)
+            if table is None:
+                continue
             keep = pc.is_null(table.column("error"))
             if pc.all(keep).as_py():
                 continue
@@ -166,12 +188,10 @@ class ResultStore:
         """Move parts of other models aside (``_superseded/``), keeping them."""
         moved = 0
         for part in self.parts():
-            models = set(
-                pq.read_table(part, columns=["model"], filesystem=self.fs)
-                .column("model")
-                .to_pylist()
-            )
-            if models != {model}:
+            table, _ = store.read_parts(self.fs, [part], columns=["model"], redo=_REDO)
+            if table is None:
+                continue  # which model wrote it is unknown: left for the user to delete
+            if set(table.column("model").to_pylist()) != {model}:
                 self.fs.create_dir(f"{self.base}/{_SUPERSEDED}", recursive=True)
                 self.fs.move(part, f"{self.base}/{_SUPERSEDED}/{part.rsplit('/', 1)[-1]}")
                 moved += 1
@@ -210,17 +230,22 @@ def read_results(root: str):
     into one folder, say), the latest ``labeled_at`` wins, with a warning, and
     ``frame.attrs["duplicates"]`` says how many rows were dropped. No Ray needed.
 
+    A part that cannot be read is skipped with a warning naming it.
+
     Raises
     ------
     ParameterError
-        No results under ``root``.
+        No (readable) results under ``root``, or a folder of shards rather than labels.
     """
     fs, base = store.filesystem(root)
-    parts = store.list_parts(fs, base)
-    if not parts:
+    store.check_kind(
+        fs, base, root=root, expected=FORMAT, role="results", hint="give a label job's output"
+    )
+    table, _ = store.read_parts(fs, store.list_parts(fs, base), redo=_REDO)
+    if table is None:
         raise ParameterError(f"no results under {root!r}")
     table, dropped = store.drop_duplicates(
-        pq.read_table(parts, filesystem=fs),
+        table,
         keys=["path"],
         what="results",
         where=repr(root),

@@ -22,7 +22,9 @@ nothing here needs Ray.
 A shard is written to a temporary name and renamed into place, and its name is a
 hash of the tracks it holds. The shard files are the truth: the manifest is rebuilt
 from them, so a killed job leaves no half shard and a re-run skips exactly the
-tracks already present.
+tracks already present. A shard that cannot be read (truncated when a disk filled,
+half copied) is skipped with a warning naming it: its tracks count as not extracted,
+so the next extract run redoes them, and tune trains on the rest.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import os
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -42,7 +46,10 @@ from pyarrow import fs as pafs
 
 from genre import store
 from genre.config import FeatureConfig
-from genre.errors import ConfigMismatchError, ParameterError
+from genre.errors import ConfigMismatchError, GenreError, ParameterError, first_line
+
+if TYPE_CHECKING:
+    from genre.corpus import Track
 
 __all__ = [
     "MANIFEST",
@@ -61,6 +68,8 @@ MANIFEST = "_manifest.json"
 ERRORS = "_errors.parquet"
 _FORMAT = "genre.segments/1"
 _KEYS = ["track_id", "segment"]
+#: How a warning about an unreadable shard ends: what the user does about it.
+_REDO = "its tracks count as not extracted: delete it, then re-run extract to redo them"
 
 
 def segment_schema(cfg: FeatureConfig) -> pa.Schema:
@@ -139,17 +148,42 @@ def write_shard(root: str, table: pa.Table) -> str:
 
 
 def read_config(root: str) -> FeatureConfig | None:
-    """The feature config of the shards under ``root``, or ``None`` when there are none."""
+    """The feature config of the shards under ``root``, or ``None`` when there are none.
+
+    Read from ``_manifest.json``; from the first readable shard when the manifest is
+    missing or does not parse (with a warning: extract rebuilds it from the shards).
+
+    Raises
+    ------
+    ParameterError
+        ``root`` holds labels, or Parquet files genre did not write, not shards.
+    """
     filesystem, base = store.filesystem(root)
+    store.check_kind(
+        filesystem,
+        base,
+        root=root,
+        expected=_FORMAT,
+        role="shards",
+        hint="give the output folder of the extract job",
+    )
     manifest = f"{base}/{MANIFEST}"
     if filesystem.get_file_info(manifest).type == pafs.FileType.File:
-        with filesystem.open_input_stream(manifest) as f:
-            return FeatureConfig.from_dict(json.loads(f.read())["feature_config"])
-    shards = store.list_parts(filesystem, base)
-    if not shards:
-        return None
-    metadata = pq.read_schema(shards[0], filesystem=filesystem).metadata or {}
-    return FeatureConfig.from_json(metadata[b"genre.feature_config"].decode())
+        try:
+            with filesystem.open_input_stream(manifest) as f:
+                return FeatureConfig.from_dict(json.loads(f.read())["feature_config"])
+        except (OSError, ValueError, KeyError, TypeError, GenreError) as exc:
+            # The manifest only repeats what every shard's metadata holds.
+            warnings.warn(
+                f"ignored {manifest}: not a shards manifest ({first_line(exc)}); "
+                "re-run extract to rebuild it from the shards",
+                stacklevel=2,
+            )
+    for shard in store.list_parts(filesystem, base):
+        schema = store.read_part_schema(filesystem, shard, redo=None)
+        if schema is not None:
+            return FeatureConfig.from_json(schema.metadata[b"genre.feature_config"].decode())
+    return None
 
 
 class ShardStore:
@@ -168,7 +202,8 @@ class ShardStore:
     Raises
     ------
     ParameterError
-        ``root`` is an existing file.
+        ``root`` is an existing file, or holds labels (or Parquet files genre did not
+        write) rather than shards.
     ConfigMismatchError
         ``root`` holds shards extracted with other settings.
     """
@@ -181,6 +216,14 @@ class ShardStore:
         if info.type == pafs.FileType.File:
             raise ParameterError(f"output {self.root!r} is a file, not a folder")
         self._fs.create_dir(self._base, recursive=True)
+        store.check_kind(
+            self._fs,
+            self._base,
+            root=self.root,
+            expected=_FORMAT,
+            role="output",
+            hint="choose another output folder for extract",
+        )
         existing = read_config(self.root)
         if existing is not None and existing.hash() != cfg.hash():
             raise ConfigMismatchError(
@@ -193,19 +236,40 @@ class ShardStore:
     def shard_files(self) -> list[str]:
         return store.list_parts(self._fs, self._base)
 
-    def done_track_ids(self) -> set[str]:
-        """Track ids already present in a complete shard."""
-        files = self.shard_files()
-        if not files:
+    def done_track_ids(self, *, tracks: Iterable[Track] | None = None) -> set[str]:
+        """Track ids already present in a readable shard.
+
+        A shard that cannot be read is skipped with a warning naming it: its tracks are
+        not done, so this run extracts them again.
+
+        Parameters
+        ----------
+        tracks : iterable of Track, optional
+            The collection about to be extracted. A track id is a path relative to its
+            collection's root, so another collection with the same layout would have its
+            tracks skipped as done: such a collection is refused instead.
+
+        Raises
+        ------
+        ParameterError
+            A track of ``tracks`` has the id of a track of another collection (another
+            file) already in the folder.
+        """
+        columns = ["track_id"] if tracks is None else ["track_id", "path"]
+        table, _ = store.read_parts(self._fs, self.shard_files(), columns=columns, redo=_REDO)
+        if table is None:
             return set()
-        table = pq.read_table(files, columns=["track_id"], filesystem=self._fs)
+        if tracks is not None:
+            _check_one_collection(table, tracks, root=self.root)
         return set(table.column("track_id").unique().to_pylist())
 
     def write_manifest(self) -> dict[str, Any]:
         """Rebuild ``_manifest.json`` from the shards present; return it."""
         shards, seen = [], set()
         for path in self.shard_files():
-            keys = pq.read_table(path, columns=_KEYS, filesystem=self._fs)
+            keys, _ = store.read_parts(self._fs, [path], columns=_KEYS, redo=_REDO)
+            if keys is None:
+                continue  # not counted: its tracks are not done
             ids = keys.column("track_id")
             pairs = set(zip(ids.to_pylist(), keys.column("segment").to_pylist(), strict=True))
             new = pairs - seen  # a segment counts once, whichever shards repeat it
@@ -242,6 +306,36 @@ class ShardStore:
 
     def _write_bytes(self, name: str, data: bytes) -> None:
         store.write_bytes(self._fs, self._base, name, data)
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two spellings of a path name one file (a collection reached through a
+    symlink, say); URIs only when equal."""
+    if a == b:
+        return True
+    return not store.is_uri(a) and os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_one_collection(table: pa.Table, tracks: Iterable[Track], *, root: str) -> None:
+    """Refuse ``tracks`` whose ids the shards in ``table`` (``track_id``, ``path``) hold
+    for other files."""
+    pairs = table.group_by(["track_id", "path"], use_threads=False).aggregate([])
+    ids, paths = pairs.column("track_id").to_pylist(), pairs.column("path").to_pylist()
+    held = dict(zip(ids, paths, strict=True))
+    clashes = [
+        (t.track_id, held[t.track_id], t.path)
+        for t in tracks
+        if t.track_id in held and not _same_file(held[t.track_id], t.path)
+    ]
+    if not clashes:
+        return
+    track_id, theirs, ours = clashes[0]
+    collection = theirs[: -len(track_id) - 1] if theirs.endswith(f"/{track_id}") else theirs
+    raise ParameterError(
+        f"output {root!r} holds the collection {collection}, and {len(clashes)} track(s) "
+        f"of this one have the same names (e.g. {track_id}: {ours}): "
+        "extract this collection into another output folder"
+    )
 
 
 @dataclass(frozen=True)
@@ -284,12 +378,14 @@ def read_segments(root: str, *, features: Iterable[str] | None = None) -> Segmen
     """Read every segment under ``root`` (only the ``features`` asked for), once each.
 
     A segment (``track_id``, ``segment``) held by more than one shard is read once,
-    with a warning; ``SegmentSet.duplicates`` says how many rows were dropped.
+    with a warning; ``SegmentSet.duplicates`` says how many rows were dropped. A shard
+    that cannot be read is skipped with a warning naming it.
 
     Raises
     ------
     ParameterError
-        No shards under ``root``, or a feature that was not extracted.
+        No (readable) shards under ``root``, a folder of labels rather than shards, or
+        a feature that was not extracted.
     ConfigMismatchError
         A shard was extracted with other settings than the folder's manifest says
         (for example shards of two extract runs copied into one folder).
@@ -297,10 +393,16 @@ def read_segments(root: str, *, features: Iterable[str] | None = None) -> Segmen
     cfg = read_config(root)
     filesystem, base = store.filesystem(root)
     files = store.list_parts(filesystem, base)
-    if cfg is None or not files:
+    if not files:
         raise ParameterError(f"no segment shards under {root!r}: run the extract job first")
+    schemas = {f: store.read_part_schema(filesystem, f, redo=_REDO) for f in files}
+    files = [f for f, schema in schemas.items() if schema is not None]
+    if cfg is None or not files:
+        raise ParameterError(
+            f"no readable shard under {root!r}: delete the damaged ones and re-run extract"
+        )
     for file in files:
-        metadata = pq.read_schema(file, filesystem=filesystem).metadata or {}
+        metadata = schemas[file].metadata or {}
         found = metadata.get(b"genre.feature_config_hash", b"(none)").decode()
         if found != cfg.hash():
             raise ConfigMismatchError(
@@ -314,9 +416,11 @@ def read_segments(root: str, *, features: Iterable[str] | None = None) -> Segmen
             f"feature(s) {','.join(missing)} not in the shards under {root!r} "
             f"(they hold {','.join(cfg.features)})"
         )
-    table = pq.read_table(
-        files, columns=["track_id", "path", "genre", "segment", *names], filesystem=filesystem
+    table, _ = store.read_parts(
+        filesystem, files, columns=["track_id", "path", "genre", "segment", *names], redo=_REDO
     )
+    if table is None:
+        raise ParameterError(f"no readable shard under {root!r}: re-run the extract job")
     table, duplicates = store.drop_duplicates(table, keys=_KEYS, what="segments", where=repr(root))
     table = table.sort_by([("track_id", "ascending"), ("segment", "ascending")])
     if len(table) == 0:

@@ -15,7 +15,13 @@ promises both stores keep:
   attempts instead of taking the good files of its batch down with it every time;
 * **no duplicate on read**: :func:`drop_duplicates` keeps one row per key, whatever
   the folder holds (parts of two runs copied together, say), and says how many it
-  dropped.
+  dropped;
+* **a damaged part is named, not fatal**: :func:`read_parts` skips a part that cannot
+  be read (truncated by a full disk, half copied) with one warning naming it, so its
+  rows count as missing and a re-run redoes them; :func:`check_kind` refuses a folder
+  that holds the other store's parts (labels where shards are expected, say);
+* **a full disk or a read-only folder is one line**: writes and the lock raise a
+  :class:`genre.errors.GenreError` naming the folder, never an ``OSError``.
 
 Nothing here needs Ray.
 """
@@ -23,6 +29,7 @@ Nothing here needs Ray.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -38,7 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
-from genre.errors import AudioFileError, ParameterError
+from genre.errors import AudioFileError, GenreError, ParameterError, first_line
 
 __all__ = [
     "PART_PREFIX",
@@ -46,6 +53,9 @@ __all__ = [
     "filesystem",
     "join",
     "list_parts",
+    "read_parts",
+    "read_part_schema",
+    "check_kind",
     "write_table",
     "write_bytes",
     "remove_temporaries",
@@ -98,28 +108,178 @@ def list_parts(fs: pafs.FileSystem, base: str, *, prefix: str = PART_PREFIX) -> 
     )
 
 
+#: What reading a damaged part raises: ``ArrowInvalid`` for a truncated or empty file
+#: (no footer), ``OSError`` for a corrupt page or a part that vanished or is unreadable.
+#: Not ``ArrowMemoryError``: a part too big to read is not a damaged one.
+_UNREADABLE = (pa.ArrowInvalid, OSError)
+
+
+def _warn_unreadable(path: str, exc: BaseException, *, redo: str) -> None:
+    # Issued from this one line, so that Python's default filter shows each part's
+    # warning once per process, however many readers of a run trip on the part.
+    warnings.warn(f"skipped unreadable part {path} ({first_line(exc)}): {redo}", stacklevel=1)
+
+
+def read_part_schema(fs: pafs.FileSystem, path: str, *, redo: str | None) -> pa.Schema | None:
+    """The schema of the part ``path``, or ``None`` when it cannot be read.
+
+    ``redo`` ends the warning that names the part: what the user does about it
+    ("delete it and re-run …"); ``None`` skips quietly, for a caller that only looks
+    for the first readable part and leaves naming the damaged ones to the readers.
+    """
+    try:
+        return pq.read_schema(path, filesystem=fs)
+    except _UNREADABLE as exc:
+        if redo is not None:
+            _warn_unreadable(path, exc, redo=redo)
+        return None
+
+
+def read_parts(
+    fs: pafs.FileSystem, parts: list[str], *, columns: list[str] | None = None, redo: str
+) -> tuple[pa.Table | None, list[str]]:
+    """Read ``parts`` as one table, skipping each part that cannot be read.
+
+    The whole list is read at once; only when that fails is each part read alone, so a
+    healthy folder costs nothing more. Every part skipped gets one warning naming it
+    and ending with ``redo``; its rows are simply absent, so whoever reads "what is
+    done" from the folder does that part's work again.
+
+    Returns
+    -------
+    table : pa.Table or None
+        The readable parts' rows (``None`` when no part could be read, or none given).
+    skipped : list of str
+        The paths of the parts skipped.
+    """
+    if not parts:
+        return None, []
+    try:
+        return pq.read_table(parts, columns=columns, filesystem=fs), []
+    except (*_UNREADABLE, pa.ArrowTypeError):  # a damaged part, or parts that disagree
+        pass
+    tables, skipped = [], []
+    for part in parts:
+        try:
+            tables.append(pq.read_table(part, columns=columns, filesystem=fs))
+        except _UNREADABLE as exc:
+            _warn_unreadable(part, exc, redo=redo)
+            skipped.append(part)
+    if not tables:
+        return None, skipped
+    return pa.concat_tables(tables, promote_options="default"), skipped
+
+
+#: What each kind of part (``genre.format`` in its schema, less the version) means.
+_KINDS = {
+    "genre.segments": "a shards folder (written by the extract job)",
+    "genre.results": "a labels folder (written by the label job)",
+}
+
+
+def check_kind(
+    fs: pafs.FileSystem, base: str, *, root: str, expected: str, role: str, hint: str
+) -> None:
+    """Refuse a folder whose parts are not of the ``expected`` format.
+
+    The first readable part decides (a folder holds one kind); a folder without parts
+    passes.
+
+    Parameters
+    ----------
+    expected : str
+        The ``genre.format`` the caller writes or reads (``genre.segments/1``).
+    role, hint : str
+        For the message: what the folder is to the caller ("output", "shards") and
+        what to do instead ("choose another output folder").
+
+    Raises
+    ------
+    ParameterError
+        The parts are of another kind, or not written by genre at all.
+    """
+    for part in list_parts(fs, base):
+        schema = read_part_schema(fs, part, redo=None)  # the readers name a damaged part
+        if schema is None:
+            continue
+        found = (schema.metadata or {}).get(b"genre.format", b"").decode(errors="replace")
+        found = found.split("/")[0]
+        wanted = expected.split("/")[0]
+        if found == wanted:
+            return
+        what = _KINDS.get(
+            found, f"a folder of Parquet files genre did not write ({part.rsplit('/', 1)[-1]})"
+        )
+        raise ParameterError(f"{role} {root!r} is {what}, not {_KINDS[wanted]}: {hint}")
+
+
+#: ``errno`` values that mean "no room": the job cannot go on, but nothing is lost.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _write_failed(final: str, exc: OSError) -> GenreError:
+    """The one line for a write that failed for want of room or of permission."""
+    if exc.errno in _NO_SPACE:
+        return GenreError(
+            f"no space left writing {final}: free some space and re-run the same command "
+            "(everything written before is kept)"
+        )
+    return GenreError(
+        f"cannot write {final} ({first_line(exc)}): check that the folder is writable, "
+        "then re-run the same command"
+    )
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
 def write_table(fs: pafs.FileSystem, base: str, name: str, table: pa.Table) -> str:
-    """Write ``table`` as ``base/name`` atomically (zstd); return the final path."""
+    """Write ``table`` as ``base/name`` atomically (zstd); return the final path.
+
+    Raises
+    ------
+    GenreError
+        Locally, the disk is full or the folder is not writable (the temporary is
+        removed; what the folder held before is intact).
+    """
     final = f"{base}/{name}"
     if _is_local(fs):
-        os.makedirs(base, exist_ok=True)
         tmp = f"{base}/{_TMP}{uuid.uuid4().hex}.parquet"
-        pq.write_table(table, tmp, compression="zstd", filesystem=fs)
-        os.replace(tmp, final)
+        try:
+            os.makedirs(base, exist_ok=True)
+            pq.write_table(table, tmp, compression="zstd", filesystem=fs)
+            os.replace(tmp, final)
+        except OSError as exc:
+            _remove_quietly(tmp)
+            raise _write_failed(final, exc) from exc
     else:
         pq.write_table(table, final, compression="zstd", filesystem=fs)
     return final
 
 
 def write_bytes(fs: pafs.FileSystem, base: str, name: str, data: bytes) -> str:
-    """Write ``data`` as ``base/name`` atomically; return the final path."""
+    """Write ``data`` as ``base/name`` atomically; return the final path.
+
+    Raises
+    ------
+    GenreError
+        As :func:`write_table`.
+    """
     final = f"{base}/{name}"
     if _is_local(fs):
-        os.makedirs(base, exist_ok=True)
         tmp = f"{base}/{_TMP}{uuid.uuid4().hex}-{name.replace('/', '_')}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, final)
+        try:
+            os.makedirs(base, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, final)
+        except OSError as exc:
+            _remove_quietly(tmp)
+            raise _write_failed(final, exc) from exc
     else:
         with fs.open_output_stream(final) as f:
             f.write(data)
@@ -196,6 +356,12 @@ def _pid_start(pid: int) -> str:
         return ""
 
 
+def _valid_pid(pid: object) -> bool:
+    """Whether ``pid`` (from a lock file) can name a process: ``os.kill`` with 0 or a
+    negative pid signals a whole group, and a huge one overflows."""
+    return isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31
+
+
 def _alive(pid: int, start: str) -> bool:
     try:
         os.kill(pid, 0)
@@ -255,13 +421,16 @@ class FolderLock:
         ).encode()
 
     def _holder(self) -> dict[str, Any] | None:
+        """The lock's record; ``{}`` when it does not parse as one (half written, or
+        not a lock of ours), which :meth:`_stale` judges by the file's age."""
         try:
             with self.fs.open_input_stream(self.path) as f:
-                return json.loads(f.read())
+                holder = json.loads(f.read())
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
             return {}
+        return holder if isinstance(holder, dict) else {}
 
     def _stale(self, holder: dict[str, Any]) -> bool:
         if not holder:  # created but never filled: its writer died at once
@@ -270,7 +439,10 @@ class FolderLock:
             return time.time() - mtime > _UNREADABLE_LOCK_S
         if holder.get("host") != socket.gethostname():
             return False  # cannot tell whether a process on another machine lives
-        return not _alive(int(holder.get("pid", -1)), str(holder.get("pid_start", "")))
+        pid = holder.get("pid")
+        if not _valid_pid(pid):
+            return True  # no process of this host can hold it
+        return not _alive(pid, str(holder.get("pid_start", "")))
 
     def _create(self) -> bool:
         if _is_local(self.fs):
@@ -278,8 +450,12 @@ class FolderLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "wb") as f:
-                f.write(self._record())
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(self._record())
+            except OSError:
+                os.remove(self.path)  # an empty lock would block the next run for a while
+                raise
             return True
         if self.fs.get_file_info(self.path).type != pafs.FileType.NotFound:
             return False
@@ -291,9 +467,16 @@ class FolderLock:
         """Take the lock (see the class docstring); return ``self``."""
         if self.fs.get_file_info(self.base).type == pafs.FileType.File:
             raise ParameterError(f"output {self.root!r} is a file, not a folder")
-        self.fs.create_dir(self.base, recursive=True)
+        try:
+            self.fs.create_dir(self.base, recursive=True)
+        except OSError as exc:
+            raise self._not_writable(exc) from exc
         for _ in range(3):
-            if self._create():
+            try:
+                created = self._create()
+            except OSError as exc:
+                raise self._not_writable(exc) from exc
+            if created:
                 self._held = True
                 return self
             holder = self._holder()
@@ -309,8 +492,17 @@ class FolderLock:
                 "which is no longer running",
                 file=sys.stderr,
             )
-            self.fs.delete_file(self.path)
+            try:
+                self.fs.delete_file(self.path)
+            except OSError as exc:
+                raise self._not_writable(exc) from exc
         raise ParameterError(f"could not lock {self.root!r}: another run keeps taking it")
+
+    def _not_writable(self, exc: OSError) -> ParameterError:
+        return ParameterError(
+            f"output {self.root!r} is not writable ({first_line(exc)}): "
+            "choose a folder you can write to"
+        )
 
     def release(self) -> None:
         """Remove the lock if it is still this run's."""

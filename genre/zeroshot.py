@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from genre.config import FeatureConfig
+from genre.corpus import check_genre_names
 from genre.errors import ParameterError
 
 __all__ = [
@@ -112,6 +113,12 @@ class TagMapping:
         genres = d.get("genres")
         if not isinstance(genres, Mapping):
             raise ParameterError(f'{source}: needs a [genres] table of genre = ["msd:tag", …]')
+        for genre, tags in genres.items():
+            if not isinstance(tags, list):
+                raise ParameterError(
+                    f'{source}: genre {genre!r} = {tags!r} must be a list of tags: ["msd:tag", …]'
+                )
+        check_genre_names(genres, source=source)
         parsed = {
             str(g): tuple(_parse_tag(t, source=source, genre=str(g)) for t in tags)
             for g, tags in genres.items()
@@ -155,7 +162,16 @@ def load_mapping(path: str | None = None) -> TagMapping:
     else:
         if not Path(path).is_file():
             raise ParameterError(f"--mapping {path!r} does not exist")
-        text, source = Path(path).read_text(), Path(path).stem
+        source = Path(path).stem
+        try:
+            text = Path(path).read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition
+            raise ParameterError(
+                f"--mapping {path}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                "save it as UTF-8"
+            ) from exc
+        except OSError as exc:
+            raise ParameterError(f"--mapping {path}: cannot be read ({exc.strerror})") from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -21,12 +21,18 @@ import soundfile as sf
 
 from jobs._cli import parser, run_main
 
+#: Longest track the job writes: a track is rendered in memory (about 3 MB a second at
+#: 48 kHz), one per CPU at a time, and the demo corpus needs seconds, not hours.
+MAX_SECONDS = 600.0
+
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("jobs.synth", __doc__.splitlines()[0])
     p.add_argument("output", nargs="?", help="folder to write <genre>/<genre>.NNNNN.<ext> into")
     p.add_argument("--per-genre", type=int, default=10, help="tracks per genre (default: 10)")
-    p.add_argument("--seconds", type=float, default=30.0, help="seconds per track (default: 30)")
+    p.add_argument(
+        "--seconds", type=float, default=30.0, help="seconds per track, at most 600 (default: 30)"
+    )
     p.add_argument("--seed", type=int, default=0, help="corpus seed (default: 0)")
     p.add_argument(
         "--extra-styles",
@@ -57,6 +63,15 @@ def main(argv: list[str] | None = None) -> int:
             raise ParameterError("OUTPUT is required (or --smoke-test)")
         if args.extra_per_style is not None and not args.extra_styles:
             raise ParameterError("--extra-per-style needs --extra-styles")
+        # Every check before the first file: a refused run writes nothing.
+        if not 0 < seconds <= MAX_SECONDS:  # False for NaN too
+            raise ParameterError(
+                f"--seconds={seconds:g} must be more than 0 and at most {MAX_SECONDS:g}"
+            )
+        if args.extra_per_style is not None and args.extra_per_style < 1:
+            raise ParameterError(
+                f"--extra-per-style={args.extra_per_style} must be a positive integer"
+            )
         start = time.perf_counter()
         paths = write_corpus(output, per_genre=per_genre, seconds=seconds, seed=args.seed)
         formats = sorted({path.suffix.lstrip(".") for path in paths})
