@@ -28,6 +28,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not multinode"
 
 bench: $(STAMP)
+	$(PY) tests/bench/bench_decode.py
 	$(PY) tests/bench/bench_extract.py
 	$(PY) tests/bench/bench_tune.py
 	$(PY) tests/bench/bench_label.py

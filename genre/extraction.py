@@ -52,6 +52,8 @@ _RESULT_KEYS = (
     "shard",
     "reason",
     "message",
+    "warning",
+    "warning_message",
     "node_id",
 )
 #: Segments held in memory before a batch writes a shard (≈ 270 MB of 22.05 kHz audio).
@@ -164,7 +166,7 @@ def _decode(
     """One track's segments (or its reason and message), decoded inside the crash journal."""
     path = row["path"]
     failed = {"audio": np.zeros((0, cfg.segment_samples), np.float32), "duration_s": 0.0}
-    failed["start_s"] = np.zeros(0, np.float32)
+    failed.update(start_s=np.zeros(0, np.float32), warning="", warning_message="")
     try:
         segs: Segments = journal.decode(
             row["track_id"],
@@ -186,6 +188,10 @@ def _decode(
         "duration_s": segs.duration_s,
         "reason": "",
         "message": "",
+        # Less decoded than the header said: extracted from what decoded, listed in
+        # _errors.parquet as a warning.
+        "warning": segs.warning.kind if segs.warning else "",
+        "warning_message": segs.warning.message if segs.warning else "",
     }
 
 
@@ -262,6 +268,8 @@ def write_batch(
         "shard": np.asarray([shard if i in ok else "" for i in range(n)], dtype=object),
         "reason": np.asarray([str(r) for r in batch["reason"]], dtype=object),
         "message": np.asarray([str(m) for m in batch["message"]], dtype=object),
+        "warning": np.asarray([str(w) for w in batch["warning"]], dtype=object),
+        "warning_message": np.asarray([str(w) for w in batch["warning_message"]], dtype=object),
         "node_id": np.full(n, _node_id(), dtype=object),
     }
 
@@ -316,6 +324,7 @@ class ExtractSummary:
     wall_s: float = 0.0
     ignored_files: int = 0
     skipped: Counter = field(default_factory=Counter)
+    warnings: Counter = field(default_factory=Counter)  # extracted from part of the file
     errors_path: str = ""
     total_tracks: int = 0
     total_segments: int = 0
@@ -347,6 +356,12 @@ class ExtractSummary:
             lines.append(
                 "  crashed files are skipped on every later run: "
                 "re-run with --retry-errors to try them again"
+            )
+        if self.warnings:
+            kinds = ", ".join(f"{kind}: {n}" for kind, n in self.warnings.most_common())
+            lines.append(
+                f"  extracted with a warning (less decoded than the header said): {kinds} "
+                f"(details: {self.errors_path})"
             )
         if self.nodes:
             lines.append(
@@ -530,6 +545,17 @@ def _extract_on_ray(
                 summary.extracted += 1
                 summary.segments += int(batch["segments"][i])
                 summary.audio_s += float(batch["duration_s"][i])
+            if batch["warning"][i]:
+                summary.warnings[batch["warning"][i]] += 1
+                errors.append(
+                    {
+                        "path": str(batch["path"][i]),
+                        "track_id": str(batch["track_id"][i]),
+                        "reason": str(batch["warning"][i]),
+                        "message": str(batch["warning_message"][i]),
+                        "severity": "warning",
+                    }
+                )
     return errors
 
 

@@ -38,7 +38,9 @@ def featurize_batch(
     ``crashed`` error row and the rest of the batch is labelled.
 
     Returns one row per file: ``path``, ``track_id``, ``n_segments``, ``duration_s``,
-    ``reason``/``error`` (``""`` on success) and ``x``: an object array holding each
+    ``reason``/``error`` (``""`` on success), ``warning_kind``/``warning`` (``""`` unless
+    less decoded than the file's header promised, see :class:`genre.audio.DecodeWarning`)
+    and ``x``: an object array holding each
     file's ``(n_segments, frames, bins)`` float32 features (empty on failure), or, when
     ``features`` are pretrained columns, its ``(n_segments, 187, 96)`` musicnn patches
     (the predictor computes the columns). With ``patches_too`` (a model on hand-crafted
@@ -47,11 +49,22 @@ def featurize_batch(
     """
     attempts = AttemptJournal(journal) if journal else None
     rows: dict[str, list] = {
-        k: [] for k in ("path", "track_id", "n_segments", "duration_s", "reason", "error", "x")
+        k: []
+        for k in (
+            "path",
+            "track_id",
+            "n_segments",
+            "duration_s",
+            "reason",
+            "error",
+            "warning_kind",
+            "warning",
+            "x",
+        )
     }
     segs, owners = [], []
     for i, (path, track_id) in enumerate(zip(batch["path"], batch["track_id"], strict=True)):
-        reason = error = ""
+        reason = error = warning_kind = warning = ""
         n, duration = 0, 0.0
 
         def decode(path=str(path)):
@@ -68,12 +81,16 @@ def featurize_batch(
             segs.append(s.audio)
             owners.append(i)
             n, duration = len(s), s.duration_s
+            if s.warning is not None:
+                warning_kind, warning = s.warning.kind, s.warning.message
         except AudioFileError as exc:
             reason, error = exc.reason, str(exc)
         except Exception as exc:  # one odd file must not abort the whole collection
             reason, error = "internal", f"{path}: {type(exc).__name__}: {exc}"
         for key, value in zip(
-            rows, (str(path), str(track_id), n, duration, reason, error, None), strict=True
+            rows,
+            (str(path), str(track_id), n, duration, reason, error, warning_kind, warning, None),
+            strict=True,
         ):
             rows[key].append(value)
     out = {k: np.asarray(v, dtype=object) for k, v in rows.items() if k != "x"}

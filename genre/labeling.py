@@ -194,6 +194,7 @@ class LabelSummary:
     review: Counter = field(default_factory=Counter)
     tags: Counter = field(default_factory=Counter)  # tracks with each tag among their top tags
     confidence: str = ""  # how confidence was made (calibrated or raw)
+    warnings: Counter = field(default_factory=Counter)  # labelled from part of the file, by kind
 
     def format(self) -> str:
         done = self.labelled + sum(self.failed.values())
@@ -217,6 +218,12 @@ class LabelSummary:
             lines.append(
                 "  failed by reason: "
                 + ", ".join(f"{r}: {n}" for r, n in self.failed.most_common())
+            )
+        if self.warnings:
+            lines.append(
+                "  labelled with a warning (less decoded than the header said; see the "
+                "warning column): "
+                + ", ".join(f"{k}: {n}" for k, n in self.warnings.most_common())
             )
         if self.genres:
             lines.append("  genres: " + ", ".join(f"{g} {n}" for g, n in self.genres.most_common()))
@@ -394,6 +401,8 @@ def _count(
         summary.labelled += 1
         summary.segments += int(row["n_segments"])
         summary.genres[row["genre"]] += 1
+        if isinstance(row.get("warning_kind"), str) and row["warning_kind"]:
+            summary.warnings[row["warning_kind"]] += 1
         for tag in row.get("tags") if isinstance(row.get("tags"), (list, np.ndarray)) else []:
             summary.tags[tag["tag"]] += 1
         if row.get("needs_review"):
@@ -518,6 +527,7 @@ def label_file(
         "path": path,
         "n_segments": int(out["n_segments"][0]),
         "duration_s": float(out["duration_s"][0]),
+        "warning": out["warning"][0] or None,
         "top": [
             (str(g), float(p)) for g, p in zip(row["top_genres"], row["top_probs"], strict=True)
         ],

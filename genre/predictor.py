@@ -329,6 +329,8 @@ def _result_columns(
         "duration_s": np.asarray(batch["duration_s"], dtype=np.float32),
         "reason": np.asarray(batch["reason"], dtype=object),
         "error": np.asarray(batch["error"], dtype=object),
+        "warning_kind": np.asarray(batch["warning_kind"], dtype=object),
+        "warning": np.asarray(batch["warning"], dtype=object),
     }
     for j, label in enumerate(labels):
         out[f"p_{label}"] = probs[:, j]

@@ -6,8 +6,10 @@ model card holds a calibration), ``needs_review`` and ``review_reason``
 genre the model knows), ``top_k`` (a list of ``{genre, probability}``), one
 ``p_<genre>`` column per label, ``tags`` (a list of ``{tag, probability}``: the top musicnn
 tags, when the model computes musicnn features), ``n_segments``, ``duration_s``,
-``model`` (name/version), ``aggregate``, ``error`` and ``error_reason`` (null unless the
-file could not be labelled), ``labeled_at``.
+``warning`` (null unless less of the file decoded than its header promised: what decoded
+was labelled, e.g. ``decoded 220.0 of 248.5 s (…)``), ``model`` (name/version),
+``aggregate``, ``error`` and ``error_reason`` (null unless the file could not be
+labelled), ``labeled_at``.
 
 Only the label job's driver writes, one part at a time, atomically, holding the
 folder's lock (:mod:`genre.store`); :func:`read_results` returns one row per path
@@ -70,6 +72,7 @@ def results_schema(labels: list[str], *, tags: bool = False) -> pa.Schema:
         *([pa.field("tags", _TAGS_TYPE)] if tags else []),
         pa.field("n_segments", pa.int32()),
         pa.field("duration_s", pa.float32()),
+        pa.field("warning", pa.string()),
         pa.field("model", pa.string(), nullable=False),
         pa.field("aggregate", pa.string(), nullable=False),
         pa.field("error", pa.string()),
@@ -120,6 +123,10 @@ def results_table(
             )
         cols["n_segments"].append(int(r["n_segments"]))
         cols["duration_s"].append(float(r["duration_s"]) if r["duration_s"] else None)
+        warning = r.get("warning")  # "" or NaN (from Ray Data) when none
+        cols["warning"].append(
+            warning if not bad and isinstance(warning, str) and warning else None
+        )
         cols["model"].append(model)
         cols["aggregate"].append(aggregate)
         cols["error"].append(r["error"] or None)

@@ -291,12 +291,15 @@ class ShardStore:
         return manifest
 
     def write_errors(self, rows: list[dict[str, str]]) -> str:
-        """Replace ``_errors.parquet`` with this run's failures (``path, track_id, reason,
-        message``)."""
+        """Replace ``_errors.parquet`` with this run's failures and warnings (``path,
+        track_id, reason, message, severity``): ``severity`` is ``error`` for a skipped
+        file, ``warning`` for one extracted from less than its header promised (``reason``
+        is then the warning's kind)."""
+        rows = [{"severity": "error", **r} for r in rows]
         table = pa.table(
             {
                 key: pa.array([r[key] for r in rows], pa.string())
-                for key in ("path", "track_id", "reason", "message")
+                for key in ("path", "track_id", "reason", "message", "severity")
             }
         )
         sink = pa.BufferOutputStream()

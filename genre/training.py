@@ -146,6 +146,20 @@ def _assign(
     return assignment, method
 
 
+def _check_finite(x: np.ndarray, track: np.ndarray) -> None:
+    """Refuse segments whose features are not finite: one NaN spreads through the
+    normalisation to every weight of every trial."""
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if bad.any():
+        tracks = list(dict.fromkeys(track[bad].tolist()))
+        shown = ", ".join(tracks[:5]) + (f" and {len(tracks) - 5} more" if len(tracks) > 5 else "")
+        raise ParameterError(
+            f"{int(bad.sum())} segments of {len(tracks)} tracks hold non-finite feature "
+            f"values ({shown}): extract the collection into a new folder (such files are now "
+            "reported as corrupt)"
+        )
+
+
 def prepare(
     segments: SegmentSet,
     *,
@@ -196,6 +210,7 @@ def prepare(
     )
     which = np.array([assignment.get(t, "") for t in track])
     x_all = stack_features({n: v[labelled] for n, v in segments.features.items()}, tuple(features))
+    _check_finite(x_all, track)
     y_all = np.array([labels.index(str(g)) for g in genre], dtype=np.int32)
     data = PreparedData(
         x={},

@@ -260,6 +260,8 @@ def _label_one(args: argparse.Namespace, model: ResolvedModel) -> None:
         print(f"  {genre:<10} {prob:6.1%}  {'█' * int(round(prob * 40))}")
     if result["needs_review"]:
         print(f"  needs review: {result['review_reason']} (ood score {result['ood_score']:.2f})")
+    if result["warning"]:
+        print(f"  warning: {result['warning']}")
     if len(result["tags"]):
         print("  tags: " + ", ".join(f"{t['tag']} {t['probability']:.2f}" for t in result["tags"]))
 

@@ -102,6 +102,8 @@ def test_the_predictor_gives_model_predict_aggregated_per_track(small_model, rng
         "track_id": np.array(["t0", "t1", "t2"], object),
         "n_segments": np.array([3, 70, 1], np.int32),
         "duration_s": np.full(3, 9.0, np.float32),
+        "warning_kind": np.array(["", "", ""], object),
+        "warning": np.array(["", "", ""], object),
     }
     out = predictor(batch)
     for i, segments in enumerate(xs):

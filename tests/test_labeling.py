@@ -115,6 +115,8 @@ def test_predictor_aggregates_segments_and_leaves_failed_rows_empty(tmp_path):
         "duration_s": np.array([9.0, 0.0]),
         "reason": np.array(["", "empty"], object),
         "error": np.array(["", "q: empty"], object),
+        "warning_kind": np.array(["", ""], object),
+        "warning": np.array(["", ""], object),
     }
     out = predictor(batch)
     expected = np.exp(6.5) / (np.exp(6.5) + 1)

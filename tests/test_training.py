@@ -165,3 +165,54 @@ def test_a_resumed_trial_goes_on_from_the_newest_checkpoint_it_can_read(rng, tmp
     assert resumed_epoch("checkpoint_000001") == 1  # that one torn too: the older one
     (trial / "checkpoint_000000" / STATE_FILE).write_text("{")
     assert resumed_epoch("checkpoint_000001") == 0  # nothing readable: start again
+
+
+def test_segments_with_non_finite_features_are_refused_naming_their_tracks(rng):
+    segs = segment_set(rng)
+    segs.features["mfcc"][5, 3, 2] = np.nan  # a segment of blues/blues.00001.wav
+    segs.features["mfcc"][80, 0, 0] = np.inf  # a segment of rock/rock.00000.wav
+    with pytest.raises(ParameterError) as info:
+        prepare(segs, features=("mfcc",))
+    message = str(info.value)
+    assert message.startswith("2 segments of 2 tracks hold non-finite feature values")
+    assert "blues/blues.00001.wav" in message and "rock/rock.00000.wav" in message
+    assert prepare(segs, features=("chroma",)).labels  # the other feature is usable
+
+
+def test_tune_on_shards_with_non_finite_features_exits_2_with_one_line(rng, tmp_path):
+    from genre.shards import ShardStore, segments_table, write_shard
+    from tests.conftest import run_job
+
+    segs = segment_set(rng, per_genre=4)
+    segs.features["mfcc"][0] = np.nan
+    n = len(segs)
+    table = segments_table(
+        track_id=segs.track_id,
+        path=segs.path,
+        genre=segs.genre,
+        segment=segs.segment,
+        start_s=segs.segment.astype(np.float32) * 3,
+        duration_s=np.full(n, 12.0),
+        features={"mfcc": segs.features["mfcc"]},
+        cfg=FeatureConfig(features=("mfcc",)),
+    )
+    write_shard(str(tmp_path / "shards"), table)
+    ShardStore(str(tmp_path / "shards"), FeatureConfig(features=("mfcc",))).write_manifest()
+    result = run_job(
+        "jobs.tune",
+        str(tmp_path / "shards"),
+        "--models",
+        "mlp",
+        "--num-samples",
+        "1",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "--storage",
+        str(tmp_path / "ray"),
+        "--num-cpus",
+        "1",
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "non-finite feature values (blues/blues.00000.wav)" in lines[0]

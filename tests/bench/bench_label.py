@@ -156,6 +156,8 @@ def inference_rates(model, *, tracks: int = 256, per_track: int = 10, batch: int
                     "track_id": np.array(["t"] * n, object),
                     "n_segments": np.full(n, per_track, np.int32),
                     "duration_s": np.full(n, 30.0, np.float32),
+                    "warning_kind": np.array([""] * n, object),
+                    "warning": np.array([""] * n, object),
                 }
             )
 
