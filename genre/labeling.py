@@ -222,8 +222,7 @@ class LabelSummary:
         if self.warnings:
             lines.append(
                 "  labelled with a warning (less decoded than the header said; see the "
-                "warning column): "
-                + ", ".join(f"{k}: {n}" for k, n in self.warnings.most_common())
+                "warning column): " + ", ".join(f"{k}: {n}" for k, n in self.warnings.most_common())
             )
         if self.genres:
             lines.append("  genres: " + ", ".join(f"{g} {n}" for g, n in self.genres.most_common()))

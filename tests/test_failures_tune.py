@@ -14,6 +14,7 @@ import pytest
 
 from genre.errors import ParameterError
 from tests.conftest import run_job
+from tests.test_tune import _parents
 
 
 def _one_line(code: int, err: str) -> str:
@@ -36,19 +37,6 @@ def _label(capsys, *args: str) -> str:
 
     code = main(list(args))
     return _one_line(code, capsys.readouterr().err)
-
-
-def _parents(uri: str, experiment: str):
-    import mlflow
-
-    client = mlflow.MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return [], []
-    runs = client.search_runs([found.experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return parents, children
 
 
 # ----------------------------------------------------------------------------- --name, --fresh
@@ -193,7 +181,7 @@ def test_an_oserror_after_the_parent_run_is_created_ends_it_failed(
     settings = _settings(small_shards, tmp_path, experiment="ro")
     with pytest.raises(OSError):
         tuning.run_search(read_segments(str(small_shards)), settings, progress=False)
-    parents, _ = _parents(settings.tracking_uri, "ro")
+    parents = _parents(settings.tracking_uri, "ro")
     assert [p.info.status for p in parents] == ["FAILED"]
 
 
@@ -401,48 +389,3 @@ def test_a_second_run_of_the_same_search_is_refused_while_the_first_runs(small_s
 
 
 # ----------------------------------------------------------------------------- Ctrl-C
-
-
-@pytest.mark.slow
-def test_ctrl_c_ends_the_running_trials_runs_killed_and_leaves_no_temp_folders(
-    small_shards, tmp_path, monkeypatch
-):
-    from tests.test_tune import _interrupt_when_training
-
-    # The job's own temp dir: short (Ray's socket paths live under it), and watched alone.
-    scratch = Path(tempfile.mkdtemp(prefix="gt", dir="/tmp"))
-    monkeypatch.setenv("TMPDIR", str(scratch))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    args = [
-        str(small_shards),
-        "--models",
-        "mlp",
-        "--num-samples",
-        "2",
-        "--max-epochs",
-        "200",
-        "--patience",
-        "200",
-        "--scheduler",
-        "fifo",
-        "--tracking-uri",
-        uri,
-        "--experiment",
-        "ctrl-c",
-        "--storage",
-        str(tmp_path / "ray"),
-        "--num-cpus",
-        "2",
-    ]
-    try:
-        result = _interrupt_when_training(args, tmp_path / "ray")
-        assert result.returncode == 130, result.stderr[-3000:]
-        parents, children = _parents(uri, "ctrl-c")
-        assert [p.info.status for p in parents] == ["KILLED"]
-        assert children and all(c.info.status != "RUNNING" for c in children)
-        assert "KILLED" in {c.info.status for c in children}
-        assert sorted(p.name for p in scratch.iterdir() if p.name != "ray") == []
-    finally:
-        import shutil
-
-        shutil.rmtree(scratch, ignore_errors=True)

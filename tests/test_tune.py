@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -300,15 +301,20 @@ def test_max_epochs_below_the_default_grace_period_runs_with_artifacts_beside_th
     assert [p.info.status for p in _parents(f"sqlite:///{db}", "genre")] == ["FINISHED"]
 
 
-def _parents(uri: str, experiment: str):
+def _runs(uri: str, experiment: str) -> list:
     import mlflow
 
     client = mlflow.MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return []
-    runs = client.search_runs([found.experiment_id])
-    return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    return [] if found is None else client.search_runs([found.experiment_id])
+
+
+def _parents(uri: str, experiment: str):
+    return [r for r in _runs(uri, experiment) if "mlflow.parentRunId" not in r.data.tags]
+
+
+def _children(uri: str, experiment: str):
+    return [r for r in _runs(uri, experiment) if "mlflow.parentRunId" in r.data.tags]
 
 
 def _checkpoint_since(storage: Path, started: float) -> bool:
@@ -362,7 +368,12 @@ def _interrupt_when_training(args: list[str], storage: Path) -> subprocess.Compl
         return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read() + how)
 
 
-def test_ctrl_c_ends_the_parent_run_as_killed_and_a_rerun_reuses_it(small_shards, tmp_path):
+def test_ctrl_c_ends_parent_and_trial_runs_killed_leaves_no_temp_folder_and_a_rerun_resumes(
+    small_shards, tmp_path, monkeypatch
+):
+    # The job's own temp dir: short (Ray's socket paths live under it), and watched alone.
+    scratch = Path(tempfile.mkdtemp(prefix="gt", dir="/tmp"))
+    monkeypatch.setenv("TMPDIR", str(scratch))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     args = [
         str(small_shards),
@@ -385,11 +396,20 @@ def test_ctrl_c_ends_the_parent_run_as_killed_and_a_rerun_reuses_it(small_shards
         "--num-cpus",
         "2",
     ]
-    first = _interrupt_when_training(args, tmp_path / "ray")
-    assert first.returncode == 130, first.stderr[-3000:]
-    assert "re-run the same command" in first.stderr
+    try:
+        first = _interrupt_when_training(args, tmp_path / "ray")
+        assert first.returncode == 130, first.stderr[-3000:]
+        assert "re-run the same command" in first.stderr
+        # the trials running at the interrupt are ended too, and their checkpoint
+        # scratch folders are gone (Ray's own session folder stays under "ray")
+        assert sorted(p.name for p in scratch.iterdir() if p.name != "ray") == []
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     parents = _parents(uri, "ctrl-c")
     assert [p.info.status for p in parents] == ["KILLED"]
+    children = _children(uri, "ctrl-c")
+    assert children and all(c.info.status != "RUNNING" for c in children)
+    assert "KILLED" in {c.info.status for c in children}
     second = _interrupt_when_training(args, tmp_path / "ray")
     assert second.returncode == 130, second.stderr[-3000:]
     again = _parents(uri, "ctrl-c")
