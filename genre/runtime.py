@@ -90,13 +90,17 @@ def _loopback_only() -> Iterator[None]:
     """
     from ray._private import ray_constants
 
-    saved = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(_CLUSTER_SWITCH)
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    # A private constant: a Ray without it keeps its own default (the loopback test says so).
+    known = hasattr(ray_constants, "ENABLE_RAY_CLUSTER")
+    saved = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None), os.environ.get(_CLUSTER_SWITCH)
+    if known:
+        ray_constants.ENABLE_RAY_CLUSTER = False
     os.environ[_CLUSTER_SWITCH] = "0"  # the processes ray.init starts see the same
     try:
         yield
     finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved[0]
+        if known:
+            ray_constants.ENABLE_RAY_CLUSTER = saved[0]
         if saved[1] is None:
             os.environ.pop(_CLUSTER_SWITCH, None)
         else:
