@@ -11,11 +11,13 @@ The order of fitting, all on the validation tracks (:func:`fit_calibration`): th
 temperature first, then the review threshold and the out-of-taxonomy threshold on the
 *calibrated* probabilities, which are what :func:`apply` scores at label time. The result is
 a :class:`Calibration`, stored as a plain JSON dict in the model card's ``calibration``.
-Pure numpy/scipy (matplotlib for the figure); no Ray, MLflow or TensorFlow.
+numpy, scipy and scikit-learn's metrics (matplotlib for the figure); no Ray, MLflow or
+TensorFlow.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import brier_score_loss
 
 from genre.errors import ParameterError
 from genre.ood import (  # noqa: F401
@@ -149,19 +153,21 @@ def reliability_bins(probs: np.ndarray, y: np.ndarray, *, bins: int = 15) -> dic
         raise ParameterError(f"bins={bins} must be a positive integer")
     p = _probs(probs)
     y = _labels(y, len(p), p.shape[1])
-    conf = p.max(axis=1)
-    correct = (p.argmax(axis=1) == y).astype(np.float64)
-    idx = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)
-    count = np.bincount(idx, minlength=bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(idx, weights=conf, minlength=bins) / count
-        accuracy = np.bincount(idx, weights=correct, minlength=bins) / count
-    return {
-        "edges": np.linspace(0.0, 1.0, bins + 1),
-        "confidence": mean_conf,
-        "accuracy": accuracy,
-        "count": count,
-    }
+    # Rows may sum to 1 within 1e-3 (the guard's tolerance), so a top probability can pass
+    # 1 by rounding; calibration_curve rejects that.
+    conf = np.minimum(p.max(axis=1), 1.0)
+    correct = (p.argmax(axis=1) == y).astype(np.int64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    # calibration_curve gives the non-empty bins only, without counts, while the figure
+    # and the ECE need every bin and its count: count with its rule (searchsorted on the
+    # inner edges, so bins are closed on the right) and put its values back in place.
+    count = np.bincount(np.searchsorted(edges[1:-1], conf), minlength=bins)
+    accuracy, mean_conf = np.full(bins, np.nan), np.full(bins, np.nan)
+    full = count > 0
+    accuracy[full], mean_conf[full] = calibration_curve(
+        correct, conf, n_bins=bins, strategy="uniform"
+    )
+    return {"edges": edges, "confidence": mean_conf, "accuracy": accuracy, "count": count}
 
 
 def expected_calibration_error(probs: np.ndarray, y: np.ndarray, *, bins: int = 15) -> float:
@@ -180,9 +186,16 @@ def brier_score(probs: np.ndarray, y: np.ndarray) -> float:
     """
     p = _probs(probs)
     y = _labels(y, len(p), p.shape[1])
-    onehot = np.zeros_like(p)
-    onehot[np.arange(len(y)), y] = 1.0
-    return float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
+    with warnings.catch_warnings():
+        # The guard above accepts rows that sum to 1 within 1e-3 (float32 model outputs);
+        # scikit-learn warns beyond 1.5e-8 and rejects a probability over 1.
+        warnings.filterwarnings("ignore", "The y_prob values do not sum to one", UserWarning)
+        # scale_by_half=False: the sum over classes for every K (scikit-learn halves it for
+        # K = 2 by default), so scores from two- and many-genre models compare.
+        score = brier_score_loss(
+            y, np.minimum(p, 1.0), labels=np.arange(p.shape[1]), scale_by_half=False
+        )
+    return float(score)
 
 
 def plot_reliability(

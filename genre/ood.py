@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
+from sklearn.covariance import ledoit_wolf_shrinkage
+from sklearn.metrics import roc_auc_score
 
 from genre.errors import ParameterError
 
@@ -103,10 +104,11 @@ class MahalanobisOOD:
     """Distance of an embedding to the nearest class mean, under one shared covariance.
 
     The within-class covariance of the standardised training embeddings is shrunk toward
-    the identity (Ledoit & Wolf 2004's analytic weight, or a fixed ``shrinkage``); its
-    ``components`` largest eigen-directions are kept with their variances, and the rest
-    share one variance (their mean), so the card stays small (``components × dims``
-    numbers) and the score exact when ``components`` ≥ the covariance's rank.
+    the identity (Ledoit & Wolf 2004's analytic weight, from scikit-learn, or a fixed
+    ``shrinkage``); its ``components`` largest eigen-directions are kept with their
+    variances, and the rest share one variance (their mean), so the card stays small
+    (``components × dims`` numbers) and the score exact when ``components`` ≥ the
+    covariance's rank.
     Parameters are float32, so :meth:`to_dict`/:meth:`from_dict` give identical scores.
 
     Attributes
@@ -152,10 +154,12 @@ class MahalanobisOOD:
         _, s, vt = np.linalg.svd(r / np.sqrt(n), full_matrices=False)
         eig = s**2  # eigenvalues of the sample covariance S = rᵀr / n
         mu = eig.sum() / d
-        if shrinkage is None:  # Ledoit-Wolf: ||S||_F² = Σ eig², Σ_i ||x_i x_iᵀ − S||² below
-            delta = max(np.sum(eig**2) - 2 * mu * eig.sum() + d * mu**2, 1e-300)
-            beta = (np.sum(np.sum(r**2, axis=1) ** 2) - n * np.sum(eig**2)) / n**2
-            shrinkage = float(np.clip(beta / delta, 1e-6, 1.0))
+        if shrinkage is None:
+            # The weight alone (LedoitWolf(assume_centered=True).fit(r).shrinkage_): the covariance
+            # itself comes from the SVD above, kept to `components` directions. The floor
+            # keeps every shrunk variance above 0 where S is rank-deficient.
+            lw = ledoit_wolf_shrinkage(r, assume_centered=True)
+            shrinkage = float(np.clip(lw, 1e-6, 1.0))
         k = min(int(components), len(eig), d)
         shrunk = (1 - shrinkage) * eig + shrinkage * mu
         rest = d - k
@@ -227,8 +231,10 @@ def ood_threshold(scores_in_val: np.ndarray, *, quantile: float = 0.95) -> float
 
 
 def auroc(scores_in: np.ndarray, scores_out: np.ndarray) -> float:
-    """P(an out-of-taxonomy score > an in-taxonomy score), ties counting half (Mann-Whitney U)."""
+    """P(an out-of-taxonomy score > an in-taxonomy score), ties counting half (Mann-Whitney U).
+
+    scikit-learn's ``roc_auc_score`` with out of taxonomy as the positive class.
+    """
     s_in, s_out = _scores(scores_in, "scores_in"), _scores(scores_out, "scores_out")
-    ranks = rankdata(np.concatenate([s_in, s_out]))  # ties get the average rank
-    u = ranks[len(s_in) :].sum() - len(s_out) * (len(s_out) + 1) / 2
-    return float(u / (len(s_in) * len(s_out)))
+    is_out = np.concatenate([np.zeros(len(s_in)), np.ones(len(s_out))])
+    return float(roc_auc_score(is_out, np.concatenate([s_in, s_out])))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
 from scipy.special import softmax
+from sklearn.covariance import LedoitWolf
 
 from genre.calibration import (
     Calibration,
@@ -142,6 +144,29 @@ def test_reliability_bins_put_confidence_one_in_last_bin():
     assert np.isnan(r["confidence"][0])
 
 
+def test_reliability_bins_are_closed_on_the_right():
+    # 0.6 is on the edge between bins 5 and 6 of 10: it belongs to (0.5, 0.6], bin 5.
+    probs = np.array([[0.6, 0.4], [0.4, 0.6], [0.65, 0.35]])
+    r = reliability_bins(probs, np.array([0, 1, 1]), bins=10)
+    assert r["count"].tolist() == [0, 0, 0, 0, 0, 2, 1, 0, 0, 0]
+    assert r["accuracy"][5] == 1.0 and r["accuracy"][6] == 0.0
+    assert r["confidence"][5] == pytest.approx(0.6) and r["confidence"][6] == pytest.approx(0.65)
+
+
+def test_brier_score_is_not_halved_for_two_genres():
+    # scikit-learn halves the two-class score by default; ours stays the sum over classes.
+    assert brier_score(np.array([[1.0, 0.0]]), np.array([1])) == pytest.approx(2.0)
+
+
+def test_float32_rows_that_sum_to_one_within_tolerance_are_scored_quietly():
+    probs = np.array([[0.7002, 0.3], [1.0004, 0.0]], dtype=np.float32)  # sums 1.0002, 1.0004
+    y = np.array([0, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert brier_score(probs, y) == pytest.approx(((0.2998**2 + 0.09) + 2.0) / 2, abs=1e-3)
+        assert reliability_bins(probs, y, bins=10)["count"][-1] == 1
+
+
 def test_plot_reliability_writes_png(rng, tmp_path):
     probs, y = simulate(rng, tracks=300, power=4.0)
     after = temperature_scale(probs, temperature=4.0)
@@ -267,6 +292,21 @@ def test_mahalanobis_json_round_trip_gives_identical_scores(rng):
     again = MahalanobisOOD.from_dict(json.loads(json.dumps(model.to_dict())))
     queries = rng.normal(scale=5.0, size=(20, 12))
     np.testing.assert_array_equal(again.score(queries), model.score(queries))
+
+
+def test_mahalanobis_default_shrinkage_is_ledoit_wolf(rng):
+    x, y, _, _ = clusters(rng, tracks=200, dims=10)
+    x = x @ rng.normal(size=(10, 10))  # correlated features, so the weight is inside (0, 1)
+    means = np.stack([x[y == c].mean(axis=0) for c in range(3)])
+    resid = x - means[y]
+    weight = LedoitWolf(assume_centered=True).fit(resid / resid.std(axis=0)).shrinkage_
+    assert 0.0 < weight < 1.0
+    queries = rng.normal(scale=5.0, size=(10, 10))
+    np.testing.assert_allclose(
+        MahalanobisOOD.fit(x, y, components=4).score(queries),
+        MahalanobisOOD.fit(x, y, components=4, shrinkage=weight).score(queries),
+        rtol=1e-6,
+    )
 
 
 # --- Calibration, fit_calibration, apply -------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import classification_report
 
 from genre.errors import ParameterError
 from genre.report import (
@@ -64,6 +65,31 @@ def test_evaluate_gives_confusion_precision_recall_and_most_confused():
     assert report["most_confused"] == [["a", "b", 1], ["c", "a", 1]]
     text = classification_report_text(report)
     assert "most confused" in text and "macro f1" in text
+
+
+def test_macro_f1_leaves_out_genres_without_tracks():
+    # "c" has no tracks but one prediction: F1 0, not in the mean (a: 2/3, b: 2/3).
+    report = evaluate(
+        y_true=np.array([0, 0, 1, 1]), probs=np.eye(3)[[0, 2, 1, 1]], labels=["a", "b", "c"]
+    )
+    assert report["per_genre"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert report["macro_f1"] == pytest.approx((2 / 3 + 1.0) / 2)
+
+
+def test_classification_report_text_is_scikit_learns_table_of_the_confusion():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    y_pred = np.array([0, 1, 1, 1, 2, 0])
+    text = classification_report_text(
+        evaluate(y_true=y, probs=np.eye(3)[y_pred], labels=["a", "b", "c"])
+    )
+    table = classification_report(y, y_pred, target_names=["a", "b", "c"], digits=3)
+    assert text.startswith(table.rstrip() + "\n")
+    assert "macro f1 over the genres with tracks: 0.656" in text
+
+
+def test_evaluate_rejects_class_ids_outside_the_labels():
+    with pytest.raises(ParameterError, match=r"\[0, 2\)"):
+        evaluate(y_true=np.array([0, 2]), probs=np.eye(2), labels=["a", "b"])
 
 
 def test_pictures_are_written_as_png(tmp_path, rng):
