@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from genre.errors import ParameterError
@@ -27,6 +28,7 @@ __all__ = [
     "SCHEDULERS",
     "FeatureConfig",
     "SearchSettings",
+    "default_storage",
 ]
 
 #: Hand-crafted features in canonical order: ``(frames, bins)`` matrices from one STFT.
@@ -234,7 +236,7 @@ class SearchSettings:
     experiment: str = "genre"
     register_as: str = "genre"
     alias: str = "champion"
-    storage: str = "ray_results"
+    storage: str = ""  # "": default_storage(tracking_uri)
     name: str | None = None
     learning_rate: tuple[float, float] = (3e-4, 3e-3)
     batch_sizes: tuple[int, ...] = (32, 64)
@@ -255,6 +257,8 @@ class SearchSettings:
         from genre.models import MODEL_KINDS
 
         object.__setattr__(self, "models", tuple(self.models))
+        if not self.storage:
+            object.__setattr__(self, "storage", default_storage(self.tracking_uri))
         unknown = [m for m in self.models if m not in MODEL_KINDS]
         if unknown or not self.models:
             raise ParameterError(
@@ -333,6 +337,20 @@ class SearchSettings:
             :10
         ]
         return "search-" + digest
+
+
+def default_storage(tracking_uri: str) -> str:
+    """Where Ray Tune keeps a search's state when no ``--storage`` is given.
+
+    Beside a ``sqlite:///PATH.db`` tracking database (``<its folder>/ray_results``, as
+    the runs' artifacts go to ``<its folder>/mlartifacts``), so a search's state and its
+    runs stay together; for any other tracking store ``~/ray_results``, Ray Tune's own
+    default. The working directory only when the database is there.
+    """
+    if tracking_uri.startswith("sqlite:///"):
+        database = Path(tracking_uri[len("sqlite:///") :].split("?", 1)[0]).expanduser()
+        return str(database.resolve().parent / "ray_results")
+    return os.path.expanduser("~/ray_results")
 
 
 def _positive_int(flag: str, value: Any) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -515,6 +516,7 @@ def _extract_on_ray(
     """Run the extraction plan over ``todo`` on Ray Data; count into ``summary``; return
     the skips."""
     import ray
+    from ray.util.annotations import RayDeprecationWarning
 
     from genre.runtime import init_ray
 
@@ -525,13 +527,18 @@ def _extract_on_ray(
     ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_shard))
     kwargs = {"cfg": cfg, "output": output, "max_duration_s": max_duration_s}
     # Ray Data retries a dead worker's task forever by default; the crash journal
-    # needs three runs of a batch to skip its culprit, so allow exactly that.
+    # needs three runs of a batch to skip its culprit, so allow exactly that. Ray 2.60
+    # names no parameter for it (``DataContext.max_map_retries`` retries an exception in
+    # a live worker, not a dead one), so it goes in ``**ray_remote_args``, which Ray
+    # deprecates in favour of named ones (ray-project/ray#65227): hide that one warning.
     tasks = {"batch_size": per_shard, "batch_format": "numpy", "max_retries": TASK_RETRIES}
-    if not cfg.extractors:
-        ds = ds.map_batches(extract_batch, fn_kwargs=kwargs, num_cpus=1, **tasks)
-    else:
-        ds = ds.map_batches(_prepared_groups, fn_kwargs=kwargs, num_cpus=1, **tasks)
-        ds = _embedding_stage(ds, cfg=cfg, output=output, cpus=cpus, gpus=gpus_per_worker)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", RayDeprecationWarning)
+        if not cfg.extractors:
+            ds = ds.map_batches(extract_batch, fn_kwargs=kwargs, num_cpus=1, **tasks)
+        else:
+            ds = ds.map_batches(_prepared_groups, fn_kwargs=kwargs, num_cpus=1, **tasks)
+            ds = _embedding_stage(ds, cfg=cfg, output=output, cpus=cpus, gpus=gpus_per_worker)
     errors: list[dict[str, str]] = []
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for i in range(len(batch["track_id"])):
@@ -592,5 +599,5 @@ def _embedding_stage(ds, *, cfg: FeatureConfig, output: str, cpus: float, gpus: 
         compute=pool,
         num_cpus=1,
         num_gpus=gpus,
-        max_task_retries=TASK_RETRIES,
+        max_task_retries=TASK_RETRIES,  # a deprecated remote arg: see _extract_on_ray
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -414,6 +415,7 @@ def _pipeline(
 ):
     """The Ray Data plan: decode + features (CPU tasks) → predictor actors."""
     import ray
+    from ray.util.annotations import RayDeprecationWarning
 
     from genre.runtime import cluster_gpus
 
@@ -429,9 +431,12 @@ def _pipeline(
     per_task = max(1, min(settings.tracks_per_task, -(-len(todo) // int(max(1, 2 * cpus)))))
     n_tags, extractors = tag_plan(card, settings.tags)
     own = card.feature_config.extractors
-    return (
-        ray.data.from_items(todo, override_num_blocks=max(1, -(-len(todo) // per_task)))
-        .map_batches(
+    ds = ray.data.from_items(todo, override_num_blocks=max(1, -(-len(todo) // per_task)))
+    # max_retries has no named parameter in Ray 2.60, and ``**ray_remote_args`` warns
+    # that it is deprecated: hide that one warning (see genre.extraction._extract_on_ray).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", RayDeprecationWarning)
+        ds = ds.map_batches(
             featurize_batch,
             batch_size=per_task,
             batch_format="numpy",
@@ -446,27 +451,26 @@ def _pipeline(
                 "patches_too": bool(extractors) and not own,
             },
         )
-        .map_batches(
-            Predictor,
-            batch_size=per_task,
-            batch_format="numpy",
-            compute=pool,
-            num_gpus=gpus,
-            # No CPU reservation: a predictor is busy a fraction of the time, and
-            # reserving even half a CPU would leave a 2-CPU machine one decoding task.
-            num_cpus=0,
-            fn_constructor_kwargs={
-                "model_bytes": (ray.put(model.keras_bytes),),
-                "labels": card.labels,
-                "aggregate": settings.aggregate or card.aggregate,
-                "top_k": min(settings.top_k, len(card.labels)),
-                "batch_size": settings.batch_size or (GPU_BATCH if gpus else CPU_BATCH),
-                "features": card.features,
-                "extractors": extractors,
-                **review_kwargs(card, min_confidence=settings.min_confidence),
-                "tags": n_tags,
-            },
-        )
+    return ds.map_batches(
+        Predictor,
+        batch_size=per_task,
+        batch_format="numpy",
+        compute=pool,
+        num_gpus=gpus,
+        # No CPU reservation: a predictor is busy a fraction of the time, and
+        # reserving even half a CPU would leave a 2-CPU machine one decoding task.
+        num_cpus=0,
+        fn_constructor_kwargs={
+            "model_bytes": (ray.put(model.keras_bytes),),
+            "labels": card.labels,
+            "aggregate": settings.aggregate or card.aggregate,
+            "top_k": min(settings.top_k, len(card.labels)),
+            "batch_size": settings.batch_size or (GPU_BATCH if gpus else CPU_BATCH),
+            "features": card.features,
+            "extractors": extractors,
+            **review_kwargs(card, min_confidence=settings.min_confidence),
+            "tags": n_tags,
+        },
     )
 
 

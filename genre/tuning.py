@@ -34,14 +34,10 @@ from genre.errors import ParameterError, first_line
 from genre.models import HEAD_KINDS, SEED_KINDS
 from genre.shards import SegmentSet
 from genre.store import FolderLock, filesystem, is_uri
-from genre.tracking import (  # noqa: F401
-    _EPOCH_METRICS,
+from genre.tracking import (
     MlflowTrialLogger,
-    SearchOutcome,  # noqa: F401
-    _calibration_line,
+    SearchOutcome,
     _log_champion,
-    _log_model,
-    _log_search_artifacts,
     _register,
     _trial_artifacts,
     check_model_name,

@@ -149,7 +149,8 @@ def _add_run_flags(p: argparse.ArgumentParser, S) -> None:
     p.add_argument(
         "--storage",
         default=S.storage,
-        help="where Ray Tune keeps trial state (local folder or s3://)",
+        help="where Ray Tune keeps trial state (local folder or s3://; default: beside a "
+        "sqlite:/// tracking database, else ~/ray_results)",
     )
     p.add_argument(
         "--name",

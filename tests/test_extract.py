@@ -169,3 +169,33 @@ def test_uris_go_through_pyarrow_filesystems(corpus, tmp_path):
     rows = _rows(out)
     assert rows.track_id.nunique() == 7 and rows.path.str.startswith("file://").all()
     assert "7 tracks → 16 segments" in result.stdout and f"{len(bad)} skipped" in result.stdout
+
+
+@pytest.mark.parametrize("features", [("mfcc",), ("musicnn_msd",)], ids=["tasks", "actors"])
+def test_the_extract_plan_raises_no_ray_deprecation_warning(
+    ray_local, tmp_path, monkeypatch, features
+):
+    import warnings
+
+    from ray.util.annotations import RayDeprecationWarning
+
+    from genre.config import FeatureConfig
+    from genre.corpus import Track
+    from genre.extraction import ExtractSummary, _extract_on_ray
+
+    # Ray warns when map_batches is called: build the plan, then iterate over nothing.
+    monkeypatch.setattr(ray_local.data.Dataset, "iter_batches", lambda self, **kw: iter(()))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _extract_on_ray(
+            [Track(path=str(tmp_path / "a.wav"), track_id="a", genre="blues")],
+            ExtractSummary(output=str(tmp_path)),
+            cfg=FeatureConfig(features=features),
+            output=str(tmp_path),
+            address=None,
+            num_cpus=None,
+            tracks_per_shard=None,
+            max_duration_s=60.0,
+            gpus_per_worker=0.0,
+        )
+    assert [str(w.message) for w in caught if issubclass(w.category, RayDeprecationWarning)] == []

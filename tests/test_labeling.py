@@ -123,3 +123,27 @@ def test_predictor_aggregates_segments_and_leaves_failed_rows_empty(tmp_path):
     assert out["genre"][0] == "hi" and out["confidence"][0] == pytest.approx(expected, rel=1e-5)
     assert list(out["top_genres"][0]) == ["hi", "lo"]
     assert out["genre"][1] is None and np.isnan(out["p_hi"][1])
+
+
+@pytest.mark.slow
+def test_the_label_plan_raises_no_ray_deprecation_warning(ray_local, tmp_path):
+    import warnings
+
+    from ray.util.annotations import RayDeprecationWarning
+
+    from genre.card import ModelCard
+    from genre.labeling import LabelModel, LabelSettings, _pipeline
+
+    card = ModelCard(
+        labels=("a", "b"), features=("mfcc",), feature_config=FeatureConfig(features=("mfcc",))
+    )
+    model = LabelModel(uri="models:/m/1", name="m/1", card=card, keras_bytes=b"")
+    with warnings.catch_warnings(record=True) as caught:  # Ray warns when the plan is built
+        warnings.simplefilter("always")
+        _pipeline(
+            [{"path": str(tmp_path / "a.wav")}],
+            str(tmp_path),
+            model=model,
+            settings=LabelSettings(),
+        )
+    assert [str(w.message) for w in caught if issubclass(w.category, RayDeprecationWarning)] == []

@@ -531,3 +531,20 @@ def test_the_champion_is_calibrated_on_validation_tracks_and_reports_it(tuned, c
     assert (
         "calibration (fitted on" in tuned.result.stdout and "needs review:" in tuned.result.stdout
     )
+
+
+def test_default_storage_is_beside_the_sqlite_database_not_the_working_directory(
+    tmp_path, monkeypatch
+):
+    from genre.tuning import _search_path
+    from jobs.tune import _parser, _settings
+
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    args = _parser().parse_args(["shards", "--models", "mlp"])
+    beside = _settings(args, "shards", f"sqlite:///{tmp_path}/db/mlflow.db")
+    assert _search_path(beside).startswith(f"{tmp_path / 'db' / 'ray_results'}/")
+    served = _settings(args, "shards", "http://127.0.0.1:5000")
+    assert _search_path(served).startswith(f"{tmp_path / 'home' / 'ray_results'}/")
+    assert list((tmp_path / "cwd").iterdir()) == []
