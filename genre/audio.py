@@ -566,8 +566,10 @@ def _decode_windows(
     rate = reader.native_rate
     frames = int(round(segment_seconds * rate))
     needed = segment_seconds * max_segments * 2 * rate
-    if not reader.exact and 0 < reader.declared_frames < needed / 2:
-        return None  # clearly short, whatever the estimate's error: decode it whole
+    if not reader.exact and 0 < reader.declared_frames <= needed:
+        # Short by its header: decode it whole (the caller keeps spread segments of
+        # whatever decodes, so an estimate that was too low costs time, never windows).
+        return None
     length = reader.declared_frames if reader.exact else reader.packet_frames()
     if length <= needed:
         return None
