@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genre.config import AGGREGATES, FeatureConfig
+from genre.config import AGGREGATES, FeatureConfig, sqlite_path
 from genre.errors import ConfigMismatchError, ParameterError, first_line
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
     "resolve",
     "check_tracking_uri",
     "check_tracking_scheme",
-    "sqlite_path",
 ]
 
 #: Key of the card in the MLflow model's metadata.
@@ -353,14 +352,6 @@ def check_tracking_uri(uri: str) -> None:
     for key, value in _HTTP_BOUNDS.items():
         os.environ.setdefault(key, value)
     _probe_api(uri)
-
-
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` tracking URI (``None`` for other URIs and
-    for an in-memory database)."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    return Path(tracking_uri[len("sqlite:///") :].split("?", 1)[0]).expanduser().resolve()
 
 
 def _probe_api(uri: str) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "FeatureConfig",
     "SearchSettings",
     "default_storage",
+    "sqlite_path",
 ]
 
 #: Hand-crafted features in canonical order: ``(frames, bins)`` matrices from one STFT.
@@ -347,10 +348,18 @@ def default_storage(tracking_uri: str) -> str:
     runs stay together; for any other tracking store ``~/ray_results``, Ray Tune's own
     default. The working directory only when the database is there.
     """
-    if tracking_uri.startswith("sqlite:///"):
-        database = Path(tracking_uri[len("sqlite:///") :].split("?", 1)[0]).expanduser()
-        return str(database.resolve().parent / "ray_results")
+    database = sqlite_path(tracking_uri)
+    if database is not None:
+        return str(database.parent / "ray_results")
     return os.path.expanduser("~/ray_results")
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (``None`` for other URIs and
+    for an in-memory database)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri[len("sqlite:///") :].split("?", 1)[0]).expanduser().resolve()
 
 
 def _positive_int(flag: str, value: Any) -> None:

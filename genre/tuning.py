@@ -28,8 +28,8 @@ from typing import Any
 
 from ray.tune import Callback
 
-from genre.card import METADATA_KEY, check_tracking_scheme, check_tracking_uri, sqlite_path
-from genre.config import FeatureConfig, SearchSettings
+from genre.card import METADATA_KEY, check_tracking_scheme, check_tracking_uri
+from genre.config import FeatureConfig, SearchSettings, sqlite_path
 from genre.errors import ParameterError, first_line
 from genre.models import HEAD_KINDS, SEED_KINDS
 from genre.shards import SegmentSet
