@@ -146,34 +146,29 @@ def _mp3_damaged_tail(path, y, rate):
     path.write_bytes(bytes(data))
 
 
-def _mp3_tagged(path, y, rate):
+def _mp3_wrapped(path, y, rate, *, before: bytes, after: bytes = b"", **kw):
+    """An mp3 with no tag of the muxer's own, between ``before`` and ``after`` bytes."""
     bare = path.with_suffix(".bare")
-    encode(
-        bare,
+    encode(bare, y, sample_rate=rate, codec="libmp3lame", container="mp3", **kw)
+    path.write_bytes(before + bare.read_bytes() + after)
+    bare.unlink()
+
+
+def _mp3_tagged(path, y, rate):
+    _mp3_wrapped(
+        path,
         y,
-        sample_rate=rate,
-        codec="libmp3lame",
-        container="mp3",
+        rate,
+        before=_id3v2(200_000),
+        after=_ape_tag() + _id3v1(),
         bit_rate=128_000,
         muxer_options={"id3v2_version": "0", "write_xing": "0"},
     )
-    path.write_bytes(_id3v2(200_000) + bare.read_bytes() + _ape_tag() + _id3v1())
-    bare.unlink()
 
 
 def _mp3_junk_first(path, y, rate):
-    bare = path.with_suffix(".bare")
-    encode(
-        bare,
-        y,
-        sample_rate=rate,
-        codec="libmp3lame",
-        container="mp3",
-        muxer_options={"id3v2_version": "0"},
-    )
     junk = bytes(np.random.default_rng(3).integers(0, 0xE0, 4096, dtype=np.uint8))
-    path.write_bytes(junk + bare.read_bytes())
-    bare.unlink()
+    _mp3_wrapped(path, y, rate, before=junk, muxer_options={"id3v2_version": "0"})
 
 
 def _ffmpeg(codec, container, **kw):
