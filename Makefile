@@ -46,6 +46,7 @@ eval-ood: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check genre jobs tests
 	$(PY) -m ruff format --check genre jobs tests
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

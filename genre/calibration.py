@@ -25,8 +25,6 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
-from sklearn.calibration import calibration_curve
-from sklearn.metrics import brier_score_loss
 
 from genre.errors import ParameterError
 from genre.ood import (  # noqa: F401
@@ -149,6 +147,8 @@ def reliability_bins(probs: np.ndarray, y: np.ndarray, *, bins: int = 15) -> dic
         ``edges`` (bins + 1,); ``confidence``, ``accuracy`` (bins,), NaN where a bin is
         empty; ``count`` (bins,) int.
     """
+    from sklearn.calibration import calibration_curve  # 1.9 s to import: only here
+
     if not isinstance(bins, (int, np.integer)) or bins < 1:
         raise ParameterError(f"bins={bins} must be a positive integer")
     p = _probs(probs)
@@ -184,6 +184,8 @@ def brier_score(probs: np.ndarray, y: np.ndarray) -> float:
     Ranges over ``[0, 2]``: 0 for certain and right, 2 for certain and wrong, ``1 − 1/K``
     for a uniform guess. (Not divided by the number of classes.)
     """
+    from sklearn.metrics import brier_score_loss  # 1.9 s to import: only here
+
     p = _probs(probs)
     y = _labels(y, len(p), p.shape[1])
     with warnings.catch_warnings():

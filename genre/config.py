@@ -17,9 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from genre.errors import ParameterError
+from genre.musicnn_spec import COLUMN_DIMS, MIN_SEGMENT_SAMPLES, SAMPLE_RATE, WHEEL_SHA256
 
 __all__ = [
     "FEATURES",
+    "SEED_KINDS",
+    "HEAD_KINDS",
+    "MODEL_KINDS",
     "PRETRAINED",
     "COLUMNS",
     "GENRES",
@@ -41,10 +45,19 @@ FEATURES = ("mfcc", "chroma", "mel")
 PRETRAINED = ("musicnn_msd", "musicnn_mtt")
 
 #: Suffix of each pretrained column → its length (genre.pretrained checks these).
-_PRETRAINED_DIMS = {"": 200, "_pool": 1506, "_tags": 50}
+_PRETRAINED_DIMS = COLUMN_DIMS
 
 #: Every feature column a shard may hold, in canonical order.
 COLUMNS = FEATURES + tuple(f"{p}{suffix}" for p in PRETRAINED for suffix in _PRETRAINED_DIMS)
+
+#: The seed projects' models, meant for MFCC input.
+SEED_KINDS = ("mlp", "cnn", "lstm", "gru", "cnn_lstm", "cnn_gru")
+
+#: Heads on pretrained vector features ``(dims,)`` (the other kinds take ``(frames, bins)``).
+HEAD_KINDS = ("linear", "mlp_head")
+
+#: Every model kind :func:`genre.models.build_model` knows.
+MODEL_KINDS = SEED_KINDS + ("crnn", "short_chunk_cnn") + HEAD_KINDS
 
 #: Ways to turn segment probabilities into a track's: mean, max, or a majority vote.
 AGGREGATES = ("mean", "max", "vote")
@@ -123,8 +136,6 @@ class FeatureConfig:
             object.__setattr__(self, "musicnn_weights", "")  # e.g. with_features(("mfcc",))
             return
         if not self.musicnn_weights:
-            from genre.pretrained import WHEEL_SHA256
-
             object.__setattr__(self, "musicnn_weights", WHEEL_SHA256)
         weights = self.musicnn_weights
         if not (
@@ -134,7 +145,7 @@ class FeatureConfig:
         ):
             raise ParameterError(f"musicnn_weights={weights!r} must be a sha256 in hex")
         # One musicnn patch is 187 frames of hop 256 at 16 kHz (47 616 samples).
-        if self.segment_seconds * 16000 < 186 * 256:
+        if self.segment_seconds * SAMPLE_RATE < MIN_SEGMENT_SAMPLES:
             raise ParameterError(
                 f"segment_seconds={self.segment_seconds:g}: musicnn features need segments "
                 "of at least 2.976 s"
@@ -255,8 +266,6 @@ class SearchSettings:
     grace_clamped: bool = False
 
     def __post_init__(self) -> None:
-        from genre.models import MODEL_KINDS
-
         object.__setattr__(self, "models", tuple(self.models))
         if not self.storage:
             object.__setattr__(self, "storage", default_storage(self.tracking_uri))

@@ -32,6 +32,7 @@ import numpy as np
 
 from genre.audio import AUDIO_EXTENSIONS
 from genre.errors import ParameterError, first_line
+from genre.store import is_uri
 
 __all__ = [
     "Track",
@@ -174,8 +175,6 @@ def list_tracks(root: str, *, check_genres: bool = True) -> Listing:
         ``root`` does not exist or is not a folder; genre folders differ only in case.
     """
     from pyarrow import fs as pafs
-
-    from genre.store import is_uri
 
     if is_uri(root):
         filesystem, base = pafs.FileSystem.from_uri(root)
@@ -365,7 +364,6 @@ def list_inputs(source: str) -> tuple[list[dict[str, str]], str]:
     ParameterError
         INPUT does not exist, or is a list that cannot be read or names no file.
     """
-    from genre.store import is_uri
 
     def item(path: str, track_id: str) -> dict[str, str]:
         return {"path": path, "track_id": track_id}

@@ -29,8 +29,19 @@ from pathlib import Path
 
 import numpy as np
 
+from genre import backend
+from genre.audio import load
 from genre.config import FEATURES, GENRES, FeatureConfig, SearchSettings
-from genre.models import HEAD_KINDS
+from genre.extraction import run_extract
+from genre.labeling import LabelSettings, model_from_network, read_results, resolve_model, run_label
+from genre.models import HEAD_KINDS, ModelConfig
+from genre.report import plot_genre_panels
+from genre.runtime import init_ray
+from genre.shards import read_segments
+from genre.synth import OTHER_STYLES, write_corpus, write_other
+from genre.training import fit, prepare
+from genre.tuning import run_search
+from genre.zeroshot import load_mapping, zero_shot_model
 
 __all__ = ["DemoSettings", "run_demo", "write_broken_files", "smoke_label"]
 
@@ -119,7 +130,6 @@ def run_demo(settings: DemoSettings) -> dict:
 
 
 def _synth_step(corpus: Path, settings: DemoSettings) -> Path:
-    from genre.synth import OTHER_STYLES, write_corpus, write_other
 
     t0 = _step("1/6 synth: the built-in demo corpus")
     expected = len(GENRES) * settings.per_genre + len(OTHER_STYLES) * settings.per_style
@@ -144,8 +154,6 @@ def _synth_step(corpus: Path, settings: DemoSettings) -> Path:
 
 
 def _extract_step(corpus: Path, shards: Path, settings: DemoSettings) -> None:
-    from genre.extraction import run_extract
-    from genre.runtime import init_ray
 
     _step("2/6 extract: audio → Parquet segment shards (Ray Data)")
     init_ray(num_cpus=settings.num_cpus)
@@ -154,8 +162,6 @@ def _extract_step(corpus: Path, shards: Path, settings: DemoSettings) -> None:
 
 
 def _tune_step(out: Path, settings: DemoSettings):
-    from genre.shards import read_segments
-    from genre.tuning import run_search
 
     _step("3/6 tune: Ray Tune + ASHA, logged to MLflow, best model registered")
     tracking_uri = f"sqlite:///{out / 'mlflow.db'}"
@@ -175,7 +181,6 @@ def _tune_step(out: Path, settings: DemoSettings):
 
 
 def _label_step(out: Path, corpus: Path, outcome, tracking_uri: str):
-    from genre.labeling import LabelSettings, resolve_model, run_label
 
     _step("4/6 label: the corpus plus a few broken files → results table")
     broken = write_broken_files(out / "broken")
@@ -191,8 +196,6 @@ def _label_step(out: Path, corpus: Path, outcome, tracking_uri: str):
 
 def _zero_shot_step(out: Path, corpus: Path) -> dict:
     """The corpus labelled with musicnn's tags mapped to genres: no training at all."""
-    from genre.labeling import read_results, run_label
-    from genre.zeroshot import load_mapping, zero_shot_model
 
     _step("5/6 zero-shot: musicnn's tags mapped to genres, no training")
     model = zero_shot_model(load_mapping())
@@ -216,8 +219,6 @@ def _sample(frame):
 
 def _results_step(labels: Path, zero_shot: dict):
     import pandas as pd
-
-    from genre.labeling import read_results
 
     _step("6/6 results")
     columns = [
@@ -278,9 +279,6 @@ def _figures(
 ) -> list[Path]:
     import mlflow
 
-    from genre.audio import load
-    from genre.report import plot_genre_panels
-
     figures.mkdir(parents=True, exist_ok=True)
     made = []
     for name in ("confusion_test.png", "curves_by_model.png"):
@@ -310,14 +308,6 @@ def smoke_label(output: str | None = None, *, settings=None):
     actors, results store) in well under a minute. Returns the label summary.
     """
     import tempfile
-
-    from genre import backend
-    from genre.extraction import run_extract
-    from genre.labeling import LabelSettings, model_from_network, run_label
-    from genre.models import ModelConfig
-    from genre.shards import read_segments
-    from genre.synth import write_corpus
-    from genre.training import fit, prepare
 
     settings = settings or LabelSettings()
     work = tempfile.mkdtemp(prefix="genre-label-smoke-")

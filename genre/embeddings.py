@@ -22,8 +22,19 @@ from typing import Any
 
 import numpy as np
 
+from genre.backend import gpu_count
 from genre.config import FeatureConfig
 from genre.errors import ConfigMismatchError, ParameterError
+from genre.pretrained import (
+    N_MELS,
+    PATCH_FRAMES,
+    SAMPLE_RATE,
+    TAGS,
+    WHEEL_SHA256,
+    MusicnnExtractor,
+    log_mel,
+    weights_folder,
+)
 
 __all__ = [
     "CPU_PATCHES",
@@ -45,7 +56,6 @@ SOURCE = "musicnn 0.1.0 (PyPI wheel; Pons & Serra, ISMIR 2019 LBD; ISC licence)"
 
 def patch_shape() -> tuple[int, int]:
     """``(frames, mel bands)`` of one musicnn patch: ``(187, 96)``."""
-    from genre.pretrained import N_MELS, PATCH_FRAMES
 
     return (PATCH_FRAMES, N_MELS)
 
@@ -70,8 +80,6 @@ def patches(segments: np.ndarray, *, sample_rate: int) -> np.ndarray:
         Segments that are not a finite 2-D float array, or too short for one patch.
     """
     import soxr
-
-    from genre.pretrained import SAMPLE_RATE, log_mel
 
     x = np.asarray(segments, dtype=np.float32)
     if x.ndim != 2:
@@ -102,13 +110,10 @@ class Embedder:
     """
 
     def __init__(self, extractors: tuple[str, ...], *, batch_size: int | None = None):
-        from genre.pretrained import MusicnnExtractor
 
         if not extractors:
             raise ParameterError("an Embedder needs at least one pretrained extractor")
         if batch_size is None:
-            from genre.backend import gpu_count
-
             batch_size = GPU_PATCHES if gpu_count() > 0 else CPU_PATCHES
         self.models = {name: MusicnnExtractor(name, batch_size=batch_size) for name in extractors}
 
@@ -143,7 +148,6 @@ def describe(cfg: FeatureConfig) -> dict[str, Any] | None:
     """
     if not cfg.extractors:
         return None
-    from genre.pretrained import TAGS
 
     return {
         "name": "musicnn",
@@ -169,7 +173,6 @@ def check_extractors(cfg: FeatureConfig) -> None:
     """
     if not cfg.extractors:
         return
-    from genre.pretrained import WHEEL_SHA256, weights_folder
 
     if cfg.musicnn_weights != WHEEL_SHA256:
         raise ConfigMismatchError(

@@ -28,6 +28,8 @@ from genre.config import FEATURES, FeatureConfig
 from genre.errors import ParameterError
 
 __all__ = [
+    "hann_window",
+    "mel_basis",
     "power_spectrogram",
     "extract",
     "log_mel_from_power",
@@ -45,7 +47,8 @@ _CHUNK = 4
 
 
 @functools.lru_cache(maxsize=8)
-def _window(n_fft: int) -> np.ndarray:
+def hann_window(n_fft: int) -> np.ndarray:
+    """The periodic Hann window of ``n_fft`` samples: ``(n_fft,)`` float32."""
     # Periodic Hann, as scipy.signal.get_window("hann", n_fft, fftbins=True) and librosa's
     # STFT use; written out because importing scipy.signal costs every worker ~0.5 s.
     return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
@@ -73,7 +76,7 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+def mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
     """``librosa.filters.mel(sr, n_fft, n_mels)`` transposed: ``(1 + n_fft // 2, n_mels)`` float32.
 
     Dense: a BLAS sgemm beats a sparse product here although the filters overlap
@@ -139,7 +142,7 @@ def power_spectrogram(
     pad = n_fft // 2
     padded = np.pad(x, ((0, 0), (pad, pad)))
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[:, ::hop_length]
-    spectrum = scipy.fft.rfft(frames * _window(n_fft), axis=-1)
+    spectrum = scipy.fft.rfft(frames * hann_window(n_fft), axis=-1)
     # |z|² written into one float32 array: no complex temporaries (≈30 % of this function
     # otherwise).
     power = np.multiply(spectrum.real, spectrum.real, dtype=np.float32)
@@ -159,7 +162,7 @@ def log_mel_from_power(
 ) -> np.ndarray:
     """Log-mel (dB) ``(segments, frames, n_mels)`` from a power spectrogram."""
     n, t, f = power.shape
-    mel = power.reshape(n * t, f) @ _mel_basis(sample_rate, n_fft, n_mels)
+    mel = power.reshape(n * t, f) @ mel_basis(sample_rate, n_fft, n_mels)
     return _power_to_db(mel.reshape(n, t, n_mels))
 
 

@@ -47,6 +47,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from genre.config import HEAD_KINDS, MODEL_KINDS, SEED_KINDS
 from genre.errors import ParameterError
 
 __all__ = [
@@ -58,15 +59,6 @@ __all__ = [
     "compile_model",
     "count_params",
 ]
-
-#: The seed projects' models, meant for MFCC input.
-SEED_KINDS = ("mlp", "cnn", "lstm", "gru", "cnn_lstm", "cnn_gru")
-
-#: Heads on pretrained vector features ``(dims,)`` (the other kinds take ``(frames, bins)``).
-HEAD_KINDS = ("linear", "mlp_head")
-
-#: Every model kind :func:`build_model` knows.
-MODEL_KINDS = SEED_KINDS + ("crnn", "short_chunk_cnn") + HEAD_KINDS
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.covariance import ledoit_wolf_shrinkage
-from sklearn.metrics import roc_auc_score
 
 from genre.errors import ParameterError
 
@@ -136,6 +134,8 @@ class MahalanobisOOD:
         shrinkage: float | None = None,
     ) -> MahalanobisOOD:
         """Fit on training tracks: ``embeddings`` (tracks, dims), ``y`` (tracks,) class ids."""
+        from sklearn.covariance import ledoit_wolf_shrinkage  # slow to import: only here
+
         x = np.asarray(embeddings, dtype=np.float64)
         if x.ndim != 2 or len(x) < 2 or not np.all(np.isfinite(x)):
             raise ParameterError(f"embeddings must be finite (tracks≥2, dims), got {x.shape}")
@@ -235,6 +235,8 @@ def auroc(scores_in: np.ndarray, scores_out: np.ndarray) -> float:
 
     scikit-learn's ``roc_auc_score`` with out of taxonomy as the positive class.
     """
+    from sklearn.metrics import roc_auc_score  # slow to import: only here
+
     s_in, s_out = _scores(scores_in, "scores_in"), _scores(scores_out, "scores_out")
     is_out = np.concatenate([np.zeros(len(s_in)), np.ones(len(s_out))])
     return float(roc_auc_score(is_out, np.concatenate([s_in, s_out])))

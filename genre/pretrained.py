@@ -35,8 +35,22 @@ from pathlib import Path
 import numpy as np
 import scipy.fft
 
+from genre.backend import read_tf_checkpoint
 from genre.errors import GenreError, ParameterError
-from genre.features import _mel_basis, _window
+from genre.features import hann_window, mel_basis
+from genre.musicnn_spec import (
+    EMBEDDING_DIM,
+    HOP_LENGTH,
+    INSTALL_COMMAND,
+    N_FFT,
+    N_MELS,
+    N_PARAMS,
+    PATCH_FRAMES,
+    PATCH_SAMPLES,
+    POOL_DIM,
+    SAMPLE_RATE,
+    WHEEL_SHA256,
+)
 
 __all__ = [
     "SAMPLE_RATE",
@@ -61,20 +75,6 @@ __all__ = [
     "MusicnnExtractor",
 ]
 
-SAMPLE_RATE = 16000
-N_FFT = 512
-HOP_LENGTH = 256
-N_MELS = 96
-#: Frames per patch, as musicnn's extractor computes it for 3 s:
-#: ``librosa.time_to_frames(3, sr=16000, n_fft=512, hop_length=256) + 1``.
-PATCH_FRAMES = 187
-#: One 3 s segment at 16 kHz (its 188th centred frame is not used).
-PATCH_SAMPLES = 48000
-N_PARAMS = 792_079
-EMBEDDING_DIM = 200
-POOL_DIM = 1506
-WHEEL_SHA256 = "f38a4890c648c1ddbb141c5d96d2b0a8cfcd36746002d896989f7b88beb65cfa"
-INSTALL_COMMAND = "pip install --no-deps --require-hashes -r requirements-musicnn.txt"
 
 #: The two 50-tag vocabularies, in each model's output order (from musicnn's
 #: ``configuration.py``; package data ``genre/data/musicnn_tags.json``).
@@ -226,12 +226,12 @@ def log_mel(audio: np.ndarray, *, n_frames: int = PATCH_FRAMES) -> np.ndarray:
     # Samples beyond the last kept frame play no part (nor in the reflection).
     x = x[:, : (n_frames - 1) * HOP_LENGTH + pad]
     out = np.empty((len(x), n_frames, N_MELS), dtype=np.float32)
-    basis = _mel_basis(SAMPLE_RATE, N_FFT, N_MELS)
+    basis = mel_basis(SAMPLE_RATE, N_FFT, N_MELS)
     for lo in range(0, len(x), _CHUNK):
         padded = np.pad(x[lo : lo + _CHUNK], ((0, 0), (pad, pad)), mode="reflect")
         frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT, axis=-1)[:, ::HOP_LENGTH]
         frames = frames[:, :n_frames]
-        spectrum = scipy.fft.rfft(frames * _window(N_FFT), axis=-1)
+        spectrum = scipy.fft.rfft(frames * hann_window(N_FFT), axis=-1)
         power = np.multiply(spectrum.real, spectrum.real, dtype=np.float32)
         power += np.square(spectrum.imag, dtype=np.float32)
         mel = power @ basis
@@ -404,7 +404,6 @@ def build_musicnn(*, n_frames: int = PATCH_FRAMES, n_tags: int = 50):
 
 def _read_checkpoint(folder: Path) -> dict[str, np.ndarray]:
     """Every non-optimizer variable of a TF1 checkpoint, by name."""
-    from genre.backend import read_tf_checkpoint
 
     return {
         name: value

@@ -10,13 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (
-    classification_report,
-    confusion_matrix,
-    precision_recall_fscore_support,
-)
 
+from genre.config import FeatureConfig
 from genre.errors import ParameterError
+from genre.features import extract
 
 __all__ = [
     "segment_to_track",
@@ -92,6 +89,9 @@ def evaluate(*, y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> dic
         support), ``confusion`` (rows = true class) and ``most_confused`` (up to five
         ``[true, predicted, count]``, most frequent first).
     """
+    # scikit-learn takes ~1.9 s to import: label workers that never evaluate skip it.
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs)
     k = len(labels)
@@ -142,6 +142,8 @@ def classification_report_text(metrics: dict[str, Any]) -> str:
     The tracks are rebuilt from the confusion matrix (rows true, columns predicted), which
     holds all the report needs; the genres are ``per_genre``'s keys, in order.
     """
+    from sklearn.metrics import classification_report
+
     labels = list(metrics["per_genre"])
     confusion = np.asarray(metrics["confusion"], dtype=np.int64)
     true, predicted = np.divmod(np.arange(confusion.size), len(labels))
@@ -275,8 +277,6 @@ def plot_genre_panels(
     examples: dict[str, np.ndarray], *, sample_rate: int = 22050, path: str | Path | None = None
 ):
     """Per genre (one row): waveform, log-mel spectrogram and MFCC of a 3 s excerpt."""
-    from genre.config import FeatureConfig
-    from genre.features import extract
 
     cfg = FeatureConfig(sample_rate=sample_rate, features=("mfcc", "mel"))
     fig, axes = _figure(len(examples), 3, figsize=(12, 1.6 * len(examples) + 0.6), squeeze=False)

@@ -37,7 +37,7 @@ import os
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -46,10 +46,9 @@ from pyarrow import fs as pafs
 
 from genre import store
 from genre.config import FeatureConfig
+from genre.corpus import Track
 from genre.errors import ConfigMismatchError, GenreError, ParameterError, first_line
-
-if TYPE_CHECKING:
-    from genre.corpus import Track
+from genre.pretrained import TAGS
 
 __all__ = [
     "MANIFEST",
@@ -92,8 +91,6 @@ def segment_schema(cfg: FeatureConfig) -> pa.Schema:
         fields.append(pa.field(name, pa.list_(pa.float32(), math.prod(shape)), nullable=False))
         metadata[f"genre.shape.{name}"] = json.dumps(list(shape))
         if name.endswith("_tags"):
-            from genre.pretrained import TAGS
-
             metadata[f"genre.tags.{name}"] = json.dumps(list(TAGS[name[: -len("_tags")]]))
     return pa.schema(fields, metadata=metadata)
 

@@ -26,8 +26,9 @@ import numpy as np
 from genre.card import ModelCard
 from genre.config import GENRES, SPLIT_METHODS, FeatureConfig
 from genre.corpus import gtzan_coverage, gtzan_filtered_split, split_tracks
+from genre.embeddings import describe
 from genre.errors import ParameterError
-from genre.models import ModelConfig, compile_model
+from genre.models import ModelConfig, build_model, compile_model
 from genre.report import evaluate as evaluate_probs
 from genre.report import segment_to_track
 from genre.shards import SegmentSet
@@ -244,8 +245,6 @@ def prepare(
 def build_network(model_cfg: ModelConfig, data: PreparedData):
     """The model for ``data``: fixed normalisation, then the zoo model (compiled)."""
     import keras
-
-    from genre.models import build_model
 
     core = build_model(
         model_cfg, input_shape=data.input_shape, n_classes=len(data.labels), compile=False
@@ -522,7 +521,6 @@ def card_for(
 ) -> ModelCard:
     """The model card of a network trained on ``data``: labels, features, splits, and the
     pretrained extractor the features need (:func:`genre.embeddings.describe`)."""
-    from genre.embeddings import describe
 
     splits = {name: tuple(sorted({str(t) for t in ids})) for name, ids in data.track.items()}
     return ModelCard(

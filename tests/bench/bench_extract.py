@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from genre.audio import load_segments  # noqa: E402
 from genre.config import FeatureConfig  # noqa: E402
-from genre.features import _CHUNK, _window, extract  # noqa: E402
+from genre.features import _CHUNK, extract, hann_window  # noqa: E402
 
 
 def _best_of(fn, repeats: int = 3) -> float:
@@ -71,7 +71,7 @@ def fft_floor(segments: np.ndarray, cfg: FeatureConfig) -> None:
     for lo in range(
         0, len(frames), _CHUNK
     ):  # the same chunking as genre's path, so the floor is its floor
-        scipy.fft.rfft(frames[lo : lo + _CHUNK] * _window(cfg.n_fft), axis=-1)
+        scipy.fft.rfft(frames[lo : lo + _CHUNK] * hann_window(cfg.n_fft), axis=-1)
 
 
 def per_core(corpus: Path, cfg: FeatureConfig, n_segments: int = 160) -> tuple[float, float, float]:
