@@ -476,15 +476,7 @@ def fit_calibration(
     """
     p = _probs(val_probs, "val_probs")
     y = _labels(val_y, len(p), p.shape[1])
-    if ood_method is not None and ood_method not in OOD_METHODS:
-        raise ParameterError(f"ood_method={ood_method!r} must be one of {OOD_METHODS} or None")
-    uses_embeddings = ood_method is not None and "mahalanobis" in ood_method
-    if uses_embeddings and (
-        mahalanobis is None or (val_embeddings is None and val_distances is None)
-    ):
-        raise ParameterError(
-            f"ood_method={ood_method!r} needs mahalanobis and val_embeddings or val_distances"
-        )
+    uses_embeddings = _uses_embeddings(ood_method, mahalanobis, val_embeddings, val_distances)
     if (test_probs is None) != (test_y is None):
         raise ParameterError("give both test_probs and test_y, or neither")
     temperature = fit_temperature(p, y)
@@ -508,25 +500,46 @@ def fit_calibration(
             ),
             column=ood_column if uses_embeddings else None,
         )
-    metrics = {}
-    if test_probs is not None:
-        t = _probs(test_probs, "test_probs")
-        ty = _labels(test_y, len(t), t.shape[1])
-        after = temperature_scale(t, temperature=temperature)
-        metrics = {
-            "ece_before": expected_calibration_error(t, ty),
-            "ece_after": expected_calibration_error(after, ty),
-            "brier_before": brier_score(t, ty),
-            "brier_after": brier_score(after, ty),
-        }
     return Calibration(
         temperature=temperature,
         min_confidence=min_confidence,
         target=target,
         ood=ood,
         n_val_tracks=len(p),
-        **metrics,
+        **({} if test_probs is None else _test_metrics(test_probs, test_y, temperature)),
     )
+
+
+def _uses_embeddings(
+    ood_method: str | None,
+    mahalanobis: MahalanobisOOD | None,
+    val_embeddings: np.ndarray | None,
+    val_distances: np.ndarray | None,
+) -> bool:
+    """Whether ``ood_method`` reads the embedding distance, with what it needs given."""
+    if ood_method is not None and ood_method not in OOD_METHODS:
+        raise ParameterError(f"ood_method={ood_method!r} must be one of {OOD_METHODS} or None")
+    uses_embeddings = ood_method is not None and "mahalanobis" in ood_method
+    if uses_embeddings and (
+        mahalanobis is None or (val_embeddings is None and val_distances is None)
+    ):
+        raise ParameterError(
+            f"ood_method={ood_method!r} needs mahalanobis and val_embeddings or val_distances"
+        )
+    return uses_embeddings
+
+
+def _test_metrics(test_probs: np.ndarray, test_y: np.ndarray, temperature: float) -> dict:
+    """ECE and Brier score of the test tracks before and after temperature scaling."""
+    t = _probs(test_probs, "test_probs")
+    ty = _labels(test_y, len(t), t.shape[1])
+    after = temperature_scale(t, temperature=temperature)
+    return {
+        "ece_before": expected_calibration_error(t, ty),
+        "ece_after": expected_calibration_error(after, ty),
+        "brier_before": brier_score(t, ty),
+        "brier_after": brier_score(after, ty),
+    }
 
 
 def _fit_ood(
