@@ -27,14 +27,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genre.config import AGGREGATES, FeatureConfig, sqlite_path
+from genre.audio import MAX_DURATION_S
+from genre.calibration import Calibration
+from genre.config import AGGREGATES, PRETRAINED, FeatureConfig, sqlite_path
+from genre.embeddings import describe, patch_shape
 from genre.errors import ConfigMismatchError, ParameterError, first_line
+from genre.models import ModelConfig
+from genre.posthoc import Blend, embedding_extractors
+from genre.zeroshot import TagMapping
 
 __all__ = [
     "METADATA_KEY",
     "CARD_ARTIFACT",
+    "ZERO_SHOT",
     "ModelCard",
+    "parse_head",
+    "head_dict",
+    "card_for",
+    "zero_shot_card",
+    "LabelPlan",
     "ResolvedModel",
+    "zero_shot_model",
     "keras_input_shape",
     "resolve",
     "check_tracking_uri",
@@ -60,8 +73,9 @@ class ModelCard:
         Features stacked along the bins axis, in order.
     feature_config : FeatureConfig
         The exact settings the features were extracted with.
-    model_config : dict
-        Architecture and optimiser settings (a ``ModelConfig`` as a dict, plus trial keys).
+    model_config : ModelConfig, TagMapping or None
+        The head: a trained network's architecture and optimiser settings, or, for a
+        zero-shot model, the tag mapping that stands in for weights.
     aggregate : str
         Segment → track aggregation (``mean``, ``max`` or ``vote``).
     split_method : str
@@ -72,24 +86,27 @@ class ModelCard:
         Summary figures (test accuracy, search name, …), for people and reports.
     extractor : dict or None
         A pretrained feature extractor the features need, with its weights' hash.
-    calibration : dict or None
-        Probability calibration fitted after training (:class:`genre.calibration.Calibration`).
-    blend : dict or None
-        The zero-shot prior the head's probabilities are mixed with, and its weight
-        (:class:`genre.posthoc.Blend`).
+    calibration : Calibration or None
+        Probability calibration fitted after training.
+    blend : Blend or None
+        The zero-shot prior the head's probabilities are mixed with, and its weight.
+
+    ``model_config``, ``calibration`` and ``blend`` may be given as their serialised dicts
+    (as :meth:`to_metadata` writes them): they are parsed here (:func:`parse_head`,
+    :meth:`Calibration.from_dict`, :meth:`Blend.from_dict`).
     """
 
     labels: tuple[str, ...]
     features: tuple[str, ...]
     feature_config: FeatureConfig
-    model_config: dict[str, Any] = field(default_factory=dict)
+    model_config: ModelConfig | TagMapping | None = None
     aggregate: str = "mean"
     split_method: str = ""
     splits: dict[str, tuple[str, ...]] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     extractor: dict[str, Any] | None = None
-    calibration: dict[str, Any] | None = None
-    blend: dict[str, Any] | None = None
+    calibration: Calibration | None = None
+    blend: Blend | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
@@ -97,6 +114,12 @@ class ModelCard:
         object.__setattr__(
             self, "splits", {str(k): tuple(map(str, v)) for k, v in self.splits.items()}
         )
+        if isinstance(self.model_config, Mapping):
+            object.__setattr__(self, "model_config", parse_head(self.model_config))
+        if isinstance(self.calibration, Mapping):
+            object.__setattr__(self, "calibration", Calibration.from_dict(self.calibration))
+        if isinstance(self.blend, Mapping):
+            object.__setattr__(self, "blend", Blend.from_dict(self.blend))
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
             raise ParameterError(
                 f"a model card needs two or more distinct labels, got {list(self.labels)}"
@@ -114,6 +137,11 @@ class ModelCard:
             )
 
     @property
+    def zero_shot(self) -> TagMapping | None:
+        """The tag mapping of a zero-shot model (``None`` for a trained one)."""
+        return self.model_config if isinstance(self.model_config, TagMapping) else None
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         """One segment's input as the feature config gives it: ``(frames, bins)`` for
         hand-crafted features, ``(dims,)`` for pretrained vectors (stacked along the
@@ -126,21 +154,18 @@ class ModelCard:
     def companions(self) -> tuple[str, ...]:
         """musicnn extractors label runs besides the model's own features: for the blend's
         prior and the out-of-taxonomy score's embedding."""
-        from genre.config import PRETRAINED
-
-        wanted = set()
-        if self.blend:
-            wanted |= {
-                f"musicnn_{tag.partition(':')[0]}"
-                for tags in self.blend["mapping"]["genres"].values()
-                for tag in tags
-            }
-        column = ((self.calibration or {}).get("ood") or {}).get("column")
-        for part in column.split("+") if column else ():
-            wanted.add(part.removesuffix("_pool").removesuffix("_tags"))
+        wanted = set(self.blend.extractors if self.blend is not None else ())
+        column = self.calibration.ood_column if self.calibration is not None else None
+        wanted |= set(embedding_extractors(column) if column else ())
         return tuple(
             p for p in PRETRAINED if p in wanted and p not in self.feature_config.extractors
         )
+
+    @property
+    def musicnn_models(self) -> tuple[str, ...]:
+        """Every musicnn model this model needs at label time: its features' and its
+        :attr:`companions`, in canonical order."""
+        return self.label_config.extractors
 
     @property
     def label_config(self) -> FeatureConfig:
@@ -162,11 +187,14 @@ class ModelCard:
 
     def to_metadata(self) -> dict[str, Any]:
         """The card as plain JSON-able data (MLflow metadata, ``card.json``)."""
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["feature_config"] = self.feature_config.to_dict()
         d["feature_config_hash"] = self.feature_config.hash()
         d["labels"], d["features"] = list(self.labels), list(self.features)
         d["splits"] = {k: list(v) for k, v in self.splits.items()}
+        d["model_config"] = head_dict(self.model_config)
+        d["calibration"] = self.calibration.to_dict() if self.calibration else None
+        d["blend"] = self.blend.to_dict() if self.blend else None
         d["format"] = _FORMAT
         return json.loads(json.dumps(d, default=_plain))
 
@@ -205,6 +233,182 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)
+
+
+#: ``model_config["kind"]`` of a zero-shot model's head.
+ZERO_SHOT = "zero-shot"
+
+
+def parse_head(d: Mapping[str, Any] | None) -> ModelConfig | TagMapping | None:
+    """The head a card's ``model_config`` dict describes: ``{"kind": "zero-shot",
+    "mapping": …}`` → its :class:`TagMapping`; a trained model's settings (a tune trial's
+    config: keys :class:`ModelConfig` does not know are ignored) → a :class:`ModelConfig`;
+    ``{}`` → ``None``."""
+    if not d:
+        return None
+    if d.get("kind") == ZERO_SHOT:
+        return TagMapping.from_dict(d["mapping"], source="the card's zero-shot mapping")
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    return ModelConfig(**{k: v for k, v in d.items() if k in known})
+
+
+def head_dict(head: ModelConfig | TagMapping | None) -> dict[str, Any]:
+    """A card's head as :func:`parse_head` reads it back."""
+    if head is None:
+        return {}
+    if isinstance(head, TagMapping):
+        return {"kind": ZERO_SHOT, "mapping": head.to_dict(), "mapping_hash": head.hash()}
+    return dataclasses.asdict(head)
+
+
+def card_for(
+    data,
+    *,
+    model_config: ModelConfig | Mapping[str, Any] | None = None,
+    aggregate: str = "mean",
+    training: dict[str, Any] | None = None,
+) -> ModelCard:
+    """The model card of a network trained on ``data`` (a :class:`genre.training.PreparedData`):
+    labels, features, splits, and the pretrained extractor the features need
+    (:func:`genre.embeddings.describe`)."""
+    splits = {name: tuple(sorted({str(t) for t in ids})) for name, ids in data.track.items()}
+    return ModelCard(
+        labels=tuple(data.labels),
+        features=tuple(data.features),
+        feature_config=data.feature_config,
+        model_config=model_config,
+        aggregate=aggregate,
+        split_method=data.split_method,
+        splits=splits,
+        training=dict(training or {}),
+        extractor=describe(data.feature_config),
+    )
+
+
+def zero_shot_card(mapping: TagMapping, *, cfg: FeatureConfig | None = None) -> ModelCard:
+    """A model card with no trained weights: the mapping over musicnn's tag columns."""
+    features = tuple(f"{e}_tags" for e in mapping.extractors)
+    cfg = (cfg or FeatureConfig()).with_features(features)
+    return ModelCard(
+        labels=mapping.labels,
+        features=features,
+        feature_config=cfg,
+        model_config=mapping,
+        aggregate="mean",
+        split_method="none",
+        training={"zero_shot": True, "uncovered_genres": list(mapping.uncovered)},
+    )
+
+
+@dataclass(frozen=True)
+class LabelPlan:
+    """What one label run computes, decided once from the model card and the run's settings.
+
+    The decode tasks (:func:`genre.featurize.featurize`) and the predictors
+    (:class:`genre.predictor.Predictor`) both take the plan; neither looks at the card
+    to decide again.
+
+    Attributes
+    ----------
+    card : ModelCard
+    aggregate : str
+        Segment → track aggregation of this run (the card's unless overridden).
+    top_k : int
+        Genres kept per track (at most the card's labels).
+    max_segments : int
+        Segments decoded per file, spread evenly over long files.
+    max_duration_s : float
+        Longest file decoded.
+    min_confidence : float or None
+        Review threshold overriding the calibration's.
+    tags : int
+        Top musicnn tags kept per track (0: no ``tags`` column).
+    extractors : tuple of str
+        The musicnn models the predictors run: the features', the :attr:`ModelCard.companions`'
+        and, when tags are asked for, both vocabularies.
+    """
+
+    card: ModelCard
+    aggregate: str
+    top_k: int = 3
+    max_segments: int = 10
+    max_duration_s: float = MAX_DURATION_S
+    min_confidence: float | None = None
+    tags: int = 0
+    extractors: tuple[str, ...] = ()
+
+    @classmethod
+    def from_card(
+        cls,
+        card: ModelCard,
+        *,
+        aggregate: str | None = None,
+        top_k: int = 3,
+        max_segments: int = 10,
+        max_duration_s: float = MAX_DURATION_S,
+        min_confidence: float | None = None,
+        tags: int | None = None,
+    ) -> LabelPlan:
+        """The plan of a label run of ``card``.
+
+        ``tags=None`` (the default) keeps 5 tags when the run computes musicnn features
+        anyway (the model's own, or its companions'), else none; ``tags=N > 0`` asks for
+        them with any model, computing both musicnn models if needed; ``0`` turns them off.
+
+        Raises
+        ------
+        ParameterError
+            An unknown aggregation.
+        """
+        aggregate = aggregate or card.aggregate
+        if aggregate not in AGGREGATES:
+            raise ParameterError(
+                f"--aggregate {aggregate!r}: choose one of {', '.join(AGGREGATES)}"
+            )
+        needed = card.musicnn_models
+        if tags is None:
+            tags = 5 if needed else 0
+        extractors = PRETRAINED if tags else needed
+        return cls(
+            card=card,
+            aggregate=aggregate,
+            top_k=min(top_k, len(card.labels)),
+            max_segments=max_segments,
+            max_duration_s=max_duration_s,
+            min_confidence=min_confidence,
+            tags=tags,
+            extractors=tuple(p for p in PRETRAINED if p in set(extractors)),
+        )
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.card.labels
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.card.features
+
+    @property
+    def feature_config(self) -> FeatureConfig:
+        return self.card.feature_config
+
+    @property
+    def reads_columns(self) -> bool:
+        """The model reads musicnn columns: the decode tasks hand on musicnn patches as
+        its input, and the predictors compute the columns."""
+        return bool(self.feature_config.extractors)
+
+    @property
+    def patches_too(self) -> bool:
+        """A model on hand-crafted features that needs musicnn columns besides (its
+        companions, tags): the decode tasks hand on patches beside the features."""
+        return bool(self.extractors) and not self.reads_columns
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One decoded segment as the decode tasks hand it on: musicnn's ``(187, 96)``
+        patch when :attr:`reads_columns`, else the card's ``(frames, bins)``."""
+        return patch_shape() if self.reads_columns else self.card.input_shape
 
 
 def keras_input_shape(keras_bytes: bytes) -> tuple[int, ...]:
@@ -254,6 +458,13 @@ class ResolvedModel:
     @property
     def aggregate(self) -> str:
         return self.card.aggregate
+
+
+def zero_shot_model(mapping: TagMapping) -> ResolvedModel:
+    """A model to label with that is the mapping alone: no Keras bytes, named
+    ``zero-shot/<mapping>-<hash>``."""
+    name = f"zero-shot/{mapping.name}-{mapping.hash()[:8]}"
+    return ResolvedModel(uri=ZERO_SHOT, name=name, card=zero_shot_card(mapping), keras_bytes=b"")
 
 
 #: Tracking URI schemes MLflow builds a store for (its registry in

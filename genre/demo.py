@@ -31,6 +31,7 @@ import numpy as np
 
 from genre import backend
 from genre.audio import load
+from genre.card import zero_shot_model
 from genre.config import FEATURES, GENRES, FeatureConfig, SearchSettings
 from genre.extraction import run_extract
 from genre.labeling import LabelSettings, model_from_network, read_results, resolve_model, run_label
@@ -41,7 +42,7 @@ from genre.shards import read_segments
 from genre.synth import OTHER_STYLES, write_corpus, write_other
 from genre.training import fit, prepare
 from genre.tuning import run_search
-from genre.zeroshot import load_mapping, zero_shot_model
+from genre.zeroshot import load_mapping
 
 __all__ = ["DemoSettings", "run_demo", "write_broken_files", "smoke_label"]
 

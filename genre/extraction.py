@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from genre.audio import MAX_DURATION_S, Segments, load_segments
+from genre import backend
+from genre.audio import MAX_DURATION_S
 from genre.config import FEATURES, FeatureConfig
-from genre.corpus import list_tracks
-from genre.embeddings import Embedder, check_extractors, patches
-from genre.errors import AudioFileError, ParameterError
-from genre.features import extract
-from genre.runtime import check_address
+from genre.corpus import Listing, Track, list_tracks
+from genre.embeddings import Embedder, check_extractors
+from genre.errors import ParameterError
+from genre.featurize import decode_file, segment_features
+from genre.runtime import check_address, cluster_gpus, init_ray
 from genre.shards import ShardStore, segments_table, write_shard
 from genre.store import AttemptJournal, FolderLock
 
@@ -168,21 +169,11 @@ def _decode(
     path = row["path"]
     failed = {"audio": np.zeros((0, cfg.segment_samples), np.float32), "duration_s": 0.0}
     failed.update(start_s=np.zeros(0, np.float32), warning="", warning_message="")
-    try:
-        segs: Segments = journal.decode(
-            row["track_id"],
-            path,
-            lambda: load_segments(
-                path,
-                sample_rate=cfg.sample_rate,
-                segment_seconds=cfg.segment_seconds,
-                max_duration_s=max_duration_s,
-            ),
-        )
-    except AudioFileError as exc:
-        return {**failed, "reason": exc.reason, "message": str(exc)}
-    except Exception as exc:  # a decoder bug must not sink the other files of the job
-        return {**failed, "reason": "internal", "message": f"{path}: {type(exc).__name__}: {exc}"}
+    segs, reason, message = decode_file(
+        path, cfg=cfg, journal=journal, key=row["track_id"], max_duration_s=max_duration_s
+    )
+    if segs is None:
+        return {**failed, "reason": reason, "message": message}
     return {
         "audio": segs.audio,
         "start_s": segs.start_s,
@@ -199,9 +190,7 @@ def _decode(
 def _featurize(rows: list[dict], cfg: FeatureConfig) -> dict[str, np.ndarray]:
     """Stage-one columns of ``rows``: one STFT for all their segments, then split per track."""
     audio = np.concatenate([row.pop("audio") for row in rows])
-    values = extract(audio, cfg)
-    if cfg.extractors:
-        values["patches"] = patches(audio, sample_rate=cfg.sample_rate)
+    values = segment_features(audio, cfg=cfg, with_patches=bool(cfg.extractors))
     bounds = np.cumsum([0] + [len(row["start_s"]) for row in rows])
     out = {key: _objects([row[key] for row in rows]) for key in rows[0]}
     out["duration_s"] = np.asarray([row["duration_s"] for row in rows], dtype=np.float64)
@@ -289,7 +278,6 @@ class ShardWriter:
     """
 
     def __init__(self, *, cfg: FeatureConfig, output: str, threads: int | None):
-        from genre import backend
 
         backend.configure(threads=threads)
         self.cfg, self.output = cfg, output
@@ -475,21 +463,9 @@ def run_extract(
     listing = list_tracks(input_root)
     with FolderLock(output, command="jobs.extract"):
         store = ShardStore(output, cfg)
-        # Another collection's tracks with the same relative paths are refused, not skipped.
-        done = store.done_track_ids(tracks=listing.tracks)
-        todo = [t for t in listing.tracks if t.track_id not in done]
-        summary = ExtractSummary(
-            output=output,
-            tracks_found=len(listing.tracks),
-            already_done=len(listing.tracks) - len(todo),
-            ignored_files=len(listing.ignored),
-            # Under the lock, so no run is decoding these files now.
-            crashes_forgotten=AttemptJournal(output).clear() if retry_errors else 0,
-        )
-        # Named pipes, devices, sockets: skipped unopened by the listing, counted here.
+        todo, summary = _new_work(store, listing, output=output, retry_errors=retry_errors)
+        # Named pipes, devices, sockets: skipped unopened by the listing, counted already.
         errors = list(listing.skipped)
-        for row in listing.skipped:
-            summary.skipped[row["reason"]] += 1
         if todo:
             errors += _extract_on_ray(
                 todo, summary, cfg=cfg, output=output, address=address, **options
@@ -499,6 +475,26 @@ def run_extract(
     summary.total_tracks, summary.total_segments = manifest["tracks"], manifest["segments"]
     summary.wall_s = time.perf_counter() - started
     return summary
+
+
+def _new_work(
+    store: ShardStore, listing: Listing, *, output: str, retry_errors: bool
+) -> tuple[list[Track], ExtractSummary]:
+    """The listed tracks not in the shards yet, and the summary that starts counting them.
+    Runs under the output's lock, so no other run is decoding these files now."""
+    # Another collection's tracks with the same relative paths are refused, not skipped.
+    done = store.done_track_ids(tracks=listing.tracks)
+    todo = [t for t in listing.tracks if t.track_id not in done]
+    summary = ExtractSummary(
+        output=output,
+        tracks_found=len(listing.tracks),
+        already_done=len(listing.tracks) - len(todo),
+        ignored_files=len(listing.ignored),
+        crashes_forgotten=AttemptJournal(output).clear() if retry_errors else 0,
+    )
+    for row in listing.skipped:
+        summary.skipped[row["reason"]] += 1
+    return todo, summary
 
 
 def _extract_on_ray(
@@ -517,8 +513,6 @@ def _extract_on_ray(
     the skips."""
     import ray
     from ray.util.annotations import RayDeprecationWarning
-
-    from genre.runtime import init_ray
 
     init_ray(address=address, num_cpus=num_cpus)
     cpus = ray.cluster_resources().get("CPU", 1.0)
@@ -581,8 +575,6 @@ def _embedding_stage(ds, *, cfg: FeatureConfig, output: str, cpus: float, gpus: 
     """:class:`ShardWriter` actors after the decode tasks: one per GPU share when the
     cluster has GPUs, else CPU actors of one thread each, one per CPU at most."""
     import ray
-
-    from genre.runtime import cluster_gpus
 
     gpus = gpus if cluster_gpus() > 0 else 0.0
     if gpus:

@@ -10,15 +10,96 @@ from __future__ import annotations
 
 import numpy as np
 
-from genre.audio import MAX_DURATION_S, load_segments
-from genre.config import FeatureConfig
+from genre.audio import MAX_DURATION_S, Segments, load_segments
+from genre.card import LabelPlan
+from genre.config import FEATURES, FeatureConfig
 from genre.embeddings import patch_shape, patches
 from genre.errors import AudioFileError
 from genre.features import extract
 from genre.store import AttemptJournal
 from genre.training import stack_features
 
-__all__ = ["featurize_batch"]
+__all__ = ["featurize", "featurize_batch", "decode_file", "segment_features"]
+
+
+def featurize(
+    batch: dict[str, np.ndarray], *, plan: LabelPlan, journal: str | None = None
+) -> dict[str, np.ndarray]:
+    """Decode and featurize a batch of files as ``plan`` says: what the label pipeline's
+    decode tasks and its single-file path both run before the predictor.
+
+    See :func:`featurize_batch` for the columns.
+    """
+    return featurize_batch(
+        batch,
+        cfg=plan.feature_config,
+        features=plan.features,
+        max_segments=plan.max_segments,
+        max_duration_s=plan.max_duration_s,
+        journal=journal,
+        patches_too=plan.patches_too,
+    )
+
+
+def decode_file(
+    path: str,
+    *,
+    cfg: FeatureConfig,
+    journal: AttemptJournal | None = None,
+    key: str | None = None,
+    max_segments: int | None = None,
+    max_duration_s: float = MAX_DURATION_S,
+) -> tuple[Segments | None, str, str]:
+    """One file's segments, decoded inside the crash journal when one is given, or why not.
+
+    The decode step of both pipelines: extract keeps every segment, label up to
+    ``max_segments`` spread ones. ``key`` names the file in the journal (default its path).
+
+    Returns
+    -------
+    segments : Segments or None
+    reason, message : str
+        ``""`` on success; else an :class:`genre.errors.AudioFileError`'s reason and message,
+        or ``internal`` for any other exception (one odd file must not abort a batch).
+    """
+
+    def load() -> Segments:
+        return load_segments(
+            path,
+            sample_rate=cfg.sample_rate,
+            segment_seconds=cfg.segment_seconds,
+            max_segments=max_segments,
+            max_duration_s=max_duration_s,
+        )
+
+    try:
+        return (journal.decode(key or path, path, load) if journal else load()), "", ""
+    except AudioFileError as exc:
+        return None, exc.reason, str(exc)
+    except Exception as exc:  # one odd file must not abort the whole collection
+        return None, "internal", f"{path}: {type(exc).__name__}: {exc}"
+
+
+def segment_features(
+    audio: np.ndarray, *, cfg: FeatureConfig, with_patches: bool = False
+) -> dict[str, np.ndarray]:
+    """The hand-crafted features of ``cfg`` for a batch of segments (one STFT), and
+    musicnn's patches when ``with_patches``.
+
+    Parameters
+    ----------
+    audio : np.ndarray [shape=(segments, samples), dtype=float32]
+
+    Returns
+    -------
+    dict
+        ``name → (segments, frames, bins)`` per hand-crafted feature; ``patches``
+        ``(segments, 187, 96)``.
+    """
+    values = extract(audio, cfg) if any(f in FEATURES for f in cfg.features) else {}
+    if with_patches:
+        values["patches"] = patches(audio, sample_rate=cfg.sample_rate)
+    return values
 
 
 def featurize_batch(
@@ -48,99 +129,72 @@ def featurize_batch(
     patches beside its features.
     """
     attempts = AttemptJournal(journal) if journal else None
-    rows: dict[str, list] = {
-        k: []
-        for k in (
-            "path",
-            "track_id",
-            "n_segments",
-            "duration_s",
-            "reason",
-            "error",
-            "warning_kind",
-            "warning",
-            "x",
+    names = ("path", "track_id", "n_segments", "duration_s", "reason", "error")
+    rows: dict[str, list] = {k: [] for k in (*names, "warning_kind", "warning")}
+    decoded: list[Segments | None] = []
+    for path, track_id in zip(batch["path"], batch["track_id"], strict=True):
+        segs, reason, error = decode_file(
+            str(path),
+            cfg=cfg,
+            journal=attempts,
+            max_segments=max_segments,
+            max_duration_s=max_duration_s,
         )
-    }
-    segs, owners = [], []
-    for i, (path, track_id) in enumerate(zip(batch["path"], batch["track_id"], strict=True)):
-        reason = error = warning_kind = warning = ""
-        n, duration = 0, 0.0
-
-        def decode(path=str(path)):
-            return load_segments(
-                path,
-                sample_rate=cfg.sample_rate,
-                segment_seconds=cfg.segment_seconds,
-                max_segments=max_segments,
-                max_duration_s=max_duration_s,
-            )
-
-        try:
-            s = attempts.decode(str(path), str(path), decode) if attempts else decode()
-            segs.append(s.audio)
-            owners.append(i)
-            n, duration = len(s), s.duration_s
-            if s.warning is not None:
-                warning_kind, warning = s.warning.kind, s.warning.message
-        except AudioFileError as exc:
-            reason, error = exc.reason, str(exc)
-        except Exception as exc:  # one odd file must not abort the whole collection
-            reason, error = "internal", f"{path}: {type(exc).__name__}: {exc}"
+        decoded.append(segs)
+        ok = segs is not None
         for key, value in zip(
             rows,
-            (str(path), str(track_id), n, duration, reason, error, warning_kind, warning, None),
+            (
+                str(path),
+                str(track_id),
+                len(segs) if ok else 0,
+                segs.duration_s if ok else 0.0,
+                reason,
+                error,
+                segs.warning.kind if ok and segs.warning else "",
+                segs.warning.message if ok and segs.warning else "",
+            ),
             strict=True,
         ):
             rows[key].append(value)
-    out = {k: np.asarray(v, dtype=object) for k, v in rows.items() if k != "x"}
+    out = {k: np.asarray(v, dtype=object) for k, v in rows.items()}
     out["n_segments"] = np.asarray(rows["n_segments"], dtype=np.int32)
     out["duration_s"] = np.asarray(rows["duration_s"], dtype=np.float32)
-    audio = np.concatenate(segs) if segs else None
-    out["x"] = _per_file(
-        audio,
-        segs,
-        owners,
-        len(rows["path"]),
-        shape=_segment_input_shape(cfg, features),
-        compute=lambda a: _segments_input(a, cfg=cfg, features=features),
-    )
-    if patches_too:
-        out["patches"] = _per_file(
-            audio,
-            segs,
-            owners,
-            len(rows["path"]),
-            shape=patch_shape(),
-            compute=lambda a: patches(a, sample_rate=cfg.sample_rate),
+    out.update(_model_inputs(decoded, cfg=cfg, features=features, patches_too=patches_too))
+    return out
+
+
+def _model_inputs(
+    decoded: list[Segments | None],
+    *,
+    cfg: FeatureConfig,
+    features: tuple[str, ...],
+    patches_too: bool,
+) -> dict[str, np.ndarray]:
+    """``x`` (and ``patches``) of :func:`featurize_batch`: one featurize call for the
+    batch's segments, cut per file; empty arrays for files that failed."""
+    reads_columns = bool(cfg.with_features(features).extractors)
+    with_patches = reads_columns or patches_too
+    own = (cfg.frames, sum(cfg.bins(f) for f in features)) if not reads_columns else None
+    shapes = {"x": own or patch_shape(), **({"patches": patch_shape()} if patches_too else {})}
+    ok = [segs for segs in decoded if segs is not None]
+    values: dict[str, np.ndarray] = {}
+    if ok:
+        audio = np.concatenate([segs.audio for segs in ok])
+        computed = segment_features(
+            audio, cfg=cfg.with_features(features), with_patches=with_patches
         )
+        values["x"] = computed["patches"] if reads_columns else stack_features(computed, features)
+        if patches_too:
+            values["patches"] = computed["patches"]
+    bounds = np.cumsum([0] + [len(segs) for segs in ok])
+    out = {}
+    for name, shape in shapes.items():
+        column, j = np.empty(len(decoded), dtype=object), 0
+        for i, segs in enumerate(decoded):
+            if segs is None:
+                column[i] = np.zeros((0, *shape), np.float32)
+            else:
+                column[i], j = values[name][bounds[j] : bounds[j + 1]], j + 1
+        out[name] = column
     return out
-
-
-def _per_file(audio, segs, owners, n: int, *, shape, compute) -> np.ndarray:
-    """An object array of ``n`` per-file arrays: ``compute(audio)`` cut at the files'
-    segment counts, empty ``(0, *shape)`` for files that failed."""
-    values = [np.zeros((0, *shape), np.float32)] * n
-    if audio is not None:
-        stacked = compute(audio)
-        bounds = np.cumsum([0] + [len(s) for s in segs])
-        for j, i in enumerate(owners):
-            values[i] = stacked[bounds[j] : bounds[j + 1]]
-    out = np.empty(n, dtype=object)
-    out[:] = values
-    return out
-
-
-def _segment_input_shape(cfg: FeatureConfig, features: tuple[str, ...]) -> tuple[int, ...]:
-    """One segment's shape as :func:`featurize_batch` hands it to the predictors:
-    ``(frames, bins)`` of the stacked features, or ``(187, 96)`` musicnn patches when
-    ``features`` are pretrained columns (the predictor computes those)."""
-    if cfg.with_features(features).extractors:
-        return patch_shape()
-    return (cfg.frames, sum(cfg.bins(f) for f in features))
-
-
-def _segments_input(audio: np.ndarray, *, cfg: FeatureConfig, features: tuple[str, ...]):
-    if cfg.with_features(features).extractors:
-        return patches(audio, sample_rate=cfg.sample_rate)
-    return stack_features(extract(audio, cfg.with_features(features)), features)

@@ -20,6 +20,9 @@ folder's lock; a re-run reads them back and labels only the files that are missi
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import tempfile
 import time
 import warnings
@@ -31,27 +34,25 @@ from typing import Any
 import numpy as np
 
 from genre.audio import MAX_DURATION_S
-from genre.card import ResolvedModel, resolve
-from genre.config import AGGREGATES
-from genre.corpus import (
-    list_inputs,  # noqa: F401
+from genre.card import (
+    ZERO_SHOT,
+    LabelPlan,
+    ModelCard,
+    ResolvedModel,
+    card_for,
+    resolve,
+    zero_shot_model,
 )
+from genre.config import AGGREGATES
+from genre.corpus import list_inputs, list_tracks
 from genre.embeddings import check_extractors
 from genre.errors import AudioFileError, ConfigMismatchError, ParameterError
-from genre.featurize import featurize_batch
-from genre.predictor import (  # noqa: F401
-    Predictor,
-    _load_keras,
-    _node_id,
-    _result_columns,
-    compiled_predict,
-    review_kwargs,
-    tag_plan,
-    top_tags,
-)
+from genre.featurize import featurize, featurize_batch
+from genre.predictor import Predictor, compiled_predict
 from genre.results import ResultStore, read_results, results_table
-from genre.runtime import check_address
+from genre.runtime import check_address, cluster_gpus, init_ray
 from genre.store import AttemptJournal, FolderLock
+from genre.zeroshot import fit_zero_shot_calibration, load_mapping
 
 __all__ = [
     "AGGREGATES",
@@ -66,6 +67,9 @@ __all__ = [
     "LabelSummary",
     "run_label",
     "label_file",
+    "calibrate_zero_shot",
+    "open_model",
+    "format_file_label",
     "read_results",
 ]
 
@@ -87,8 +91,6 @@ def model_from_network(
 
     For smoke tests and benchmarks; production models come from :func:`resolve_model`.
     """
-    from genre.training import card_for
-
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "model.keras"
         network.save(path)
@@ -144,7 +146,7 @@ class LabelSettings:
     flush_rows: int = 512
     flush_s: float = 5.0
     min_confidence: float | None = None  # None: the card's review threshold
-    tags: int | None = None  # None: 5 when musicnn features are computed anyway (tag_plan)
+    tags: int | None = None  # None: 5 when musicnn features are computed anyway (LabelPlan)
 
     def __post_init__(self) -> None:
         if self.tags is not None and (
@@ -173,6 +175,18 @@ class LabelSettings:
             raise ParameterError(f"--gpus-per-worker={self.gpus_per_worker} must be ≥ 0")
         if not self.max_duration_s > 0 or not self.flush_s > 0 or self.flush_rows <= 0:
             raise ParameterError("--max-duration and --flush-seconds must be positive")
+
+    def plan(self, card: ModelCard) -> LabelPlan:
+        """What a run of ``card`` with these settings computes."""
+        return LabelPlan.from_card(
+            card,
+            aggregate=self.aggregate,
+            top_k=self.top_k,
+            max_segments=self.max_segments,
+            max_duration_s=self.max_duration_s,
+            min_confidence=self.min_confidence,
+            tags=self.tags,
+        )
 
 
 @dataclass
@@ -283,6 +297,7 @@ def run_label(
         model's features come from other pretrained weights.
     """
     settings = settings or LabelSettings()
+    plan = settings.plan(model.card)
     check_extractors(model.card.label_config)
     # Ray retries an address nobody listens on forever: fail before OUTPUT or its lock exist.
     check_address(settings.address)
@@ -300,29 +315,28 @@ def run_label(
         todo = [it for it in items if it["path"] not in done]
         summary.already_done = len(items) - len(todo)
         if todo:
-            _label_on_ray(todo, results, summary, model=model, settings=settings)
+            _label_on_ray(todo, results, summary, model=model, plan=plan, settings=settings)
         if settings.csv and results.parts():
             summary.csv = results.write_csv()
     summary.wall_s = time.perf_counter() - started
     return summary
 
 
-def _confidence_note(card) -> str:
+def _confidence_note(card: ModelCard) -> str:
     """One line on what ``confidence`` means for this model."""
-    cal = card.calibration
-    blend = (
-        f"; blended with zero-shot {card.blend['mapping']['name']} at weight "
-        f"{card.blend['weight']:.2f}"
-        if card.blend and card.blend.get("weight")
+    cal, blend = card.calibration, card.blend
+    mixed = (
+        f"; blended with zero-shot {blend.mapping.name} at weight {blend.weight:.2f}"
+        if blend is not None and blend.weight
         else ""
     )
-    if not cal:
-        zero_shot = card.model_config.get("kind") == "zero-shot"
-        return "raw, not calibrated" + (" (--calibrate-on FOLDER fits one)" if zero_shot else "")
-    ood = (cal.get("ood") or {}).get("method", "none")
+    if cal is None:
+        hint = " (--calibrate-on FOLDER fits one)" if card.zero_shot else ""
+        return "raw, not calibrated" + hint
+    ood = (cal.ood or {}).get("method", "none")
     return (
-        f"calibrated (temperature {cal['temperature']:.2f} on {cal['n_val_tracks']} tracks); "
-        f"out-of-taxonomy score: {ood}{blend}"
+        f"calibrated (temperature {cal.temperature:.2f} on {cal.n_val_tracks} tracks); "
+        f"out-of-taxonomy score: {ood}{mixed}"
     )
 
 
@@ -355,21 +369,22 @@ def _label_on_ray(
     summary: LabelSummary,
     *,
     model: LabelModel,
+    plan: LabelPlan,
     settings: LabelSettings,
 ) -> None:
     """Stream ``todo`` through decode tasks and predictor actors; write parts as rows arrive."""
-    from genre.runtime import init_ray
-
     init_ray(address=settings.address, num_cpus=settings.num_cpus)
-    aggregate = settings.aggregate or model.card.aggregate
-    labels = list(model.card.labels)
-    tags = tag_plan(model.card, settings.tags)[0] > 0
+    table = {
+        "labels": list(plan.labels),
+        "model": model.name,
+        "aggregate": plan.aggregate,
+        "tags": plan.tags > 0,
+    }
     buffer: list[dict[str, Any]] = []
     scored: list[tuple[str, str, float]] = []
     last_flush = time.monotonic()
-    for batch in _pipeline(todo, results.root, model=model, settings=settings).iter_batches(
-        batch_size=None, batch_format="numpy"
-    ):
+    ds = _pipeline(todo, results.root, model=model, plan=plan, settings=settings)
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for i in range(len(batch["path"])):
             row = {k: v[i] for k, v in batch.items()}
             buffer.append(row)
@@ -378,16 +393,10 @@ def _label_on_ray(
         if len(buffer) >= settings.flush_rows or (
             buffer and time.monotonic() - last_flush > settings.flush_s
         ):
-            results.write(
-                results_table(
-                    buffer, labels=labels, model=model.name, aggregate=aggregate, tags=tags
-                )
-            )
+            results.write(results_table(buffer, **table))
             buffer, last_flush = [], time.monotonic()
     if buffer:
-        results.write(
-            results_table(buffer, labels=labels, model=model.name, aggregate=aggregate, tags=tags)
-        )
+        results.write(results_table(buffer, **table))
     summary.least_confident = sorted(scored, key=lambda r: r[2])[:10]
 
 
@@ -411,15 +420,17 @@ def _count(
 
 
 def _pipeline(
-    todo: list[dict[str, str]], output: str, *, model: LabelModel, settings: LabelSettings
+    todo: list[dict[str, str]],
+    output: str,
+    *,
+    model: LabelModel,
+    plan: LabelPlan,
+    settings: LabelSettings,
 ):
     """The Ray Data plan: decode + features (CPU tasks) → predictor actors."""
     import ray
     from ray.util.annotations import RayDeprecationWarning
 
-    from genre.runtime import cluster_gpus
-
-    card = model.card
     gpus = settings.gpus_per_worker if cluster_gpus() > 0 else 0.0
     cpus = ray.cluster_resources().get("CPU", 1.0)
     if settings.predictors:
@@ -429,27 +440,18 @@ def _pipeline(
     else:  # CPU only: one predictor per 8 CPUs at most, grown by Ray Data when batches queue up
         pool = ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, int(cpus // 8)))
     per_task = max(1, min(settings.tracks_per_task, -(-len(todo) // int(max(1, 2 * cpus)))))
-    n_tags, extractors = tag_plan(card, settings.tags)
-    own = card.feature_config.extractors
     ds = ray.data.from_items(todo, override_num_blocks=max(1, -(-len(todo) // per_task)))
     # max_retries has no named parameter in Ray 2.60, and ``**ray_remote_args`` warns
     # that it is deprecated: hide that one warning (see genre.extraction._extract_on_ray).
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", RayDeprecationWarning)
         ds = ds.map_batches(
-            featurize_batch,
+            featurize,
             batch_size=per_task,
             batch_format="numpy",
             num_cpus=1,
             max_retries=_TASK_RETRIES,
-            fn_kwargs={
-                "cfg": card.feature_config,
-                "features": card.features,
-                "max_segments": settings.max_segments,
-                "max_duration_s": settings.max_duration_s,
-                "journal": output,
-                "patches_too": bool(extractors) and not own,
-            },
+            fn_kwargs={"plan": plan, "journal": output},
         )
     return ds.map_batches(
         Predictor,
@@ -460,16 +462,10 @@ def _pipeline(
         # No CPU reservation: a predictor is busy a fraction of the time, and
         # reserving even half a CPU would leave a 2-CPU machine one decoding task.
         num_cpus=0,
+        fn_constructor_args=(plan,),
         fn_constructor_kwargs={
             "model_bytes": (ray.put(model.keras_bytes),),
-            "labels": card.labels,
-            "aggregate": settings.aggregate or card.aggregate,
-            "top_k": min(settings.top_k, len(card.labels)),
             "batch_size": settings.batch_size or (GPU_BATCH if gpus else CPU_BATCH),
-            "features": card.features,
-            "extractors": extractors,
-            **review_kwargs(card, min_confidence=settings.min_confidence),
-            "tags": n_tags,
         },
     )
 
@@ -488,6 +484,9 @@ def label_file(
     """Label one file in-process (no Ray): the genres and (calibrated) probabilities, best
     first, and whether it needs review.
 
+    The same two steps as the pipeline's: :func:`genre.featurize.featurize`, then a
+    :class:`genre.predictor.Predictor`.
+
     Raises
     ------
     AudioFileError
@@ -495,42 +494,27 @@ def label_file(
     ParameterError, ConfigMismatchError
         Pretrained weights the model's features need are missing or not the same.
     """
-    from genre import backend
-
-    card = model.card
-    check_extractors(card.label_config)
-    aggregate = aggregate or card.aggregate
-    if aggregate not in AGGREGATES:
-        raise ParameterError(f"--aggregate {aggregate!r}: choose one of {', '.join(AGGREGATES)}")
-    n_tags, extractors = tag_plan(card, tags)
-    out = featurize_batch(
-        {"path": np.array([path], object), "track_id": np.array([path], object)},
-        cfg=card.feature_config,
-        features=card.features,
+    plan = LabelPlan.from_card(
+        model.card,
+        aggregate=aggregate,
+        top_k=top_k,
         max_segments=max_segments,
         max_duration_s=max_duration_s,
-        patches_too=bool(extractors) and not card.feature_config.extractors,
+        min_confidence=min_confidence,
+        tags=tags,
     )
-    if out["reason"][0]:
-        raise AudioFileError(out["reason"][0], out["error"][0])
-    backend.configure()
-    predictor = Predictor(
-        model_bytes=model.keras_bytes,
-        labels=card.labels,
-        aggregate=aggregate,
-        top_k=min(top_k, len(card.labels)),
-        batch_size=256,
-        features=card.features,
-        extractors=extractors,
-        tags=n_tags,
-        **review_kwargs(card, min_confidence=min_confidence),
+    check_extractors(model.card.label_config)
+    batch = featurize(
+        {"path": np.array([path], object), "track_id": np.array([path], object)}, plan=plan
     )
-    row = {k: v[0] for k, v in predictor(out).items()}
+    if batch["reason"][0]:
+        raise AudioFileError(batch["reason"][0], batch["error"][0])
+    row = {k: v[0] for k, v in Predictor(plan, model_bytes=model.keras_bytes)(batch).items()}
     return {
         "path": path,
-        "n_segments": int(out["n_segments"][0]),
-        "duration_s": float(out["duration_s"][0]),
-        "warning": out["warning"][0] or None,
+        "n_segments": int(row["n_segments"]),
+        "duration_s": float(row["duration_s"]),
+        "warning": row["warning"] or None,
         "top": [
             (str(g), float(p)) for g, p in zip(row["top_genres"], row["top_probs"], strict=True)
         ],
@@ -539,5 +523,142 @@ def label_file(
         "ood_score": float(row["ood_score"]),
         "tags": row.get("tags") or [],
         "model": model.name,
-        "aggregate": aggregate,
+        "aggregate": plan.aggregate,
     }
+
+
+def calibrate_zero_shot(
+    model: LabelModel, folder: str, *, settings: LabelSettings | None = None
+) -> LabelModel:
+    """The zero-shot ``model`` with a calibration fitted on a small labelled folder.
+
+    ``folder`` holds ``<genre>/<file>`` for genres of the mapping (at least five tracks
+    in all); they are labelled zero-shot (:func:`run_label`) and the calibration is
+    fitted on them (:func:`genre.zeroshot.fit_zero_shot_calibration`). The returned
+    model's name gains ``-cal<hash>``: labels with and without a calibration do not mix
+    in one output folder.
+
+    Raises
+    ------
+    ParameterError
+        No such folder, fewer than five labelled tracks, a genre the mapping does not
+        name, or fewer than five of the tracks could be labelled.
+    """
+    card, source = model.card, f"--calibrate-on {folder}"
+    tracks = [t for t in list_tracks(folder).tracks if t.genre is not None]
+    unknown = sorted({t.genre for t in tracks} - set(card.labels))
+    if unknown:
+        raise ParameterError(
+            f"{source}: genre folder(s) {', '.join(unknown)} are not genres of "
+            f"the mapping ({', '.join(card.labels)})"
+        )
+    if len(tracks) < 5:
+        raise ParameterError(
+            f"{source}: found {len(tracks)} labelled tracks (<folder>/<genre>/<file>); "
+            "need at least 5"
+        )
+    settings = dataclasses.replace(
+        settings or LabelSettings(),
+        tags=0,
+        csv=False,
+        retry_errors=False,
+        new_model_ok=False,
+        min_confidence=None,
+    )
+    genre_of = {t.path: t.genre for t in tracks}
+    with tempfile.TemporaryDirectory(prefix="genre-calibrate-") as d:
+        listing = Path(d) / "calibration.txt"
+        listing.write_text("".join(f"{t.path}\n" for t in tracks))
+        run_label(str(listing), f"{d}/labels", model=model, settings=settings)
+        rows = read_results(f"{d}/labels")
+    rows = rows[rows["error"].isna()]
+    if len(rows) < 5:
+        raise ParameterError(
+            f"{source}: only {len(rows)} of {len(tracks)} tracks could be labelled"
+        )
+    fitted, left_out = fit_zero_shot_calibration(
+        rows[[f"p_{g}" for g in card.labels]].to_numpy(np.float64),
+        rows["path"].map(genre_of).to_numpy(),
+        labels=card.labels,
+        uncovered=card.zero_shot.uncovered if card.zero_shot else (),
+        source=source,
+    )
+    digest = hashlib.sha256(json.dumps(fitted.to_dict(), sort_keys=True).encode()).hexdigest()
+    training = {
+        **card.training,
+        "calibrated_on": str(folder),
+        "calibration_tracks": len(rows) - left_out,
+        "calibration_left_out": left_out,
+    }
+    card = dataclasses.replace(card, calibration=fitted, training=training)
+    return LabelModel(
+        uri=model.uri, name=f"{model.name}-cal{digest[:6]}", card=card, keras_bytes=b""
+    )
+
+
+def open_model(
+    uri: str,
+    *,
+    tracking_uri: str,
+    mapping: str | None = None,
+    calibrate_on: str | None = None,
+    settings: LabelSettings | None = None,
+) -> tuple[LabelModel, str]:
+    """The model to label with, and a line to tell the user about it (or ``""``).
+
+    ``uri`` is a registered model (:func:`resolve_model`) or ``zero-shot``: musicnn's tags
+    mapped to genres by ``mapping`` (a TOML file; default the shipped ``gtzan10``), with a
+    calibration fitted on the labelled folder ``calibrate_on`` when given
+    (:func:`calibrate_zero_shot`).
+
+    Raises
+    ------
+    ParameterError
+        ``mapping`` or ``calibrate_on`` without ``zero-shot``, no such folder, or any
+        reason of :func:`resolve_model`.
+    """
+    if uri != ZERO_SHOT:
+        for flag, value in (("--mapping", mapping), ("--calibrate-on", calibrate_on)):
+            if value:
+                raise ParameterError(f"{flag} goes with --model zero-shot")
+        return resolve_model(uri, tracking_uri=tracking_uri), ""
+    if calibrate_on and not Path(calibrate_on).is_dir():
+        raise ParameterError(f"--calibrate-on {calibrate_on!r} is not a folder")
+    model = zero_shot_model(load_mapping(mapping))
+    check_extractors(model.card.feature_config)
+    if not calibrate_on:
+        return model, ""
+    model = calibrate_zero_shot(model, calibrate_on, settings=settings)
+    cal, training = model.card.calibration, model.card.training
+    left_out = training["calibration_left_out"]
+    note = (
+        f"zero-shot calibrated on {training['calibration_tracks']} tracks of {calibrate_on}: "
+        f"temperature {cal.temperature:.2f}, review below {cal.min_confidence:.2f}"
+    )
+    if left_out:
+        note += (
+            f" ({left_out} tracks of {', '.join(training['uncovered_genres'])} left out: "
+            "no tag of the mapping covers them)"
+        )
+    return model, note
+
+
+def format_file_label(result: dict[str, Any]) -> str:
+    """What the label job prints for one file labelled by :func:`label_file`."""
+    lines = [
+        f"{result['path']}  ({result['duration_s']:.1f} s, "
+        f"{result['n_segments']} segments, {result['model']}, {result['aggregate']})"
+    ]
+    lines += [
+        f"  {genre:<10} {prob:6.1%}  {'█' * int(round(prob * 40))}" for genre, prob in result["top"]
+    ]
+    if result["needs_review"]:
+        lines.append(
+            f"  needs review: {result['review_reason']} (ood score {result['ood_score']:.2f})"
+        )
+    if result["warning"]:
+        lines.append(f"  warning: {result['warning']}")
+    if len(result["tags"]):
+        tags = ", ".join(f"{t['tag']} {t['probability']:.2f}" for t in result["tags"])
+        lines.append(f"  tags: {tags}")
+    return "\n".join(lines)

@@ -7,7 +7,7 @@ Fitted in the search's driver, stored in the model card, and applied by label
         ─▶ blend with the zero-shot prior          card.blend         (weight on validation)
         ─▶ temperature, review threshold           card.calibration   (on validation)
         ─▶ out-of-taxonomy score: entropy, and the Mahalanobis distance of the track's
-           musicnn embedding to the training segments' classes   card.calibration["ood"]
+           musicnn embedding to the training segments' classes   card.calibration.ood
 
 The **blend** mixes the head's track probabilities with those of a zero-shot tag mapping
 (:mod:`genre.zeroshot`), ``(1 − w)·head + w·prior``, the weight ``w`` chosen from
@@ -33,13 +33,19 @@ from typing import Any
 
 import numpy as np
 
+from genre import calibration as cal
+from genre.calibration import Calibration, fit_temperature, temperature_scale
 from genre.errors import ParameterError
+from genre.ood import MahalanobisOOD
+from genre.report import segment_to_track
+from genre.zeroshot import TagMapping, genre_scores
 
 __all__ = [
     "BLEND_FORMAT",
     "BLEND_WEIGHTS",
     "EMBEDDING_COLUMNS",
     "embedding",
+    "embedding_extractors",
     "Blend",
     "fit_blend_weight",
     "track_mean",
@@ -71,7 +77,7 @@ class Blend:
     """
 
     weight: float
-    mapping: Any  # genre.zeroshot.TagMapping
+    mapping: TagMapping
     report: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -88,8 +94,6 @@ class Blend:
     def prior(self, columns: Mapping[str, np.ndarray], labels: tuple[str, ...]) -> np.ndarray:
         """Per-segment zero-shot probabilities over ``labels`` from musicnn tag columns
         (``<extractor>_tags``, as :class:`genre.embeddings.Embedder` returns them)."""
-        from genre.zeroshot import genre_scores
-
         tags = {e: columns[f"{e}_tags"] for e in self.extractors}
         return genre_scores(self.mapping, tags, labels=labels)
 
@@ -110,8 +114,6 @@ class Blend:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Blend:
-        from genre.zeroshot import TagMapping
-
         if not isinstance(d, Mapping) or d.get("format") != BLEND_FORMAT:
             raise ParameterError(f"the card's blend is not in format {BLEND_FORMAT}")
         try:
@@ -151,8 +153,6 @@ def fit_blend_weight(
     weight : float
     nll : dict ``weight → calibrated validation log-loss``
     """
-    from genre.calibration import fit_temperature, temperature_scale
-
     head, prior = np.asarray(head, np.float64), np.asarray(prior, np.float64)
     if head.shape != prior.shape or head.ndim != 2 or len(y) != len(head):
         raise ParameterError(f"head {head.shape}, prior {prior.shape} and y {np.shape(y)} differ")
@@ -182,6 +182,14 @@ def embedding(columns, spec: str) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
+def embedding_extractors(spec: str) -> tuple[str, ...]:
+    """The musicnn models whose columns an out-of-taxonomy ``spec`` reads
+    (``musicnn_msd+musicnn_mtt_pool`` → ``musicnn_msd``, ``musicnn_mtt``)."""
+    return tuple(
+        part.removesuffix("_pool").removesuffix("_tags") for part in spec.split("+") if part
+    )
+
+
 def track_distances(model, owner: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
     """Mahalanobis distance per track: the mean of its segments' distances, in the order
     of ``np.unique(owner)``."""
@@ -192,7 +200,7 @@ def track_distances(model, owner: np.ndarray, embeddings: np.ndarray) -> np.ndar
 class PostHoc:
     """What :func:`fit_posthoc` fitted, and the figures it was judged by."""
 
-    calibration: Any  # genre.calibration.Calibration
+    calibration: Calibration
     blend: Blend | None
     notes: list[str]
     probs: dict[str, np.ndarray]  # split → segment probabilities of the head (val, test)
@@ -204,8 +212,6 @@ def _split_rows(segments, tracks: np.ndarray) -> np.ndarray:
 
 
 def _prior_tracks(blend: Blend, segments, tracks, labels, aggregate: str) -> np.ndarray:
-    from genre.report import segment_to_track
-
     rows = _split_rows(segments, tracks)
     columns = {f"{e}_tags": segments.features[f"{e}_tags"][rows] for e in blend.extractors}
     prior = blend.prior(columns, tuple(labels))
@@ -255,8 +261,6 @@ def _fit_blend(mapping, segments, labels, heads, ys, aggregate, notes) -> Blend 
 def _fit_mahalanobis(segments, data, heads, notes):
     """The Mahalanobis model on the training segments' embedding and the val/test tracks'
     distances; ``(None, None, {})`` when the shards hold no musicnn embedding."""
-    from genre.ood import MahalanobisOOD
-
     column = "+".join(c for c in EMBEDDING_COLUMNS if c in segments.features) or None
     if column is None:
         notes.append("out-of-taxonomy score from the probabilities only (no musicnn embedding)")
@@ -295,9 +299,6 @@ def fit_posthoc(
     mapping : TagMapping or None
         The zero-shot prior to blend with (``None``: no blend).
     """
-    from genre import calibration as cal
-    from genre.report import segment_to_track
-
     notes: list[str] = []
     probs, heads, ys = {}, {}, {}
     for split in ("val", "test"):

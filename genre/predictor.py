@@ -1,25 +1,48 @@
 """The predictor: a Ray Data actor that loads a model once and turns segments into track rows.
 
-:class:`Predictor` holds the Keras model (or a zero-shot mapping), the pretrained extractors
-its features need, and the card's calibration; per batch of tracks it predicts segments
-with the compiled step of :func:`compiled_predict`, aggregates them per track, applies the
-calibration and review rules, and returns the result columns the label job writes.
-Everything here runs without Ray (the label job's single-file path uses it directly)."""
+:class:`Predictor` is built from a :class:`genre.card.LabelPlan` and holds the Keras model
+(or nothing, for a zero-shot mapping) and the musicnn extractors the plan names; per
+batch of decoded files it predicts segments with the compiled step of
+:func:`compiled_predict` and hands them to :func:`score_tracks` (aggregation, blend,
+calibration, review), then returns the result columns (:func:`result_columns`). It keeps
+no state between batches, and everything here runs without Ray: the label job's
+single-file path calls the same two functions, :func:`genre.featurize.featurize` and a
+:class:`Predictor`.
+"""
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from genre import backend
+from genre.calibration import Calibration, apply, output_ood_score
+from genre.card import LabelPlan
 from genre.embeddings import Embedder
+from genre.posthoc import embedding, track_distances
+from genre.pretrained import TAGS
 from genre.report import segment_to_track
 from genre.training import stack_features
+from genre.zeroshot import genre_scores
+
+__all__ = [
+    "Predictor",
+    "load_keras",
+    "compiled_predict",
+    "score_tracks",
+    "review",
+    "empty_review",
+    "top_tags",
+    "result_columns",
+    "node_id",
+]
 
 
-def _load_keras(model_bytes: bytes):
+def load_keras(model_bytes: bytes):
+    """A ``.keras`` file's model, loaded without its optimizer (labelling trains nothing)."""
     import warnings
 
     import keras
@@ -72,8 +95,6 @@ def top_tags(columns: dict[str, np.ndarray], bounds: np.ndarray, *, n: int) -> l
     A track's tag probability is the mean over its segments; a tag both vocabularies
     know (``rock``) counts once, with the larger probability.
     """
-    from genre.pretrained import TAGS
-
     vocab = [
         (name.removesuffix("_tags"), values)
         for name, values in columns.items()
@@ -93,206 +114,171 @@ def top_tags(columns: dict[str, np.ndarray], bounds: np.ndarray, *, n: int) -> l
 
 
 class Predictor:
-    """Ray Data actor: loads the model once, predicts segments, aggregates per track.
+    """Ray Data actor: loads the model once, then maps a batch of decoded files to result columns.
 
-    For a model on pretrained features it also loads their extractors once and turns
-    the musicnn patches it is given into the card's ``features``. ``extractors`` may name
-    more musicnn models than the features read (the card's companions: the blend's prior,
-    the out-of-taxonomy embedding, tags asked for): a model on hand-crafted features then
-    gets the patches beside its features, in ``batch["patches"]``.
+    ``__init__`` loads what the plan needs (the Keras model unless it is zero-shot, the
+    musicnn extractors of ``plan.extractors``); ``__call__`` keeps nothing between
+    batches. A batch is what :func:`genre.featurize.featurize` returns: ``x`` holds each
+    file's model input, or its musicnn patches when the model reads musicnn columns
+    (``plan.reads_columns``); ``patches`` holds the patches beside hand-crafted features
+    when the plan needs musicnn columns too (``plan.patches_too``).
+
+    Parameters
+    ----------
+    plan : LabelPlan
+    model_bytes : bytes or (ObjectRef,)
+        The ``.keras`` file (empty for a zero-shot model), or a one-tuple holding the
+        object-store reference the driver put it under.
+    batch_size : int
+        Segments per compiled predict step.
     """
 
-    def __init__(
-        self,
-        *,
-        model_bytes: bytes | tuple,
-        labels: tuple[str, ...],
-        aggregate: str,
-        top_k: int,
-        batch_size: int,
-        features: tuple[str, ...] = (),
-        extractors: tuple[str, ...] = (),
-        patch_batch_size: int | None = None,
-        calibration: dict | None = None,
-        min_confidence: float | None = None,
-        zero_shot: dict | None = None,
-        blend: dict | None = None,
-        tags: int = 0,
-    ):
-        from genre import backend
-        from genre.calibration import Calibration
-        from genre.posthoc import Blend
-        from genre.zeroshot import TagMapping
-
-        self.calibration = Calibration.from_dict(calibration) if calibration else None
-        self.min_confidence = min_confidence
-        self.mapping = TagMapping.from_dict(zero_shot) if zero_shot else None
-        self.blend = Blend.from_dict(blend) if blend else None
-        self.tags = tags
-        self._track_tags: list | None = None
-        self._columns: dict[str, np.ndarray] = {}
-
-        if isinstance(
-            model_bytes, tuple
-        ):  # (ObjectRef,): the driver put the bytes in the object store once
+    def __init__(self, plan: LabelPlan, *, model_bytes: bytes | tuple = b"", batch_size: int = 256):
+        if isinstance(model_bytes, tuple):  # (ObjectRef,): the driver put the bytes once
             import ray
 
             model_bytes = ray.get(model_bytes[0])
         backend.configure()
-        self.model = None if self.mapping else _load_keras(model_bytes)
-        self.features = tuple(features)
-        self.reads_columns = any(f.startswith("musicnn_") for f in self.features)
-        self.embedder = (
-            Embedder(tuple(extractors), batch_size=patch_batch_size) if extractors else None
-        )
-        self.node_id = _node_id()
-        self.labels, self.aggregate, self.top_k, self.batch_size = (
-            list(labels),
-            aggregate,
-            top_k,
-            batch_size,
-        )
+        self.plan, self.batch_size = plan, batch_size
+        self.model = None if plan.card.zero_shot else load_keras(model_bytes)
+        self.embedder = Embedder(plan.extractors) if plan.extractors else None
+        self.node_id = node_id()
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Segment probabilities through the model's compiled predict step.
+    def predict(self, x: np.ndarray, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Segment probabilities: the model's compiled predict step over ``x``, or a
+        zero-shot mapping over the segments' tag ``columns``.
 
         Calling a Keras model eagerly per batch (``model(x)``) is 20-200x slower than its
-        compiled step on a GPU. See :func:`compiled_predict` for the batching: fixed
-        shapes, so the step is traced for at most nine shapes per actor.
-
-        Parameters
-        ----------
-        x : np.ndarray [shape=(segments, ...), dtype=float32]
+        compiled step on a GPU; see :func:`compiled_predict` for the batching.
 
         Returns
         -------
         np.ndarray [shape=(segments, labels), dtype=float32]
         """
-        if self.mapping is not None:  # zero-shot: the tag columns through the mapping
-            from genre.zeroshot import genre_scores
-
-            tags, start = {}, 0
-            for name in self.features:  # "<extractor>_tags", 50 each, stacked in this order
-                tags[name.removesuffix("_tags")] = x[:, start : start + 50]
-                start += 50
-            return genre_scores(self.mapping, tags)
-        return compiled_predict(self.model, x, batch_size=self.batch_size, n_out=len(self.labels))
-
-    def review(
-        self, track_probs: np.ndarray, *, distances: np.ndarray | None = None
-    ) -> dict[str, np.ndarray]:
-        """Calibrated probabilities, confidence, out-of-taxonomy score and review flags.
-
-        With the card's calibration: temperature, its confidence threshold (or
-        ``min_confidence``) and its out-of-taxonomy threshold (``distances``: the tracks'
-        Mahalanobis distances, when the calibration's score uses them). Without one (raw
-        models, zero-shot): the raw probabilities, the normalised entropy as
-        ``ood_score``, and a review flag only when ``min_confidence`` is given.
-        """
-        from genre.calibration import apply, output_ood_score
-
-        if self.calibration is not None:
-            return apply(
-                self.calibration,
-                track_probs,
-                distances=distances,
-                min_confidence=self.min_confidence,
-            )
-        confidence = track_probs.max(axis=1)
-        flagged = confidence < (self.min_confidence if self.min_confidence is not None else 0.0)
-        return {
-            "probs": track_probs,
-            "confidence": confidence,
-            "ood_score": output_ood_score(track_probs, method="entropy"),
-            "needs_review": flagged,
-            "review_reason": np.where(flagged, "low-confidence", None).astype(object),
-        }
-
-    def inputs(
-        self, xs: list[np.ndarray], patches: list[np.ndarray] | None = None
-    ) -> list[np.ndarray]:
-        """Each track's model input: ``xs`` as they are, or, for a model on pretrained
-        features, the extractors' columns of the patches ``xs`` stacked as the card says.
-
-        The musicnn columns of every segment (of ``xs``, or of ``patches`` for a model on
-        hand-crafted features) are kept in ``self._columns`` for the prior, the
-        out-of-taxonomy distance and the tags.
-        """
-        self._track_tags, self._columns = None, {}
-        if self.embedder is None:
-            return xs
-        source = xs if self.reads_columns else patches
-        if source is None:
-            raise ValueError("this predictor needs the segments' musicnn patches")
-        bounds = np.cumsum([0] + [len(x) for x in source])
-        self._columns = self.embedder(np.concatenate(source))
-        if self.tags:
-            self._track_tags = top_tags(self._columns, bounds, n=self.tags)
-        if not self.reads_columns:
-            return xs
-        x = stack_features(self._columns, self.features)
-        return [x[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-
-    def track_probs(
-        self, owner: np.ndarray, seg_probs: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Segments → tracks: the order (``np.unique(owner)``), the track probabilities
-        (blended with the card's prior when it has one), and the Mahalanobis distances
-        its out-of-taxonomy score needs (else ``None``)."""
-        order, track_probs = segment_to_track(owner, seg_probs, aggregate=self.aggregate)
-        if self.blend is not None:
-            prior = self.blend.prior(self._columns, tuple(self.labels))
-            _, prior = segment_to_track(owner, prior, aggregate=self.aggregate)
-            track_probs = self.blend.mix(track_probs, prior)
-        distances = None
-        column = self.calibration.ood_column if self.calibration is not None else None
-        if column is not None:
-            from genre.posthoc import embedding, track_distances
-
-            emb = embedding(self._columns, column)
-            distances = track_distances(self.calibration.mahalanobis, owner, emb)
-        return order, track_probs, distances
+        mapping = self.plan.card.zero_shot
+        if mapping is not None:
+            return genre_scores(mapping, {e: columns[f"{e}_tags"] for e in mapping.extractors})
+        return compiled_predict(
+            self.model, x, batch_size=self.batch_size, n_out=len(self.plan.labels)
+        )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        patches = batch.get("patches")
-        xs = self.inputs(
-            [np.asarray(x, dtype=np.float32) for x in batch["x"]],
-            None if patches is None else [np.asarray(p, dtype=np.float32) for p in patches],
-        )
-        n = len(xs)
-        probs = np.full((n, len(self.labels)), np.nan, np.float32)
-        review = {
-            k: np.full(n, v, dtype=t)
-            for k, v, t in (
-                ("confidence", np.nan, np.float32),
-                ("ood_score", np.nan, np.float32),
-                ("needs_review", False, bool),
-                ("review_reason", None, object),
-            )
-        }
-        ok = [i for i in range(n) if not batch["reason"][i] and len(xs[i])]
-        if ok:
-            seg_probs = self.predict(np.concatenate([xs[i] for i in ok]))
-            owner = np.repeat(np.arange(len(ok)), [len(xs[i]) for i in ok])
-            order, track_probs, distances = self.track_probs(owner, seg_probs)
-            rows = np.asarray(ok)[order]
-            reviewed = self.review(track_probs, distances=distances)
-            probs[rows] = reviewed["probs"]
-            for key in review:
-                review[key][rows] = reviewed[key]
-        out = _result_columns(batch, probs, self.labels, self.top_k)
+        plan, n = self.plan, len(batch["path"])
+        ok = np.array([i for i in range(n) if not batch["reason"][i] and len(batch["x"][i])], int)
+        probs = np.full((n, len(plan.labels)), np.nan, np.float32)
+        review = empty_review(n)
+        tags = np.full(n, None, dtype=object)
+        if len(ok):
+            xs = [np.asarray(batch["x"][i], np.float32) for i in ok]
+            bounds = np.cumsum([0] + [len(x) for x in xs])
+            columns = {}
+            if self.embedder is not None:
+                source = xs if plan.reads_columns else [batch["patches"][i] for i in ok]
+                columns = self.embedder(np.concatenate(source).astype(np.float32))
+            x = stack_features(columns, plan.features) if plan.reads_columns else None
+            seg_probs = self.predict(np.concatenate(xs) if x is None else x, columns)
+            owner = np.repeat(np.arange(len(ok)), np.diff(bounds))
+            order, reviewed = score_tracks(plan, owner, seg_probs, columns)
+            probs[ok[order]] = reviewed.pop("probs")
+            for key, values in reviewed.items():
+                review[key][ok[order]] = values
+            if plan.tags:
+                for i, track_tags in zip(ok, top_tags(columns, bounds, n=plan.tags), strict=True):
+                    tags[i] = track_tags
+        out = result_columns(batch, probs, plan.labels, plan.top_k)
         out.update(review)
-        if self._track_tags is not None:
-            tags = np.empty(n, dtype=object)
-            tags[:] = [
-                t if not batch["reason"][i] else None for i, t in enumerate(self._track_tags)
-            ]
+        if plan.tags:
             out["tags"] = tags
         out["node_id"] = np.full(n, self.node_id, dtype=object)
         return out
 
 
-def _node_id() -> str:
+def score_tracks(
+    plan: LabelPlan,
+    owner: np.ndarray,
+    seg_probs: np.ndarray,
+    columns: Mapping[str, np.ndarray],
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Segments → tracks, as the card says: aggregate, blend with the zero-shot prior,
+    calibrate and flag for review.
+
+    Parameters
+    ----------
+    owner : np.ndarray [shape=(segments,)], the track of each segment
+    seg_probs : np.ndarray [shape=(segments, labels)]
+    columns : the segments' musicnn columns (name → (segments, dims)), for the prior and
+        the out-of-taxonomy embedding
+
+    Returns
+    -------
+    order : np.ndarray, ``np.unique(owner)``
+    reviewed : dict, as :func:`review` returns it, one row per track of ``order``
+    """
+    card = plan.card
+    order, track_probs = segment_to_track(owner, seg_probs, aggregate=plan.aggregate)
+    if card.blend is not None:
+        prior = card.blend.prior(columns, card.labels)
+        _, prior = segment_to_track(owner, prior, aggregate=plan.aggregate)
+        track_probs = card.blend.mix(track_probs, prior)
+    distances = None
+    column = card.calibration.ood_column if card.calibration is not None else None
+    if column is not None:
+        emb = embedding(columns, column)
+        distances = track_distances(card.calibration.mahalanobis, owner, emb)
+    reviewed = review(
+        card.calibration, track_probs, distances=distances, min_confidence=plan.min_confidence
+    )
+    return order, reviewed
+
+
+def review(
+    calibration: Calibration | None,
+    track_probs: np.ndarray,
+    *,
+    distances: np.ndarray | None = None,
+    min_confidence: float | None = None,
+) -> dict[str, np.ndarray]:
+    """Calibrated probabilities, confidence, out-of-taxonomy score and review flags.
+
+    With a calibration: temperature, its confidence threshold (or ``min_confidence``) and
+    its out-of-taxonomy threshold (``distances``: the tracks' Mahalanobis distances, when
+    its score uses them). Without one (raw models, zero-shot): the raw probabilities, the
+    normalised entropy as ``ood_score``, and a review flag only when ``min_confidence``
+    is given.
+
+    Returns
+    -------
+    dict
+        ``probs`` (tracks, labels); ``confidence``, ``ood_score``, ``needs_review``,
+        ``review_reason`` (tracks,).
+    """
+    if calibration is not None:
+        out = apply(calibration, track_probs, distances=distances, min_confidence=min_confidence)
+        out.pop("prediction")
+        return out
+    confidence = track_probs.max(axis=1)
+    flagged = confidence < (min_confidence if min_confidence is not None else 0.0)
+    return {
+        "probs": track_probs,
+        "confidence": confidence,
+        "ood_score": output_ood_score(track_probs, method="entropy"),
+        "needs_review": flagged,
+        "review_reason": np.where(flagged, "low-confidence", None).astype(object),
+    }
+
+
+def empty_review(n: int) -> dict[str, np.ndarray]:
+    """The review columns of ``n`` tracks not (yet) scored."""
+    return {
+        "confidence": np.full(n, np.nan, np.float32),
+        "ood_score": np.full(n, np.nan, np.float32),
+        "needs_review": np.zeros(n, bool),
+        "review_reason": np.full(n, None, dtype=object),
+    }
+
+
+def node_id() -> str:
+    """The Ray node this runs on ("" outside Ray): the summary says where work ran."""
     import sys
 
     if "ray" not in sys.modules:
@@ -302,9 +288,12 @@ def _node_id() -> str:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
-def _result_columns(
-    batch: dict[str, np.ndarray], probs: np.ndarray, labels: list[str], top_k: int
+def result_columns(
+    batch: dict[str, np.ndarray], probs: np.ndarray, labels: Sequence[str], top_k: int
 ) -> dict[str, np.ndarray]:
+    """The predictor's columns of a batch: the file's own (path, track id, segments,
+    error, warning), the top genre and the ``top_k`` best with their probabilities, and
+    ``p_<label>`` (NaN rows: files that failed)."""
     n = len(probs)
     failed = np.isnan(probs).any(axis=1)
     top = np.argsort(-np.nan_to_num(probs, nan=-1.0), axis=1)[:, :top_k]
@@ -335,34 +324,3 @@ def _result_columns(
     for j, label in enumerate(labels):
         out[f"p_{label}"] = probs[:, j]
     return out
-
-
-def review_kwargs(card, *, min_confidence: float | None = None) -> dict[str, Any]:
-    """What a :class:`Predictor` needs of the card besides the model: the calibration,
-    the review threshold override, a zero-shot model's mapping and a head's blend."""
-    zero_shot = (
-        card.model_config.get("mapping") if card.model_config.get("kind") == "zero-shot" else None
-    )
-    return {
-        "calibration": card.calibration,
-        "min_confidence": min_confidence,
-        "zero_shot": zero_shot,
-        "blend": card.blend,
-    }
-
-
-def tag_plan(card, tags: int | None) -> tuple[int, tuple[str, ...]]:
-    """How many tags per track, and the musicnn extractors label runs in all.
-
-    ``tags=None`` (the default): 5 when the label run computes musicnn features anyway
-    (the model's own, or its companions'), else none; ``tags=N > 0`` asks for them with
-    any model, computing both musicnn models if needed; ``0`` turns them off.
-    """
-    from genre.config import PRETRAINED
-
-    base = card.label_config.extractors
-    if tags is None:
-        return (5 if base else 0), base
-    if tags == 0:
-        return 0, base
-    return tags, tuple(p for p in PRETRAINED if p in set(base) | set(PRETRAINED))

@@ -10,23 +10,26 @@ own to label into their own taxonomy (``electronic``, ``latin``, ``soul/rnb``…
 Per segment a genre's score is its tags' combined probability; :func:`genre_scores`
 normalises the scores to sum to one so they read like a classifier's probabilities, and
 the label pipeline aggregates segments into tracks as for any model. A zero-shot model is
-a :class:`genre.card.ModelCard` with no trained weights (:func:`zero_shot_card`).
+a :class:`genre.card.ModelCard` with no trained weights (:func:`genre.card.zero_shot_card`);
+:func:`fit_zero_shot_calibration` fits its calibration on tracks the label pipeline scored
+(:func:`genre.labeling.calibrate_zero_shot` runs it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from genre.config import FeatureConfig
+from genre.calibration import Calibration, fit_calibration
 from genre.corpus import check_genre_names
 from genre.errors import ParameterError
+from genre.pretrained import TAGS
 
 __all__ = [
     "DEFAULT_MAPPING",
@@ -34,9 +37,7 @@ __all__ = [
     "TagMapping",
     "load_mapping",
     "genre_scores",
-    "zero_shot_card",
-    "zero_shot_model",
-    "calibrate_zero_shot",
+    "fit_zero_shot_calibration",
 ]
 
 DEFAULT_MAPPING = "gtzan10"
@@ -61,8 +62,6 @@ class TagMapping:
     genres: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from genre.pretrained import TAGS
-
         if self.combine not in COMBINE:
             raise ParameterError(
                 f"mapping {self.name!r}: combine={self.combine!r}: choose one of max, mean"
@@ -202,8 +201,6 @@ def genre_scores(
     np.ndarray [shape=(segments, genres), dtype=float32]
         Rows sum to one (uniform where no tag of any genre fires).
     """
-    from genre.pretrained import TAGS
-
     labels = mapping.labels if labels is None else tuple(labels)
     n = len(next(iter(tags.values())))
     scores = np.zeros((n, len(labels)), np.float32)
@@ -218,112 +215,51 @@ def genre_scores(
     return np.where(total > 0, scores / np.maximum(total, 1e-12), uniform).astype(np.float32)
 
 
-def zero_shot_card(mapping: TagMapping, *, cfg: FeatureConfig | None = None):
-    """A model card with no trained weights: the mapping over musicnn's tag columns."""
-    from genre.card import ModelCard
+def fit_zero_shot_calibration(
+    probs: np.ndarray,
+    genres: Sequence[str],
+    *,
+    labels: Sequence[str],
+    uncovered: Sequence[str] = (),
+    source: str = "--calibrate-on",
+) -> tuple[Calibration, int]:
+    """A zero-shot model's calibration, fitted on tracks it labelled whose genres are known.
 
-    features = tuple(f"{e}_tags" for e in mapping.extractors)
-    cfg = (cfg or FeatureConfig()).with_features(features)
-    return ModelCard(
-        labels=mapping.labels,
-        features=features,
-        feature_config=cfg,
-        model_config={
-            "kind": "zero-shot",
-            "mapping": mapping.to_dict(),
-            "mapping_hash": mapping.hash(),
-        },
-        aggregate="mean",
-        split_method="none",
-        training={"zero_shot": True, "uncovered_genres": list(mapping.uncovered)},
-    )
+    The temperature, the review threshold and the out-of-taxonomy threshold are fitted
+    as tune fits a head's on its validation tracks (:func:`genre.calibration.fit_calibration`).
+    Tracks of a genre no tag covers (reggae in ``gtzan10``) are left out of the fit.
 
+    Parameters
+    ----------
+    probs : np.ndarray [shape=(tracks, labels)]
+        The tracks' zero-shot probabilities (``p_<label>`` of the results table).
+    genres : sequence of str [shape=(tracks,)]
+        Each track's true genre, one of ``labels``.
+    labels : the model's genres, in ``probs``' column order
+    uncovered : genres the mapping has no tag for
+    source : names the tracks in error messages
 
-def zero_shot_model(mapping: TagMapping):
-    """A model to label with (:class:`genre.card.ResolvedModel`) that is the mapping alone:
-    no Keras bytes, named ``zero-shot/<mapping>-<hash>``."""
-    from genre.card import ResolvedModel
-
-    name = f"zero-shot/{mapping.name}-{mapping.hash()[:8]}"
-    return ResolvedModel(uri="zero-shot", name=name, card=zero_shot_card(mapping), keras_bytes=b"")
-
-
-def calibrate_zero_shot(model, folder: str, *, settings=None):
-    """The zero-shot ``model`` with a calibration fitted on a small labelled folder.
-
-    ``folder`` holds ``<genre>/<file>`` for genres of the mapping (at least five tracks
-    in all); they are labelled zero-shot, and the temperature, the review threshold and
-    the out-of-taxonomy threshold are fitted on them as tune fits a head's on its
-    validation tracks (:func:`genre.calibration.fit_calibration`); tracks of a genre no tag
-    covers (reggae in ``gtzan10``) are left out of the fit. The returned model's
-    name gains ``-cal<hash>``: labels with and without a calibration do not mix in one
-    output folder.
+    Returns
+    -------
+    calibration : Calibration
+    left_out : int
+        Tracks of ``uncovered`` genres, not fitted on.
 
     Raises
     ------
     ParameterError
-        No such folder, fewer than five labelled tracks, a genre the mapping does not
-        name, or fewer than five of the tracks could be labelled.
+        Fewer than five tracks of covered genres.
     """
-    import dataclasses
-    import tempfile
-
-    from genre.calibration import fit_calibration
-    from genre.card import ResolvedModel
-    from genre.corpus import list_tracks
-    from genre.labeling import LabelSettings, run_label
-    from genre.results import read_results
-
-    card = model.card
-    tracks = [t for t in list_tracks(folder).tracks if t.genre is not None]
-    unknown = sorted({t.genre for t in tracks} - set(card.labels))
-    if unknown:
+    keep = ~np.isin(np.asarray(genres, dtype=object), list(uncovered))
+    left_out = int((~keep).sum())
+    if keep.sum() < 5:
         raise ParameterError(
-            f"--calibrate-on {folder}: genre folder(s) {', '.join(unknown)} are not genres of "
-            f"the mapping ({', '.join(card.labels)})"
-        )
-    if len(tracks) < 5:
-        raise ParameterError(
-            f"--calibrate-on {folder}: found {len(tracks)} labelled tracks "
-            "(<folder>/<genre>/<file>); need at least 5"
-        )
-    base = settings or LabelSettings()
-    settings = dataclasses.replace(
-        base, tags=0, csv=False, retry_errors=False, new_model_ok=False, min_confidence=None
-    )
-    genre_of = {t.path: t.genre for t in tracks}
-    with tempfile.TemporaryDirectory(prefix="genre-calibrate-") as d:
-        listing = Path(d) / "calibration.txt"
-        listing.write_text("".join(f"{t.path}\n" for t in tracks))
-        run_label(str(listing), f"{d}/labels", model=model, settings=settings)
-        rows = read_results(f"{d}/labels")
-    rows = rows[rows["error"].isna()]
-    if len(rows) < 5:
-        raise ParameterError(
-            f"--calibrate-on {folder}: only {len(rows)} of {len(tracks)} tracks could be labelled"
+            f"{source}: only {int(keep.sum())} tracks of genres the mapping covers "
+            f"({left_out} of {', '.join(sorted(uncovered))}, which no tag covers, left out)"
         )
     # A genre no tag covers scores 0 on every track: its tracks can only be wrong, and
     # fitted on, they drive the temperature to its bound (every genre near 1/K).
-    uncovered = set(card.training.get("uncovered_genres", ()))
-    uncovered_rows = rows["path"].map(genre_of).isin(uncovered)
-    left_out = int(uncovered_rows.sum())
-    rows = rows[~uncovered_rows]
-    if len(rows) < 5:
-        raise ParameterError(
-            f"--calibrate-on {folder}: only {len(rows)} tracks of genres the mapping covers "
-            f"({left_out} of {', '.join(sorted(uncovered))}, which no tag covers, left out)"
-        )
-    probs = rows[[f"p_{g}" for g in card.labels]].to_numpy(np.float64)
-    y = np.array([card.labels.index(genre_of[p]) for p in rows["path"]], dtype=np.int64)
-    fitted = fit_calibration(probs / probs.sum(axis=1, keepdims=True), y, ood_method="entropy")
-    digest = hashlib.sha256(json.dumps(fitted.to_dict(), sort_keys=True).encode()).hexdigest()
-    training = {
-        **card.training,
-        "calibrated_on": str(folder),
-        "calibration_tracks": len(rows),
-        "calibration_left_out": left_out,
-    }
-    card = dataclasses.replace(card, calibration=fitted.to_dict(), training=training)
-    return ResolvedModel(
-        uri=model.uri, name=f"{model.name}-cal{digest[:6]}", card=card, keras_bytes=b""
-    )
+    p = np.asarray(probs, np.float64)[keep]
+    y = np.array([list(labels).index(g) for g in np.asarray(genres)[keep]], dtype=np.int64)
+    fitted = fit_calibration(p / p.sum(axis=1, keepdims=True), y, ood_method="entropy")
+    return fitted, left_out

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from genre.config import AGGREGATES
 from genre.errors import ParameterError
@@ -21,21 +20,16 @@ from genre.store import is_uri
 from jobs._cli import add_max_duration, add_ray_flags, check_ray_flags, parser, run_main
 from jobs._cli import tracking_uri as cli_tracking_uri
 
-if TYPE_CHECKING:
-    from genre.card import ResolvedModel
-    from genre.labeling import LabelSettings
-
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("jobs.label", __doc__.splitlines()[0])
-    _add_path_flags(p)
-    _add_label_flags(p)
+    _add_flags(p)
     add_max_duration(p)
     add_ray_flags(p)
     args = p.parse_args(argv)
 
     def body() -> int:
-        from genre.labeling import run_label
+        from genre.labeling import format_file_label, label_file, open_model, run_label
 
         check_ray_flags(args)
         settings = _settings(args)  # validates every setting; nothing has started yet
@@ -48,127 +42,83 @@ def main(argv: list[str] | None = None) -> int:
             raise ParameterError("--model is required (for example models:/genre@champion)")
         if not args.input:
             raise ParameterError("INPUT is required")
-        tracking_uri = cli_tracking_uri(args.tracking_uri)
         single = _single_file(args)
-        model = _model(args, tracking_uri)
+        model, note = open_model(
+            args.model,
+            tracking_uri=cli_tracking_uri(args.tracking_uri),
+            mapping=args.mapping,
+            calibrate_on=args.calibrate_on,
+            settings=settings,
+        )
+        if note:
+            print(note)
         if single:
-            _label_one(args, model)
-            return 0
-        print(run_label(args.input, args.output, model=model, settings=settings).format())
+            result = label_file(
+                args.input,
+                model=model,
+                aggregate=args.aggregate,
+                max_segments=args.segments,
+                top_k=args.top_k,
+                max_duration_s=args.max_duration,
+                min_confidence=args.min_confidence,
+                tags=args.tags,
+            )
+            print(format_file_label(result))
+        else:
+            print(run_label(args.input, args.output, model=model, settings=settings).format())
         return 0
 
     return run_main(body)
 
 
-def _add_path_flags(p: argparse.ArgumentParser) -> None:
+#: The label job's flags beside INPUT, OUTPUT and the Ray flags: (flag, argparse keywords).
+_FLAGS = (
+    ("--model", dict(help="MLflow model URI (models:/genre@champion, models:/genre/3, runs:/…), "
+     "or zero-shot: musicnn's tags mapped to genres, no training (see --mapping)")),
+    ("--tracking-uri", dict(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+     "sqlite:///mlflow.db in the working directory)")),
+    ("--mapping", dict(help="with --model zero-shot: a TOML file mapping your genres to musicnn "
+     "tags (default: the shipped gtzan10 mapping)")),
+    ("--calibrate-on", dict(metavar="FOLDER", help="with --model zero-shot: fit its calibration "
+     "(temperature, review and out-of-taxonomy thresholds) on a small labelled "
+     "FOLDER/<genre>/<file>; without it zero-shot confidence is the raw normalised tag score")),
+    ("--tags", dict(type=int, help="top musicnn tags kept per track (both vocabularies); "
+     "default 5 when the model computes musicnn features anyway (zero-shot, heads on musicnn, "
+     "a blend), else none; N > 0 computes them for any model; 0: no tags column")),
+    ("--min-confidence", dict(type=float, help="flag tracks below this (calibrated) confidence "
+     "for review (default: the model card's threshold)")),
+    ("--aggregate", dict(choices=AGGREGATES, help="segment → track (default: the model's, mean)")),
+    ("--segments", dict(type=int, default=10, help="segments per track, spread evenly over long "
+     "tracks (default 10)")),
+    ("--top-k", dict(type=int, default=3, help="genres kept per track (default 3)")),
+    ("--batch-size", dict(type=int, help="segments per compiled predict step (default 256 on "
+     "CPUs, 1024 on GPU predictors)")),
+    ("--gpus-per-worker", dict(type=float, default=0.0, help="GPUs per predictor actor, used "
+     "only when the cluster has GPUs")),
+    ("--predictors", dict(type=int, help="predictor actors (default: one per GPU share; without "
+     "GPUs 1, growing to one per 8 CPUs when batches queue up)")),
+    ("--flush-seconds", dict(type=float, default=5.0, help="write finished rows at least this "
+     "often (default 5): a killed run loses no more")),
+    ("--csv", dict(action="store_true", help="also write OUTPUT/_results.csv (the leading _ "
+     "keeps it out of the Parquet dataset)")),
+    ("--retry-errors", dict(action="store_true", help="label files that failed before again")),
+    ("--new-model-ok", dict(action="store_true", help="OUTPUT holds labels of another model: "
+     "move them aside and label again")),
+)  # fmt: skip
+
+
+def _add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "input", nargs="?", help="folder, glob, .txt/.csv/.parquet list of paths, or one audio file"
     )
     p.add_argument(
         "output", nargs="?", help="results folder (Parquet parts); omit for a single file"
     )
-    p.add_argument(
-        "--model",
-        default=None,
-        help="MLflow model URI (models:/genre@champion, models:/genre/3, runs:/…), or "
-        "zero-shot: musicnn's tags mapped to genres, no training (see --mapping)",
-    )
-    p.add_argument(
-        "--tracking-uri",
-        default=None,
-        help=(
-            "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
-            "else sqlite:///mlflow.db in the working directory)"
-        ),
-    )
+    for flag, keywords in _FLAGS:
+        p.add_argument(flag, **keywords)
 
 
-def _add_label_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--mapping",
-        default=None,
-        help="with --model zero-shot: a TOML file mapping your genres to musicnn tags "
-        "(default: the shipped gtzan10 mapping)",
-    )
-    p.add_argument(
-        "--calibrate-on",
-        default=None,
-        metavar="FOLDER",
-        help="with --model zero-shot: fit its calibration (temperature, review and "
-        "out-of-taxonomy thresholds) on a small labelled FOLDER/<genre>/<file>; "
-        "without it zero-shot confidence is the raw normalised tag score",
-    )
-    p.add_argument(
-        "--tags",
-        type=int,
-        default=None,
-        help="top musicnn tags kept per track (both vocabularies); default 5 when the "
-        "model computes musicnn features anyway (zero-shot, heads on musicnn, a blend), "
-        "else none; N > 0 computes them for any model; 0: no tags column",
-    )
-    p.add_argument(
-        "--min-confidence",
-        type=float,
-        default=None,
-        help="flag tracks below this (calibrated) confidence for review "
-        "(default: the model card's threshold)",
-    )
-    p.add_argument(
-        "--aggregate",
-        choices=AGGREGATES,
-        default=None,
-        help="segment → track (default: the model's, mean)",
-    )
-    p.add_argument(
-        "--segments",
-        type=int,
-        default=10,
-        help="segments per track, spread evenly over long tracks (default 10)",
-    )
-    p.add_argument("--top-k", type=int, default=3, help="genres kept per track (default 3)")
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help="segments per compiled predict step (default 256 on CPUs, 1024 on GPU predictors)",
-    )
-    p.add_argument(
-        "--gpus-per-worker",
-        type=float,
-        default=0.0,
-        help="GPUs per predictor actor, used only when the cluster has GPUs",
-    )
-    p.add_argument(
-        "--predictors",
-        type=int,
-        default=None,
-        help=(
-            "predictor actors (default: one per GPU share; without GPUs 1, "
-            "growing to one per 8 CPUs when batches queue up)"
-        ),
-    )
-    p.add_argument(
-        "--flush-seconds",
-        type=float,
-        default=5.0,
-        help="write finished rows at least this often (default 5): a killed run loses no more",
-    )
-    p.add_argument(
-        "--csv",
-        action="store_true",
-        help="also write OUTPUT/_results.csv (the leading _ keeps it out of the Parquet dataset)",
-    )
-    p.add_argument(
-        "--retry-errors", action="store_true", help="label files that failed before again"
-    )
-    p.add_argument(
-        "--new-model-ok",
-        action="store_true",
-        help="OUTPUT holds labels of another model: move them aside and label again",
-    )
-
-
-def _settings(args: argparse.Namespace) -> LabelSettings:
+def _settings(args: argparse.Namespace):
     from genre.labeling import LabelSettings
 
     return LabelSettings(
@@ -190,40 +140,6 @@ def _settings(args: argparse.Namespace) -> LabelSettings:
     )
 
 
-def _model(args: argparse.Namespace, tracking_uri: str) -> ResolvedModel:
-    """The registered model, or a zero-shot model card over musicnn's tags."""
-    from genre.labeling import resolve_model
-
-    if args.model != "zero-shot":
-        for flag, value in (("--mapping", args.mapping), ("--calibrate-on", args.calibrate_on)):
-            if value:
-                raise ParameterError(f"{flag} goes with --model zero-shot")
-        return resolve_model(args.model, tracking_uri=tracking_uri)
-    from genre.embeddings import check_extractors
-    from genre.zeroshot import calibrate_zero_shot, load_mapping, zero_shot_model
-
-    if args.calibrate_on and not os.path.isdir(args.calibrate_on):
-        raise ParameterError(f"--calibrate-on {args.calibrate_on!r} is not a folder")
-    model = zero_shot_model(load_mapping(args.mapping))
-    check_extractors(model.card.feature_config)
-    if args.calibrate_on:
-        model = calibrate_zero_shot(model, args.calibrate_on, settings=_settings(args))
-        cal, training = model.card.calibration, model.card.training
-        left_out = training["calibration_left_out"]
-        print(
-            f"zero-shot calibrated on {training['calibration_tracks']} tracks of "
-            f"{args.calibrate_on}: temperature {cal['temperature']:.2f}, review below "
-            f"{cal['min_confidence']:.2f}"
-            + (
-                f" ({left_out} tracks of {', '.join(training['uncovered_genres'])} left out: "
-                "no tag of the mapping covers them)"
-                if left_out
-                else ""
-            )
-        )
-    return model
-
-
 def _single_file(args: argparse.Namespace) -> bool:
     """Whether INPUT is one audio file to print; checks INPUT and OUTPUT otherwise."""
     single = os.path.isfile(args.input) and args.output is None
@@ -237,33 +153,6 @@ def _single_file(args: argparse.Namespace) -> bool:
     ):
         raise ParameterError(f"input {args.input!r} does not exist")
     return single
-
-
-def _label_one(args: argparse.Namespace, model: ResolvedModel) -> None:
-    from genre.labeling import label_file
-
-    result = label_file(
-        args.input,
-        model=model,
-        aggregate=args.aggregate,
-        max_segments=args.segments,
-        top_k=args.top_k,
-        max_duration_s=args.max_duration,
-        min_confidence=args.min_confidence,
-        tags=args.tags,
-    )
-    print(
-        f"{result['path']}  ({result['duration_s']:.1f} s, "
-        f"{result['n_segments']} segments, {result['model']}, {result['aggregate']})"
-    )
-    for genre, prob in result["top"]:
-        print(f"  {genre:<10} {prob:6.1%}  {'█' * int(round(prob * 40))}")
-    if result["needs_review"]:
-        print(f"  needs review: {result['review_reason']} (ood score {result['ood_score']:.2f})")
-    if result["warning"]:
-        print(f"  warning: {result['warning']}")
-    if len(result["tags"]):
-        print("  tags: " + ", ".join(f"{t['tag']} {t['probability']:.2f}" for t in result["tags"]))
 
 
 if __name__ == "__main__":

@@ -81,14 +81,19 @@ def test_compiled_predict_equals_model_predict_including_a_padded_last_batch(sma
 
 
 def test_the_predictor_gives_model_predict_aggregated_per_track(small_model, rng, tmp_path):
-    from genre.labeling import Predictor
+    from genre.card import LabelPlan, ModelCard
+    from genre.config import FeatureConfig
+    from genre.predictor import Predictor
 
     small_model.save(tmp_path / "m.keras")
-    predictor = Predictor(
-        model_bytes=(tmp_path / "m.keras").read_bytes(),
+    card = ModelCard(
         labels=("a", "b", "c", "d"),
-        aggregate="mean",
-        top_k=2,
+        features=("mfcc",),
+        feature_config=FeatureConfig(features=("mfcc",)),
+    )
+    predictor = Predictor(
+        LabelPlan.from_card(card, top_k=2),
+        model_bytes=(tmp_path / "m.keras").read_bytes(),
         batch_size=64,
     )
     xs = [rng.standard_normal((k, 130, 13)).astype(np.float32) for k in (3, 70, 1)]

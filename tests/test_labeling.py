@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from genre.card import LabelPlan, ModelCard
 from genre.config import FeatureConfig
 from genre.errors import ParameterError
 from genre.labeling import Predictor, featurize_batch, list_inputs
@@ -98,13 +99,11 @@ def test_predictor_aggregates_segments_and_leaves_failed_rows_empty(tmp_path):
     )(mean)
     model = keras.Model(inputs, keras.layers.Softmax()(logits))
     model.save(tmp_path / "m.keras")
-    predictor = Predictor(
-        model_bytes=(tmp_path / "m.keras").read_bytes(),
-        labels=("hi", "lo"),
-        aggregate="mean",
-        top_k=2,
-        batch_size=4,
+    card = ModelCard(
+        labels=("hi", "lo"), features=("mfcc",), feature_config=FeatureConfig(features=("mfcc",))
     )
+    plan = LabelPlan.from_card(card, top_k=2)
+    predictor = Predictor(plan, model_bytes=(tmp_path / "m.keras").read_bytes(), batch_size=4)
     x = np.empty(2, object)
     x[0], x[1] = np.full((3, 130, 13), 0.5, np.float32), np.zeros((0, 130, 13), np.float32)
     batch = {
@@ -131,19 +130,20 @@ def test_the_label_plan_raises_no_ray_deprecation_warning(ray_local, tmp_path):
 
     from ray.util.annotations import RayDeprecationWarning
 
-    from genre.card import ModelCard
     from genre.labeling import LabelModel, LabelSettings, _pipeline
 
     card = ModelCard(
         labels=("a", "b"), features=("mfcc",), feature_config=FeatureConfig(features=("mfcc",))
     )
     model = LabelModel(uri="models:/m/1", name="m/1", card=card, keras_bytes=b"")
+    settings = LabelSettings()
     with warnings.catch_warnings(record=True) as caught:  # Ray warns when the plan is built
         warnings.simplefilter("always")
         _pipeline(
             [{"path": str(tmp_path / "a.wav")}],
             str(tmp_path),
             model=model,
-            settings=LabelSettings(),
+            plan=settings.plan(card),
+            settings=settings,
         )
     assert [str(w.message) for w in caught if issubclass(w.category, RayDeprecationWarning)] == []

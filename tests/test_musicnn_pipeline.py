@@ -255,7 +255,7 @@ def test_tune_job_card_names_the_extractor(musicnn_champion):
     card = model.card
 
     assert card.features == ("musicnn_msd_pool",) and card.input_shape == (POOL_DIM,)
-    assert card.model_config["kind"] == "linear"
+    assert card.model_config.kind == "linear"
     assert card.extractor["models"] == ["musicnn_msd"]
     assert card.extractor["weights_sha256"] == WHEEL_SHA256 == card.feature_config.musicnn_weights
 

@@ -124,7 +124,9 @@ def inference_rates(model, *, tracks: int = 256, per_track: int = 10, batch: int
 
     import keras
 
-    from genre.labeling import Predictor, _load_keras
+    from genre.card import LabelPlan
+    from genre.labeling import Predictor
+    from genre.predictor import load_keras
 
     rng = np.random.default_rng(0)
     xs = [
@@ -132,14 +134,9 @@ def inference_rates(model, *, tracks: int = 256, per_track: int = 10, batch: int
         for _ in range(tracks)
     ]
     batches = [xs[i : i + 16] for i in range(0, tracks, 16)]  # 16 tracks a Ray Data batch
-    predictor = Predictor(
-        model_bytes=model.keras_bytes,
-        labels=model.labels,
-        aggregate="mean",
-        top_k=3,
-        batch_size=batch,
-    )
-    network = _load_keras(model.keras_bytes)
+    plan = LabelPlan.from_card(model.card, aggregate="mean", top_k=3)
+    predictor = Predictor(plan, model_bytes=model.keras_bytes, batch_size=batch)
+    network = load_keras(model.keras_bytes)
     flat = np.concatenate(xs)
 
     def call_predictor():

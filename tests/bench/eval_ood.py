@@ -11,7 +11,7 @@ Then, per model family, labels the held-out test tracks and the ``_other/`` trac
 - ``head``: a small search over heads on ``musicnn_msd_pool`` (``--head-models``);
 - ``zero_shot``: the shipped tag mapping, no training (its ``ood_score`` is the entropy);
 - ``zero_shot_cal``: the same, calibrated on the validation tracks
-  (:func:`genre.zeroshot.calibrate_zero_shot`).
+  (:func:`genre.labeling.calibrate_zero_shot`).
 
 Every family is scored on the same test tracks (the searches' seeded split). Printed per
 family: test accuracy, ECE before → after calibration (from the card for the searches;
@@ -143,7 +143,9 @@ def label(model, tracks: list[str], corpus: Path, output: Path):
 def zero_shot_models(split: dict, corpus: Path, work: Path):
     """The zero-shot model and the same calibrated on the validation tracks (a folder of
     links ``<genre>/<file>`` to them, as ``jobs.label --calibrate-on`` takes)."""
-    from genre.zeroshot import calibrate_zero_shot, load_mapping, zero_shot_model
+    from genre.card import zero_shot_model
+    from genre.labeling import calibrate_zero_shot
+    from genre.zeroshot import load_mapping
 
     model = zero_shot_model(load_mapping())
     folder = work / "calibrate-on"
@@ -219,26 +221,25 @@ def mahalanobis_parts(rows, labels: tuple[str, ...], calibration, segments) -> d
 
 def evaluate_champion(family: str, segments, split: dict, corpus: Path, work: Path, args) -> dict:
     """Search a family, label the test and ``_other/`` tracks with its champion, score it."""
-    from genre.calibration import Calibration
-
     model, outcome = search_family(family, segments, work, args)
     card = model.card
     if sorted(card.splits["test"]) != split["test"]:
         raise RuntimeError(f"{family}: the search's test split is not the expected one")
     other = sorted(t for t in set(segments.track_id) if str(t).startswith("_other/"))
     rows = label(model, split["test"] + other, corpus, work / f"labels-{family}")
-    calibration = Calibration.from_dict(card.calibration)
+    calibration = card.calibration
     result = {"family": family, **figures(rows, card.labels)}
     result.update(ece_raw=calibration.ece_before, ece_cal=calibration.ece_after)
     result["ece_rows"] = _test_ece(rows, card.labels, None)[1]
     if calibration.mahalanobis is not None:
         result.update(mahalanobis_parts(rows, card.labels, calibration, segments))
-    blend = card.blend or {}
-    report = blend.get("report", {})
+    blend = card.blend
+    report = blend.report if blend is not None else {}
     result["model"] = f"{outcome.best['kind']} ({outcome.best['features']})"
     result["details"] = (
         f"head's test accuracy {outcome.test['track_accuracy']:.3f}; blend weight "
-        f"{blend.get('weight', '—')} (test accuracy head {report.get('test_accuracy_head', '—')}"
+        f"{blend.weight if blend is not None else '—'} "
+        f"(test accuracy head {report.get('test_accuracy_head', '—')}"
         f", blend {report.get('test_accuracy_blend', '—')}, prior "
         f"{report.get('test_accuracy_prior', '—')}); T = {calibration.temperature:.2f}; "
         f"review threshold {calibration.min_confidence:.2f}; ood {calibration.ood['method']}, "
@@ -249,8 +250,6 @@ def evaluate_champion(family: str, segments, split: dict, corpus: Path, work: Pa
 
 def evaluate_zero_shot(families, segments, split: dict, corpus: Path, work: Path) -> list[dict]:
     """The zero-shot model, and the same calibrated on the validation tracks."""
-    from genre.calibration import Calibration
-
     other = sorted(t for t in set(segments.track_id) if str(t).startswith("_other/"))
     plain, calibrated = zero_shot_models(split, corpus, work)
     out = []
@@ -264,7 +263,7 @@ def evaluate_zero_shot(families, segments, split: dict, corpus: Path, work: Path
             result["ece_raw"], result["ece_cal"] = _test_ece(rows, labels, None)[1], float("nan")
             result["details"] = "no calibration: ood_score is the entropy, nothing is flagged"
         else:
-            c = Calibration.from_dict(model.card.calibration)
+            c = model.card.calibration
             result["ece_raw"], result["ece_cal"] = _test_ece(rows, labels, c.temperature)
             result["details"] = (
                 f"calibrated on {c.n_val_tracks} validation tracks: T = {c.temperature:.2f}, "
