@@ -1,19 +1,19 @@
-"""The MLflow side of a search: trial runs, artifacts, the champion's calibration and model.
+"""The MLflow side of a search, and nothing else: its parent run, its trial runs, the
+champion's model, artifacts and metrics, and the registry.
 
 All of it runs in the search's driver (one process writes to the tracking store, so a
-SQLite backend never sees concurrent writers): :class:`MlflowTrialLogger` mirrors each
-trial into a child run of the search's parent run (the champion's blend and calibration
-are fitted by :mod:`genre.posthoc`); :func:`_log_model` logs the network with its model
-card as metadata and as ``genre/card.json``; :func:`_register` registers it under a name
-and alias."""
+SQLite backend never sees concurrent writers): :func:`open_experiment` and
+:func:`start_parent_run` make the search's parent run, :class:`MlflowTrialLogger` mirrors
+each trial into a child run while the search runs, and :func:`log` logs what the search
+chose (:class:`Champion`, built by :mod:`genre.tuning`) with its model card as metadata and
+as ``genre/card.json``, and registers it under a name and alias (:func:`register`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import sys
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,32 @@ from typing import Any
 import numpy as np
 from ray.tune import Callback
 
-from genre.card import METADATA_KEY
-from genre.config import SearchSettings
-from genre.errors import ParameterError
-from genre.shards import SegmentSet
+from genre.backend import pip_requirements
+from genre.card import CARD_ARTIFACT, METADATA_KEY, ModelCard
+from genre.config import SearchSettings, sqlite_path
+from genre.errors import ParameterError, first_line
+from genre.posthoc import PostHoc
+from genre.report import (
+    classification_report_text,
+    plot_confusion,
+    plot_histories_side_by_side,
+    plot_history,
+)
+
+__all__ = [
+    "Champion",
+    "MlflowTrialLogger",
+    "ParentRun",
+    "SearchOutcome",
+    "TrialRecord",
+    "check_model_name",
+    "end_parent_run",
+    "log",
+    "open_experiment",
+    "register",
+    "resume_parent_run",
+    "start_parent_run",
+]
 
 _EPOCH_METRICS = (
     "loss",
@@ -76,6 +98,11 @@ def _blend_lines(blend: dict[str, Any] | None, notes: list[str]) -> list[str]:
     return [*lines, head + figures]
 
 
+def _param_text(value: Any) -> str:
+    """A trial's config value as an MLflow param: stacked features as ``mfcc+mel``."""
+    return "+".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
 class MlflowTrialLogger(Callback):
     """Mirror each trial into a child MLflow run of the search's parent run, from the driver."""
 
@@ -109,7 +136,7 @@ class MlflowTrialLogger(Callback):
             from mlflow.entities import Param
 
             self.client.log_batch(
-                run.info.run_id, params=[Param(k, str(v)) for k, v in config.items()]
+                run.info.run_id, params=[Param(k, _param_text(v)) for k, v in config.items()]
             )
         return self.runs.get(trial_id)
 
@@ -171,8 +198,123 @@ def check_model_name(name: str) -> None:
         )
 
 
+@dataclass
+class ParentRun:
+    """A search's MLflow experiment and parent run (``run_id`` empty until started)."""
+
+    client: Any  # mlflow.MlflowClient
+    experiment_id: str
+    artifacts: str  # the experiment's artifact location
+    run_id: str = ""
+
+
+def _default_artifact_location(tracking_uri: str) -> str | None:
+    """Beside a SQLite database (``<db folder>/mlartifacts``); servers and others decide
+    for themselves."""
+    database = sqlite_path(tracking_uri)
+    return None if database is None else (database.parent / "mlartifacts").as_uri()
+
+
+def open_experiment(settings: SearchSettings) -> ParentRun:
+    """The search's experiment (created when new), with no parent run yet."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    experiment = client.get_experiment_by_name(settings.experiment)
+    if experiment is None:
+        experiment_id = client.create_experiment(
+            settings.experiment, artifact_location=_default_artifact_location(settings.tracking_uri)
+        )
+        experiment = client.get_experiment(experiment_id)
+    return ParentRun(
+        client=client,
+        experiment_id=experiment.experiment_id,
+        artifacts=experiment.artifact_location,
+    )
+
+
+def start_parent_run(parent: ParentRun, *, name: str, params: dict[str, Any]) -> None:
+    """Create the search's parent run named ``name`` with its ``params`` (tuples written
+    as comma lists); a failure to log them ends the run ``FAILED``."""
+    from mlflow.entities import Param
+
+    created = parent.client.create_run(
+        parent.experiment_id, run_name=name, tags={"genre.search": name}
+    )
+    parent.run_id = created.info.run_id
+    try:
+        parent.client.log_batch(
+            parent.run_id,
+            params=[
+                Param(k, ",".join(map(str, v)) if isinstance(v, tuple) else str(v))
+                for k, v in params.items()
+            ],
+        )
+    except BaseException as exc:  # the parent run must not stay RUNNING
+        end_parent_run(parent, status_of(exc))
+        raise
+
+
+def resume_parent_run(parent: ParentRun, run_id: str) -> None:
+    """Go on in the parent run ``run_id`` of an interrupted search."""
+    parent.run_id = run_id
+    if parent.client.get_run(run_id).info.status != "RUNNING":
+        parent.client.update_run(run_id, status="RUNNING")
+
+
+def status_of(exc: BaseException) -> str:
+    """The status a run ends with when ``exc`` stops it: ``KILLED`` for Ctrl-C."""
+    return "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+
+
+def end_parent_run(
+    parent: ParentRun, status: str, *, trials: MlflowTrialLogger | None = None
+) -> None:
+    """Mark the parent run ``status`` on the way out of an interrupted or failed search,
+    and the trial runs still open (``trials``) too.
+
+    If the tracking store refuses (a SQLite file another process holds locked, a server
+    gone), say so in one line and let the original exception through: the re-run resumes
+    the same parent run either way.
+    """
+    try:
+        parent.client.set_terminated(parent.run_id, status)
+        if trials is not None:
+            trials.end_open_runs(status)
+    except Exception as exc:  # noqa: BLE001 (the search's own exception matters more)
+        print(
+            f"warning: could not mark MLflow run {parent.run_id} {status}: {first_line(exc)}",
+            file=sys.stderr,
+        )
+
+
+@dataclass
+class TrialRecord:
+    """One trial with a readable last checkpoint: its row of the trials table, its saved
+    training state (history, validation report) and the checkpoint's folder."""
+
+    trial_id: str
+    row: dict[str, Any]
+    state: dict[str, Any]
+    directory: Path
+
+
+@dataclass
+class Champion:
+    """What the search chose: the best trial's network with its best weights, its
+    post-hoc fit, its test and validation scores, and its model card."""
+
+    trial: TrialRecord
+    network: Any  # keras.Model
+    post: PostHoc
+    test: dict[str, Any]
+    val: dict[str, Any]
+    card: ModelCard
+    counts: dict[str, Any]
+
+
 def _trial_artifacts(client, run_id: str, state: dict[str, Any], labels: list[str]) -> None:
-    from genre.report import classification_report_text, plot_confusion, plot_history
 
     with tempfile.TemporaryDirectory() as d:
         plot_history(state["history"], title=f"run {run_id[:8]}", path=Path(d) / "curves.png")
@@ -198,12 +340,14 @@ def _trial_artifacts(client, run_id: str, state: dict[str, Any], labels: list[st
         client.log_artifacts(run_id, d)
 
 
-def _register(
-    client, source_uri: str, settings: SearchSettings, name: str, test_accuracy: float
+def register(
+    client, source_uri: str, settings: SearchSettings, *, search: str, test_accuracy: float
 ) -> str:
+    """Register the logged model ``source_uri`` as ``settings.register_as``, give it
+    ``settings.alias`` and tag it with its test track accuracy; the version."""
     import mlflow
 
-    version = mlflow.register_model(source_uri, settings.register_as, tags={"genre.search": name})
+    version = mlflow.register_model(source_uri, settings.register_as, tags={"genre.search": search})
     client.set_registered_model_alias(settings.register_as, settings.alias, version.version)
     client.set_model_version_tag(
         settings.register_as, version.version, "test_track_accuracy", f"{test_accuracy:.4f}"
@@ -216,9 +360,6 @@ def _log_model(network, card):
     import mlflow
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
-
-    from genre.backend import pip_requirements
-    from genre.card import CARD_ARTIFACT
 
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *card.input_shape), "features")]),
@@ -238,12 +379,12 @@ def _log_model(network, card):
     return info
 
 
-def _log_search_artifacts(trials: list[dict[str, Any]], best, test: dict[str, Any], card) -> None:
+def _log_search_artifacts(
+    trials: list[dict[str, Any]], best_kind: str, test: dict[str, Any], card
+) -> None:
     """Search-level artifacts of the parent run: test report, confusion, curves per model
     type, trials."""
     import mlflow
-
-    from genre.report import classification_report_text, plot_confusion, plot_histories_side_by_side
 
     best_by_kind: dict[str, dict] = {}
     for row in trials:
@@ -263,7 +404,7 @@ def _log_search_artifacts(trials: list[dict[str, Any]], best, test: dict[str, An
         plot_confusion(
             np.asarray(test["confusion"]),
             labels,
-            title=f"test tracks — {best.row['kind']}",
+            title=f"test tracks — {best_kind}",
             path=Path(d) / "confusion_test.png",
         )
         plot_histories_side_by_side(
@@ -353,133 +494,105 @@ class SearchOutcome:
         return "\n".join(lines)
 
 
-def _rebuild(best, segments: SegmentSet, settings: SearchSettings):
-    """The best trial's network with its best weights, and the data it was trained on."""
-    from genre import backend
-    from genre.training import BEST_WEIGHTS, build_network, model_config_from_trial, prepare
-
-    backend.configure()
-    data = prepare(
-        segments,
-        features=tuple(best.row["features"].split("+")),
-        split=settings.split,
-        seed=settings.seed,
-    )
-    network = build_network(model_config_from_trial(best.row["config"]), data)
-    with warnings.catch_warnings():  # the checkpoint's optimizer state is not needed here
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        network.load_weights(str(best.directory / BEST_WEIGHTS))
-    return network, data
-
-
-def _log_champion(
-    run,
+def log(
+    parent: ParentRun,
     settings: SearchSettings,
-    segments: SegmentSet,
-    trials: list[dict[str, Any]],
-    best,
+    champion: Champion,
+    trials: list[TrialRecord],
+    *,
+    name: str,
+    path: str,
+    trial_runs: MlflowTrialLogger,
 ) -> SearchOutcome:
-    """Evaluate the best trial on the test tracks, fit its blend and calibration on the
-    validation tracks (:mod:`genre.posthoc`), log it with its card, register it."""
+    """Log what a search chose: each trial's artifacts to its run; the champion's model
+    (with its card), the search's artifacts and metrics to the parent run; register the
+    champion and end the parent run ``FINISHED``.
+
+    Parameters
+    ----------
+    parent : ParentRun
+        Started (or resumed) by :func:`start_parent_run`.
+    settings : SearchSettings
+    champion : Champion
+    trials : list of TrialRecord
+        Every trial with a readable checkpoint, the champion's among them.
+    name, path : str
+        The search's name and where its Tune state lives (``STORAGE/NAME``).
+    trial_runs : MlflowTrialLogger
+        The callback that made the trials' runs.
+
+    Returns
+    -------
+    SearchOutcome
+    """
     import mlflow
 
-    from genre.posthoc import fit_posthoc
-    from genre.training import card_for, evaluate
-
-    network, data = _rebuild(best, segments, settings)
-    post = fit_posthoc(network, data, segments, aggregate="mean", mapping=_blend_mapping(settings))
-    calibration, reliability = post.calibration, post.reliability
-    test = evaluate(network, data, split="test", probs=post.probs["test"])
-    val = evaluate(network, data, split="val", probs=post.probs["val"])
-    card = card_for(
-        data,
-        model_config=best.row["config"],
-        training={
-            "search": run.name,
-            "test_track_accuracy": test["track_accuracy"],
-            "val_track_accuracy": val["track_accuracy"],
-            "test_segment_accuracy": test["segment_accuracy"],
-            "trials": len(trials),
-        },
-    )
-    card = _with_posthoc(card, post, segments)
-    with mlflow.start_run(run_id=run.parent_run_id):
-        info = _log_model(network, card)
-        _log_search_artifacts(trials, best, test, card)
+    for trial in trials:
+        run_id = trial_runs.run_for(trial.trial_id)
+        if run_id:
+            _trial_artifacts(parent.client, run_id, trial.state, trial.state["labels"])
+    rows = [t.row for t in trials]
+    with mlflow.start_run(run_id=parent.run_id):
+        info = _log_model(champion.network, champion.card)
+        _log_search_artifacts(rows, champion.trial.row["kind"], champion.test, champion.card)
         with tempfile.TemporaryDirectory() as d:
-            mlflow.log_artifact(str(reliability(Path(d) / "reliability_test.png")))
-        mlflow.log_metrics(
-            {
-                "test_ece": calibration.ece_after,
-                "test_ece_raw": calibration.ece_before,
-                "test_brier": calibration.brier_after,
-                "test_brier_raw": calibration.brier_before,
-                "temperature": calibration.temperature,
-                "min_confidence": calibration.min_confidence,
-                "test_track_accuracy": test["track_accuracy"],
-                "test_segment_accuracy": test["segment_accuracy"],
-                "test_track_macro_f1": test["track_macro_f1"],
-                "val_track_accuracy": val["track_accuracy"],
-                "trials": len(trials),
-                "trial_epochs": sum(r["epochs"] for r in trials),
-                **_blend_metrics(post.blend),
-            }
-        )
-    version = _register(run.client, info.model_uri, settings, run.name, test["track_accuracy"])
-    run.client.set_terminated(run.parent_run_id, "FINISHED")
+            mlflow.log_artifact(str(champion.post.reliability(Path(d) / "reliability_test.png")))
+        mlflow.log_metrics(_champion_metrics(champion, rows))
+    accuracy = champion.test["track_accuracy"]
+    version = register(parent.client, info.model_uri, settings, search=name, test_accuracy=accuracy)
+    parent.client.set_terminated(parent.run_id, "FINISHED")
+    post = champion.post
     return SearchOutcome(
-        name=run.name,
-        path=run.path,
-        parent_run_id=run.parent_run_id,
-        best={k: v for k, v in best.row.items() if k != "history"},
-        trials=[{k: v for k, v in r.items() if k not in ("history", "config")} for r in trials],
-        test={
-            k: test[k]
-            for k in (
-                "track_accuracy",
-                "segment_accuracy",
-                "track_macro_f1",
-                "n_tracks",
-                "n_segments",
-                "confusion",
-                "most_confused",
-                "per_genre",
-            )
-        },
+        name=name,
+        path=path,
+        parent_run_id=parent.run_id,
+        best={k: v for k, v in champion.trial.row.items() if k != "history"},
+        trials=[{k: v for k, v in r.items() if k not in ("history", "config")} for r in rows],
+        test={k: champion.test[k] for k in _OUTCOME_TEST_KEYS},
         model_uri=f"models:/{settings.register_as}@{settings.alias}",
         registered=settings.register_as,
         version=version,
         tracking_uri=settings.tracking_uri,
-        counts=data.counts,
+        counts=champion.counts,
         source_uri=info.model_uri,
-        artifacts=run.artifacts,
-        calibration=calibration.to_dict(),
+        artifacts=parent.artifacts,
+        calibration=post.calibration.to_dict(),
         blend=post.blend.to_dict() if post.blend else None,
         notes=post.notes,
     )
 
 
-def _blend_mapping(settings: SearchSettings):
-    if not settings.blend:
-        return None
-    from genre.zeroshot import load_mapping
+#: The champion's test scores a :class:`SearchOutcome` keeps.
+_OUTCOME_TEST_KEYS = (
+    "track_accuracy",
+    "segment_accuracy",
+    "track_macro_f1",
+    "n_tracks",
+    "n_segments",
+    "confusion",
+    "most_confused",
+    "per_genre",
+)
 
-    return load_mapping(settings.mapping)
 
-
-def _with_posthoc(card, post, segments: SegmentSet):
-    """The card with the blend and calibration, naming the musicnn weights they read."""
-    from genre.embeddings import describe
-
-    card = dataclasses.replace(
-        card,
-        calibration=post.calibration.to_dict(),
-        blend=post.blend.to_dict() if post.blend else None,
-    )
-    if card.companions:
-        columns = (*card.features, *card.companions)
-        card = dataclasses.replace(card, extractor=describe(segments.cfg.with_features(columns)))
-    return card
+def _champion_metrics(champion: Champion, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The parent run's metrics: calibration, test and validation scores, search size."""
+    calibration, test = champion.post.calibration, champion.test
+    return {
+        "test_ece": calibration.ece_after,
+        "test_ece_raw": calibration.ece_before,
+        "test_brier": calibration.brier_after,
+        "test_brier_raw": calibration.brier_before,
+        "temperature": calibration.temperature,
+        "min_confidence": calibration.min_confidence,
+        "test_track_accuracy": test["track_accuracy"],
+        "test_segment_accuracy": test["segment_accuracy"],
+        "test_track_macro_f1": test["track_macro_f1"],
+        "val_track_accuracy": champion.val["track_accuracy"],
+        "trials": len(rows),
+        "trial_epochs": sum(r["epochs"] for r in rows),
+        **_blend_metrics(champion.post.blend),
+    }
 
 
 def _blend_metrics(blend) -> dict[str, float]:

@@ -23,10 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from genre.card import ModelCard
 from genre.config import GENRES, SPLIT_METHODS, FeatureConfig
 from genre.corpus import gtzan_coverage, gtzan_filtered_split, split_tracks
-from genre.embeddings import describe
 from genre.errors import ParameterError
 from genre.models import ModelConfig, build_model, compile_model
 from genre.report import evaluate as evaluate_probs
@@ -43,7 +41,6 @@ __all__ = [
     "fit",
     "evaluate",
     "FitResult",
-    "card_for",
     "Trainer",
     "TrainState",
     "STATE_FILE",
@@ -510,30 +507,6 @@ def evaluate(
         "track_macro_f1": float(report["macro_f1"]),
         **{k: v for k, v in report.items() if k not in ("accuracy", "macro_f1")},
     }
-
-
-def card_for(
-    data: PreparedData,
-    *,
-    model_config: dict[str, Any] | None = None,
-    aggregate: str = "mean",
-    training: dict[str, Any] | None = None,
-) -> ModelCard:
-    """The model card of a network trained on ``data``: labels, features, splits, and the
-    pretrained extractor the features need (:func:`genre.embeddings.describe`)."""
-
-    splits = {name: tuple(sorted({str(t) for t in ids})) for name, ids in data.track.items()}
-    return ModelCard(
-        labels=tuple(data.labels),
-        features=tuple(data.features),
-        feature_config=data.feature_config,
-        model_config=dict(model_config or {}),
-        aggregate=aggregate,
-        split_method=data.split_method,
-        splits=splits,
-        training=dict(training or {}),
-        extractor=describe(data.feature_config),
-    )
 
 
 def model_config_from_trial(config: dict[str, Any]) -> ModelConfig:

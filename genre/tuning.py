@@ -1,65 +1,95 @@
 """Hyperparameter search with Ray Tune + ASHA, logged to MLflow, ending in a registered model.
 
-Each trial trains one configuration (model kind, learning rate, batch size, width,
-dropout) epoch by epoch, reports validation metrics and a checkpoint every epoch,
-and is stopped early by ASHA when it falls behind. All MLflow writes happen in the
-driver (one parent run for the search, one child run per trial), so a SQLite
-backend never sees concurrent writers and trials on other nodes need no access to
-the tracking store. Trial artefacts (curves, confusion matrix, classification
-report) are made from each trial's last checkpoint once the search ends.
+:func:`run_search` runs four named phases in order:
 
-The best trial's network is evaluated on the held-out test split and logged as an
-MLflow Keras model whose ``metadata["genre"]`` carries the label list, the feature
-names and the exact feature config; it is registered and given the alias
-``champion``.
+1. :func:`validate`: every check a search can make before anything starts; it prepares
+   the data once per feature set (split by track, normalisation fitted on train).
+2. :func:`search`: the Ray Tune run. Each trial trains one configuration (model kind,
+   features, learning rate, batch size, width, dropout) epoch by epoch on the prepared
+   data (shared through Ray's object store), reports validation metrics and a
+   checkpoint every epoch, and is stopped early by ASHA when it falls behind.
+3. :func:`champion`: the best trial's network rebuilt with its best weights, blended and
+   calibrated on the validation tracks, evaluated on the test tracks, given its card.
+4. :func:`genre.tracking.log`: the MLflow calls alone.
+
+All MLflow writes happen in the driver (one parent run for the search, one child run per
+trial), so a SQLite backend never sees concurrent writers and trials on other nodes need
+no access to the tracking store. The champion is logged as an MLflow Keras model whose
+``metadata["genre"]`` is its model card (labels, features, the exact feature config); it
+is registered and given the alias ``champion``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
-from genre.card import METADATA_KEY, check_tracking_scheme, check_tracking_uri
-from genre.config import FeatureConfig, SearchSettings, sqlite_path
-from genre.errors import ParameterError, first_line
+from genre import backend
+from genre.card import ModelCard, card_for, check_tracking_scheme, check_tracking_uri
+from genre.config import FeatureConfig, SearchSettings
+from genre.embeddings import describe
+from genre.errors import ParameterError
 from genre.models import HEAD_KINDS, SEED_KINDS
+from genre.posthoc import PostHoc, fit_posthoc
+from genre.runtime import cluster_gpus
 from genre.shards import SegmentSet
 from genre.store import FolderLock, filesystem, is_uri
 from genre.tracking import (
+    Champion,
     MlflowTrialLogger,
+    ParentRun,
     SearchOutcome,
-    _log_champion,
-    _register,
-    _trial_artifacts,
+    TrialRecord,
     check_model_name,
+    end_parent_run,
+    log,
+    open_experiment,
+    register,
+    resume_parent_run,
+    start_parent_run,
+    status_of,
 )
+from genre.training import (
+    BEST_WEIGHTS,
+    STATE_FILE,
+    PreparedData,
+    Trainer,
+    build_network,
+    evaluate,
+    model_config_from_trial,
+    prepare,
+)
+from genre.zeroshot import TagMapping, load_mapping
 
 __all__ = [
-    "MODEL_METADATA_KEY",
-    "SearchSettings",
-    "SearchOutcome",
-    "MlflowTrialLogger",
-    "check_search",
-    "check_search_name",
+    "MARKER",
+    "SearchPlan",
+    "SearchResult",
+    "card_with_posthoc",
+    "champion",
     "check_destinations",
     "check_resources",
-    "run_search",
-    "remove_search",
-    "check_tracking_uri",
+    "check_search",
+    "check_search_name",
+    "check_storage",
     "default_features",
     "default_models",
+    "remove_search",
+    "run_search",
+    "search",
+    "validate",
 ]
-
-MODEL_METADATA_KEY = METADATA_KEY
 
 
 def default_features(kind: str, available: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -101,34 +131,20 @@ def default_models(cfg: FeatureConfig | None) -> tuple[str, ...]:
 # ----------------------------------------------------------------------------- trial side
 
 
-def _trainable(config: dict[str, Any], segments: SegmentSet, settings: SearchSettings) -> None:
-    """One Tune trial: the library's training loop, one report and checkpoint per epoch."""
-    from genre import backend
-
+def _trainable(
+    config: dict[str, Any], datasets: dict[tuple[str, ...], PreparedData], settings: SearchSettings
+) -> None:
+    """One Tune trial, as Ray's Tune + Keras examples write it: build the model from the
+    config, train it an epoch at a time, report validation metrics and a checkpoint each."""
     backend.configure(
         threads=int(settings.cpus_per_trial), mixed_precision=settings.mixed_precision
     )
     import keras
-    import ray
     from ray import tune
 
-    from genre.training import Trainer, model_config_from_trial, prepare
-
     keras.utils.set_random_seed(settings.seed + int(config.get("trial_seed", 0)))
-    features = tuple(config["features"].split("+"))
-    data = prepare(segments, features=features, split=settings.split, seed=settings.seed)
-
-    def fresh() -> Trainer:
-        return Trainer(
-            data,
-            model_config_from_trial(config),
-            batch_size=int(config["batch_size"]),
-            patience=settings.patience,
-            seed=settings.seed,
-            report_val=True,
-        )
-
-    trainer = _resumed(fresh, tune.get_checkpoint())
+    data = datasets[tuple(config["features"])]
+    trainer = _resumed(lambda: _trainer(config, data, settings), tune.get_checkpoint())
     # Checkpoints are written in the search's own scratch folder: a killed trial cannot
     # clean up after itself, the driver removes the folder (see run_search). Made once:
     # a trial still running after an interrupted driver removed it must not bring it back.
@@ -136,20 +152,39 @@ def _trainable(config: dict[str, Any], segments: SegmentSet, settings: SearchSet
     scratch.mkdir(parents=True, exist_ok=True)
     while trainer.state.epoch < settings.max_epochs and not trainer.should_stop:
         metrics = trainer.step()
-        done = trainer.should_stop or trainer.state.epoch == settings.max_epochs
         with tempfile.TemporaryDirectory(dir=scratch) as d:
-            trainer.save(Path(d), labels=data.labels, features=list(features))
-            tune.report(
-                {
-                    **metrics,
-                    "epoch": trainer.state.epoch,
-                    "best_val_accuracy": trainer.best("val_accuracy"),
-                    "best_val_track_accuracy": trainer.best("val_track_accuracy"),
-                    "node_id": ray.get_runtime_context().get_node_id(),
-                    "done": done,
-                },
-                checkpoint=tune.Checkpoint.from_directory(d),
-            )
+            trainer.save(Path(d), labels=data.labels, features=list(data.features))
+            checkpoint = tune.Checkpoint.from_directory(d)
+            tune.report(_epoch_report(trainer, metrics, settings), checkpoint=checkpoint)
+
+
+def _trainer(config: dict[str, Any], data: PreparedData, settings: SearchSettings) -> Trainer:
+    """A fresh trainer for the trial ``config``."""
+    return Trainer(
+        data,
+        model_config_from_trial(config),
+        batch_size=int(config["batch_size"]),
+        patience=settings.patience,
+        seed=settings.seed,
+        report_val=True,
+    )
+
+
+def _epoch_report(
+    trainer: Trainer, metrics: dict[str, float], settings: SearchSettings
+) -> dict[str, Any]:
+    """What a trial reports after each epoch: the epoch's metrics, the best so far, where
+    it ran, and whether it is done."""
+    import ray
+
+    return {
+        **metrics,
+        "epoch": trainer.state.epoch,
+        "best_val_accuracy": trainer.best("val_accuracy"),
+        "best_val_track_accuracy": trainer.best("val_track_accuracy"),
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "done": trainer.should_stop or trainer.state.epoch == settings.max_epochs,
+    }
 
 
 def _resumed(fresh, checkpoint):
@@ -185,13 +220,13 @@ def _resumed(fresh, checkpoint):
 
 
 def _search_space(
-    settings: SearchSettings, *, gpus: float = 0.0, available: tuple[str, ...] = ()
+    settings: SearchSettings, *, features: dict[str, tuple[str, ...]], gpus: float = 0.0
 ) -> dict[str, Any]:
+    """Tune's param space; ``features``: model kind → the features it reads (a tuple)."""
     from ray import tune
 
-    def features_for(spec: dict) -> str:
-        kind = spec["config"]["kind"] if "config" in spec else spec["kind"]
-        return "+".join(settings.features or default_features(kind, available))
+    def features_for(spec: dict) -> tuple[str, ...]:
+        return features[spec["config"]["kind"] if "config" in spec else spec["kind"]]
 
     space = {
         "kind": tune.choice(list(settings.models)),
@@ -212,42 +247,81 @@ def _load_state(checkpoint) -> tuple[dict[str, Any], Path]:
 
     local = checkpoint.filesystem is None or isinstance(checkpoint.filesystem, pafs.LocalFileSystem)
     d = Path(checkpoint.path) if local else Path(checkpoint.to_directory())
-    from genre.training import STATE_FILE
-
     return json.loads((d / STATE_FILE).read_text()), d
 
 
-def check_search(segments: SegmentSet, settings: SearchSettings) -> None:
-    """Fail before anything starts when the shards cannot train a model kind of the search.
+@dataclass(frozen=True)
+class SearchPlan:
+    """What a search trains on, decided and prepared once by :func:`validate`.
+
+    Attributes
+    ----------
+    features : dict
+        Model kind → the features it reads (stacked along the bins axis).
+    data : dict
+        Feature set → its :class:`~genre.training.PreparedData`: every trial of that
+        feature set trains on it, the champion is evaluated on it.
+    mapping : TagMapping or None
+        The zero-shot mapping the champion is blended with (``None``: no blend).
+    """
+
+    features: dict[str, tuple[str, ...]]
+    data: dict[tuple[str, ...], PreparedData]
+    mapping: TagMapping | None
+
+
+def check_search(segments: SegmentSet, settings: SearchSettings) -> SearchPlan:
+    """Fail before anything starts when the shards cannot train a model kind of the
+    search; else the plan, with the data prepared once per feature set.
 
     Raises
     ------
     ParameterError
-        Missing features, no labels, fewer than two genres, an empty split, or features
-        of the wrong form for a kind (heads take pretrained vectors, the others
-        ``(frames, bins)`` features).
+        A bad ``--mapping``, missing features, no labels, fewer than two genres, an empty
+        split, or features of the wrong form for a kind (heads take pretrained vectors,
+        the others ``(frames, bins)`` features).
     """
-    from genre.training import prepare
-
-    if settings.blend:
-        from genre.zeroshot import load_mapping
-
-        load_mapping(settings.mapping)  # a bad mapping fails here, before Ray starts
-    ranks: dict[tuple[str, ...], int] = {}
+    mapping = load_mapping(settings.mapping) if settings.blend else None
+    features: dict[str, tuple[str, ...]] = {}
+    data: dict[tuple[str, ...], PreparedData] = {}
     for kind in settings.models:
-        features = settings.features or default_features(kind, segments.cfg.features)
-        if features not in ranks:
-            data = prepare(segments, features=features, split=settings.split, seed=settings.seed)
-            ranks[features] = len(data.input_shape)
-        if ranks[features] != (1 if kind in HEAD_KINDS else 2):
+        names = features[kind] = settings.features or default_features(kind, segments.cfg.features)
+        if names not in data:
+            data[names] = prepare(
+                segments, features=names, split=settings.split, seed=settings.seed
+            )
+        if len(data[names].input_shape) != (1 if kind in HEAD_KINDS else 2):
             raise ParameterError(
-                f"--models {kind} with --features {','.join(features)}: "
+                f"--models {kind} with --features {','.join(names)}: "
                 + (
                     "a head reads pretrained vectors (musicnn_msd_pool, …)"
                     if kind in HEAD_KINDS
                     else f"{kind} reads (frames, bins) features (mfcc, chroma, mel)"
                 )
             )
+    return SearchPlan(features=features, data=data, mapping=mapping)
+
+
+def validate(segments: SegmentSet, settings: SearchSettings) -> SearchPlan:
+    """Phase 1: every check a search makes before anything starts, and its plan.
+
+    Checks where it will write (:func:`check_destinations`), the tracking server
+    (:func:`genre.card.check_tracking_uri`) and that the shards can train each model kind
+    (:func:`check_search`). Creates nothing; Ray's resources are checked once Ray is up
+    (:func:`check_resources`).
+
+    Returns
+    -------
+    SearchPlan
+        The features of each model kind and the data prepared for them.
+
+    Raises
+    ------
+    ParameterError
+    """
+    check_destinations(settings)
+    check_tracking_uri(settings.tracking_uri)
+    return check_search(segments, settings)
 
 
 #: The file that marks a folder under ``--storage`` as a search's own (see _open_search).
@@ -332,7 +406,6 @@ def check_destinations(settings: SearchSettings) -> None:
 
 def _per_trial(settings: SearchSettings) -> tuple[float, float]:
     """CPUs and GPUs each trial asks Ray for: GPUs only when the cluster has some."""
-    from genre.runtime import cluster_gpus
 
     return settings.cpus_per_trial, settings.gpus_per_trial if cluster_gpus() > 0 else 0.0
 
@@ -414,10 +487,7 @@ class _Unschedulable(Callback):
 class _SearchRun:
     """Where a search lives: its MLflow parent run, its Tune state and its marker file."""
 
-    client: Any
-    experiment_id: str
-    artifacts: str
-    parent_run_id: str
+    parent: ParentRun
     name: str
     path: str
     marker: Path | None
@@ -425,9 +495,14 @@ class _SearchRun:
 
 
 def run_search(
-    segments: SegmentSet, settings: SearchSettings, *, progress: bool = True
+    segments: SegmentSet,
+    settings: SearchSettings,
+    *,
+    progress: bool = True,
+    plan: SearchPlan | None = None,
 ) -> SearchOutcome:
-    """Run (or resume) a search, log it to MLflow and register the best model.
+    """Run (or resume) a search, log it to MLflow and register the best model: the phases
+    :func:`validate`, :func:`search`, :func:`champion` and :func:`genre.tracking.log`.
 
     A search that ends abnormally (an exception, Ctrl-C) ends its MLflow parent run as
     ``FAILED`` or ``KILLED``; re-running the same command resumes the search in the
@@ -441,6 +516,9 @@ def run_search(
     settings : SearchSettings
     progress : bool
         Show Tune's progress table.
+    plan : SearchPlan or None
+        What :func:`validate` returned for these segments and settings (``None``: it is
+        called here).
 
     Returns
     -------
@@ -454,21 +532,41 @@ def run_search(
         The search was interrupted (its state is saved: re-run to resume).
     """
     started = time.perf_counter()
-    check_destinations(settings)
-    check_search(segments, settings)
-    check_tracking_uri(settings.tracking_uri)
+    plan = validate(segments, settings) if plan is None else plan
     check_resources(settings)
     # One run per search folder: two identical commands at once would share Tune's state
     # and register the champion twice; the second is refused with one line.
     with FolderLock(_search_path(settings), command="jobs.tune"):
         shutil.rmtree(_scratch(settings), ignore_errors=True)  # left by a killed run
         try:
-            outcome = _run_locked(segments, settings, progress=progress)
+            run = _open_search(segments, settings)
+            if run.saved.get("status") == "finished":
+                return _finished(run, settings)
+            parent = run.parent
+            trial_runs = MlflowTrialLogger(parent.client, parent.experiment_id, parent.run_id)
+            try:
+                found = search(
+                    plan, settings, path=run.path, trial_runs=trial_runs, progress=progress
+                )
+                best = champion(found, plan, segments, settings, search_name=run.name)
+                outcome = log(
+                    parent,
+                    settings,
+                    best,
+                    found.trials,
+                    name=run.name,
+                    path=run.path,
+                    trial_runs=trial_runs,
+                )
+            except BaseException as exc:
+                end_parent_run(parent, status_of(exc), trials=trial_runs)
+                raise
+            outcome.resumed = found.resumed
+            _save_marker(run, status="finished", outcome=outcome)
         finally:
             # Trials' checkpoint folders a Ctrl-C or a failure left behind (this node's).
             shutil.rmtree(_scratch(settings), ignore_errors=True)
-    if not outcome.already_done:
-        outcome.wall_s = time.perf_counter() - started
+    outcome.wall_s = time.perf_counter() - started
     return outcome
 
 
@@ -477,105 +575,33 @@ def _scratch(settings: SearchSettings) -> Path:
     return Path(tempfile.gettempdir()) / f"genre-tune-{settings.search_name()}"
 
 
-def _status_of(exc: BaseException) -> str:
-    return "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-
-
-def _run_locked(segments: SegmentSet, settings: SearchSettings, *, progress: bool):
-    run = _open_search(segments, settings)
-    if run.saved.get("status") == "finished":
-        return _finished(run, settings)
-    callback = MlflowTrialLogger(run.client, run.experiment_id, run.parent_run_id)
-    try:
-        results, resumed = _fit(segments, settings, run, callback, progress=progress)
-        trials, best = _collect_trials(results, callback, run)
-        outcome = _log_champion(run, settings, segments, trials, best)
-    except BaseException as exc:
-        _end_parent(run, _status_of(exc), trials=callback)
-        raise
-    outcome.resumed = resumed
-    _save_marker(run, status="finished", outcome=outcome)
-    return outcome
-
-
-def _end_parent(run: _SearchRun, status: str, *, trials: MlflowTrialLogger | None = None) -> None:
-    """Mark the parent run ``status`` on the way out of an interrupted or failed search,
-    and the trial runs still open (``trials``) too.
-
-    If the tracking store refuses (a SQLite file another process holds locked, a server
-    gone), say so in one line and let the original exception through: the re-run resumes
-    the same parent run either way.
-    """
-    try:
-        run.client.set_terminated(run.parent_run_id, status)
-        if trials is not None:
-            trials.end_open_runs(status)
-    except Exception as exc:  # noqa: BLE001 (the search's own exception matters more)
-        print(
-            f"warning: could not mark MLflow run {run.parent_run_id} {status}: {first_line(exc)}",
-            file=sys.stderr,
-        )
-
-
-def _default_artifact_location(tracking_uri: str) -> str | None:
-    """Beside a SQLite database (``<db folder>/mlartifacts``); servers and others decide
-    for themselves."""
-    database = sqlite_path(tracking_uri)
-    return None if database is None else (database.parent / "mlartifacts").as_uri()
-
-
 def _open_search(segments: SegmentSet, settings: SearchSettings) -> _SearchRun:
     """The search's experiment and parent run: created, or reopened from its marker."""
-    import mlflow
-
-    name = settings.search_name()
-    storage = settings.storage if is_uri(settings.storage) else os.path.abspath(settings.storage)
-    path = f"{storage}/{name}"
+    path = _search_path(settings)
     marker = None if is_uri(path) else Path(path) / MARKER
     saved = json.loads(marker.read_text()) if marker is not None and marker.exists() else {}
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    client = mlflow.MlflowClient(settings.tracking_uri)
-    experiment = client.get_experiment_by_name(settings.experiment)
-    if experiment is None:
-        experiment_id = client.create_experiment(
-            settings.experiment, artifact_location=_default_artifact_location(settings.tracking_uri)
-        )
-        experiment = client.get_experiment(experiment_id)
     run = _SearchRun(
-        client=client,
-        experiment_id=experiment.experiment_id,
-        artifacts=experiment.artifact_location,
-        parent_run_id=saved.get("parent_run_id", ""),
-        name=name,
+        parent=open_experiment(settings),
+        name=settings.search_name(),
         path=path,
         marker=marker,
         saved=saved,
     )
+    run.parent.run_id = saved.get("parent_run_id", "")
     if saved.get("status") == "finished":
         return run
-    if run.parent_run_id:  # resumed: the same parent run goes on
-        if client.get_run(run.parent_run_id).info.status != "RUNNING":
-            client.update_run(run.parent_run_id, status="RUNNING")
+    if run.parent.run_id:  # resumed: the same parent run goes on
+        resume_parent_run(run.parent, run.parent.run_id)
         return run
-    parent = client.create_run(run.experiment_id, run_name=name, tags={"genre.search": name})
-    run.parent_run_id = parent.info.run_id
     params = {
         k: v for k, v in asdict(settings).items() if k not in ("tracking_uri", "grace_clamped")
     }
     params.update(feature_config_hash=segments.cfg.hash(), n_segments=len(segments))
-    from mlflow.entities import Param
-
+    start_parent_run(run.parent, name=run.name, params=params)
     try:
-        client.log_batch(
-            run.parent_run_id,
-            params=[
-                Param(k, ",".join(map(str, v)) if isinstance(v, tuple) else str(v))
-                for k, v in params.items()
-            ],
-        )
         _save_marker(run, status="running")
     except BaseException as exc:  # the parent run must not stay RUNNING
-        _end_parent(run, _status_of(exc))
+        end_parent_run(run.parent, status_of(exc))
         raise
     return run
 
@@ -583,7 +609,7 @@ def _open_search(segments: SegmentSet, settings: SearchSettings) -> _SearchRun:
 def _save_marker(run: _SearchRun, *, status: str, outcome: SearchOutcome | None = None) -> None:
     if run.marker is None:
         return
-    run.saved = {"status": status, "parent_run_id": run.parent_run_id}
+    run.saved = {"status": status, "parent_run_id": run.parent.run_id}
     if outcome is not None:
         run.saved["outcome"] = asdict(outcome)
     run.marker.parent.mkdir(parents=True, exist_ok=True)
@@ -606,8 +632,12 @@ def _finished(run: _SearchRun, settings: SearchSettings) -> SearchOutcome:
             "source, so it "
             f"cannot register it as {wanted}: run the same command with --fresh"
         )
-    version = _register(
-        run.client, outcome.source_uri, settings, run.name, outcome.test["track_accuracy"]
+    version = register(
+        run.parent.client,
+        outcome.source_uri,
+        settings,
+        search=run.name,
+        test_accuracy=outcome.test["track_accuracy"],
     )
     outcome.registered, outcome.version, outcome.model_uri = settings.register_as, version, wanted
     outcome.reregistered = True
@@ -615,12 +645,48 @@ def _finished(run: _SearchRun, settings: SearchSettings) -> SearchOutcome:
     return outcome
 
 
-def _fit(
-    segments: SegmentSet,
+@dataclass
+class SearchResult:
+    """What :func:`search` found: every trial with a readable checkpoint, the best of them
+    by validation (track accuracy, then segment accuracy), and whether it resumed."""
+
+    trials: list[TrialRecord]
+    best: TrialRecord
+    resumed: bool
+
+
+def search(
+    plan: SearchPlan,
     settings: SearchSettings,
-    run: _SearchRun,
-    callback: MlflowTrialLogger,
     *,
+    path: str,
+    trial_runs: MlflowTrialLogger,
+    progress: bool = True,
+) -> SearchResult:
+    """Phase 2: run (or resume) the Ray Tune experiment ``path`` (``STORAGE/NAME``).
+
+    Each trial trains on ``plan``'s data for its features, which Ray's object store holds
+    once for all trials; ``trial_runs`` mirrors the trials into MLflow as they go.
+
+    Raises
+    ------
+    ParameterError
+        No trial produced a readable checkpoint.
+    """
+    results, resumed = _fit(plan, settings, path=path, trial_runs=trial_runs, progress=progress)
+    trials = _collect_trials(results)
+    if not trials:
+        raise ParameterError(f"no trial produced a checkpoint; see the trial logs under {path}")
+    best = max(trials, key=lambda t: (t.row["val_track_accuracy"], t.row["val_accuracy"]))
+    return SearchResult(trials=trials, best=best, resumed=resumed)
+
+
+def _fit(
+    plan: SearchPlan,
+    settings: SearchSettings,
+    *,
+    path: str,
+    trial_runs: MlflowTrialLogger,
     progress: bool,
 ):
     """Run or resume the Tune experiment; return its results and whether it resumed."""
@@ -636,9 +702,23 @@ def _fit(
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     cpus, gpus = _per_trial(settings)
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, segments=segments, settings=settings),
+        # with_parameters puts the prepared data in the object store once; trials read it
+        # from there (zero-copy on their node) instead of preparing it again.
+        tune.with_parameters(_trainable, datasets=plan.data, settings=settings),
         {"cpu": cpus, "gpu": gpus},
     )
+    space = _search_space(settings, features=plan.features, gpus=gpus)
+    if tune.Tuner.can_restore(path):
+        # Tuner.restore unpickles the experiment state under --storage: trusted writers
+        # only (README).
+        tuner = tune.Tuner.restore(
+            path,
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            param_space=space,
+        )
+        return tuner.fit(), True
     if settings.scheduler == "asha":
         scheduler = ASHAScheduler(
             time_attr="training_iteration",
@@ -648,21 +728,10 @@ def _fit(
         )
     else:
         scheduler = FIFOScheduler()
-    storage = run.path.rsplit("/", 1)[0]
-    if tune.Tuner.can_restore(run.path):
-        # Tuner.restore unpickles the experiment state under --storage: trusted writers
-        # only (README).
-        tuner = tune.Tuner.restore(
-            run.path,
-            trainable=trainable,
-            resume_unfinished=True,
-            resume_errored=True,
-            param_space=_search_space(settings, gpus=gpus, available=segments.cfg.features),
-        )
-        return tuner.fit(), True
+    storage, name = path.rsplit("/", 1)
     tuner = tune.Tuner(
         trainable,
-        param_space=_search_space(settings, gpus=gpus, available=segments.cfg.features),
+        param_space=space,
         tune_config=tune.TuneConfig(
             metric="val_accuracy",
             mode="max",
@@ -671,9 +740,9 @@ def _fit(
             search_alg=_seeded_search(settings.seed),
         ),
         run_config=tune.RunConfig(
-            name=run.name,
+            name=name,
             storage_path=storage,
-            callbacks=[callback, _Unschedulable(cpus=cpus, gpus=gpus)],
+            callbacks=[trial_runs, _Unschedulable(cpus=cpus, gpus=gpus)],
             # Two, not one: Tune deletes the older checkpoint before it snapshots its state,
             # so a search killed in between resumes from the one kept (see _resumed).
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -684,19 +753,9 @@ def _fit(
     return tuner.fit(), False
 
 
-@dataclass
-class _Best:
-    row: dict[str, Any]
-    state: dict[str, Any]
-    directory: Path
-
-
-def _collect_trials(
-    results, callback: MlflowTrialLogger, run: _SearchRun
-) -> tuple[list[dict[str, Any]], _Best]:
-    """One row per trial with a checkpoint (artifacts logged to its run); the best by validation."""
-    trials: list[dict[str, Any]] = []
-    best: _Best | None = None
+def _collect_trials(results) -> list[TrialRecord]:
+    """Every trial whose last checkpoint can be read, with its row of the trials table."""
+    trials: list[TrialRecord] = []
     for result in results:
         if result.checkpoint is None:
             continue
@@ -709,17 +768,15 @@ def _collect_trials(
                 file=sys.stderr,
             )
             continue
-        row = _trial_row(result, state)
-        trials.append(row)
-        run_id = callback.run_for(str(result.metrics.get("trial_id", "")))
-        if run_id:
-            _trial_artifacts(run.client, run_id, state, state["labels"])
-        key = (row["val_track_accuracy"], row["val_accuracy"])
-        if best is None or key > (best.row["val_track_accuracy"], best.row["val_accuracy"]):
-            best = _Best(row=row, state=state, directory=directory)
-    if best is None:
-        raise ParameterError(f"no trial produced a checkpoint; see the trial logs under {run.path}")
-    return trials, best
+        trials.append(
+            TrialRecord(
+                trial_id=str(result.metrics.get("trial_id", "")),
+                row=_trial_row(result, state),
+                state=state,
+                directory=directory,
+            )
+        )
+    return trials
 
 
 def _trial_row(result, state: dict[str, Any]) -> dict[str, Any]:
@@ -729,7 +786,7 @@ def _trial_row(result, state: dict[str, Any]) -> dict[str, Any]:
         "trial": str(result.metrics.get("trial_id", Path(result.path).name)),
         "node_id": str(result.metrics.get("node_id", "")),
         "kind": config["kind"],
-        "features": config["features"],
+        "features": "+".join(config["features"]),  # as the summary's table shows them
         "learning_rate": round(float(config["learning_rate"]), 6),
         "batch_size": int(config["batch_size"]),
         "width": int(config["width"]),
@@ -748,6 +805,87 @@ def _seeded_search(seed: int):
     from ray.tune.search import BasicVariantGenerator
 
     return BasicVariantGenerator(random_state=seed)
+
+
+def champion(
+    found: SearchResult,
+    plan: SearchPlan,
+    segments: SegmentSet,
+    settings: SearchSettings,
+    *,
+    search_name: str,
+) -> Champion:
+    """Phase 3: the best trial's network, rebuilt with its best weights on the data it
+    was trained on, its blend and calibration fitted on the validation tracks
+    (:func:`genre.posthoc.fit_posthoc`), its scores on the test and validation tracks,
+    and its model card.
+
+    Parameters
+    ----------
+    found : SearchResult
+    plan : SearchPlan
+        The plan the search ran: its data and its blend's mapping are used again.
+    segments : SegmentSet
+        The shards of the search: their musicnn columns feed the blend's prior and the
+        out-of-taxonomy model even when the network reads other features.
+    settings : SearchSettings
+    search_name : str
+        Recorded in the card.
+
+    Returns
+    -------
+    Champion
+    """
+    best = found.best
+    data = plan.data[tuple(best.row["config"]["features"])]
+    network = _rebuild(best, data)
+    post = fit_posthoc(network, data, segments, aggregate="mean", mapping=plan.mapping)
+    test = evaluate(network, data, split="test", probs=post.probs["test"])
+    val = evaluate(network, data, split="val", probs=post.probs["val"])
+    card = card_for(
+        data,
+        model_config=best.row["config"],
+        training={
+            "search": search_name,
+            "test_track_accuracy": test["track_accuracy"],
+            "val_track_accuracy": val["track_accuracy"],
+            "test_segment_accuracy": test["segment_accuracy"],
+            "trials": len(found.trials),
+        },
+    )
+    return Champion(
+        trial=best,
+        network=network,
+        post=post,
+        test=test,
+        val=val,
+        card=card_with_posthoc(card, post, segments),
+        counts=data.counts,
+    )
+
+
+def _rebuild(best: TrialRecord, data: PreparedData):
+    """The best trial's network with its best weights."""
+    backend.configure()
+    network = build_network(model_config_from_trial(best.row["config"]), data)
+    with warnings.catch_warnings():  # the checkpoint's optimizer state is not needed here
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        network.load_weights(str(best.directory / BEST_WEIGHTS))
+    return network
+
+
+def card_with_posthoc(card: ModelCard, post: PostHoc, segments: SegmentSet) -> ModelCard:
+    """``card`` with the blend and calibration of ``post``, naming the musicnn weights
+    they read (its companions) among its extractors."""
+    card = dataclasses.replace(
+        card,
+        calibration=post.calibration,
+        blend=post.blend,
+    )
+    if card.companions:
+        columns = (*card.features, *card.companions)
+        card = dataclasses.replace(card, extractor=describe(segments.cfg.with_features(columns)))
+    return card
 
 
 def remove_search(settings: SearchSettings) -> None:

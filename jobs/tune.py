@@ -35,134 +35,59 @@ def _list(text: str | None) -> tuple[str, ...] | None:
 def _parser() -> argparse.ArgumentParser:
     S = SearchSettings  # the defaults live there, once
     p = parser("jobs.tune", __doc__.splitlines()[0])
-    _add_search_flags(p, S)
-    _add_run_flags(p, S)
+    add, default = p.add_argument, " (default %(default)s)"
+    # A flag a line with its help beside it reads better than the formatter's seven lines.
+    # fmt: off
+    add("shards", nargs="?", help="output folder of the extract job")
+    add("--models", default="auto", help="comma list of model kinds to search over (default: "
+        f"{','.join(S.models)}, plus mlp_head,linear when the shards hold musicnn features)")
+    add("--features", default="auto", help="comma list of features to stack (default: mfcc for "
+        "seed models, mel for crnn and short_chunk_cnn, the pooled musicnn features for heads)")
+    add("--num-samples", type=int, default=S.num_samples, help="trials to run" + default)
+    add("--max-epochs", type=int, default=S.max_epochs, help="epochs per trial at most" + default)
+    add("--grace-epochs", type=int, default=S.grace_epochs,
+        help="epochs before ASHA may stop a trial" + default)
+    add("--reduction-factor", type=int, default=S.reduction_factor,
+        help="ASHA keeps the best 1/N of trials at each rung" + default)
+    add("--patience", type=int, default=S.patience,
+        help="early stopping: epochs without val-loss improvement" + default)
+    add("--scheduler", choices=SCHEDULERS, default=S.scheduler,
+        help="asha stops trials that fall behind; fifo runs every trial to the end")
+    add("--cpus-per-trial", type=float, default=S.cpus_per_trial,
+        help="CPUs per trial, also TensorFlow's thread count" + default)
+    add("--gpus-per-trial", type=float, default=S.gpus_per_trial,
+        help="may be fractional; used only when the cluster has GPUs")
+    add("--mixed-precision", action="store_true",
+        help="float16 compute in trials that get a GPU (ignored on CPUs)")
+    add("--no-blend", action="store_true", help="do not blend the champion with the zero-shot "
+        "tag mapping (by default its weight is chosen on the validation tracks, 0 allowed, "
+        "when the shards hold musicnn's tag columns)")
+    add("--mapping", default=None, help="TOML tag mapping for the blend (default: the shipped "
+        "gtzan10; see python -m jobs.label --model zero-shot)")
+    add("--split", choices=SPLIT_METHODS, default=S.split,
+        help="by-track split (auto: GTZAN lists when the corpus is GTZAN)")
+    add("--seed", type=int, default=S.seed, help="seed of the split and of the search" + default)
+    add("--tracking-uri", default=None, help="MLflow tracking URI (default: "
+        "$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory)")
+    add("--experiment", default=S.experiment, help="MLflow experiment name" + default)
+    add("--register-as", default=S.register_as,
+        help=f"registered model name (default %(default)s; alias {S.alias})")
+    add("--storage", default=S.storage, help="where Ray Tune keeps trial state (local folder "
+        "or s3://; default: beside a sqlite:/// tracking database, else ~/ray_results)")
+    add("--name", default=None,
+        help="search name (default: derived from the arguments, so a re-run resumes)")
+    add("--fresh", action="store_true",
+        help="forget a previous search with the same name and start again")
+    # fmt: on
+    add_ray_flags(p)
     return p
 
 
-def _add_search_flags(p: argparse.ArgumentParser, S) -> None:
-    p.add_argument("shards", nargs="?", help="output folder of the extract job")
-    p.add_argument(
-        "--models",
-        default="auto",
-        help=f"comma list of model kinds to search over (default: {','.join(S.models)}, "
-        "plus mlp_head,linear when the shards hold musicnn features)",
-    )
-    p.add_argument(
-        "--features",
-        default="auto",
-        help="comma list of features to stack (default: mfcc for seed models, mel for "
-        "crnn and short_chunk_cnn, the pooled musicnn features for the heads)",
-    )
-    p.add_argument(
-        "--num-samples", type=int, default=S.num_samples, help="trials to run (default %(default)s)"
-    )
-    p.add_argument(
-        "--max-epochs",
-        type=int,
-        default=S.max_epochs,
-        help="epochs per trial at most (default %(default)s)",
-    )
-    p.add_argument(
-        "--grace-epochs",
-        type=int,
-        default=S.grace_epochs,
-        help="epochs before ASHA may stop a trial (default %(default)s)",
-    )
-    p.add_argument(
-        "--reduction-factor",
-        type=int,
-        default=S.reduction_factor,
-        help="ASHA keeps the best 1/N of trials at each rung (default %(default)s)",
-    )
-    p.add_argument(
-        "--patience",
-        type=int,
-        default=S.patience,
-        help="early stopping: epochs without val-loss improvement (default %(default)s)",
-    )
-    p.add_argument(
-        "--scheduler",
-        choices=SCHEDULERS,
-        default=S.scheduler,
-        help="asha stops trials that fall behind; fifo runs every trial to the end",
-    )
-    p.add_argument(
-        "--cpus-per-trial",
-        type=float,
-        default=S.cpus_per_trial,
-        help="CPUs per trial, also TensorFlow's thread count (default %(default)s)",
-    )
-
-
-def _add_run_flags(p: argparse.ArgumentParser, S) -> None:
-    p.add_argument(
-        "--gpus-per-trial",
-        type=float,
-        default=S.gpus_per_trial,
-        help="may be fractional; used only when the cluster has GPUs",
-    )
-    p.add_argument(
-        "--mixed-precision",
-        action="store_true",
-        help="float16 compute in trials that get a GPU (ignored on CPUs)",
-    )
-    p.add_argument(
-        "--no-blend",
-        action="store_true",
-        help="do not blend the champion with the zero-shot tag mapping (by default its "
-        "weight is chosen on the validation tracks, 0 allowed, when the shards hold "
-        "musicnn's tag columns)",
-    )
-    p.add_argument(
-        "--mapping",
-        default=None,
-        help="TOML tag mapping for the blend (default: the shipped gtzan10; "
-        "see python -m jobs.label --model zero-shot)",
-    )
-    p.add_argument(
-        "--split",
-        choices=SPLIT_METHODS,
-        default=S.split,
-        help="by-track split (auto: GTZAN lists when the corpus is GTZAN)",
-    )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=S.seed,
-        help="seed of the split and of the search (default %(default)s)",
-    )
-    p.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
-        "else sqlite:///mlflow.db in the working directory)",
-    )
-    p.add_argument(
-        "--experiment", default=S.experiment, help="MLflow experiment name (default %(default)s)"
-    )
-    p.add_argument(
-        "--register-as",
-        default=S.register_as,
-        help=f"registered model name (default %(default)s; alias {S.alias})",
-    )
-    p.add_argument(
-        "--storage",
-        default=S.storage,
-        help="where Ray Tune keeps trial state (local folder or s3://; default: beside a "
-        "sqlite:/// tracking database, else ~/ray_results)",
-    )
-    p.add_argument(
-        "--name",
-        default=None,
-        help="search name (default: derived from the arguments, so a re-run resumes)",
-    )
-    p.add_argument(
-        "--fresh",
-        action="store_true",
-        help="forget a previous search with the same name and start again",
-    )
-    add_ray_flags(p)
+#: Flags that are SearchSettings' fields of the same name and meaning.
+_AS_IS = (
+    "grace_epochs reduction_factor patience cpus_per_trial gpus_per_trial mixed_precision "
+    "mapping scheduler split seed experiment register_as storage name"
+).split()
 
 
 def _settings(args: argparse.Namespace, shards: str, tracking_uri: str) -> SearchSettings:
@@ -176,22 +101,9 @@ def _settings(args: argparse.Namespace, shards: str, tracking_uri: str) -> Searc
         features=_list(args.features),
         num_samples=2 if args.smoke_test else args.num_samples,
         max_epochs=2 if args.smoke_test else args.max_epochs,
-        grace_epochs=args.grace_epochs,
-        reduction_factor=args.reduction_factor,
-        patience=args.patience,
-        cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial,
-        mixed_precision=args.mixed_precision,
         blend=not args.no_blend,
-        mapping=args.mapping,
-        scheduler=args.scheduler,
-        split=args.split,
-        seed=args.seed,
         tracking_uri=tracking_uri,
-        experiment=args.experiment,
-        register_as=args.register_as,
-        storage=args.storage,
-        name=args.name,
+        **{name: getattr(args, name) for name in _AS_IS},
     )
 
 
@@ -210,49 +122,34 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
 
     def body() -> int:
-        from genre.card import check_tracking_uri
+        from genre.runtime import init_ray
         from genre.shards import read_segments
+        from genre.tuning import check_search_name, remove_search, run_search, validate
 
         shards = args.shards
-        if args.smoke_test and not shards:
+        if not shards:
             raise ParameterError(
                 "--smoke-test needs SHARDS (run python -m jobs.extract --smoke-test first)"
+                if args.smoke_test
+                else "SHARDS is required: the output folder of the extract job"
             )
-        if not shards:
-            raise ParameterError("SHARDS is required: the output folder of the extract job")
         if not is_uri(shards) and not os.path.isdir(shards):
             raise ParameterError(f"shards folder {shards!r} does not exist")
         check_ray_flags(args)
-        from genre.tuning import (
-            check_destinations,
-            check_resources,
-            check_search,
-            check_search_name,
-            remove_search,
-            run_search,
-        )
-
         check_search_name(args.name)  # before _settings: an empty --name reads as none
-        tracking_uri = cli_tracking_uri(args.tracking_uri)
-        settings = _settings(args, shards, tracking_uri)
-        check_destinations(settings)
+        settings = _settings(args, shards, cli_tracking_uri(args.tracking_uri))
         if settings.grace_clamped:
             print(
                 f"note: --grace-epochs {args.grace_epochs} is more than "
                 f"--max-epochs {settings.max_epochs}; using {settings.grace_epochs}",
                 file=sys.stderr,
             )
-        check_tracking_uri(tracking_uri)
         segments = read_segments(shards)
-        from genre.runtime import init_ray
-
-        check_search(segments, settings)
+        plan = validate(segments, settings)  # every check before anything is created
         if args.fresh:
             remove_search(settings)
         init_ray(address=args.address, num_cpus=args.num_cpus)
-        check_resources(settings)  # Ray is up; no MLflow run exists yet
-        outcome = run_search(segments, settings)
-        _report(outcome)
+        _report(run_search(segments, settings, plan=plan))
         return 0
 
     return run_main(body)

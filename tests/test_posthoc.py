@@ -16,12 +16,11 @@ import pandas as pd
 import pytest
 
 from genre.calibration import Calibration, apply, fit_calibration, output_ood_score
-from genre.card import ModelCard
+from genre.card import LabelPlan, ModelCard
 from genre.config import FeatureConfig
 from genre.errors import ParameterError
 from genre.ood import MahalanobisOOD
 from genre.posthoc import Blend, embedding, fit_blend_weight, track_mean
-from genre.predictor import tag_plan
 from genre.pretrained import TAGS
 from genre.zeroshot import genre_scores, load_mapping
 from tests.conftest import run_job
@@ -136,10 +135,12 @@ def _card(**extra) -> ModelCard:
 def test_a_blended_card_round_trips_and_names_its_companions(rng):
     cal, *_ = _combined_calibration(rng)
     blend = Blend(weight=0.4, mapping=load_mapping())
-    card = _card(calibration=cal.to_dict(), blend=blend.to_dict())
+    card = _card(calibration=cal, blend=blend)
     again = ModelCard.from_metadata(card.to_metadata())
-    assert Blend.from_dict(again.blend).weight == 0.4
-    assert Calibration.from_dict(again.calibration).ood == cal.ood
+    assert again.blend.weight == 0.4 and again.blend.mapping == blend.mapping
+    assert again.calibration.ood == cal.ood
+    assert again == card
+    assert _card(calibration=cal.to_dict(), blend=blend.to_dict()) == card  # dicts are parsed
     assert again.companions == ("musicnn_msd", "musicnn_mtt")
     assert again.label_config.extractors == ("musicnn_msd", "musicnn_mtt")
     assert again.label_config.musicnn_weights  # the weights the companions need are named
@@ -157,13 +158,21 @@ def test_an_embedding_of_two_columns_sits_side_by_side(rng):
     assert card.companions == ("musicnn_msd", "musicnn_mtt")  # no blend: the OOD column's
 
 
-def test_tag_plan_computes_musicnn_only_when_asked_or_present():
-    plain = _card()
-    blended = _card(blend=Blend(weight=0.1, mapping=load_mapping()).to_dict())
-    assert tag_plan(plain, None) == (0, ())
-    assert tag_plan(plain, 3) == (3, ("musicnn_msd", "musicnn_mtt"))
-    assert tag_plan(blended, None) == (5, ("musicnn_msd", "musicnn_mtt"))
-    assert tag_plan(blended, 0) == (0, ("musicnn_msd", "musicnn_mtt"))
+@pytest.mark.parametrize(
+    ("blended", "tags", "expected"),
+    [
+        (False, None, (0, ())),
+        (False, 3, (3, ("musicnn_msd", "musicnn_mtt"))),
+        (True, None, (5, ("musicnn_msd", "musicnn_mtt"))),
+        (True, 0, (0, ("musicnn_msd", "musicnn_mtt"))),
+    ],
+)
+def test_the_label_plan_computes_musicnn_only_when_asked_or_present(blended, tags, expected):
+    card = _card(blend=Blend(weight=0.1, mapping=load_mapping()) if blended else None)
+    plan = LabelPlan.from_card(card, tags=tags)
+    assert (plan.tags, plan.extractors) == expected
+    assert plan.patches_too == bool(expected[1]) and not plan.reads_columns
+    assert plan.input_shape == card.input_shape
 
 
 def test_track_mean_averages_each_tracks_segments():
@@ -178,14 +187,15 @@ def test_track_mean_averages_each_tracks_segments():
 def fitted(tmp_path_factory, ray_local):
     """Shards with MFCCs and both musicnn models, a small CNN on the MFCCs, and its post-hoc
     fit (blend, calibration, Mahalanobis on musicnn_msd)."""
+    from genre.card import card_for
     from genre.extraction import run_extract
     from genre.labeling import model_from_network
     from genre.models import ModelConfig
     from genre.posthoc import fit_posthoc
     from genre.shards import read_segments
     from genre.synth import write_corpus, write_other
-    from genre.tracking import _with_posthoc
-    from genre.training import card_for, fit, prepare
+    from genre.training import fit, prepare
+    from genre.tuning import card_with_posthoc
 
     root = tmp_path_factory.mktemp("posthoc")
     corpus = root / "corpus"
@@ -198,7 +208,7 @@ def fitted(tmp_path_factory, ray_local):
     network = fit(data, ModelConfig(kind="cnn", width=16), max_epochs=6, batch_size=16).network
     post = fit_posthoc(network, data, segments, mapping=load_mapping())
     model = model_from_network(network, data)
-    card = _with_posthoc(card_for(data), post, segments)
+    card = card_with_posthoc(card_for(data), post, segments)
     return {"root": root, "corpus": corpus, "post": post, "model": model, "card": card}
 
 
@@ -227,12 +237,12 @@ def test_the_fit_blends_calibrates_and_scores_embeddings(fitted):
 def test_label_applies_the_cards_blend(fitted):
     """A card whose blend weight is 0.6 labels with 0.4 · head + 0.6 · zero-shot, each
     measured by labelling the same files with the head alone and with zero-shot."""
+    from genre.card import zero_shot_model
     from genre.labeling import LabelSettings
-    from genre.zeroshot import zero_shot_model
 
     model, card = fitted["model"], fitted["card"]
     paths = [str(fitted["corpus"] / t) for t in sorted(card.splits["test"])[:6]]
-    forced = Blend(weight=0.6, mapping=load_mapping()).to_dict()
+    forced = Blend(weight=0.6, mapping=load_mapping())
     blended = dataclasses.replace(
         model, name="blend/1", card=dataclasses.replace(card, blend=forced, calibration=None)
     )
@@ -339,21 +349,19 @@ def test_the_blended_card_survives_the_registry(fitted, tmp_path):
     import mlflow
 
     from genre.card import resolve
-    from genre.predictor import _load_keras
+    from genre.predictor import load_keras
     from genre.tracking import _log_model
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.create_experiment("posthoc", artifact_location=str(tmp_path / "art"))
-    card = dataclasses.replace(
-        fitted["card"], blend=Blend(weight=0.45, mapping=load_mapping()).to_dict()
-    )
-    network = _load_keras(fitted["model"].keras_bytes)
+    card = dataclasses.replace(fitted["card"], blend=Blend(weight=0.45, mapping=load_mapping()))
+    network = load_keras(fitted["model"].keras_bytes)
     assert isinstance(network, keras.Model)
     with mlflow.start_run(experiment_id=experiment):
         info = _log_model(network, card)
     again = resolve(info.model_uri, tracking_uri=uri).card
-    assert Blend.from_dict(again.blend).weight == 0.45
-    assert again.blend["mapping"] == load_mapping().to_dict()
+    assert again.blend.weight == 0.45
+    assert again.blend.mapping == load_mapping()
     assert again.calibration == card.calibration
     assert again.companions == ("musicnn_msd", "musicnn_mtt")

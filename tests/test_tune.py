@@ -420,15 +420,14 @@ def test_ctrl_c_ends_parent_and_trial_runs_killed_leaves_no_temp_folder_and_a_re
 
 
 def test_a_store_that_cannot_end_the_parent_run_does_not_hide_the_searchs_error(capsys):
-    from types import SimpleNamespace
-
-    from genre.tuning import _end_parent
+    from genre.tracking import ParentRun, end_parent_run
 
     class Refusing:
         def set_terminated(self, run_id, status):
             raise RuntimeError("(sqlite3.OperationalError) database is locked\n(details)")
 
-    _end_parent(SimpleNamespace(client=Refusing(), parent_run_id="abc"), "KILLED")
+    parent = ParentRun(client=Refusing(), experiment_id="1", artifacts="", run_id="abc")
+    end_parent_run(parent, "KILLED")
     assert capsys.readouterr().err == (
         "warning: could not mark MLflow run abc KILLED: "
         "(sqlite3.OperationalError) database is locked\n"
@@ -447,7 +446,7 @@ def test_an_exception_in_the_search_ends_the_parent_run_as_failed(
     def boom(*args, **kwargs):
         raise RuntimeError("a trial runner crashed")
 
-    monkeypatch.setattr(tuning, "_fit", boom)
+    monkeypatch.setattr(tuning, "search", boom)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     settings = SearchSettings(
         shards=str(small_shards),
@@ -522,10 +521,8 @@ def test_the_champion_is_calibrated_on_validation_tracks_and_reports_it(tuned, c
     names = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert "reliability_test.png" in names
     mlflow.set_tracking_uri(tuned.uri)  # other tests in this process point it elsewhere
-    card = ModelCard.from_metadata(
-        mlflow.models.get_model_info(f"models:/{tuned.name}@champion").metadata["genre"]
-    )
-    calibration = Calibration.from_dict(card.calibration)
+    metadata = mlflow.models.get_model_info(f"models:/{tuned.name}@champion").metadata["genre"]
+    calibration = Calibration.from_dict(metadata["calibration"])  # as the card stores it
     assert calibration.temperature == pytest.approx(metrics["temperature"])
     assert 0.0 <= calibration.min_confidence <= 1.0 and calibration.ood["method"] == "entropy"
     assert (

@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def search(segments, shards: str, work: Path, scheduler: str, args) -> dict:
-    from genre.tuning import SearchSettings, run_search
+    from genre.config import SearchSettings
+    from genre.tuning import run_search
 
     settings = SearchSettings(
         shards=shards,
