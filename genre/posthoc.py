@@ -37,7 +37,7 @@ from genre import calibration as cal
 from genre.calibration import Calibration, fit_temperature, temperature_scale
 from genre.errors import ParameterError
 from genre.ood import MahalanobisOOD
-from genre.report import segment_to_track
+from genre.report import segment_to_track, track_mean
 from genre.zeroshot import TagMapping, genre_scores
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
     "embedding_extractors",
     "Blend",
     "fit_blend_weight",
-    "track_mean",
     "track_distances",
     "PostHoc",
     "fit_posthoc",
@@ -163,16 +162,6 @@ def fit_blend_weight(
         nll[float(w)] = _nll(temperature_scale(mixed, temperature=t), y)
     best = min(nll.values())
     return next(w for w, v in nll.items() if v <= best + 1e-9), nll
-
-
-def track_mean(track_ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique track ids and the mean of ``values`` (segments, …) over each track's
-    segments."""
-    tracks, inverse, counts = np.unique(track_ids, return_inverse=True, return_counts=True)
-    values = np.asarray(values, np.float64)
-    out = np.zeros((len(tracks), *values.shape[1:]))
-    np.add.at(out, inverse, values)
-    return tracks, out / counts.reshape(-1, *([1] * (values.ndim - 1)))
 
 
 def embedding(columns, spec: str) -> np.ndarray:

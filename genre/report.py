@@ -17,6 +17,8 @@ from genre.features import extract
 
 __all__ = [
     "segment_to_track",
+    "track_mean",
+    "track_labels",
     "evaluate",
     "classification_report_text",
     "plot_confusion",
@@ -54,9 +56,7 @@ def segment_to_track(
         raise ParameterError(f"probs {probs.shape} and track_ids {track_ids.shape} do not match")
     tracks, inverse, counts = np.unique(track_ids, return_inverse=True, return_counts=True)
     k = probs.shape[1]
-    mean = np.zeros((len(tracks), k))
-    np.add.at(mean, inverse, probs)
-    mean /= counts[:, None]
+    _, mean = track_mean(track_ids, probs)
     if aggregate == "mean":
         out = mean
     elif aggregate == "max":
@@ -71,6 +71,34 @@ def segment_to_track(
     else:
         raise ParameterError(f"aggregate={aggregate!r}: choose mean, max or vote")
     return tracks, out.astype(np.float32)
+
+
+def track_mean(track_ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of ``values`` over each track's segments.
+
+    Parameters
+    ----------
+    track_ids : np.ndarray [shape=(segments,)]
+    values : np.ndarray [shape=(segments, ...)]
+
+    Returns
+    -------
+    tracks : np.ndarray [shape=(tracks,)]
+        Sorted unique track ids.
+    means : np.ndarray [shape=(tracks, ...), dtype=float64]
+    """
+    tracks, inverse, counts = np.unique(track_ids, return_inverse=True, return_counts=True)
+    values = np.asarray(values, np.float64)
+    out = np.zeros((len(tracks), *values.shape[1:]))
+    np.add.at(out, inverse, values)
+    return tracks, out / counts.reshape(-1, *([1] * (values.ndim - 1)))
+
+
+def track_labels(track_ids: np.ndarray, segment_y: np.ndarray, tracks: np.ndarray) -> np.ndarray:
+    """The label of each of ``tracks`` (``(tracks,)`` int32), read from its segments'
+    ``segment_y`` (a track's segments share its label)."""
+    lookup = dict(zip(track_ids, segment_y, strict=True))
+    return np.array([lookup[t] for t in tracks], dtype=np.int32)
 
 
 def evaluate(*, y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict[str, Any]:

@@ -22,10 +22,11 @@ import numpy as np
 from ray.tune import Callback
 
 from genre.backend import pip_requirements
+from genre.calibration import Calibration
 from genre.card import CARD_ARTIFACT, METADATA_KEY, ModelCard
 from genre.config import SearchSettings, sqlite_path
 from genre.errors import ParameterError, first_line
-from genre.posthoc import PostHoc
+from genre.posthoc import Blend, PostHoc
 from genre.report import (
     classification_report_text,
     plot_confusion,
@@ -58,31 +59,30 @@ _EPOCH_METRICS = (
 )
 
 
-def _calibration_line(cal: dict[str, Any]) -> list[str]:
-    if not cal:
+def _calibration_line(cal: Calibration | None) -> list[str]:
+    if cal is None:
         return []
-    ood = cal.get("ood") or {}
+    ood = cal.ood or {}
     return [
-        f"  calibration (fitted on {cal['n_val_tracks']} validation tracks): temperature "
-        f"{cal['temperature']:.2f}; test ECE {cal['ece_before']:.3f} → {cal['ece_after']:.3f}, "
-        f"Brier {cal['brier_before']:.3f} → {cal['brier_after']:.3f}",
+        f"  calibration (fitted on {cal.n_val_tracks} validation tracks): temperature "
+        f"{cal.temperature:.2f}; test ECE {cal.ece_before:.3f} → {cal.ece_after:.3f}, "
+        f"Brier {cal.brier_before:.3f} → {cal.brier_after:.3f}",
         (
-            f"  needs review: confidence below {cal['min_confidence']:.2f} (validation tracks "
-            f"above it were right ≥ {cal['target']:.0%} of the time)"
-            if cal["min_confidence"] > 0
+            f"  needs review: confidence below {cal.min_confidence:.2f} (validation tracks "
+            f"above it were right ≥ {cal.target:.0%} of the time)"
+            if cal.min_confidence > 0
             else f"  needs review: no confidence threshold (validation tracks were right "
-            f"≥ {cal['target']:.0%} of the time at every confidence)"
+            f"≥ {cal.target:.0%} of the time at every confidence)"
         )
         + (f", or {ood['method']} score above {ood['threshold']:.2f}" if ood else ""),
     ]
 
 
-def _blend_lines(blend: dict[str, Any] | None, notes: list[str]) -> list[str]:
+def _blend_lines(blend: Blend | None, notes: list[str]) -> list[str]:
     lines = [f"  {note}" for note in notes]
-    if not blend:
+    if blend is None:
         return lines
-    r = blend.get("report") or {}
-    w = blend["weight"]
+    r, w = blend.report, blend.weight
     figures = (
         f"validation {r['val_accuracy_head']:.3f} → {r['val_accuracy_blend']:.3f}, "
         f"test {r['test_accuracy_head']:.3f} → {r['test_accuracy_blend']:.3f} "
@@ -446,7 +446,10 @@ class SearchOutcome:
     notes: list[str] = field(default_factory=list)
 
     def _calibration_lines(self) -> list[str]:
-        return _blend_lines(self.blend, self.notes) + _calibration_line(self.calibration)
+        # The outcome keeps the JSON form (it is saved beside the search); read it back typed.
+        calibration = Calibration.from_dict(self.calibration) if self.calibration else None
+        blend = Blend.from_dict(self.blend) if self.blend else None
+        return _blend_lines(blend, self.notes) + _calibration_line(calibration)
 
     def format(self) -> str:
         """The trials table (best first) and a short summary, as the tune job prints them."""

@@ -28,7 +28,7 @@ from genre.corpus import gtzan_coverage, gtzan_filtered_split, split_tracks
 from genre.errors import ParameterError
 from genre.models import ModelConfig, build_model, compile_model
 from genre.report import evaluate as evaluate_probs
-from genre.report import segment_to_track
+from genre.report import segment_to_track, track_labels
 from genre.shards import SegmentSet
 
 __all__ = [
@@ -273,7 +273,7 @@ def train_epoch(
     eps = 1e-7
     val_loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], eps, 1.0))))
     tracks, track_probs = segment_to_track(data.track["val"], probs, aggregate="mean")
-    track_y = _track_labels(data.track["val"], y, tracks)
+    track_y = track_labels(data.track["val"], y, tracks)
     return {
         "loss": float(history.history["loss"][-1]),
         "accuracy": float(history.history["accuracy"][-1]),
@@ -298,13 +298,6 @@ def _shuffled_batches(x: np.ndarray, y: np.ndarray, order: np.ndarray, *, batch_
             return x[index], y[index]
 
     return _Batches()
-
-
-def _track_labels(
-    segment_tracks: np.ndarray, segment_y: np.ndarray, tracks: np.ndarray
-) -> np.ndarray:
-    lookup = dict(zip(segment_tracks, segment_y, strict=True))
-    return np.array([lookup[t] for t in tracks], dtype=np.int32)
 
 
 @dataclass
@@ -495,7 +488,7 @@ def evaluate(
     if probs is None:
         probs = network.predict(x, batch_size=256, verbose=0)
     tracks, track_probs = segment_to_track(track, probs, aggregate=aggregate)
-    track_y = _track_labels(track, y, tracks)
+    track_y = track_labels(track, y, tracks)
     report = evaluate_probs(y_true=track_y, probs=track_probs, labels=data.labels)
     return {
         "split": split,

@@ -20,8 +20,9 @@ from genre.card import LabelPlan, ModelCard
 from genre.config import FeatureConfig
 from genre.errors import ParameterError
 from genre.ood import MahalanobisOOD
-from genre.posthoc import Blend, embedding, fit_blend_weight, track_mean
+from genre.posthoc import Blend, embedding, fit_blend_weight
 from genre.pretrained import TAGS
+from genre.report import track_mean
 from genre.zeroshot import genre_scores, load_mapping
 from tests.conftest import run_job
 
