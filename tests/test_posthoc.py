@@ -224,6 +224,7 @@ def _label(fitted, name: str, model, paths: list[str], **settings) -> pd.DataFra
     return pd.read_parquet(out).sort_values("path").reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_the_fit_blends_calibrates_and_scores_embeddings(fitted):
     post, card = fitted["post"], fitted["card"]
     assert post.blend is not None and 0.0 <= post.blend.weight <= 1.0
@@ -235,6 +236,7 @@ def test_the_fit_blends_calibrates_and_scores_embeddings(fitted):
     assert card.extractor["weights_sha256"] == card.label_config.musicnn_weights
 
 
+@pytest.mark.slow
 def test_label_applies_the_cards_blend(fitted):
     """A card whose blend weight is 0.6 labels with 0.4 · head + 0.6 · zero-shot, each
     measured by labelling the same files with the head alone and with zero-shot."""
@@ -259,6 +261,7 @@ def test_label_applies_the_cards_blend(fitted):
     assert LabelSettings().tags is None  # the default: 5 when musicnn is computed anyway
 
 
+@pytest.mark.slow
 def test_tags_for_a_model_that_reads_no_musicnn(fitted):
     model, card = fitted["model"], fitted["card"]
     plain = dataclasses.replace(model, card=dataclasses.replace(card, blend=None, calibration=None))
@@ -269,6 +272,7 @@ def test_tags_for_a_model_that_reads_no_musicnn(fitted):
     assert {t["tag"] for ts in rows["tags"] for t in ts} <= vocabulary
 
 
+@pytest.mark.slow
 def test_an_out_of_taxonomy_synthetic_track_is_flagged(fitted):
     model, card, corpus = fitted["model"], fitted["card"], fitted["corpus"]
     real = dataclasses.replace(model, card=card)
@@ -284,6 +288,7 @@ def test_an_out_of_taxonomy_synthetic_track_is_flagged(fitted):
     assert known["ood_score"].notna().all()
 
 
+@pytest.mark.slow
 def test_zero_shot_calibrated_on_a_folder_through_the_cli(fitted):
     corpus, root = fitted["corpus"], fitted["root"]
     folder = root / "calibrate-on"
@@ -343,6 +348,7 @@ def test_a_log_mel_head_without_musicnn_shards_is_not_blended():
     assert "musicnn_msd_tags" in notes[0]
 
 
+@pytest.mark.slow
 def test_the_blended_card_survives_the_registry(fitted, tmp_path):
     """Logged as tune logs it (MLflow model metadata + genre/card.json), then resolved as
     label resolves it: the blend's weight and mapping, and the combined OOD score, intact."""
