@@ -471,21 +471,14 @@ def _pipeline(
 
 
 def label_file(
-    path: str,
-    *,
-    model: LabelModel,
-    aggregate: str | None = None,
-    max_segments: int = 10,
-    top_k: int = 5,
-    max_duration_s: float = MAX_DURATION_S,
-    min_confidence: float | None = None,
-    tags: int | None = 0,
+    path: str, *, model: LabelModel, settings: LabelSettings | None = None
 ) -> dict[str, Any]:
     """Label one file in-process (no Ray): the genres and (calibrated) probabilities, best
     first, and whether it needs review.
 
     The same two steps as the pipeline's: :func:`genre.featurize.featurize`, then a
-    :class:`genre.predictor.Predictor`.
+    :class:`genre.predictor.Predictor`, with the plan ``settings`` make of the model's card
+    (default: five genres, no tags; the Ray and output settings are not used).
 
     Raises
     ------
@@ -494,15 +487,7 @@ def label_file(
     ParameterError, ConfigMismatchError
         Pretrained weights the model's features need are missing or not the same.
     """
-    plan = LabelPlan.from_card(
-        model.card,
-        aggregate=aggregate,
-        top_k=top_k,
-        max_segments=max_segments,
-        max_duration_s=max_duration_s,
-        min_confidence=min_confidence,
-        tags=tags,
-    )
+    plan = (settings or LabelSettings(top_k=5, tags=0)).plan(model.card)
     check_extractors(model.card.label_config)
     batch = featurize(
         {"path": np.array([path], object), "track_id": np.array([path], object)}, plan=plan

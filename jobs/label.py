@@ -53,17 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         if note:
             print(note)
         if single:
-            result = label_file(
-                args.input,
-                model=model,
-                aggregate=args.aggregate,
-                max_segments=args.segments,
-                top_k=args.top_k,
-                max_duration_s=args.max_duration,
-                min_confidence=args.min_confidence,
-                tags=args.tags,
-            )
-            print(format_file_label(result))
+            print(format_file_label(label_file(args.input, model=model, settings=settings)))
         else:
             print(run_label(args.input, args.output, model=model, settings=settings).format())
         return 0
