@@ -452,14 +452,24 @@ class SearchOutcome:
         return _blend_lines(blend, self.notes) + _calibration_line(calibration)
 
     def format(self) -> str:
-        """The trials table (best first) and a short summary, as the tune job prints them."""
+        """The trials table (best first) and a short summary, as the tune job prints them;
+        first a line saying so when the search had finished before this run."""
+        if self.reregistered:
+            done = [
+                f"search {self.name} had already finished: registered its champion as "
+                f"{self.model_uri} (version {self.version}) without searching again"
+            ]
+        elif self.already_done:
+            done = [f"search {self.name} already finished (use --fresh to run it again)"]
+        else:
+            done = []
         fw = max([18, *(len(t["features"]) for t in self.trials)])
         head = (
             f"{'trial':<12} {'model':<16} {'features':<{fw}} {'lr':>8} {'batch':>5} {'width':>5} "
             f"{'drop':>5} "
             f"{'epochs':>6} {'val seg':>7} {'val track':>9}  {'node':<8}"
         )
-        lines = [head, "-" * len(head)]
+        lines = [*done, head, "-" * len(head)]
         for t in sorted(self.trials, key=lambda r: (-r["val_track_accuracy"], -r["val_accuracy"])):
             lines.append(
                 f"{t['trial']:<12} {t['kind']:<16} {t['features']:<{fw}} "

@@ -107,17 +107,6 @@ def _settings(args: argparse.Namespace, shards: str, tracking_uri: str) -> Searc
     )
 
 
-def _report(outcome) -> None:
-    if outcome.reregistered:
-        print(
-            f"search {outcome.name} had already finished: registered its champion as "
-            f"{outcome.model_uri} (version {outcome.version}) without searching again"
-        )
-    elif outcome.already_done:
-        print(f"search {outcome.name} already finished (use --fresh to run it again)")
-    print(outcome.format())
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
 
@@ -149,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.fresh:
             remove_search(settings)
         init_ray(address=args.address, num_cpus=args.num_cpus)
-        _report(run_search(segments, settings, plan=plan))
+        print(run_search(segments, settings, plan=plan).format())
         return 0
 
     return run_main(body)
