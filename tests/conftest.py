@@ -64,12 +64,23 @@ def run_job(
     )
 
 
+#: Ports :func:`free_port` handed out in this run.
+_GIVEN_PORTS: set[int] = set()
+
+
 def free_port() -> int:
+    """A free loopback TCP port, never one handed out before in this run: the OS may offer a
+    port it has just freed again, and two components of one ``ray start`` given the same
+    port refuse to start."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 def start_mlflow_server(root: Path, *, timeout_s: float = 90.0) -> tuple[subprocess.Popen, str]:
