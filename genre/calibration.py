@@ -27,15 +27,14 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
 from genre.errors import ParameterError
-from genre.ood import (  # noqa: F401
+from genre.ood import (
     OOD_METHODS,
     MahalanobisOOD,
-    _compact,
-    _labels,
-    _number,
-    _probs,
-    _scores,
     auroc,
+    check_labels,
+    check_number,
+    check_probs,
+    check_scores,
     ood_threshold,
     output_ood_score,
 )
@@ -83,8 +82,8 @@ def temperature_scale(probs: np.ndarray, *, temperature: float) -> np.ndarray:
     np.ndarray [shape=(tracks, classes), dtype=float64]
         ``softmax(log(probs) / temperature)``.
     """
-    temperature = _number("temperature", temperature, 0, np.inf, low_open=True)
-    p = _probs(probs)
+    temperature = check_number("temperature", temperature, 0, np.inf, low_open=True)
+    p = check_probs(probs)
     return softmax(np.log(np.maximum(p, _EPS)) / temperature, axis=1)
 
 
@@ -119,8 +118,8 @@ def fit_temperature(
         raise ParameterError(f"bounds={bounds} must satisfy 0 < low < high < inf")
     if not prior_width > 0:  # inf allowed
         raise ParameterError(f"prior_width={prior_width} must be positive")
-    p = _probs(probs)
-    y = _labels(y, len(p), p.shape[1])
+    p = check_probs(probs)
+    y = check_labels(y, len(p), p.shape[1])
     logits = np.log(np.maximum(p, _EPS))
     rows = np.arange(len(y))
 
@@ -151,8 +150,8 @@ def reliability_bins(probs: np.ndarray, y: np.ndarray, *, bins: int = 15) -> dic
 
     if not isinstance(bins, (int, np.integer)) or bins < 1:
         raise ParameterError(f"bins={bins} must be a positive integer")
-    p = _probs(probs)
-    y = _labels(y, len(p), p.shape[1])
+    p = check_probs(probs)
+    y = check_labels(y, len(p), p.shape[1])
     # Rows may sum to 1 within 1e-3 (the guard's tolerance), so a top probability can pass
     # 1 by rounding; calibration_curve rejects that.
     conf = np.minimum(p.max(axis=1), 1.0)
@@ -186,8 +185,8 @@ def brier_score(probs: np.ndarray, y: np.ndarray) -> float:
     """
     from sklearn.metrics import brier_score_loss  # 1.9 s to import: only here
 
-    p = _probs(probs)
-    y = _labels(y, len(p), p.shape[1])
+    p = check_probs(probs)
+    y = check_labels(y, len(p), p.shape[1])
     with warnings.catch_warnings():
         # The guard above accepts rows that sum to 1 within 1e-3 (float32 model outputs);
         # scikit-learn warns beyond 1.5e-8 and rejects a probability over 1.
@@ -270,10 +269,10 @@ def review_threshold(
     -------
     float in [0, 1]
     """
-    target = _number("target", target, 0, 1, low_open=True)
+    target = check_number("target", target, 0, 1, low_open=True)
     if not isinstance(min_tracks, (int, np.integer)) or min_tracks < 1:
         raise ParameterError(f"min_tracks={min_tracks} must be a positive integer")
-    conf = _scores(confidence, "confidence")
+    conf = check_scores(confidence, "confidence")
     correct = np.asarray(correct)
     if correct.shape != conf.shape:
         raise ParameterError(f"correct {correct.shape} and confidence {conf.shape} differ")
@@ -305,7 +304,7 @@ def _check_ood(ood: Any) -> dict[str, Any]:
             f"ood={ood!r:.80} must be {{method in {OOD_METHODS}, threshold, mahalanobis"
             "[, column, scale]}"
         )
-    out = {**ood, "threshold": _number("ood['threshold']", ood["threshold"], -np.inf, np.inf)}
+    out = {**ood, "threshold": check_number("ood['threshold']", ood["threshold"], -np.inf, np.inf)}
     uses_embeddings = "mahalanobis" in ood["method"]
     if uses_embeddings != (ood["mahalanobis"] is not None):
         raise ParameterError("ood['mahalanobis'] holds parameters iff the method uses them")
@@ -318,7 +317,7 @@ def _check_ood(ood: Any) -> dict[str, Any]:
         if not isinstance(scale, dict) or set(scale) != set(parts):
             raise ParameterError(f"ood['scale'] must give a scale for each of {parts}")
         out["scale"] = {
-            k: _number(f"ood['scale'][{k!r}]", v, 0, np.inf, low_open=True)
+            k: check_number(f"ood['scale'][{k!r}]", v, 0, np.inf, low_open=True)
             for k, v in scale.items()
         }
     column = ood.get("column")
@@ -407,7 +406,7 @@ class Calibration:
         }
         for name, (low, high, low_open) in limits.items():
             if getattr(self, name) is not None or name not in _METRICS:
-                value = _number(name, getattr(self, name), low, high, low_open=low_open)
+                value = check_number(name, getattr(self, name), low, high, low_open=low_open)
                 object.__setattr__(self, name, value)
         if not isinstance(self.n_val_tracks, int) or self.n_val_tracks < 0:
             raise ParameterError(f"n_val_tracks={self.n_val_tracks} must be a count")
@@ -474,8 +473,8 @@ def fit_calibration(
     ood_column : the embedding column the Mahalanobis model reads, kept in the card
     test_probs, test_y : optional test tracks for the before/after figures
     """
-    p = _probs(val_probs, "val_probs")
-    y = _labels(val_y, len(p), p.shape[1])
+    p = check_probs(val_probs, "val_probs")
+    y = check_labels(val_y, len(p), p.shape[1])
     uses_embeddings = _uses_embeddings(ood_method, mahalanobis, val_embeddings, val_distances)
     if (test_probs is None) != (test_y is None):
         raise ParameterError("give both test_probs and test_y, or neither")
@@ -496,7 +495,7 @@ def fit_calibration(
                 if not uses_embeddings
                 else mahalanobis.score(val_embeddings)
                 if val_distances is None
-                else _scores(val_distances, "val_distances")
+                else check_scores(val_distances, "val_distances")
             ),
             column=ood_column if uses_embeddings else None,
         )
@@ -531,8 +530,8 @@ def _uses_embeddings(
 
 def _test_metrics(test_probs: np.ndarray, test_y: np.ndarray, temperature: float) -> dict:
     """ECE and Brier score of the test tracks before and after temperature scaling."""
-    t = _probs(test_probs, "test_probs")
-    ty = _labels(test_y, len(t), t.shape[1])
+    t = check_probs(test_probs, "test_probs")
+    ty = check_labels(test_y, len(t), t.shape[1])
     after = temperature_scale(t, temperature=temperature)
     return {
         "ece_before": expected_calibration_error(t, ty),
@@ -608,7 +607,7 @@ def apply(
     if not isinstance(calibration, Calibration):
         raise ParameterError(f"calibration must be a Calibration, got {type(calibration).__name__}")
     threshold = calibration.min_confidence if min_confidence is None else min_confidence
-    threshold = _number("min_confidence", threshold, 0, 1)
+    threshold = check_number("min_confidence", threshold, 0, 1)
     probs = temperature_scale(track_probs, temperature=calibration.temperature)
     ood = calibration.ood
     ood_score = ood_scores(calibration, probs, embeddings=embeddings, distances=distances)

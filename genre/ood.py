@@ -17,7 +17,17 @@ import numpy as np
 
 from genre.errors import ParameterError
 
-__all__ = ["output_ood_score", "MahalanobisOOD", "ood_threshold", "auroc", "OOD_METHODS"]
+__all__ = [
+    "output_ood_score",
+    "MahalanobisOOD",
+    "ood_threshold",
+    "auroc",
+    "OOD_METHODS",
+    "check_probs",
+    "check_labels",
+    "check_number",
+    "check_scores",
+]
 
 
 #: Out-of-taxonomy scores: two from the model's outputs, one from embeddings, and the
@@ -27,7 +37,12 @@ _EPS = float(np.finfo(np.float32).smallest_subnormal)
 OOD_METHODS = ("entropy", "msp", "mahalanobis", "entropy+mahalanobis")
 
 
-def _probs(probs: Any, name: str = "probs") -> np.ndarray:
+# Guards at the edges of the confidence functions (here and in genre.calibration), in the
+# manner of librosa's valid_audio: each returns its input as a float64 (or int) array.
+
+
+def check_probs(probs: Any, name: str = "probs") -> np.ndarray:
+    """``probs`` as ``(tracks, classes ≥ 2)`` float64; a ``ParameterError`` otherwise."""
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] < 1 or p.shape[1] < 2:
         raise ParameterError(f"{name} must be 2-D (tracks, classes≥2), got shape {p.shape}")
@@ -38,7 +53,8 @@ def _probs(probs: Any, name: str = "probs") -> np.ndarray:
     return p
 
 
-def _labels(y: Any, n: int, k: int) -> np.ndarray:
+def check_labels(y: Any, n: int, k: int) -> np.ndarray:
+    """``y`` as ``(n,)`` class indices in ``[0, k)``; a ``ParameterError`` otherwise."""
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != n:
         raise ParameterError(f"y has shape {y.shape}, expected ({n},) to match probs")
@@ -47,7 +63,10 @@ def _labels(y: Any, n: int, k: int) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _number(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
+def check_number(
+    name: str, value: Any, low: float, high: float, *, low_open: bool = False
+) -> float:
+    """``value`` as a float in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     if (
         not ok
@@ -60,7 +79,8 @@ def _number(name: str, value: Any, low: float, high: float, *, low_open: bool = 
     return float(value)
 
 
-def _scores(scores: Any, name: str) -> np.ndarray:
+def check_scores(scores: Any, name: str) -> np.ndarray:
+    """``scores`` as a non-empty ``(n,)`` float64 array of finite numbers."""
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 1 or len(s) == 0 or not np.all(np.isfinite(s)):
         raise ParameterError(f"{name} must be a non-empty 1-D array of finite numbers")
@@ -81,7 +101,7 @@ def output_ood_score(probs: np.ndarray, *, method: str = "entropy") -> np.ndarra
     -------
     np.ndarray [shape=(tracks,)]
     """
-    p = _probs(probs)
+    p = check_probs(probs)
     if method == "msp":
         return 1.0 - p.max(axis=1)
     if method == "entropy":
@@ -139,11 +159,11 @@ class MahalanobisOOD:
         x = np.asarray(embeddings, dtype=np.float64)
         if x.ndim != 2 or len(x) < 2 or not np.all(np.isfinite(x)):
             raise ParameterError(f"embeddings must be finite (tracks≥2, dims), got {x.shape}")
-        y = _labels(y, len(x), np.iinfo(np.int64).max)
+        y = check_labels(y, len(x), np.iinfo(np.int64).max)
         if not isinstance(components, (int, np.integer)) or components < 1:
             raise ParameterError(f"components={components} must be a positive integer")
         if shrinkage is not None:
-            shrinkage = _number("shrinkage", shrinkage, 0, 1, low_open=True)
+            shrinkage = check_number("shrinkage", shrinkage, 0, 1, low_open=True)
         classes, inverse = np.unique(y, return_inverse=True)
         means = np.stack([x[inverse == i].mean(axis=0) for i in range(len(classes))])
         resid = x - means[inverse]
@@ -226,8 +246,8 @@ class MahalanobisOOD:
 
 def ood_threshold(scores_in_val: np.ndarray, *, quantile: float = 0.95) -> float:
     """The ``quantile`` of in-taxonomy validation scores: above it, a track is out of taxonomy."""
-    quantile = _number("quantile", quantile, 0, 1, low_open=True)
-    return float(np.quantile(_scores(scores_in_val, "scores_in_val"), quantile))
+    quantile = check_number("quantile", quantile, 0, 1, low_open=True)
+    return float(np.quantile(check_scores(scores_in_val, "scores_in_val"), quantile))
 
 
 def auroc(scores_in: np.ndarray, scores_out: np.ndarray) -> float:
@@ -237,6 +257,6 @@ def auroc(scores_in: np.ndarray, scores_out: np.ndarray) -> float:
     """
     from sklearn.metrics import roc_auc_score  # slow to import: only here
 
-    s_in, s_out = _scores(scores_in, "scores_in"), _scores(scores_out, "scores_out")
+    s_in, s_out = check_scores(scores_in, "scores_in"), check_scores(scores_out, "scores_out")
     is_out = np.concatenate([np.zeros(len(s_in)), np.ones(len(s_out))])
     return float(roc_auc_score(is_out, np.concatenate([s_in, s_out])))

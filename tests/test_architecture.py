@@ -94,3 +94,23 @@ def test_no_genre_import_dodges_a_loop_inside_a_function():
             if re.match(r"\s+(from genre[\w.]* import|import genre\b)", line):
                 offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_no_private_name_is_imported_from_another_module():
+    """A name with a leading underscore stays in its module (or its own subpackage, as the
+    synthesiser's parts share theirs); what another module needs is public."""
+    import ast
+
+    offenders = []
+    for path in sorted((REPO / "genre").rglob("*.py")) + sorted((REPO / "jobs").glob("*.py")):
+        module = ".".join(path.relative_to(REPO).with_suffix("").parts)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.ImportFrom) and node.module):
+                continue
+            same_package = node.module.rsplit(".", 1)[0] == module.rsplit(".", 1)[0]
+            if node.module.startswith("genre.synth") and same_package:
+                continue
+            private = [a.name for a in node.names if a.name.startswith("_")]
+            if node.module.startswith(("genre", "jobs")) and private:
+                offenders.append(f"{module} imports {private} from {node.module}")
+    assert not offenders, "\n".join(offenders)
