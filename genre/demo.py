@@ -131,7 +131,6 @@ def run_demo(settings: DemoSettings) -> dict:
 
 
 def _synth_step(corpus: Path, settings: DemoSettings) -> Path:
-
     t0 = _step("1/6 synth: the built-in demo corpus")
     expected = len(GENRES) * settings.per_genre + len(OTHER_STYLES) * settings.per_style
     if corpus.is_dir() and sum(1 for p in corpus.rglob("*") if p.is_file()) == expected:
@@ -155,7 +154,6 @@ def _synth_step(corpus: Path, settings: DemoSettings) -> Path:
 
 
 def _extract_step(corpus: Path, shards: Path, settings: DemoSettings) -> None:
-
     _step("2/6 extract: audio → Parquet segment shards (Ray Data)")
     init_ray(num_cpus=settings.num_cpus)
     cfg = FeatureConfig(features=settings.features)
@@ -163,7 +161,6 @@ def _extract_step(corpus: Path, shards: Path, settings: DemoSettings) -> None:
 
 
 def _tune_step(out: Path, settings: DemoSettings):
-
     _step("3/6 tune: Ray Tune + ASHA, logged to MLflow, best model registered")
     tracking_uri = f"sqlite:///{out / 'mlflow.db'}"
     search = SearchSettings(
@@ -182,7 +179,6 @@ def _tune_step(out: Path, settings: DemoSettings):
 
 
 def _label_step(out: Path, corpus: Path, outcome, tracking_uri: str):
-
     _step("4/6 label: the corpus plus a few broken files → results table")
     broken = write_broken_files(out / "broken")
     listing = out / "to_label.txt"

@@ -25,16 +25,8 @@ import numpy as np
 from genre.backend import gpu_count
 from genre.config import FeatureConfig
 from genre.errors import ConfigMismatchError, ParameterError
-from genre.pretrained import (
-    N_MELS,
-    PATCH_FRAMES,
-    SAMPLE_RATE,
-    TAGS,
-    WHEEL_SHA256,
-    MusicnnExtractor,
-    log_mel,
-    weights_folder,
-)
+from genre.musicnn_spec import N_MELS, PATCH_FRAMES, SAMPLE_RATE, WHEEL_SHA256
+from genre.pretrained import TAGS, MusicnnExtractor, log_mel, weights_folder
 
 __all__ = [
     "CPU_PATCHES",
@@ -110,7 +102,6 @@ class Embedder:
     """
 
     def __init__(self, extractors: tuple[str, ...], *, batch_size: int | None = None):
-
         if not extractors:
             raise ParameterError("an Embedder needs at least one pretrained extractor")
         if batch_size is None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from genre.corpus import Listing, Track, list_tracks
 from genre.embeddings import Embedder, check_extractors
 from genre.errors import ParameterError
 from genre.featurize import decode_file, segment_features
-from genre.runtime import check_address, cluster_gpus, init_ray
+from genre.runtime import bounded_retries, check_address, cluster_gpus, init_ray, node_id
 from genre.shards import ShardStore, segments_table, write_shard
 from genre.store import AttemptJournal, FolderLock
 
@@ -260,7 +259,7 @@ def write_batch(
         "message": np.asarray([str(m) for m in batch["message"]], dtype=object),
         "warning": np.asarray([str(w) for w in batch["warning"]], dtype=object),
         "warning_message": np.asarray([str(w) for w in batch["warning_message"]], dtype=object),
-        "node_id": np.full(n, _node_id(), dtype=object),
+        "node_id": np.full(n, node_id(), dtype=object),
     }
 
 
@@ -278,7 +277,6 @@ class ShardWriter:
     """
 
     def __init__(self, *, cfg: FeatureConfig, output: str, threads: int | None):
-
         backend.configure(threads=threads)
         self.cfg, self.output = cfg, output
         self.embedder = Embedder(cfg.extractors)
@@ -287,17 +285,6 @@ class ShardWriter:
         """``batch``: one row whose ``group`` holds a :func:`prepare_batch` group."""
         (group,) = batch["group"]
         return write_batch(group, cfg=self.cfg, output=self.output, embedder=self.embedder)
-
-
-def _node_id() -> str:
-    """The Ray node running this batch ("" outside Ray): the summary says where work ran."""
-    import sys
-
-    if "ray" not in sys.modules:
-        return ""
-    import ray
-
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 @dataclass
@@ -512,7 +499,6 @@ def _extract_on_ray(
     """Run the extraction plan over ``todo`` on Ray Data; count into ``summary``; return
     the skips."""
     import ray
-    from ray.util.annotations import RayDeprecationWarning
 
     init_ray(address=address, num_cpus=num_cpus)
     cpus = ray.cluster_resources().get("CPU", 1.0)
@@ -521,13 +507,9 @@ def _extract_on_ray(
     ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_shard))
     kwargs = {"cfg": cfg, "output": output, "max_duration_s": max_duration_s}
     # Ray Data retries a dead worker's task forever by default; the crash journal
-    # needs three runs of a batch to skip its culprit, so allow exactly that. Ray 2.60
-    # names no parameter for it (``DataContext.max_map_retries`` retries an exception in
-    # a live worker, not a dead one), so it goes in ``**ray_remote_args``, which Ray
-    # deprecates in favour of named ones (ray-project/ray#65227): hide that one warning.
+    # needs three runs of a batch to skip its culprit, so allow exactly that.
     tasks = {"batch_size": per_shard, "batch_format": "numpy", "max_retries": TASK_RETRIES}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", RayDeprecationWarning)
+    with bounded_retries():
         if not cfg.extractors:
             ds = ds.map_batches(extract_batch, fn_kwargs=kwargs, num_cpus=1, **tasks)
         else:
@@ -591,5 +573,5 @@ def _embedding_stage(ds, *, cfg: FeatureConfig, output: str, cpus: float, gpus: 
         compute=pool,
         num_cpus=1,
         num_gpus=gpus,
-        max_task_retries=TASK_RETRIES,  # a deprecated remote arg: see _extract_on_ray
+        max_task_retries=TASK_RETRIES,  # a deprecated remote arg: see runtime.bounded_retries
     )

@@ -315,7 +315,6 @@ class Champion:
 
 
 def _trial_artifacts(client, run_id: str, state: dict[str, Any], labels: list[str]) -> None:
-
     with tempfile.TemporaryDirectory() as d:
         plot_history(state["history"], title=f"run {run_id[:8]}", path=Path(d) / "curves.png")
         report = state.get("val_report")
