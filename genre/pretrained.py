@@ -46,24 +46,13 @@ from genre.musicnn_spec import (
     N_MELS,
     N_PARAMS,
     PATCH_FRAMES,
-    PATCH_SAMPLES,
     POOL_DIM,
     SAMPLE_RATE,
     WHEEL_SHA256,
 )
 
+# musicnn's shapes and weights hash live in genre.musicnn_spec; import them from there.
 __all__ = [
-    "SAMPLE_RATE",
-    "N_FFT",
-    "HOP_LENGTH",
-    "N_MELS",
-    "PATCH_FRAMES",
-    "PATCH_SAMPLES",
-    "N_PARAMS",
-    "EMBEDDING_DIM",
-    "POOL_DIM",
-    "WHEEL_SHA256",
-    "INSTALL_COMMAND",
     "MSD_TAGS",
     "MTT_TAGS",
     "MODELS",

@@ -22,7 +22,8 @@ from genre.config import FEATURES, FeatureConfig, SearchSettings
 from genre.embeddings import check_extractors, describe, patches
 from genre.errors import ConfigMismatchError, ParameterError
 from genre.models import HEAD_KINDS
-from genre.pretrained import EMBEDDING_DIM, INSTALL_COMMAND, POOL_DIM, TAGS, WHEEL_SHA256
+from genre.musicnn_spec import EMBEDDING_DIM, INSTALL_COMMAND, POOL_DIM, WHEEL_SHA256
+from genre.pretrained import TAGS
 from genre.training import stack_features
 from genre.tuning import default_features, default_models
 from tests.conftest import run_job, tone, write_audio

@@ -13,15 +13,8 @@ import pytest
 
 from genre import pretrained
 from genre.errors import ParameterError
-from genre.pretrained import (
-    INSTALL_COMMAND,
-    MODELS,
-    N_PARAMS,
-    PATCH_FRAMES,
-    TAGS,
-    MusicnnExtractor,
-    log_mel,
-)
+from genre.musicnn_spec import INSTALL_COMMAND, N_PARAMS, PATCH_FRAMES, PATCH_SAMPLES, SAMPLE_RATE
+from genre.pretrained import MODELS, TAGS, MusicnnExtractor, log_mel
 
 REFERENCE = Path(__file__).parent / "data" / "musicnn_reference.npz"
 # `make test` installs the weights, so CI (CI=true) fails rather than skips without them.
@@ -33,7 +26,7 @@ needs_weights = pytest.mark.skipif(
 
 def _segments(rng: np.random.Generator, n: int, *, amp: float = 0.3) -> np.ndarray:
     """``n`` distinct 3 s segments at 16 kHz: a random tone plus noise each."""
-    t = np.arange(pretrained.PATCH_SAMPLES) / pretrained.SAMPLE_RATE
+    t = np.arange(PATCH_SAMPLES) / SAMPLE_RATE
     freqs = rng.uniform(80.0, 2000.0, size=(n, 1))
     y = np.sin(2 * np.pi * freqs * t) + rng.uniform(0.0, 0.5, size=(n, 1)) * rng.standard_normal(
         (n, len(t))
