@@ -25,7 +25,6 @@ import hashlib
 import json
 import tempfile
 import time
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +49,7 @@ from genre.errors import AudioFileError, ConfigMismatchError, ParameterError
 from genre.featurize import featurize, featurize_batch
 from genre.predictor import Predictor, compiled_predict
 from genre.results import ResultStore, read_results, results_table
-from genre.runtime import check_address, cluster_gpus, init_ray
+from genre.runtime import bounded_retries, check_address, cluster_gpus, init_ray
 from genre.store import AttemptJournal, FolderLock
 from genre.zeroshot import fit_zero_shot_calibration, load_mapping
 
@@ -429,7 +428,6 @@ def _pipeline(
 ):
     """The Ray Data plan: decode + features (CPU tasks) → predictor actors."""
     import ray
-    from ray.util.annotations import RayDeprecationWarning
 
     gpus = settings.gpus_per_worker if cluster_gpus() > 0 else 0.0
     cpus = ray.cluster_resources().get("CPU", 1.0)
@@ -441,10 +439,7 @@ def _pipeline(
         pool = ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, int(cpus // 8)))
     per_task = max(1, min(settings.tracks_per_task, -(-len(todo) // int(max(1, 2 * cpus)))))
     ds = ray.data.from_items(todo, override_num_blocks=max(1, -(-len(todo) // per_task)))
-    # max_retries has no named parameter in Ray 2.60, and ``**ray_remote_args`` warns
-    # that it is deprecated: hide that one warning (see genre.extraction._extract_on_ray).
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", RayDeprecationWarning)
+    with bounded_retries():  # a task that kills its worker is tried three times, no more
         ds = ds.map_batches(
             featurize,
             batch_size=per_task,

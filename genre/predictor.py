@@ -25,6 +25,7 @@ from genre.embeddings import Embedder
 from genre.posthoc import embedding, track_distances
 from genre.pretrained import TAGS
 from genre.report import segment_to_track
+from genre.runtime import node_id
 from genre.training import stack_features
 from genre.zeroshot import genre_scores
 
@@ -37,7 +38,6 @@ __all__ = [
     "empty_review",
     "top_tags",
     "result_columns",
-    "node_id",
 ]
 
 
@@ -275,17 +275,6 @@ def empty_review(n: int) -> dict[str, np.ndarray]:
         "needs_review": np.zeros(n, bool),
         "review_reason": np.full(n, None, dtype=object),
     }
-
-
-def node_id() -> str:
-    """The Ray node this runs on ("" outside Ray): the summary says where work ran."""
-    import sys
-
-    if "ray" not in sys.modules:
-        return ""
-    import ray
-
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 def result_columns(

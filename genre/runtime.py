@@ -18,12 +18,20 @@ import os
 import signal
 import socket
 import threading
+import warnings
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from genre.errors import ParameterError
 
-__all__ = ["JOIN_TIMEOUT_S", "check_address", "init_ray", "cluster_gpus"]
+__all__ = [
+    "JOIN_TIMEOUT_S",
+    "check_address",
+    "init_ray",
+    "cluster_gpus",
+    "node_id",
+    "bounded_retries",
+]
 
 #: Seconds a cluster address may take to accept a connection before a job gives up.
 JOIN_TIMEOUT_S = 10.0
@@ -173,3 +181,36 @@ def cluster_gpus() -> float:
     import ray
 
     return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+def node_id() -> str:
+    """The Ray node this runs on ("" outside Ray): the summaries say where work ran.
+
+    Imports nothing: a process that never imported Ray is not on a node.
+    """
+    import sys
+
+    if "ray" not in sys.modules:
+        return ""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
+@contextlib.contextmanager
+def bounded_retries() -> Iterator[None]:
+    """Around ``map_batches`` calls that bound retries with ``max_retries`` or
+    ``max_task_retries``: hide Ray's warning that ``**ray_remote_args`` is deprecated,
+    and only that one.
+
+    Ray Data retries a dead worker's task forever by default; the crash journal needs
+    three runs of a batch to skip its culprit. Ray 2.60 names no parameter for that bound
+    (``DataContext.max_map_retries`` retries an exception in a live worker, not a dead
+    one), so it goes in ``**ray_remote_args``, which Ray deprecates in favour of named
+    ones (ray-project/ray#65227).
+    """
+    from ray.util.annotations import RayDeprecationWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", RayDeprecationWarning)
+        yield
