@@ -637,20 +637,22 @@ def resolve(uri: str, *, tracking_uri: str) -> ResolvedModel:
     client = mlflow.MlflowClient(tracking_uri)
     try:
         tag = _model_tag(uri, client)
-        info = mlflow.models.get_model_info(uri)
         with tempfile.TemporaryDirectory() as d:
             local = Path(
                 mlflow.artifacts.download_artifacts(
                     artifact_uri=uri, tracking_uri=tracking_uri, dst_path=d
                 )
             )
+            # Read from the copy: mlflow.models.get_model_info downloads MLmodel once more,
+            # into a temp folder it never removes (one left in /tmp per label run).
+            metadata = mlflow.models.Model.load(local / "MLmodel").metadata
             keras_files = sorted(local.rglob("*.keras"))
             blob = keras_files[0].read_bytes() if keras_files else b""
     except (MlflowException, OSError) as exc:
         raise ParameterError(
             f"model {uri!r} not found at {tracking_uri}: {first_line(exc)}"
         ) from exc
-    card = ModelCard.from_metadata((info.metadata or {}).get(METADATA_KEY), source=f"model {uri!r}")
+    card = ModelCard.from_metadata((metadata or {}).get(METADATA_KEY), source=f"model {uri!r}")
     if not blob:
         raise ConfigMismatchError(f"model {uri!r} has no Keras model file")
     check_input(card, blob, source=f"model {uri!r}")

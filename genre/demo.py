@@ -302,22 +302,25 @@ def smoke_label(output: str | None = None, *, settings=None):
     """A tiny corpus, a one-epoch model trained here (no registry), labelled end to end.
 
     What ``jobs.label --smoke-test`` runs: it checks the wiring (decode tasks, predictor
-    actors, results store) in well under a minute. Returns the label summary.
+    actors, results store) in well under a minute. Returns the label summary. Its corpus,
+    shards and (without ``output``) labels live in a scratch folder removed at the end.
     """
     import tempfile
 
     settings = settings or LabelSettings()
-    work = tempfile.mkdtemp(prefix="genre-label-smoke-")
-    write_corpus(f"{work}/corpus", per_genre=3, seconds=4.0)
-    run_extract(
-        f"{work}/corpus",
-        f"{work}/shards",
-        cfg=FeatureConfig(features=("mfcc",)),
-        address=settings.address,
-        num_cpus=settings.num_cpus,
-    )
-    backend.configure()
-    data = prepare(read_segments(f"{work}/shards"), features=("mfcc",))
-    network = fit(data, ModelConfig(kind="mlp", width=8), max_epochs=1).network
-    model = model_from_network(network, data, name="smoke/1")
-    return run_label(f"{work}/corpus", output or f"{work}/labels", model=model, settings=settings)
+    with tempfile.TemporaryDirectory(prefix="genre-label-smoke-") as work:
+        write_corpus(f"{work}/corpus", per_genre=3, seconds=4.0)
+        run_extract(
+            f"{work}/corpus",
+            f"{work}/shards",
+            cfg=FeatureConfig(features=("mfcc",)),
+            address=settings.address,
+            num_cpus=settings.num_cpus,
+        )
+        backend.configure()
+        data = prepare(read_segments(f"{work}/shards"), features=("mfcc",))
+        network = fit(data, ModelConfig(kind="mlp", width=8), max_epochs=1).network
+        model = model_from_network(network, data, name="smoke/1")
+        return run_label(
+            f"{work}/corpus", output or f"{work}/labels", model=model, settings=settings
+        )

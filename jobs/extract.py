@@ -14,6 +14,7 @@ is given.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
 
@@ -82,27 +83,28 @@ def main(argv: list[str] | None = None) -> int:
             gpus_per_worker=args.gpus_per_worker,
         )
         input_root, output = args.input, args.output
-        if args.smoke_test:  # a generated corpus; INPUT and OUTPUT optional
-            from genre.synth import write_corpus
+        smoke = tempfile.TemporaryDirectory(prefix="genre-smoke-") if args.smoke_test else None
+        with smoke or contextlib.nullcontext() as scratch:
+            if smoke:  # a generated corpus, removed at the end; INPUT and OUTPUT optional
+                from genre.synth import write_corpus
 
-            scratch = tempfile.mkdtemp(prefix="genre-smoke-")
-            input_root = f"{scratch}/corpus"
-            output = output or f"{scratch}/shards"
-            write_corpus(input_root, per_genre=1, seconds=6.0)
-        if not input_root or not output:
-            raise ParameterError("INPUT and OUTPUT are required (or --smoke-test)")
-        summary = run_extract(
-            input_root,
-            output,
-            cfg=cfg,
-            address=args.address,
-            num_cpus=args.num_cpus,
-            tracks_per_shard=args.tracks_per_shard,
-            max_duration_s=args.max_duration,
-            gpus_per_worker=args.gpus_per_worker,
-            retry_errors=args.retry_errors,
-        )
-        print(summary.format())
+                input_root = f"{scratch}/corpus"
+                output = output or f"{scratch}/shards"
+                write_corpus(input_root, per_genre=1, seconds=6.0)
+            if not input_root or not output:
+                raise ParameterError("INPUT and OUTPUT are required (or --smoke-test)")
+            summary = run_extract(
+                input_root,
+                output,
+                cfg=cfg,
+                address=args.address,
+                num_cpus=args.num_cpus,
+                tracks_per_shard=args.tracks_per_shard,
+                max_duration_s=args.max_duration,
+                gpus_per_worker=args.gpus_per_worker,
+                retry_errors=args.retry_errors,
+            )
+            print(summary.format())
         return 0
 
     return run_main(body)

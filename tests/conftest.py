@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +19,20 @@ from genre.synth import WRITE_FORMATS, write_audio  # noqa: F401  (re-exported f
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Ray's default for a new local runtime is token authentication with a token it writes to
+# ~/.ray/auth_token: outside the test run's folders, and a head started after a token appeared
+# refuses clients started before. Every runtime here listens on loopback only;
+# tests/test_ray_start.py turns token mode on for its cluster, as the README does.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 #: Every format the product accepts, with the libsndfile format/subtype that writes it.
 FORMATS = WRITE_FORMATS
+
+#: The ``ray`` command of the venv running the tests.
+RAY = Path(sys.executable).with_name("ray")
 
 
 def tone(
@@ -39,21 +52,159 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
+# ----------------------------------------------------------------------------- Ray nodes
+
+
+def start_ray_node(
+    args: list[str], log: Path, env: dict[str, str], *, timeout_s: float = 120
+) -> subprocess.Popen:
+    """``ray start --block …`` in a session of its own; return once it says it started."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(RAY), "start", "--block", *args],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.time() + timeout_s
+    while "Ray runtime started" not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.time() > deadline:
+            stop_ray_node(proc)
+            raise RuntimeError(
+                f"ray start {' '.join(args[:2])} did not start:\n{log.read_text()[-3000:]}"
+            )
+        time.sleep(0.5)
+    return proc
+
+
+def _session(sid: int) -> list[int]:
+    """Processes of session ``sid``: a node's daemons, and its workers (each in a group of
+    its own)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:  # after the command: state, ppid, pgrp, session
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def stop_ray_node(proc: subprocess.Popen) -> None:
+    """SIGTERM the node's session (what ``ray stop`` sends), then SIGKILL what is left."""
+    for sig, grace_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 5)):
+        for pid in _session(proc.pid):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + grace_s
+        while proc.poll() is None or _session(proc.pid):  # poll() reaps `ray start` itself
+            if time.time() > deadline:
+                break
+            time.sleep(0.5)
+    proc.wait(timeout=10)
+
+
+class _SharedRay:
+    """One ``ray start`` head (2 CPUs, loopback, no dashboard) that the run's jobs join.
+
+    Each job starting and stopping a local runtime of its own cost ~5 s of the 2 cores,
+    and the suite runs ~100 jobs. Started on first use, stopped when the run ends (and
+    started again if a test took it down). Its own temp dir keeps a plain ``ray.init()``
+    elsewhere on the machine from joining it.
+    """
+
+    proc: subprocess.Popen | None = None
+    address: str = ""
+    root: Path | None = None
+
+    @classmethod
+    def get(cls) -> str:
+        if cls.proc is not None and cls.proc.poll() is None:
+            return cls.address
+        cls.stop()
+        cls.root = Path(tempfile.mkdtemp(prefix="genre-rt-", dir="/tmp"))  # short socket paths
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
+        env["PATH"] = f"{RAY.parent}{os.pathsep}{env.get('PATH', '')}"
+        args = ["--head", "--node-ip-address", "127.0.0.1", "--port", str(port)]
+        args += ["--include-dashboard", "false", "--disable-usage-stats"]
+        args += ["--num-cpus", "2", "--num-gpus", "0", "--temp-dir", str(cls.root / "ray")]
+        args += ["--object-store-memory", str(1024**3)]
+        for flag in ("--ray-client-server-port", "--dashboard-agent-listen-port"):
+            args += [flag, str(free_port())]
+        args += ["--metrics-export-port", str(free_port())]
+        cls.proc = start_ray_node(args, cls.root / "head.log", env)
+        cls.address = f"127.0.0.1:{port}"
+        return cls.address
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls.proc is not None:
+            stop_ray_node(cls.proc)
+            cls.proc = None
+        if cls.root is not None:
+            shutil.rmtree(cls.root, ignore_errors=True)
+            cls.root = None
+
+
+atexit.register(_SharedRay.stop)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config):
+    # SIGTERM (a CI timeout, `kill`) ends the run as Ctrl-C does: fixtures are torn down and
+    # the shared Ray head is stopped at exit instead of outliving the run.
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def shared_ray_address() -> str:
+    """Address of the run's shared Ray head (started on first call)."""
+    return _SharedRay.get()
+
+
 @pytest.fixture(scope="session")
 def ray_local():
-    """One local Ray runtime for the in-process tests that need one (2 CPUs)."""
+    """The run's shared Ray runtime, joined by the test process (2 CPUs)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    ray.init(
+        address=shared_ray_address(),
+        include_dashboard=False,
+        log_to_driver=False,
+        ignore_reinit_error=True,
+    )
     yield ray
     ray.shutdown()
 
 
 def run_job(
-    module: str, *args: str, timeout: float = 600, env: dict | None = None
+    module: str,
+    *args: str,
+    timeout: float = 600,
+    env: dict | None = None,
+    own_runtime: bool = False,
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m <module> args…`` as a user would; capture its output."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    """Run ``python -m <module> args…`` as a user would; capture its output.
+
+    The job joins the run's shared Ray head (through ``RAY_ADDRESS``, as a user's shell
+    would point it at a cluster) unless ``own_runtime`` or an ``env`` of its own is given:
+    then it starts a local runtime as on a laptop (its ``--num-cpus`` counts; its workers
+    see ``env``, which those of a shared head would not).
+    """
+    if env is None and not own_runtime:
+        env = {"RAY_ADDRESS": shared_ray_address()}
+    else:
+        env = {"RAY_ADDRESS": "", **(env or {})}
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=REPO,
@@ -85,7 +236,6 @@ def free_port() -> int:
 
 def start_mlflow_server(root: Path, *, timeout_s: float = 90.0) -> tuple[subprocess.Popen, str]:
     """A real ``mlflow server`` on a free loopback port: SQLite backend, local artifact store."""
-    import time
     import urllib.request
 
     root.mkdir(parents=True, exist_ok=True)
@@ -112,6 +262,9 @@ def start_mlflow_server(root: Path, *, timeout_s: float = 90.0) -> tuple[subproc
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # MLflow 3 starts a job runner and seven huey consumers beside the server, for
+        # features genre does not use: seconds of CPU at each start on 2 cores.
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     deadline = time.time() + timeout_s
     while time.time() < deadline:

@@ -2,10 +2,12 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -153,6 +155,8 @@ def test_smoke_test_flag_runs_on_a_generated_corpus(tmp_path):
     result = run_job("jobs.extract", "--smoke-test", "--num-cpus", "2")
     assert result.returncode == 0, result.stderr
     assert "10 tracks → 20 segments" in result.stdout
+    scratch = re.search(r"(/\S*genre-smoke-[^/\s]+)/", result.stdout)
+    assert scratch and not Path(scratch[1]).exists(), "the scratch folder is removed"
 
 
 def test_uris_go_through_pyarrow_filesystems(corpus, tmp_path):

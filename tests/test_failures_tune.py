@@ -340,6 +340,7 @@ def test_cpus_per_trial_above_the_largest_node_is_one_line_and_creates_no_run(
         "--tracking-uri",
         f"sqlite:///{tmp_path}/m.db",
         timeout=180,
+        own_runtime=True,  # a runtime of 1 CPU: the shared one has 2
     )
     assert "--cpus-per-trial" in _one_line(result.returncode, result.stderr)
     assert list(tmp_path.iterdir()) == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -385,6 +386,8 @@ def test_smoke_test_flag_labels_a_generated_corpus():
     result = run_job("jobs.label", "--smoke-test", "--num-cpus", "2", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "30 labelled, 0 failed" in result.stdout
+    scratch = re.search(r"(/\S*genre-label-smoke-[^/\s]+)/", result.stdout)
+    assert scratch and not Path(scratch[1]).exists(), "the scratch folder is removed"
 
 
 def test_uris_go_through_pyarrow_filesystems(collection, champion, tmp_path):
@@ -414,6 +417,9 @@ def _tampered_copy(tuned, tmp_path, *, n_mfcc: int, fix_hash: bool, signature: s
 
     from genre.config import FeatureConfig
 
+    # models:/ URIs are looked up in the registry set here, not in download's tracking_uri
+    # (left unset, MLflow creates ./mlflow.db and finds no model there).
+    mlflow.set_tracking_uri(tuned.uri)
     local = Path(
         mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{tuned.name}@champion",

@@ -21,10 +21,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -32,12 +30,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port, start_mlflow_server
+from tests.conftest import RAY, REPO, free_port, start_mlflow_server, start_ray_node, stop_ray_node
 
 pytestmark = [pytest.mark.slow, pytest.mark.multinode]
-
-#: The ``ray`` command of the venv running the tests.
-RAY = Path(sys.executable).with_name("ray")
 
 #: Each node's object store: the data here is a few MB; the default (30 % of RAM per node)
 #: is not needed.
@@ -66,60 +61,6 @@ def _ray(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.Co
     )
 
 
-def _start_node(
-    args: list[str], log: Path, env: dict[str, str], *, timeout_s: float = 120
-) -> subprocess.Popen:
-    """``ray start --block …`` in a session of its own; return once it says it started."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(RAY), "start", "--block", *args],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.time() + timeout_s
-    while "Ray runtime started" not in log.read_text(errors="replace"):
-        if proc.poll() is not None or time.time() > deadline:
-            _stop_node(proc)
-            raise RuntimeError(
-                f"ray start {' '.join(args[:2])} did not start:\n{log.read_text()[-3000:]}"
-            )
-        time.sleep(0.5)
-    return proc
-
-
-def _session(sid: int) -> list[int]:
-    """Processes of session ``sid``: a node's daemons, and its workers (each in a group of
-    its own)."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:  # after the command: state, ppid, pgrp, session
-            pids.append(int(stat.parent.name))
-    return pids
-
-
-def _stop_node(proc: subprocess.Popen) -> None:
-    """SIGTERM the node's session (what ``ray stop`` sends), then SIGKILL what is left."""
-    for sig, grace_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 5)):
-        for pid in _session(proc.pid):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + grace_s
-        while proc.poll() is None or _session(proc.pid):  # poll() reaps `ray start` itself
-            if time.time() > deadline:
-                break
-            time.sleep(0.5)
-    proc.wait(timeout=10)
-
-
 def _alive_nodes(dashboard: str, env: dict[str, str]) -> list[dict]:
     listed = _ray("list", "nodes", "--address", dashboard, "--format", "json", env=env)
     if listed.returncode != 0:
@@ -144,7 +85,7 @@ def cluster():
         port, dashboard_port = free_port(), free_port()
         dashboard = f"http://127.0.0.1:{dashboard_port}"
         procs.append(
-            _start_node(
+            start_ray_node(
                 [
                     "--head",
                     "--dashboard-host",
@@ -174,7 +115,7 @@ def cluster():
         head = _alive_nodes(dashboard, env)
         assert len(head) == 1, (root / "head.log").read_text()[-3000:]
         procs.append(
-            _start_node(
+            start_ray_node(
                 [
                     "--address",
                     f"{head[0]['node_ip']}:{port}",
@@ -208,7 +149,7 @@ def cluster():
         }
     finally:
         for proc in reversed(procs):
-            _stop_node(proc)
+            stop_ray_node(proc)
         shutil.rmtree(root, ignore_errors=True)
 
 
