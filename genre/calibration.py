@@ -8,9 +8,18 @@ logits, so temperature scaling (Guo et al. 2017, https://arxiv.org/abs/1706.0459
 logits up to a per-row constant, which softmax ignores, and it keeps every row's argmax.
 
 The order of fitting, all on the validation tracks (:func:`fit_calibration`): the
-temperature first, then the review threshold and the out-of-taxonomy threshold on the
-*calibrated* probabilities, which are what :func:`apply` scores at label time. The result is
-a :class:`Calibration`, stored as a plain JSON dict in the model card's ``calibration``.
+temperature first, then the review threshold, the conformal genre sets
+(:mod:`genre.conformal`) and the out-of-taxonomy threshold on the *calibrated*
+probabilities, which are what :func:`apply` scores at label time. The result is a
+:class:`Calibration`, stored as a plain JSON dict in the model card's ``calibration``.
+
+What :func:`apply` flags for review depends on the calibration: with conformal sets, a track
+whose set is empty (``none-fits``) or holds more than ``max_set`` genres (``ambiguous``), and
+only when asked, one below a confidence (``low-confidence``) or unlike the training
+collection (``domain-shift``); without them (cards made before sets existed), a track below
+the review threshold (``low-confidence``) or above the out-of-taxonomy threshold
+(``out-of-taxonomy``), as before.
+
 numpy, scipy and scikit-learn's metrics (matplotlib for the figure); no Ray, MLflow or
 TensorFlow.
 """
@@ -26,6 +35,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
+from genre.conformal import DEFAULT_COVERAGE, Conformal, fit_conformal
 from genre.errors import ParameterError
 from genre.ood import (
     OOD_METHODS,
@@ -53,14 +63,16 @@ __all__ = [
     "MahalanobisOOD",
     "ood_threshold",
     "ood_scores",
+    "domain_shift",
     "auroc",
     "Calibration",
     "fit_calibration",
     "apply",
 ]
 
-#: Values of ``review_reason`` (besides ``None``).
-REVIEW_REASONS = ("low-confidence", "out-of-taxonomy")
+#: Values of ``review_reason`` (besides ``None``): with conformal sets the first four (in
+#: the order one wins over the next), without them the last two.
+REVIEW_REASONS = ("none-fits", "domain-shift", "ambiguous", "low-confidence", "out-of-taxonomy")
 _FORMAT = "genre.calibration/1"
 _METRICS = ("ece_before", "ece_after", "brier_before", "brier_after")
 # Floor before log, so a probability of exactly 0 stays finite; below float32 resolution, so
@@ -366,6 +378,23 @@ def ood_scores(
     return np.maximum(output / scale["entropy"], distances / scale["mahalanobis"])
 
 
+def domain_shift(calibration: Calibration, distances: np.ndarray | None, n: int) -> np.ndarray:
+    """How unlike the training collection each of ``n`` tracks is: its Mahalanobis distance
+    over the validation tracks' 95th percentile (the calibration's scale), so above 1 is
+    "more unusual than 95 % of the validation tracks". NaN without embedding statistics.
+
+    Parameters
+    ----------
+    distances : np.ndarray [shape=(tracks,)] or None
+        The tracks' Mahalanobis distances (:meth:`MahalanobisOOD.score`).
+    """
+    ood = calibration.ood
+    if ood is None or "mahalanobis" not in ood["method"] or distances is None:
+        return np.full(n, np.nan)
+    scale = ood["scale"]["mahalanobis"] if "+" in ood["method"] else ood["threshold"]
+    return np.asarray(distances, dtype=np.float64) / max(scale, 1e-12)
+
+
 @dataclass(frozen=True)
 class Calibration:
     """What label needs to turn track probabilities into confidence it can act on.
@@ -383,6 +412,9 @@ class Calibration:
         On the test tracks, without and with the temperature (15 bins).
     n_val_tracks : int
         Validation tracks everything was fitted on.
+    conformal : Conformal or None
+        The genre sets' held-out scores (:mod:`genre.conformal`); ``None`` in cards made
+        before sets existed, which then flag by the two thresholds above.
     """
 
     temperature: float = 1.0
@@ -394,6 +426,7 @@ class Calibration:
     brier_before: float | None = None
     brier_after: float | None = None
     n_val_tracks: int = 0
+    conformal: Conformal | None = None
     _mahalanobis: MahalanobisOOD | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -410,6 +443,10 @@ class Calibration:
                 object.__setattr__(self, name, value)
         if not isinstance(self.n_val_tracks, int) or self.n_val_tracks < 0:
             raise ParameterError(f"n_val_tracks={self.n_val_tracks} must be a count")
+        if isinstance(self.conformal, dict):
+            object.__setattr__(self, "conformal", Conformal.from_dict(self.conformal))
+        elif self.conformal is not None and not isinstance(self.conformal, Conformal):
+            raise ParameterError(f"conformal={self.conformal!r:.60} must be a Conformal or dict")
         if self.ood is not None:
             object.__setattr__(self, "ood", _check_ood(self.ood))
             params = self.ood["mahalanobis"]
@@ -428,8 +465,11 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict for the model card's ``calibration`` field."""
-        names = [f.name for f in fields(self) if f.init]
-        return {"format": _FORMAT, **{name: getattr(self, name) for name in names}}
+        names = [f.name for f in fields(self) if f.init and f.name != "conformal"]
+        out = {"format": _FORMAT, **{name: getattr(self, name) for name in names}}
+        if self.conformal is not None:  # absent, not null, so older readers see what they knew
+            out["conformal"] = self.conformal.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Calibration:
@@ -456,8 +496,11 @@ def fit_calibration(
     ood_column: str | None = None,
     test_probs: np.ndarray | None = None,
     test_y: np.ndarray | None = None,
+    coverage: float | None = DEFAULT_COVERAGE,
+    conformal_method: str = "lac",
+    fitted_on: str = "validation tracks",
 ) -> Calibration:
-    """Fit everything on the validation tracks; score ECE and Brier on the test tracks.
+    """Fit everything on the validation tracks; score it (ECE, Brier, sets) on the test tracks.
 
     Parameters
     ----------
@@ -469,9 +512,12 @@ def fit_calibration(
         the validation tracks' ``val_embeddings`` (tracks, dims) or ``val_distances``
         (tracks,). ``entropy+mahalanobis`` divides each part by its ``ood_quantile`` on
         the validation tracks and takes the larger.
-    ood_quantile : see :func:`ood_threshold`
-    ood_column : the embedding column the Mahalanobis model reads, kept in the card
+    ood_quantile, ood_column : see :func:`ood_threshold`; the embedding column, for the card
     test_probs, test_y : optional test tracks for the before/after figures
+    coverage : float in (0, 1) or None
+        ``1 − α`` of the genre sets (:func:`genre.conformal.fit_conformal`); None: no sets.
+    conformal_method, fitted_on : the sets' score (one of :data:`genre.conformal.METHODS`)
+        and which tracks they were fitted on, for people
     """
     p = check_probs(val_probs, "val_probs")
     y = check_labels(val_y, len(p), p.shape[1])
@@ -490,21 +536,30 @@ def fit_calibration(
             calibrated,
             quantile=ood_quantile,
             mahalanobis=mahalanobis if uses_embeddings else None,
-            distances=(
-                None
-                if not uses_embeddings
-                else mahalanobis.score(val_embeddings)
-                if val_distances is None
-                else check_scores(val_distances, "val_distances")
-            ),
+            distances=_val_distances(uses_embeddings, mahalanobis, val_embeddings, val_distances),
             column=ood_column if uses_embeddings else None,
         )
+    test = None if test_probs is None else temperature_scale(test_probs, temperature=temperature)
+    conformal = (
+        None
+        if coverage is None
+        else fit_conformal(
+            calibrated,
+            y,
+            coverage=coverage,
+            method=conformal_method,
+            fitted_on=fitted_on,
+            test_probs=test,
+            test_y=test_y,
+        )
+    )
     return Calibration(
         temperature=temperature,
         min_confidence=min_confidence,
         target=target,
         ood=ood,
         n_val_tracks=len(p),
+        conformal=conformal,
         **({} if test_probs is None else _test_metrics(test_probs, test_y, temperature)),
     )
 
@@ -526,6 +581,20 @@ def _uses_embeddings(
             f"ood_method={ood_method!r} needs mahalanobis and val_embeddings or val_distances"
         )
     return uses_embeddings
+
+
+def _val_distances(
+    uses_embeddings: bool,
+    mahalanobis: MahalanobisOOD | None,
+    val_embeddings: np.ndarray | None,
+    val_distances: np.ndarray | None,
+) -> np.ndarray | None:
+    """The validation tracks' Mahalanobis distances, when the OOD method reads them."""
+    if not uses_embeddings:
+        return None
+    if val_distances is None:
+        return mahalanobis.score(val_embeddings)
+    return check_scores(val_distances, "val_distances")
 
 
 def _test_metrics(test_probs: np.ndarray, test_y: np.ndarray, temperature: float) -> dict:
@@ -582,8 +651,11 @@ def apply(
     embeddings: np.ndarray | None = None,
     distances: np.ndarray | None = None,
     min_confidence: float | None = None,
+    coverage: float | None = None,
+    max_set: int = 2,
+    review_domain_shift: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Calibrate track probabilities and decide which tracks need review.
+    """Calibrate track probabilities, give each its genre set, and decide which need review.
 
     Parameters
     ----------
@@ -594,34 +666,82 @@ def apply(
         Needed when the calibration's OOD method uses the Mahalanobis distance (or
         give the tracks' ``distances`` (tracks,) computed already).
     min_confidence : float in [0, 1], optional
-        Overrides the card's threshold (``--min-confidence``); 1.0 flags every track.
+        ``--min-confidence``: with conformal sets, also flag tracks below it; without,
+        it overrides the card's threshold. 1.0 flags every track.
+    coverage : float in (0, 1), optional
+        ``--coverage`` of the genre sets (default: the card's).
+    max_set : int ≥ 1
+        ``--max-set``: a larger set is ``ambiguous``.
+    review_domain_shift : bool
+        ``--review-domain-shift``: with conformal sets, also flag tracks whose
+        ``domain_shift`` is above 1.
 
     Returns
     -------
     dict
         ``probs`` (tracks, classes); ``prediction`` (tracks,) int, unchanged by
-        calibration; ``confidence`` (tracks,); ``ood_score`` (tracks,), NaN without an OOD
-        method; ``needs_review`` (tracks,) bool; ``review_reason`` (tracks,) object:
-        ``"out-of-taxonomy"`` (wins when both apply), ``"low-confidence"`` or None.
+        calibration; ``confidence``, ``ood_score`` (NaN without an OOD method),
+        ``domain_shift`` (NaN without embedding statistics) (tracks,); ``in_set``
+        (tracks, classes) bool, or None without conformal sets; ``needs_review`` (tracks,)
+        bool; ``review_reason`` (tracks,) object: one of :data:`REVIEW_REASONS` or None.
     """
     if not isinstance(calibration, Calibration):
         raise ParameterError(f"calibration must be a Calibration, got {type(calibration).__name__}")
-    threshold = calibration.min_confidence if min_confidence is None else min_confidence
-    threshold = check_number("min_confidence", threshold, 0, 1)
+    if min_confidence is not None:
+        min_confidence = check_number("min_confidence", min_confidence, 0, 1)
+    if isinstance(max_set, bool) or not isinstance(max_set, (int, np.integer)) or max_set < 1:
+        raise ParameterError(f"max_set={max_set!r} must be a positive integer")
     probs = temperature_scale(track_probs, temperature=calibration.temperature)
-    ood = calibration.ood
-    ood_score = ood_scores(calibration, probs, embeddings=embeddings, distances=distances)
+    if distances is None and embeddings is not None and calibration.mahalanobis is not None:
+        distances = calibration.mahalanobis.score(embeddings)
+    ood_score = ood_scores(calibration, probs, distances=distances)
+    shift = domain_shift(calibration, distances, len(probs))
     confidence = probs.max(axis=1)
-    low = (confidence < threshold) | (threshold >= 1.0)
-    out = np.zeros(len(probs), dtype=bool) if ood is None else ood_score > ood["threshold"]
-    reason = np.full(len(probs), None, dtype=object)
-    reason[low] = "low-confidence"
-    reason[out] = "out-of-taxonomy"
+    in_set = None
+    if calibration.conformal is None:
+        reason = _review_by_thresholds(calibration, confidence, ood_score, min_confidence)
+    else:
+        in_set = calibration.conformal.sets(probs, coverage=coverage)
+        size = in_set.sum(axis=1)
+        shifted = shift > 1.0 if review_domain_shift else np.zeros(len(probs), dtype=bool)
+        low = np.zeros(len(probs), dtype=bool)
+        if min_confidence is not None:
+            low = (confidence < min_confidence) | (min_confidence >= 1.0)
+        reason = _first_reason(
+            {"none-fits": size == 0, "domain-shift": shifted, "ambiguous": size > max_set},
+            low,
+        )
     return {
         "probs": probs,
         "prediction": probs.argmax(axis=1),
         "confidence": confidence,
         "ood_score": ood_score,
-        "needs_review": low | out,
+        "domain_shift": shift,
+        "in_set": in_set,
+        "needs_review": reason.astype(bool),  # None → False, a reason → True
         "review_reason": reason,
     }
+
+
+def _first_reason(reasons: dict[str, np.ndarray], low: np.ndarray) -> np.ndarray:
+    """Each track's first reason of ``reasons`` (in order) that holds, else
+    ``low-confidence`` where ``low``, else None."""
+    reason = np.where(low, "low-confidence", None).astype(object)
+    for name, hit in reversed(reasons.items()):
+        reason[hit] = name
+    return reason
+
+
+def _review_by_thresholds(
+    calibration: Calibration,
+    confidence: np.ndarray,
+    ood_score: np.ndarray,
+    min_confidence: float | None,
+) -> np.ndarray:
+    """The review of a calibration without sets: below the confidence threshold (the
+    card's, or ``min_confidence``), or above the out-of-taxonomy threshold (which wins)."""
+    threshold = calibration.min_confidence if min_confidence is None else min_confidence
+    low = (confidence < threshold) | (threshold >= 1.0)
+    ood = calibration.ood
+    out = np.zeros(len(confidence), dtype=bool) if ood is None else ood_score > ood["threshold"]
+    return _first_reason({"out-of-taxonomy": out}, low)

@@ -30,6 +30,7 @@ from typing import Any
 from genre.audio import MAX_DURATION_S
 from genre.calibration import Calibration
 from genre.config import AGGREGATES, PRETRAINED, FeatureConfig, sqlite_path
+from genre.conformal import Conformal
 from genre.embeddings import describe, patch_shape
 from genre.errors import ConfigMismatchError, ParameterError, first_line
 from genre.models import ModelConfig
@@ -87,7 +88,8 @@ class ModelCard:
     extractor : dict or None
         A pretrained feature extractor the features need, with its weights' hash.
     calibration : Calibration or None
-        Probability calibration fitted after training.
+        Probability calibration fitted after training, with the conformal genre sets'
+        held-out scores (:attr:`conformal`) in cards made since they exist.
     blend : Blend or None
         The zero-shot prior the head's probabilities are mixed with, and its weight.
 
@@ -140,6 +142,11 @@ class ModelCard:
     def zero_shot(self) -> TagMapping | None:
         """The tag mapping of a zero-shot model (``None`` for a trained one)."""
         return self.model_config if isinstance(self.model_config, TagMapping) else None
+
+    @property
+    def conformal(self) -> Conformal | None:
+        """The genre sets' calibration, when the card has one."""
+        return self.calibration.conformal if self.calibration is not None else None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -320,7 +327,14 @@ class LabelPlan:
     max_duration_s : float
         Longest file decoded.
     min_confidence : float or None
-        Review threshold overriding the calibration's.
+        ``--min-confidence``: flag tracks below it (with genre sets, besides them; without,
+        instead of the calibration's threshold).
+    coverage : float or None
+        ``--coverage`` of the genre sets (``None``: the card's).
+    max_set : int
+        ``--max-set``: a larger genre set needs review.
+    review_domain_shift : bool
+        ``--review-domain-shift``: flag tracks unlike the training collection too.
     tags : int
         Top musicnn tags kept per track (0: no ``tags`` column).
     extractors : tuple of str
@@ -334,6 +348,9 @@ class LabelPlan:
     max_segments: int = 10
     max_duration_s: float = MAX_DURATION_S
     min_confidence: float | None = None
+    coverage: float | None = None
+    max_set: int = 2
+    review_domain_shift: bool = False
     tags: int = 0
     extractors: tuple[str, ...] = ()
 
@@ -347,6 +364,9 @@ class LabelPlan:
         max_segments: int = 10,
         max_duration_s: float = MAX_DURATION_S,
         min_confidence: float | None = None,
+        coverage: float | None = None,
+        max_set: int = 2,
+        review_domain_shift: bool = False,
         tags: int | None = None,
     ) -> LabelPlan:
         """The plan of a label run of ``card``.
@@ -358,12 +378,17 @@ class LabelPlan:
         Raises
         ------
         ParameterError
-            An unknown aggregation.
+            An unknown aggregation, or a ``coverage`` for a card without genre sets.
         """
         aggregate = aggregate or card.aggregate
         if aggregate not in AGGREGATES:
             raise ParameterError(
                 f"--aggregate {aggregate!r}: choose one of {', '.join(AGGREGATES)}"
+            )
+        if coverage is not None and card.conformal is None:
+            raise ParameterError(
+                f"--coverage {coverage}: this model has no genre sets (its card predates them, "
+                "or a zero-shot model has no --calibrate-on); leave --coverage out"
             )
         needed = card.musicnn_models
         if tags is None:
@@ -376,6 +401,9 @@ class LabelPlan:
             max_segments=max_segments,
             max_duration_s=max_duration_s,
             min_confidence=min_confidence,
+            coverage=coverage,
+            max_set=max_set,
+            review_domain_shift=review_domain_shift,
             tags=tags,
             extractors=tuple(p for p in PRETRAINED if p in set(extractors)),
         )

@@ -263,6 +263,9 @@ class SearchSettings:
     #: (default: the shipped gtzan10). Fitted after the search: not part of its name.
     blend: bool = True
     mapping: str | None = None
+    #: ``1 − α`` of the champion's conformal genre sets (the card's default at label time).
+    #: Fitted after the search, from scores that serve any coverage: not part of its name.
+    coverage: float = 0.9
     grace_clamped: bool = False
 
     def __post_init__(self) -> None:
@@ -312,6 +315,14 @@ class SearchSettings:
             raise ParameterError(f"--mapping {self.mapping!r} does not exist")
         if not self.register_as or not self.alias or not self.experiment:
             raise ParameterError("--register-as, the alias and --experiment must not be empty")
+        if (
+            isinstance(self.coverage, bool)
+            or not isinstance(self.coverage, (int, float))
+            or not 0.0 < self.coverage < 1.0
+        ):
+            raise ParameterError(
+                f"--coverage={self.coverage} must be a number strictly between 0 and 1"
+            )
         if self.grace_epochs > self.max_epochs:
             object.__setattr__(self, "grace_epochs", self.max_epochs)
             object.__setattr__(self, "grace_clamped", True)
@@ -335,6 +346,7 @@ class SearchSettings:
             "grace_clamped",
             "blend",
             "mapping",
+            "coverage",
         )
         keys = {k: v for k, v in asdict(self).items() if k not in skip}
         # Settings added later stay out of the name at their defaults, so searches started

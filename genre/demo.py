@@ -113,9 +113,10 @@ def run_demo(settings: DemoSettings) -> dict:
         f"{scores['all']:.3f} ({scores['n_all']} tracks)\n"
         f"  zero-shot (no training; reggae is in no tag vocabulary): "
         f"{zero_shot['accuracy']:.3f} ({zero_shot['n']} tracks)\n"
-        f"  needs review: {scores['test_flagged']} of {scores['n_test']} test tracks; "
-        f"{scores['other_flagged']} of {scores['n_other']} tracks of styles none of the ten "
-        "(_other/)\n"
+        f"  genre sets on the held-out test tracks: {scores['sets']}\n"
+        f"  needs review: {scores['test_flagged']} of {scores['n_test']} test tracks"
+        f"{_reasons(scores['test_reasons'])}; {scores['other_flagged']} of {scores['n_other']} "
+        f"tracks of styles none of the ten (_other/){_reasons(scores['other_reasons'])}\n"
         f"  broken files reported with an error: {scores['errors']} of {len(broken)}\n"
         f"\npictures: {', '.join(str(p) for p in figures_)}\n"
         f"results: {out / 'labels'} (pandas.read_parquet works on the folder; CSV at "
@@ -222,17 +223,19 @@ def _results_step(labels: Path, zero_shot: dict):
         "file",
         "genre",
         "confidence",
+        "genres",
         "review_reason",
         "n_segments",
         "model",
         "error_reason",
     ]
     with pd.option_context(
-        "display.width", 150, "display.max_columns", 9, "display.max_colwidth", 60
+        "display.width", 160, "display.max_columns", 10, "display.max_colwidth", 60
     ):
         frame = read_results(str(labels))
         frame["file"] = frame.path.map(lambda p: "/".join(Path(p).parts[-2:]))
         shown = frame[columns].fillna("")
+        shown["genres"] = frame.genres.map(lambda g: "" if g is None else ",".join(g) or "∅")
         print(shown.loc[_sample(frame).index].to_string(index=False))
         zs = zero_shot["frame"].copy()
         zs["file"] = zs.path.map(lambda p: "/".join(Path(p).parts[-2:]))
@@ -261,14 +264,33 @@ def _accuracy(frame, card) -> dict:
     test = ok[ok.split == "test"]
     return {
         "other_flagged": int(other.needs_review.sum()),
+        "other_reasons": other.review_reason.value_counts().to_dict(),
         "n_other": len(other),
         "test_flagged": int(test.needs_review.sum()),
+        "test_reasons": test.review_reason.value_counts().to_dict(),
+        "sets": _set_figures(test),
         "test": float((test.genre == test.truth).mean()) if len(test) else float("nan"),
         "n_test": len(test),
         "all": float((ok.genre == ok.truth).mean()),
         "n_all": len(ok),
         "errors": int(frame.error.notna().sum()),
     }
+
+
+def _reasons(counts: dict) -> str:
+    """`` (none-fits 2, ambiguous 1)``; ``""`` when nothing was flagged."""
+    return f" ({', '.join(f'{r} {n}' for r, n in counts.items())})" if counts else ""
+
+
+def _set_figures(test) -> str:
+    """Empirical coverage and mean size of the test tracks' genre sets, in words."""
+    if not len(test) or test.genres.isna().any():
+        return "none (the model has no genre sets)"
+    held = sum(t in g for t, g in zip(test.truth, test.genres, strict=True))
+    return (
+        f"{held} of {len(test)} hold the true genre (coverage {held / len(test):.2f}), "
+        f"mean size {test.genres.map(len).mean():.2f}"
+    )
 
 
 def _figures(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import tempfile
 import time
 from collections import Counter
@@ -43,6 +44,7 @@ from genre.card import (
     zero_shot_model,
 )
 from genre.config import AGGREGATES
+from genre.conformal import check_coverage
 from genre.corpus import list_inputs, list_tracks
 from genre.embeddings import check_extractors
 from genre.errors import AudioFileError, ConfigMismatchError, ParameterError
@@ -127,6 +129,17 @@ class LabelSettings:
         Ray cluster address; CPUs of a local runtime.
     flush_rows, flush_s
         Write finished rows at least this often (a killed run loses no more).
+    min_confidence : float or None
+        ``--min-confidence``: also flag tracks below this calibrated confidence (``None``:
+        not at all for a model with genre sets; the card's threshold for one without).
+    coverage : float or None
+        ``--coverage`` of the genre sets, in (0, 1) (``None``: the card's, 0.9 by default).
+    max_set : int
+        ``--max-set``: a track whose set holds more genres needs review (``ambiguous``).
+    review_domain_shift : bool
+        ``--review-domain-shift``: also flag tracks whose ``domain_shift`` is above 1.
+    tags : int or None
+        ``--tags``: top musicnn tags kept per track (``None``: see :class:`LabelPlan`).
     """
 
     aggregate: str | None = None
@@ -144,10 +157,15 @@ class LabelSettings:
     num_cpus: int | None = None
     flush_rows: int = 512
     flush_s: float = 5.0
-    min_confidence: float | None = None  # None: the card's review threshold
-    tags: int | None = None  # None: 5 when musicnn features are computed anyway (LabelPlan)
+    min_confidence: float | None = None
+    coverage: float | None = None
+    max_set: int = 2
+    review_domain_shift: bool = False
+    tags: int | None = None
 
     def __post_init__(self) -> None:
+        if self.coverage is not None:
+            check_coverage(self.coverage, "--coverage")
         if self.tags is not None and (
             isinstance(self.tags, bool) or not isinstance(self.tags, int) or self.tags < 0
         ):
@@ -165,6 +183,7 @@ class LabelSettings:
             ("tracks_per_task", self.tracks_per_task),
             ("--predictors", self.predictors),
             ("--num-cpus", self.num_cpus),
+            ("--max-set", self.max_set),
         ):
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int) or value <= 0
@@ -184,6 +203,9 @@ class LabelSettings:
             max_segments=self.max_segments,
             max_duration_s=self.max_duration_s,
             min_confidence=self.min_confidence,
+            coverage=self.coverage,
+            max_set=self.max_set,
+            review_domain_shift=self.review_domain_shift,
             tags=self.tags,
         )
 
@@ -209,6 +231,8 @@ class LabelSummary:
     tags: Counter = field(default_factory=Counter)  # tracks with each tag among their top tags
     confidence: str = ""  # how confidence was made (calibrated or raw)
     warnings: Counter = field(default_factory=Counter)  # labelled from part of the file, by kind
+    sets: str = ""  # how genre sets were made and what is flagged (empty: no calibration)
+    set_sizes: Counter = field(default_factory=Counter)  # tracks by the size of their genre set
 
     def format(self) -> str:
         done = self.labelled + sum(self.failed.values())
@@ -246,6 +270,10 @@ class LabelSummary:
             )
         if self.labelled and self.confidence:
             lines.append(f"  confidence: {self.confidence}")
+        if self.labelled and self.sets:
+            lines.append(f"  genre sets: {self.sets}")
+        if self.set_sizes:
+            lines.append("  " + _set_sizes_line(self.set_sizes))
         if self.labelled:
             flagged = sum(self.review.values())
             reasons = ", ".join(f"{r} {n}" for r, n in self.review.most_common())
@@ -263,6 +291,18 @@ class LabelSummary:
             )
         lines.append(f"  results: {self.output}" + (f" (CSV: {self.csv})" if self.csv else ""))
         return "\n".join(lines)
+
+
+def _set_sizes_line(sizes: Counter) -> str:
+    """``set sizes: 1 genre 95, 2 genres 3, empty 10 (mean 1.05)``."""
+    n = sum(sizes.values())
+    mean = sum(size * count for size, count in sizes.items()) / n
+    parts = [
+        f"{size} genre{'s' if size > 1 else ''} {sizes[size]}" for size in sorted(sizes) if size
+    ]
+    if sizes.get(0):
+        parts.append(f"empty {sizes[0]}")
+    return f"set sizes: {', '.join(parts)} (mean {mean:.2f})"
 
 
 def run_label(
@@ -309,6 +349,7 @@ def run_label(
             model=model.name,
             found=len(items),
             confidence=_confidence_note(model.card),
+            sets=_sets_note(plan),
         )
         done = _prepare_output(results, summary, model=model, settings=settings)
         todo = [it for it in items if it["path"] not in done]
@@ -337,6 +378,34 @@ def _confidence_note(card: ModelCard) -> str:
         f"calibrated (temperature {cal.temperature:.2f} on {cal.n_val_tracks} tracks); "
         f"out-of-taxonomy score: {ood}{mixed}"
     )
+
+
+def _sets_note(plan: LabelPlan) -> str:
+    """One line on the run's genre sets and what it flags for review (``""``: no calibration)."""
+    cal, conformal = plan.card.calibration, plan.card.conformal
+    if cal is None:
+        return ""
+    if conformal is None:
+        return (
+            "none (the model's card predates them): review below its confidence threshold "
+            "or above its out-of-taxonomy threshold"
+        )
+    coverage = conformal.coverage if plan.coverage is None else plan.coverage
+    flags = [f"empty (none-fits) or more than {plan.max_set} genres (ambiguous)"]
+    if plan.review_domain_shift:
+        flags.append("when domain_shift is above 1 (domain-shift)")
+    if plan.min_confidence is not None:
+        flags.append(f"when confidence is below {plan.min_confidence:.2f} (low-confidence)")
+    note = (
+        f"{conformal.method} at coverage {coverage:.2f}, from {conformal.n} "
+        f"{conformal.fitted_on or 'held-out tracks'}; review when a set is " + ", or ".join(flags)
+    )
+    if math.isinf(conformal.threshold_at(coverage)):
+        note += (
+            f"; {conformal.n} tracks are too few for coverage {coverage:.2f} (it needs "
+            f"{conformal.min_tracks(coverage)}): every set holds every genre"
+        )
+    return note
 
 
 def _prepare_output(
@@ -415,6 +484,8 @@ def _count(
             summary.tags[tag["tag"]] += 1
         if row.get("needs_review"):
             summary.review[str(row["review_reason"])] += 1
+        if isinstance(row.get("genres"), (list, np.ndarray)):
+            summary.set_sizes[len(row["genres"])] += 1
         scored.append((row["path"], row["genre"], float(row["confidence"])))
 
 
@@ -498,9 +569,11 @@ def label_file(
         "top": [
             (str(g), float(p)) for g, p in zip(row["top_genres"], row["top_probs"], strict=True)
         ],
+        "genres": None if row["genres"] is None else list(row["genres"]),
         "needs_review": bool(row["needs_review"]),
         "review_reason": row["review_reason"],
         "ood_score": float(row["ood_score"]),
+        "domain_shift": float(row["domain_shift"]),
         "tags": row.get("tags") or [],
         "model": model.name,
         "aggregate": plan.aggregate,
@@ -544,6 +617,7 @@ def calibrate_zero_shot(
         retry_errors=False,
         new_model_ok=False,
         min_confidence=None,
+        coverage=None,  # the model has no sets before its calibration
     )
     genre_of = {t.path: t.genre for t in tracks}
     with tempfile.TemporaryDirectory(prefix="genre-calibrate-") as d:
@@ -613,7 +687,12 @@ def open_model(
     left_out = training["calibration_left_out"]
     note = (
         f"zero-shot calibrated on {training['calibration_tracks']} tracks of {calibrate_on}: "
-        f"temperature {cal.temperature:.2f}, review below {cal.min_confidence:.2f}"
+        f"temperature {cal.temperature:.2f}"
+        + (
+            f", genre sets ({cal.conformal.method}) at coverage {cal.conformal.coverage:.2f}"
+            if cal.conformal is not None
+            else f", review below {cal.min_confidence:.2f}"
+        )
     )
     if left_out:
         note += (
@@ -632,6 +711,10 @@ def format_file_label(result: dict[str, Any]) -> str:
     lines += [
         f"  {genre:<10} {prob:6.1%}  {'█' * int(round(prob * 40))}" for genre, prob in result["top"]
     ]
+    if result["genres"] is not None:
+        lines.append(f"  genre set: {', '.join(result['genres']) or '(empty: none fits)'}")
+    if result["domain_shift"] == result["domain_shift"]:  # not NaN
+        lines.append(f"  domain shift: {result['domain_shift']:.2f} (1: validation's 95th pct.)")
     if result["needs_review"]:
         lines.append(
             f"  needs review: {result['review_reason']} (ood score {result['ood_score']:.2f})"

@@ -5,7 +5,8 @@ Fitted in the search's driver, stored in the model card, and applied by label
 
     segment probabilities ─▶ track probabilities (the card's aggregation)
         ─▶ blend with the zero-shot prior          card.blend         (weight on validation)
-        ─▶ temperature, review threshold           card.calibration   (on validation)
+        ─▶ temperature, review threshold,          card.calibration   (on validation)
+           conformal genre sets                    card.calibration.conformal
         ─▶ out-of-taxonomy score: entropy, and the Mahalanobis distance of the track's
            musicnn embedding to the training segments' classes   card.calibration.ood
 
@@ -274,6 +275,7 @@ def fit_posthoc(
     aggregate: str = "mean",
     mapping=None,
     ood_quantile: float = 0.95,
+    coverage: float = 0.9,
 ) -> PostHoc:
     """Blend weight, calibration and out-of-taxonomy model of a trained ``network``.
 
@@ -287,6 +289,9 @@ def fit_posthoc(
     aggregate : the card's segment → track aggregation
     mapping : TagMapping or None
         The zero-shot prior to blend with (``None``: no blend).
+    ood_quantile : the validation quantile of the out-of-taxonomy thresholds
+    coverage : ``1 − α`` of the conformal genre sets, fitted on the validation tracks and
+        measured on the test tracks
     """
     notes: list[str] = []
     probs, heads, ys = {}, {}, {}
@@ -313,6 +318,7 @@ def fit_posthoc(
         ood_column=column,
         test_probs=mixed["test"],
         test_y=ys["test"],
+        coverage=coverage,
     )
 
     def reliability(path: Path) -> Path:

@@ -226,7 +226,14 @@ def score_tracks(
         emb = embedding(columns, column)
         distances = track_distances(card.calibration.mahalanobis, owner, emb)
     reviewed = review(
-        card.calibration, track_probs, distances=distances, min_confidence=plan.min_confidence
+        card.calibration,
+        track_probs,
+        labels=card.labels,
+        distances=distances,
+        min_confidence=plan.min_confidence,
+        coverage=plan.coverage,
+        max_set=plan.max_set,
+        review_domain_shift=plan.review_domain_shift,
     )
     return order, reviewed
 
@@ -235,36 +242,65 @@ def review(
     calibration: Calibration | None,
     track_probs: np.ndarray,
     *,
+    labels: Sequence[str],
     distances: np.ndarray | None = None,
     min_confidence: float | None = None,
+    coverage: float | None = None,
+    max_set: int = 2,
+    review_domain_shift: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Calibrated probabilities, confidence, out-of-taxonomy score and review flags.
+    """Calibrated probabilities, confidence, genre sets, out-of-taxonomy and domain-shift
+    scores, and review flags.
 
-    With a calibration: temperature, its confidence threshold (or ``min_confidence``) and
-    its out-of-taxonomy threshold (``distances``: the tracks' Mahalanobis distances, when
-    its score uses them). Without one (raw models, zero-shot): the raw probabilities, the
-    normalised entropy as ``ood_score``, and a review flag only when ``min_confidence``
-    is given.
+    With a calibration: :func:`genre.calibration.apply` (``distances``: the tracks'
+    Mahalanobis distances, when its scores use them; the other keywords are the label
+    run's flags). Without one (raw models, zero-shot): the raw probabilities, the normalised
+    entropy as ``ood_score``, no sets, and a review flag only when ``min_confidence`` is
+    given.
 
     Returns
     -------
     dict
-        ``probs`` (tracks, labels); ``confidence``, ``ood_score``, ``needs_review``,
-        ``review_reason`` (tracks,).
+        ``probs`` (tracks, labels); ``confidence``, ``ood_score``, ``domain_shift``,
+        ``genres`` (each a list of ``labels``, best first, or None without sets),
+        ``needs_review``, ``review_reason`` (tracks,).
     """
     if calibration is not None:
-        out = apply(calibration, track_probs, distances=distances, min_confidence=min_confidence)
+        out = apply(
+            calibration,
+            track_probs,
+            distances=distances,
+            min_confidence=min_confidence,
+            coverage=coverage,
+            max_set=max_set,
+            review_domain_shift=review_domain_shift,
+        )
         out.pop("prediction")
+        out["genres"] = _set_lists(out.pop("in_set"), out["probs"], labels)
         return out
+    n = len(track_probs)
     confidence = track_probs.max(axis=1)
     flagged = confidence < (min_confidence if min_confidence is not None else 0.0)
     return {
         "probs": track_probs,
         "confidence": confidence,
         "ood_score": output_ood_score(track_probs, method="entropy"),
+        "domain_shift": np.full(n, np.nan),
+        "genres": np.full(n, None, dtype=object),
         "needs_review": flagged,
         "review_reason": np.where(flagged, "low-confidence", None).astype(object),
     }
+
+
+def _set_lists(in_set: np.ndarray | None, probs: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    """Each track's genre set as a list of labels, most probable first (None without sets)."""
+    out = np.full(len(probs), None, dtype=object)
+    if in_set is None:
+        return out
+    order = np.argsort(-probs, axis=1, kind="stable")
+    for i, row in enumerate(order):
+        out[i] = [labels[j] for j in row if in_set[i, j]]
+    return out
 
 
 def empty_review(n: int) -> dict[str, np.ndarray]:
@@ -272,6 +308,8 @@ def empty_review(n: int) -> dict[str, np.ndarray]:
     return {
         "confidence": np.full(n, np.nan, np.float32),
         "ood_score": np.full(n, np.nan, np.float32),
+        "domain_shift": np.full(n, np.nan, np.float32),
+        "genres": np.full(n, None, dtype=object),
         "needs_review": np.zeros(n, bool),
         "review_reason": np.full(n, None, dtype=object),
     }

@@ -1,9 +1,13 @@
 """The results table: one row per labelled file, as Parquet parts in an output folder.
 
 Columns: ``path``, ``track_id``, ``genre`` (top-1), ``confidence`` (calibrated when the
-model card holds a calibration), ``needs_review`` and ``review_reason``
-(``low-confidence``, ``out-of-taxonomy`` or null), ``ood_score`` (higher: less like any
-genre the model knows), ``top_k`` (a list of ``{genre, probability}``), one
+model card holds a calibration), ``genres`` (the conformal genre set, best first: every
+genre the track may be at the run's coverage; null when the model has no sets),
+``needs_review`` and ``review_reason`` (``none-fits``, ``ambiguous``, ``domain-shift``,
+``low-confidence``, ``out-of-taxonomy`` or null: see :data:`genre.calibration.REVIEW_REASONS`),
+``ood_score`` (higher: less like any genre the model knows), ``domain_shift`` (how unlike
+the training collection: 1 is the validation tracks' 95th percentile; null without
+embedding statistics), ``top_k`` (a list of ``{genre, probability}``), one
 ``p_<genre>`` column per label, ``tags`` (a list of ``{tag, probability}``: the top musicnn
 tags, when the model computes musicnn features), ``n_segments``, ``duration_s``,
 ``warning`` (null unless less of the file decoded than its header promised: what decoded
@@ -62,9 +66,11 @@ def results_schema(labels: list[str], *, tags: bool = False) -> pa.Schema:
         pa.field("track_id", pa.string(), nullable=False),
         pa.field("genre", pa.string()),
         pa.field("confidence", pa.float32()),
+        pa.field("genres", pa.list_(pa.string())),
         pa.field("needs_review", pa.bool_()),
         pa.field("review_reason", pa.string()),
         pa.field("ood_score", pa.float32()),
+        pa.field("domain_shift", pa.float32()),
         pa.field(
             "top_k", pa.list_(pa.struct([("genre", pa.string()), ("probability", pa.float32())]))
         ),
@@ -86,7 +92,7 @@ def results_table(
     rows: list[dict[str, Any]], *, labels: list[str], model: str, aggregate: str, tags: bool = False
 ) -> pa.Table:
     """Rows from the predictor (``path``, ``track_id``, ``genre``, ``confidence``,
-    ``top_genres``, ``top_probs``, ``p_<label>``, ``n_segments``, ``duration_s``,
+    ``genres``, ``top_genres``, ``top_probs``, ``p_<label>``, ``n_segments``, ``duration_s``,
     ``reason``, ``error``) as a results table."""
     now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     schema = results_schema(labels, tags=tags)
@@ -97,13 +103,14 @@ def results_table(
         cols["track_id"].append(r["track_id"])
         cols["genre"].append(None if bad else r["genre"])
         cols["confidence"].append(None if bad else float(r["confidence"]))
+        cols["genres"].append(None if bad else _genre_set(r.get("genres")))
         cols["needs_review"].append(None if bad else bool(r.get("needs_review", False)))
         reason = r.get("review_reason")  # an all-None column comes back from Ray Data as NaN
         cols["review_reason"].append(
             reason if not bad and isinstance(reason, str) and reason else None
         )
-        ood = r.get("ood_score")
-        cols["ood_score"].append(None if bad or ood is None or ood != ood else float(ood))
+        cols["ood_score"].append(None if bad else _number(r.get("ood_score")))
+        cols["domain_shift"].append(None if bad else _number(r.get("domain_shift")))
         cols["top_k"].append(
             None
             if bad
@@ -133,6 +140,19 @@ def results_table(
         cols["error_reason"].append(r["reason"] or None)
         cols["labeled_at"].append(now)
     return pa.Table.from_pydict(cols, schema=schema)
+
+
+def _genre_set(value) -> list[str] | None:
+    """A row's genre set as a list; None when the model gives none (Ray Data hands an
+    all-None column back as NaN, and lists as arrays)."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [str(g) for g in value]
+    return None
+
+
+def _number(value) -> float | None:
+    """A score as a float; None for a missing or NaN one."""
+    return None if value is None or value != value else float(value)
 
 
 class ResultStore:
@@ -205,9 +225,12 @@ class ResultStore:
         return moved
 
     def write_csv(self, name: str = CSV_NAME) -> str:
-        """The table as CSV (``top_k`` as JSON), beside the parts; return its location."""
+        """The table as CSV (``top_k`` and ``genres`` as JSON), beside the parts; return its
+        location."""
         frame = read_results(self.root)
         frame["top_k"] = frame["top_k"].map(_top_k_json)
+        if "genres" in frame:  # parts written before genre sets have no such column
+            frame["genres"] = frame["genres"].map(_genres_json)
         if "tags" in frame:
             frame["tags"] = frame["tags"].map(_tags_json)
         store.write_bytes(self.fs, self.base, name, frame.to_csv(index=False).encode())
@@ -220,6 +243,12 @@ def _top_k_json(value) -> str:
     return json.dumps(
         [{"genre": d["genre"], "probability": round(float(d["probability"]), 4)} for d in value]
     )
+
+
+def _genres_json(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return json.dumps([str(g) for g in value])
 
 
 def _tags_json(value) -> str:

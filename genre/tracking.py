@@ -62,20 +62,39 @@ _EPOCH_METRICS = (
 def _calibration_line(cal: Calibration | None) -> list[str]:
     if cal is None:
         return []
-    ood = cal.ood or {}
-    return [
+    lines = [
         f"  calibration (fitted on {cal.n_val_tracks} validation tracks): temperature "
         f"{cal.temperature:.2f}; test ECE {cal.ece_before:.3f} → {cal.ece_after:.3f}, "
-        f"Brier {cal.brier_before:.3f} → {cal.brier_after:.3f}",
-        (
-            f"  needs review: confidence below {cal.min_confidence:.2f} (validation tracks "
-            f"above it were right ≥ {cal.target:.0%} of the time)"
-            if cal.min_confidence > 0
-            else f"  needs review: no confidence threshold (validation tracks were right "
-            f"≥ {cal.target:.0%} of the time at every confidence)"
-        )
-        + (f", or {ood['method']} score above {ood['threshold']:.2f}" if ood else ""),
+        f"Brier {cal.brier_before:.3f} → {cal.brier_after:.3f}"
     ]
+    conformal = cal.conformal
+    if conformal is None:
+        return [*lines, _threshold_review_line(cal)]
+    measured = (
+        f"test coverage {conformal.test_coverage:.3f}, mean set size "
+        f"{conformal.test_mean_size:.2f} ({conformal.n_test} tracks)"
+        if conformal.test_coverage is not None
+        else "no test tracks to measure them on"
+    )
+    return [
+        *lines,
+        f"  genre sets ({conformal.method}, coverage {conformal.coverage:.2f} from "
+        f"{conformal.n} {conformal.fitted_on}): {measured}",
+        "  needs review: an empty genre set (none-fits) or one of more than --max-set (2) "
+        "genres (ambiguous); label's --min-confidence and --review-domain-shift add more",
+    ]
+
+
+def _threshold_review_line(cal: Calibration) -> str:
+    """How a calibration without genre sets flags tracks for review."""
+    ood = cal.ood or {}
+    return (
+        f"  needs review: confidence below {cal.min_confidence:.2f} (validation tracks "
+        f"above it were right ≥ {cal.target:.0%} of the time)"
+        if cal.min_confidence > 0
+        else f"  needs review: no confidence threshold (validation tracks were right "
+        f"≥ {cal.target:.0%} of the time at every confidence)"
+    ) + (f", or {ood['method']} score above {ood['threshold']:.2f}" if ood else "")
 
 
 def _blend_lines(blend: Blend | None, notes: list[str]) -> list[str]:
@@ -604,7 +623,21 @@ def _champion_metrics(champion: Champion, rows: list[dict[str, Any]]) -> dict[st
         "trials": len(rows),
         "trial_epochs": sum(r["epochs"] for r in rows),
         **_blend_metrics(champion.post.blend),
+        **_set_metrics(calibration.conformal),
     }
+
+
+def _set_metrics(conformal) -> dict[str, float]:
+    """The genre sets' target coverage, threshold and what they gave on the test tracks."""
+    if conformal is None:
+        return {}
+    metrics = {"set_coverage_target": conformal.coverage}
+    if np.isfinite(conformal.threshold):
+        metrics["set_threshold"] = conformal.threshold
+    if conformal.test_coverage is not None:
+        metrics["test_set_coverage"] = conformal.test_coverage
+        metrics["test_mean_set_size"] = conformal.test_mean_size
+    return metrics
 
 
 def _blend_metrics(blend) -> dict[str, float]:

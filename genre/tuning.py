@@ -839,7 +839,9 @@ def champion(
     best = found.best
     data = plan.data[tuple(best.row["config"]["features"])]
     network = _rebuild(best, data)
-    post = fit_posthoc(network, data, segments, aggregate="mean", mapping=plan.mapping)
+    post = fit_posthoc(
+        network, data, segments, aggregate="mean", mapping=plan.mapping, coverage=settings.coverage
+    )
     test = evaluate(network, data, split="test", probs=post.probs["test"])
     val = evaluate(network, data, split="val", probs=post.probs["val"])
     card = card_for(

@@ -225,8 +225,9 @@ def fit_zero_shot_calibration(
 ) -> tuple[Calibration, int]:
     """A zero-shot model's calibration, fitted on tracks it labelled whose genres are known.
 
-    The temperature, the review threshold and the out-of-taxonomy threshold are fitted
-    as tune fits a head's on its validation tracks (:func:`genre.calibration.fit_calibration`).
+    The temperature, the review threshold, the genre sets (at coverage 0.9; label may ask
+    for another) and the out-of-taxonomy threshold are fitted as tune fits a head's on its
+    validation tracks (:func:`genre.calibration.fit_calibration`).
     Tracks of a genre no tag covers (reggae in ``gtzan10``) are left out of the fit.
 
     Parameters
@@ -261,5 +262,7 @@ def fit_zero_shot_calibration(
     # fitted on, they drive the temperature to its bound (every genre near 1/K).
     p = np.asarray(probs, np.float64)[keep]
     y = np.array([list(labels).index(g) for g in np.asarray(genres)[keep]], dtype=np.int64)
-    fitted = fit_calibration(p / p.sum(axis=1, keepdims=True), y, ood_method="entropy")
+    fitted = fit_calibration(
+        p / p.sum(axis=1, keepdims=True), y, ood_method="entropy", fitted_on=f"tracks of {source}"
+    )
     return fitted, left_out

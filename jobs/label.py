@@ -1,6 +1,7 @@
 """Label job: bulk-label an audio collection into a results table (one row per file).
 
     python -m jobs.label INPUT OUTPUT --model models:/genre@champion [--aggregate mean|max|vote]
+                         [--coverage 0.9] [--max-set 2] [--review-domain-shift]
                          [--segments 10] [--top-k 3] [--csv] [--retry-errors] [--new-model-ok]
     python -m jobs.label song.mp3 --model models:/genre@champion     # one file: print its genres
 
@@ -70,13 +71,17 @@ _FLAGS = (
     ("--mapping", dict(help="with --model zero-shot: a TOML file mapping your genres to musicnn "
      "tags (default: the shipped gtzan10 mapping)")),
     ("--calibrate-on", dict(metavar="FOLDER", help="with --model zero-shot: fit its calibration "
-     "(temperature, review and out-of-taxonomy thresholds) on a small labelled "
+     "(temperature, genre sets, review thresholds) on a small labelled "
      "FOLDER/<genre>/<file>; without it zero-shot confidence is the raw normalised tag score")),
     ("--tags", dict(type=int, help="top musicnn tags kept per track (both vocabularies); "
      "default 5 when the model computes musicnn features anyway (zero-shot, heads on musicnn, "
      "a blend), else none; N > 0 computes them for any model; 0: no tags column")),
-    ("--min-confidence", dict(type=float, help="flag tracks below this (calibrated) confidence "
-     "for review (default: the model card's threshold)")),
+    ("--coverage", dict(type=float, help="1 − α of the genre sets: each holds the true genre "
+     "this often on music like the validation tracks (default: the model card's, 0.9)")),
+    ("--max-set", dict(type=int, default=2, help="review larger genre sets (default 2)")),
+    ("--review-domain-shift", dict(action="store_true", help="also flag domain_shift > 1")),
+    ("--min-confidence", dict(type=float, help="also flag tracks below this calibrated "
+     "confidence (a model without genre sets: instead of its card's threshold)")),
     ("--aggregate", dict(choices=AGGREGATES, help="segment → track (default: the model's, mean)")),
     ("--segments", dict(type=int, default=10, help="segments per track, spread evenly over long "
      "tracks (default 10)")),
@@ -108,25 +113,21 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, **keywords)
 
 
+#: Flags that are LabelSettings' fields of the same name and meaning.
+_AS_IS = (
+    "aggregate top_k batch_size gpus_per_worker predictors retry_errors new_model_ok csv address "
+    "num_cpus min_confidence coverage max_set review_domain_shift tags"
+).split()
+
+
 def _settings(args: argparse.Namespace):
     from genre.labeling import LabelSettings
 
     return LabelSettings(
-        aggregate=args.aggregate,
         max_segments=args.segments,
-        top_k=args.top_k,
-        batch_size=args.batch_size,
-        gpus_per_worker=args.gpus_per_worker,
-        predictors=args.predictors,
         max_duration_s=args.max_duration,
-        retry_errors=args.retry_errors,
-        new_model_ok=args.new_model_ok,
-        csv=args.csv,
-        address=args.address,
-        num_cpus=args.num_cpus,
         flush_s=args.flush_seconds,
-        min_confidence=args.min_confidence,
-        tags=args.tags,
+        **{name: getattr(args, name) for name in _AS_IS},
     )
 
 

@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
         "when the shards hold musicnn's tag columns)")
     add("--mapping", default=None, help="TOML tag mapping for the blend (default: the shipped "
         "gtzan10; see python -m jobs.label --model zero-shot)")
+    add("--coverage", type=float, default=S.coverage, help="1 − α of the champion's genre "
+        "sets: the card's default, label may ask for another (default %(default)s)")
     add("--split", choices=SPLIT_METHODS, default=S.split,
         help="by-track split (auto: GTZAN lists when the corpus is GTZAN)")
     add("--seed", type=int, default=S.seed, help="seed of the split and of the search" + default)
@@ -86,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
 #: Flags that are SearchSettings' fields of the same name and meaning.
 _AS_IS = (
     "grace_epochs reduction_factor patience cpus_per_trial gpus_per_trial mixed_precision "
-    "mapping scheduler split seed experiment register_as storage name"
+    "mapping coverage scheduler split seed experiment register_as storage name"
 ).split()
 
 

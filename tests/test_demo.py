@@ -21,11 +21,18 @@ def test_demo_smoke_test_runs_every_step_and_reports_accuracy(tmp_path):
     assert "registered genre version 1" in out
     assert "38 labelled, 4 failed" in out
     assert "broken files reported with an error: 4 of 4" in out
-    assert "_other/" in out and "review_reason" in out
+    assert "_other/" in out and "review_reason" in out and "genres" in out
+    assert "genre sets on the held-out test tracks:" in out and "(coverage " in out
+    assert "genre sets: lac at coverage 0.90, from " in out and "set sizes: " in out
     for picture in ("confusion_test.png", "curves_by_model.png", "genre_panels.png"):
         assert (tmp_path / "demo" / "figures" / picture).stat().st_size > 10_000
     import pandas as pd
 
-    assert len(pd.read_parquet(tmp_path / "demo" / "labels")) == 42
+    labels = pd.read_parquet(tmp_path / "demo" / "labels")
+    assert len(labels) == 42
+    ok = labels[labels.error.isna()]
+    assert ok.genres.notna().all() and ok.domain_shift.notna().all()
+    flagged = ok.genres.map(len).pipe(lambda size: (size == 0) | (size > 2))
+    assert (ok.needs_review == flagged).all()  # label's defaults: the sets alone decide
     zero_shot = pd.read_parquet(tmp_path / "demo" / "labels-zero-shot")
     assert len(zero_shot) == 38 and zero_shot.tags.map(len).eq(5).all()

@@ -102,10 +102,17 @@ def test_the_combined_score_flags_either_kind_of_stranger(rng):
     scale = cal.ood["scale"]
     assert cal.ood["column"] == "musicnn_msd" and set(scale) == {"entropy", "mahalanobis"}
     sure = np.array([[0.98, 0.01, 0.01]])
-    far = apply(cal, sure, distances=np.array([50.0 * scale["mahalanobis"]]))
-    near = apply(cal, sure, distances=np.array([0.1 * scale["mahalanobis"]]))
+    legacy = dataclasses.replace(cal, conformal=None)  # a card from before genre sets
+    far = apply(legacy, sure, distances=np.array([50.0 * scale["mahalanobis"]]))
+    near = apply(legacy, sure, distances=np.array([0.1 * scale["mahalanobis"]]))
     assert far["review_reason"][0] == "out-of-taxonomy" and far["needs_review"][0]
     assert near["ood_score"][0] < far["ood_score"][0]
+    # With genre sets the distance is a column, domain_shift, and a reason only when asked.
+    shifted = {"distances": np.array([50.0 * scale["mahalanobis"]])}
+    assert apply(cal, sure, **shifted)["domain_shift"][0] == pytest.approx(50.0)
+    assert apply(cal, sure, **shifted)["review_reason"][0] != "out-of-taxonomy"
+    asked = apply(cal, sure, review_domain_shift=True, **shifted)
+    assert asked["review_reason"][0] == "domain-shift" and asked["needs_review"][0]
     unsure = apply(cal, np.full((1, 3), 1 / 3), distances=np.array([0.0]))
     entropy_ratio = output_ood_score(np.full((1, 3), 1 / 3))[0] / scale["entropy"]
     assert unsure["ood_score"][0] == pytest.approx(entropy_ratio)
@@ -278,14 +285,15 @@ def test_an_out_of_taxonomy_synthetic_track_is_flagged(fitted):
     real = dataclasses.replace(model, card=card)
     inside = [str(corpus / t) for t in sorted(card.splits["test"])]
     outside = sorted(str(p) for p in (corpus / "_other").iterdir())
-    rows = _label(fitted, "ood", real, inside + outside)
+    rows = _label(fitted, "ood", real, inside + outside, review_domain_shift=True)
     rows["other"] = rows["path"].str.contains("/_other/")
     speech = rows[rows["path"].str.contains("/_other/speech")]
     assert len(speech) == 1 and speech["needs_review"].all()
-    assert (speech["review_reason"] == "out-of-taxonomy").all()
+    assert speech["review_reason"].isin(["none-fits", "domain-shift", "ambiguous"]).all()
     other, known = rows[rows["other"]], rows[~rows["other"]]
     assert other["ood_score"].mean() > known["ood_score"].mean()
-    assert known["ood_score"].notna().all()
+    assert other["domain_shift"].mean() > known["domain_shift"].mean()
+    assert known["ood_score"].notna().all() and known["genres"].notna().all()
 
 
 @pytest.mark.slow

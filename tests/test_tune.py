@@ -528,6 +528,15 @@ def test_the_champion_is_calibrated_on_validation_tracks_and_reports_it(tuned, c
     assert (
         "calibration (fitted on" in tuned.result.stdout and "needs review:" in tuned.result.stdout
     )
+    # The genre sets: fitted on the same validation tracks, measured on the test tracks.
+    sets = calibration.conformal
+    assert sets.n == calibration.n_val_tracks and sets.coverage == pytest.approx(0.9)
+    assert metrics["test_set_coverage"] == pytest.approx(sets.test_coverage)
+    assert metrics["test_mean_set_size"] == pytest.approx(sets.test_mean_size)
+    assert metrics["set_coverage_target"] == pytest.approx(0.9)
+    assert f"genre sets (lac, coverage 0.90 from {sets.n} validation tracks): test coverage" in (
+        tuned.result.stdout
+    )
 
 
 def test_default_storage_is_beside_the_sqlite_database_not_the_working_directory(

@@ -16,10 +16,14 @@ Then, per model family, labels the held-out test tracks and the ``_other/`` trac
 Every family is scored on the same test tracks (the searches' seeded split). Printed per
 family: test accuracy, ECE before → after calibration (from the card for the searches;
 recomputed from the labels for zero-shot), AUROC of ``ood_score`` (test tracks vs
-``_other/``), the share of test tracks flagged for review, the accuracy of the unflagged,
-and the share of ``_other/`` flagged. For the champions also the AUROC of each part of the
-combined score: the entropy of the calibrated probabilities (from the ``p_<genre>``
-columns) and the Mahalanobis distance (from the shards' musicnn embedding).
+``_other/``), the share of test tracks flagged for review (label's defaults: the genre set
+is empty or holds more than two genres), the accuracy of the unflagged, the share of
+``_other/`` flagged, and the genre sets' empirical coverage and mean size on the test
+tracks. For the champions also the AUROC of each part of the combined score: the entropy of
+the calibrated probabilities (from the ``p_<genre>`` columns) and the Mahalanobis distance
+(from the shards' musicnn embedding); and, to choose the conformal score, both
+:data:`genre.conformal.METHODS` fitted on the validation tracks' labelled (calibrated)
+probabilities and measured on the test and ``_other/`` tracks.
 
     python tests/bench/eval_ood.py [--per-genre 10] [--per-style 10] [--seconds 30]
         [--families cnn,head,zero_shot,zero_shot_cal] [--cnn-models short_chunk_cnn]
@@ -27,7 +31,7 @@ columns) and the Mahalanobis distance (from the shards' musicnn embedding).
 
 The last lines are machine-readable, one per family:
 ``family=<name> accuracy=<f> ece=<f> ece_raw=<f> auroc=<f> flagged=<f>
-unflagged_accuracy=<f> other_flagged=<f>``
+unflagged_accuracy=<f> other_flagged=<f> coverage=<f> set_size=<f>``
 """
 
 from __future__ import annotations
@@ -167,6 +171,7 @@ def figures(rows, labels: tuple[str, ...]) -> dict:
 
     inside, outside = rows[~rows.other], rows[rows.other]
     unflagged = inside[~inside.needs_review]
+    has_sets = inside.genres.map(lambda g: g is not None).all()
     entropy = output_ood_score(_probs(rows, labels), method="entropy")
     other = rows.other.to_numpy()
     return {
@@ -182,6 +187,17 @@ def figures(rows, labels: tuple[str, ...]) -> dict:
         ),
         "other_flagged": float(outside.needs_review.mean()),
         "other_out_of_taxonomy": float((outside.review_reason == "out-of-taxonomy").mean()),
+        "other_reasons": {k: int(v) for k, v in outside.review_reason.value_counts().items()},
+        "test_reasons": {k: int(v) for k, v in inside.review_reason.value_counts().items()},
+        "coverage": (
+            float(np.mean([t in g for t, g in zip(inside.truth, inside.genres, strict=True)]))
+            if has_sets
+            else float("nan")
+        ),
+        "set_size": float(inside.genres.map(len).mean()) if has_sets else float("nan"),
+        # What --review-domain-shift would add: domain_shift above 1 (NaN: no embedding).
+        "test_shifted": float((inside.domain_shift > 1).mean()),
+        "other_shifted": float((outside.domain_shift > 1).mean()),
     }
 
 
@@ -219,6 +235,30 @@ def mahalanobis_parts(rows, labels: tuple[str, ...], calibration, segments) -> d
     }
 
 
+def compare_methods(val, rows, labels: tuple[str, ...], coverage: float) -> dict:
+    """Each conformal score fitted on the validation rows' calibrated probabilities, measured
+    on the test rows (coverage, mean size, empty) and the ``_other/`` rows (flagged by label's
+    default rule: empty or more than two genres)."""
+    from genre.conformal import METHODS, fit_conformal, set_metrics
+
+    y = np.array([labels.index(t) for t in val.truth], dtype=np.int64)
+    inside, outside = rows[~rows.other], rows[rows.other]
+    ty = np.array([labels.index(t) for t in inside.truth], dtype=np.int64)
+    out = {}
+    for method in METHODS:
+        fitted = fit_conformal(_probs(val, labels), y, coverage=coverage, method=method)
+        test = set_metrics(fitted.sets(_probs(inside, labels)), ty)
+        size = fitted.sets(_probs(outside, labels)).sum(axis=1)
+        in_size = fitted.sets(_probs(inside, labels)).sum(axis=1)
+        out[method] = {
+            **test,
+            "flagged": float(np.mean((in_size == 0) | (in_size > 2))),
+            "other_flagged": float(np.mean((size == 0) | (size > 2))),
+            "other_empty": float(np.mean(size == 0)),
+        }
+    return out
+
+
 def evaluate_champion(family: str, segments, split: dict, corpus: Path, work: Path, args) -> dict:
     """Search a family, label the test and ``_other/`` tracks with its champion, score it."""
     model, outcome = search_family(family, segments, work, args)
@@ -227,8 +267,15 @@ def evaluate_champion(family: str, segments, split: dict, corpus: Path, work: Pa
         raise RuntimeError(f"{family}: the search's test split is not the expected one")
     other = sorted(t for t in set(segments.track_id) if str(t).startswith("_other/"))
     rows = label(model, split["test"] + other, corpus, work / f"labels-{family}")
+    val = label(model, split["val"], corpus, work / f"labels-{family}-val")
     calibration = card.calibration
     result = {"family": family, **figures(rows, card.labels)}
+    result["methods"] = compare_methods(val, rows, card.labels, calibration.conformal.coverage)
+    result["card_sets"] = (
+        f"card: {calibration.conformal.method}, test coverage "
+        f"{calibration.conformal.test_coverage:.3f}, mean size "
+        f"{calibration.conformal.test_mean_size:.2f}"
+    )
     result.update(ece_raw=calibration.ece_before, ece_cal=calibration.ece_after)
     result["ece_rows"] = _test_ece(rows, card.labels, None)[1]
     if calibration.mahalanobis is not None:
@@ -304,6 +351,22 @@ def print_report(results: list[dict], split: dict) -> None:
         "  (AUROC: of ood_score; entropy: of the labelled probabilities' entropy alone; mahal.: "
         "of the Mahalanobis distance alone)"
     )
+    print("\ngenre sets (label's defaults: coverage from the card, review when empty or > 2):")
+    for r in results:
+        print(
+            f"  {r['family']:<14} test coverage {_fmt(r['coverage'])}, mean set size "
+            f"{_fmt(r['set_size'], '.2f')}; test flagged by reason {r['test_reasons']}; "
+            f"_other/ by reason {r['other_reasons']}; domain_shift > 1: test "
+            f"{r['test_shifted']:.0%}, _other/ {r['other_shifted']:.0%}"
+        )
+        for method, m in r.get("methods", {}).items():
+            print(
+                f"    {method}: test coverage {m['coverage']:.3f}, mean size "
+                f"{m['mean_size']:.2f}, empty {m['empty']:.0%}, flagged {m['flagged']:.0%}; "
+                f"_other/ flagged {m['other_flagged']:.0%} (empty {m['other_empty']:.0%})"
+            )
+        if "card_sets" in r:
+            print(f"    {r['card_sets']}")
     for r in results:
         print(f"  {r['family']}: {r['model']}; {r['details']}")
         if "combined_gap" in r:
@@ -317,7 +380,8 @@ def print_report(results: list[dict], split: dict) -> None:
             f"family={r['family']} accuracy={r['accuracy']:.4f} ece={r['ece_cal']:.4f} "
             f"ece_raw={r['ece_raw']:.4f} auroc={r['auroc']:.4f} flagged={r['flagged']:.4f} "
             f"unflagged_accuracy={r['unflagged_accuracy']:.4f} "
-            f"other_flagged={r['other_flagged']:.4f}"
+            f"other_flagged={r['other_flagged']:.4f} coverage={r['coverage']:.4f} "
+            f"set_size={r['set_size']:.4f}"
         )
 
 
