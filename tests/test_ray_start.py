@@ -3,8 +3,10 @@
 The README's "On your own machines", run as written on one machine: a token made with
 ``ray get-auth-token --generate``, a head started with ``ray start --head`` (dashboard and job
 server on 127.0.0.1, token authentication on), a second node joined with ``ray start --address``
-in its own process with its own CPU, and the three jobs sent to the job server with
-``--working-dir .`` as from a laptop at the end of an SSH tunnel.
+in its own process with its own CPU and one declared GPU, and the three jobs sent to the job
+server with ``--working-dir .`` as from a laptop at the end of an SSH tunnel. Extraction spreads
+over both nodes; every trial (``--gpus-per-trial 0.5``) and predictor (``--gpus-per-worker 0.5``)
+goes to the GPU node. TensorFlow runs on its CPU there: what is tested is where Ray puts the work.
 
 Unlike ``ray stop``, which ends every Ray process on the machine, the test stops only the two
 nodes it started (their sessions), so Ray runtimes of tests running beside it live on. The nodes
@@ -70,7 +72,8 @@ def _alive_nodes(dashboard: str, env: dict[str, str]) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A head (1 CPU, dashboard on loopback) and a second node (1 CPU) made with ``ray start``."""
+    """A head (1 CPU, dashboard on loopback) and a second node (1 CPU, 1 GPU declared) made
+    with ``ray start``."""
     # A short folder under /tmp: Ray's Unix socket paths must stay under ~107 characters.
     root = Path(tempfile.mkdtemp(prefix="genre-rs-", dir="/tmp"))
     procs: list[subprocess.Popen] = []
@@ -126,6 +129,8 @@ def cluster():
                     "--temp-dir",
                     str(root / "worker"),
                     "--num-cpus",
+                    "1",
+                    "--num-gpus",  # declared, as on a GPU machine: where Ray puts GPU work
                     "1",
                     "--object-store-memory",
                     OBJECT_STORE_BYTES,
@@ -206,6 +211,8 @@ def pipeline(cluster, small_corpus, tmp_path_factory):
             "genre-ray-start",
             "--storage",
             str(out / "ray_results"),
+            "--gpus-per-trial",
+            "0.5",
         )
         label = _submit(
             cluster,
@@ -216,6 +223,8 @@ def pipeline(cluster, small_corpus, tmp_path_factory):
             "models:/genre-ray-start@champion",
             "--tracking-uri",
             uri,
+            "--gpus-per-worker",
+            "0.5",
         )
         yield {"extract": extract, "tune": tune, "label": label, "out": out, "uri": uri}
     finally:
@@ -277,9 +286,14 @@ def test_label_wrote_one_row_per_file(pipeline):
     assert len(rows) == 40 and rows.path.is_unique and rows.error.isna().all()
 
 
-def test_work_ran_on_both_nodes(cluster, pipeline):
-    ids = {cluster["head"][:8], cluster["worker"][:8]}
+def test_extraction_ran_on_both_nodes(cluster, pipeline):
     extracted = _nodes(pipeline["extract"], "tracks")
-    assert sum(extracted.values()) == 40 and set(extracted) == ids
-    assert set(_trial_nodes(pipeline["tune"])) <= ids
-    assert set(_nodes(pipeline["label"], "files")) <= ids
+    assert sum(extracted.values()) == 40
+    assert set(extracted) == {cluster["head"][:8], cluster["worker"][:8]}
+
+
+def test_every_trial_and_predictor_ran_on_the_gpu_node(cluster, pipeline):
+    """Trials asking half a GPU, and predictors too, go where the GPU is (TensorFlow itself
+    runs on the CPU there: the GPU is only declared)."""
+    assert set(_trial_nodes(pipeline["tune"])) == {cluster["worker"][:8]}
+    assert _nodes(pipeline["label"], "files") == {cluster["worker"][:8]: 40}
