@@ -51,6 +51,7 @@ from genre.ood import (
 
 __all__ = [
     "REVIEW_REASONS",
+    "DEFAULT_MAX_SET",
     "OOD_METHODS",
     "temperature_scale",
     "fit_temperature",
@@ -73,6 +74,8 @@ __all__ = [
 #: Values of ``review_reason`` (besides ``None``): with conformal sets the first four (in
 #: the order one wins over the next), without them the last two.
 REVIEW_REASONS = ("none-fits", "domain-shift", "ambiguous", "low-confidence", "out-of-taxonomy")
+#: Label's ``--max-set`` unless told otherwise: a larger genre set is ``ambiguous``.
+DEFAULT_MAX_SET = 2
 _FORMAT = "genre.calibration/1"
 _METRICS = ("ece_before", "ece_after", "brier_before", "brier_after")
 # Floor before log, so a probability of exactly 0 stays finite; below float32 resolution, so
@@ -652,7 +655,7 @@ def apply(
     distances: np.ndarray | None = None,
     min_confidence: float | None = None,
     coverage: float | None = None,
-    max_set: int = 2,
+    max_set: int = DEFAULT_MAX_SET,
     review_domain_shift: bool = False,
 ) -> dict[str, np.ndarray]:
     """Calibrate track probabilities, give each its genre set, and decide which need review.

@@ -82,7 +82,8 @@ class ModelCard:
     split_method : str
         How tracks were split (``random``, ``gtzan-filtered``, ``given``).
     splits : dict
-        ``split name → track ids`` (``train``, ``val``, ``test``).
+        ``split name → track ids`` (``train``, ``val``, ``test``; and ``other_train``,
+        ``other_val``, ``other_test`` for the out-of-taxonomy tracks of outlier exposure).
     training : dict
         Summary figures (test accuracy, search name, …), for people and reports.
     extractor : dict or None
@@ -279,6 +280,13 @@ def card_for(
     labels, features, splits, and the pretrained extractor the features need
     (:func:`genre.embeddings.describe`)."""
     splits = {name: tuple(sorted({str(t) for t in ids})) for name, ids in data.track.items()}
+    # The out-of-taxonomy tracks of outlier exposure, when there were any (``other_test``: those
+    # label's review was measured on, never trained on).
+    splits.update(
+        (f"other_{name}", tuple(sorted({str(t) for t in ids})))
+        for name, ids in data.other_track.items()
+        if len(ids)
+    )
     return ModelCard(
         labels=tuple(data.labels),
         features=tuple(data.features),

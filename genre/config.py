@@ -30,6 +30,8 @@ __all__ = [
     "AGGREGATES",
     "SPLIT_METHODS",
     "SCHEDULERS",
+    "OTHER_FOLDER",
+    "OUTLIER_WEIGHT",
     "FeatureConfig",
     "SearchSettings",
     "default_storage",
@@ -38,6 +40,14 @@ __all__ = [
 
 #: Hand-crafted features in canonical order: ``(frames, bins)`` matrices from one STFT.
 FEATURES = ("mfcc", "chroma", "mel")
+
+#: The folder under a corpus root for audio that is none of the genres: listed unlabelled
+#: (:func:`genre.corpus.list_tracks`), written by :func:`genre.synth.write_other`, and
+#: trained on as outlier exposure by a search (:func:`genre.training.prepare`).
+OTHER_FOLDER = "_other"
+#: λ of outlier exposure (Hendrycks, Mazeika & Dietterich, ICLR 2019): the weight of the
+#: cross-entropy to the uniform distribution on out-of-taxonomy segments; 0.5 as in the paper.
+OUTLIER_WEIGHT = 0.5
 
 #: Pretrained extractors (:mod:`genre.pretrained`). Each gives three vector columns per
 #: segment: ``<name>`` (the 200-d embedding), ``<name>_pool`` (1 506 pooled mid-level
@@ -266,6 +276,12 @@ class SearchSettings:
     #: ``1 − α`` of the champion's conformal genre sets (the card's default at label time).
     #: Fitted after the search, from scores that serve any coverage: not part of its name.
     coverage: float = 0.9
+    #: Outlier exposure: a shards folder whose every track is none of the genres (``--other``),
+    #: trained on with the corpus's own ``_other/`` tracks; ``outlier_weight`` is λ, the
+    #: weight of their cross-entropy to the uniform distribution (0: split and measured on,
+    #: never trained on). Both change training, so both are part of the search's name.
+    other: str | None = None
+    outlier_weight: float = OUTLIER_WEIGHT
     grace_clamped: bool = False
 
     def __post_init__(self) -> None:
@@ -323,6 +339,14 @@ class SearchSettings:
             raise ParameterError(
                 f"--coverage={self.coverage} must be a number strictly between 0 and 1"
             )
+        if self.other is not None and _place(self.other) == _place(self.shards):
+            raise ParameterError(
+                f"--other {self.other!r} is the training shards' folder: give a folder of "
+                "shards of audio that is none of the genres"
+            )
+        w = self.outlier_weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w <= 100.0:
+            raise ParameterError(f"--outlier-weight={w!r} must be a number from 0 to 100")
         if self.grace_epochs > self.max_epochs:
             object.__setattr__(self, "grace_epochs", self.max_epochs)
             object.__setattr__(self, "grace_clamped", True)
@@ -351,10 +375,17 @@ class SearchSettings:
         keys = {k: v for k, v in asdict(self).items() if k not in skip}
         # Settings added later stay out of the name at their defaults, so searches started
         # before they existed still resume.
-        for key, default in (("gpu_batch_sizes", (64, 128, 256)), ("mixed_precision", False)):
+        for key, default in (
+            ("gpu_batch_sizes", (64, 128, 256)),
+            ("mixed_precision", False),
+            ("other", None),
+            ("outlier_weight", OUTLIER_WEIGHT),
+        ):
             if keys[key] == default:
                 del keys[key]
-        keys["shards"] = self.shards if "://" in self.shards else os.path.abspath(self.shards)
+        for key in ("shards", "other"):
+            if keys.get(key) is not None and "://" not in keys[key]:
+                keys[key] = os.path.abspath(keys[key])
         digest = hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[
             :10
         ]
@@ -381,6 +412,11 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     if not tracking_uri.startswith("sqlite:///"):
         return None
     return Path(tracking_uri[len("sqlite:///") :].split("?", 1)[0]).expanduser().resolve()
+
+
+def _place(path: str) -> str:
+    """A folder argument as one spelling: absolute when local, without a trailing ``/``."""
+    return path.rstrip("/") if "://" in path else os.path.abspath(path)
 
 
 def _positive_int(flag: str, value: Any) -> None:

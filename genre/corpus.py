@@ -4,7 +4,8 @@ A corpus is any tree of audio files. A file at ``<root>/<genre>/<file>`` (exactl
 one folder deep) is labelled with its folder name, unless that name starts with
 ``_``: such folders hold audio that belongs to no genre (``_other/``, the styles
 outside the taxonomy that :func:`genre.synth.write_other` writes), listed but
-unlabelled. Files anywhere else are unlabelled too (``genre`` is ``None``). A
+unlabelled; a search trains on ``_other/`` as outlier exposure (:func:`is_other`,
+:func:`genre.training.prepare`). Files anywhere else are unlabelled too (``genre`` is ``None``). A
 track's id is its path relative to the root in POSIX form
 (``blues/blues.00003.wav``): stable across machines and re-runs. Genre names become
 column names (``p_<genre>``), so two that differ only in case are refused. Entries
@@ -31,6 +32,7 @@ from urllib.parse import quote
 import numpy as np
 
 from genre.audio import AUDIO_EXTENSIONS
+from genre.config import OTHER_FOLDER
 from genre.errors import ParameterError, first_line
 from genre.store import is_uri
 
@@ -39,6 +41,7 @@ __all__ = [
     "Listing",
     "SPLITS",
     "check_genre_names",
+    "is_other",
     "list_tracks",
     "list_inputs",
     "split_tracks",
@@ -79,6 +82,13 @@ class Listing:
     tracks: list[Track]
     ignored: list[str]
     skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def is_other(track_id: str) -> bool:
+    """Whether a track is out-of-taxonomy audio: its id starts with ``_other/`` (the corpus's
+    :data:`genre.config.OTHER_FOLDER`, or a ``--other`` folder's tracks, which
+    :func:`genre.shards.with_other` files under it)."""
+    return str(track_id).startswith(f"{OTHER_FOLDER}/")
 
 
 def _is_hidden(relative: str) -> bool:

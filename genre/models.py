@@ -370,17 +370,47 @@ def _check_shapes(kind: str, input_shape: Any, n_classes: Any) -> tuple[tuple[in
     return shape, n_classes
 
 
-def compile_model(model, config: ModelConfig):
+def compile_model(model, config: ModelConfig, *, outlier_exposure: bool = False):
     """Compile ``model`` for training: Adam(``config.learning_rate``), sparse categorical
-    cross-entropy, accuracy. The one place a genre network is compiled."""
+    cross-entropy, accuracy. The one place a genre network is compiled.
+
+    ``outlier_exposure``: train on soft targets instead (Hendrycks, Mazeika & Dietterich,
+    "Deep Anomaly Detection with Outlier Exposure", ICLR 2019, https://arxiv.org/abs/1812.04606):
+    categorical cross-entropy against ``(batch, classes)`` rows, one-hot for a genre's segment
+    and uniform for an out-of-taxonomy one, whose sample weight λ makes its term
+    λ · CE(uniform, p) (:func:`genre.training.train_epoch` builds them). ``accuracy`` then
+    counts the one-hot rows only. Its metric is not a Keras built-in: save such a network's
+    weights, or compile it plainly before saving it whole.
+    """
     import keras
 
+    optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+    if not outlier_exposure:
+        model.compile(
+            optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+        )
+        return model
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        optimizer=optimizer, loss="categorical_crossentropy", metrics=[_labelled_accuracy()]
     )
     return model
+
+
+def _labelled_accuracy():
+    """Accuracy over the rows whose target is one-hot; uniform rows (outliers) left out."""
+    import keras
+    from keras import ops
+
+    class LabelledAccuracy(keras.metrics.Mean):
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            # One-hot rows are the only ones whose largest target exceeds their smallest.
+            labelled = ops.cast(ops.max(y_true, axis=-1) > ops.min(y_true, axis=-1), "float32")
+            right = ops.cast(
+                ops.equal(ops.argmax(y_true, axis=-1), ops.argmax(y_pred, axis=-1)), "float32"
+            )
+            return super().update_state(right, sample_weight=labelled)
+
+    return LabelledAccuracy(name="accuracy")
 
 
 def build_model(

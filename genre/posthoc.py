@@ -10,6 +10,12 @@ Fitted in the search's driver, stored in the model card, and applied by label
         ─▶ out-of-taxonomy score: entropy, and the Mahalanobis distance of the track's
            musicnn embedding to the training segments' classes   card.calibration.ood
 
+Everything is fitted on the genres' validation tracks only: the sets' guarantee is about
+tracks like them. The out-of-taxonomy tracks a search held out (outlier exposure,
+:func:`genre.training.prepare`) are only measured: :attr:`PostHoc.review` says how many
+of them label's default review flags (mostly as an empty set, ``none-fits``) beside the
+share of the genres' test tracks it flags.
+
 The **blend** mixes the head's track probabilities with those of a zero-shot tag mapping
 (:mod:`genre.zeroshot`), ``(1 − w)·head + w·prior``, the weight ``w`` chosen from
 :data:`BLEND_WEIGHTS` (0 included) by the validation tracks' log-loss after each weight's own
@@ -35,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from genre import calibration as cal
-from genre.calibration import Calibration, fit_temperature, temperature_scale
+from genre.calibration import DEFAULT_MAX_SET, Calibration, fit_temperature, temperature_scale
 from genre.errors import ParameterError
 from genre.ood import MahalanobisOOD
 from genre.report import segment_to_track, track_mean
@@ -52,6 +58,7 @@ __all__ = [
     "track_distances",
     "PostHoc",
     "fit_posthoc",
+    "review_figures",
 ]
 
 BLEND_FORMAT = "genre.blend/1"
@@ -195,6 +202,8 @@ class PostHoc:
     notes: list[str]
     probs: dict[str, np.ndarray]  # split → segment probabilities of the head (val, test)
     reliability: Callable[[Path], Path]
+    #: What label's default review flags (:func:`review_figures`); empty without genre sets.
+    review: dict[str, Any] = field(default_factory=dict)
 
 
 def _split_rows(segments, tracks: np.ndarray) -> np.ndarray:
@@ -330,6 +339,81 @@ def fit_posthoc(
             title=f"test tracks (T = {fitted.temperature:.2f})",
         )
 
+    other = _other_tracks(network, data, segments, blend, aggregate)
     return PostHoc(
-        calibration=fitted, blend=blend, notes=notes, probs=probs, reliability=reliability
+        calibration=fitted,
+        blend=blend,
+        notes=notes,
+        probs=probs,
+        reliability=reliability,
+        review=review_figures(fitted, mixed["test"], other, data=data),
     )
+
+
+def _other_tracks(network, data, segments, blend: Blend | None, aggregate: str) -> dict:
+    """``split → (tracks, classes)`` probabilities, blended as label blends them, of the
+    out-of-taxonomy validation and test tracks (none: an empty dict)."""
+    out = {}
+    for split in ("val", "test"):
+        if not len(data.other_track.get(split, ())):
+            continue
+        segment_probs = network.predict(data.other_x[split], batch_size=256, verbose=0)
+        tracks, track_probs = segment_to_track(
+            data.other_track[split], segment_probs, aggregate=aggregate
+        )
+        if blend is not None:
+            prior = _prior_tracks(blend, segments, tracks, data.labels, aggregate)
+            track_probs = blend.mix(track_probs, prior)
+        out[split] = track_probs
+    return out
+
+
+def review_figures(
+    calibration: Calibration,
+    test_probs: np.ndarray,
+    other: Mapping[str, np.ndarray],
+    *,
+    data=None,
+    max_set: int = DEFAULT_MAX_SET,
+) -> dict[str, Any]:
+    """What label's default review would flag: an empty genre set or one over ``max_set``.
+
+    Parameters
+    ----------
+    calibration : Calibration, with conformal sets (else the answer is ``{}``)
+    test_probs : np.ndarray [shape=(tracks, classes)], the genres' test tracks, uncalibrated
+    other : dict ``split → (tracks, classes)``, out-of-taxonomy tracks, uncalibrated
+    data : genre.training.PreparedData, optional: its λ and out-of-taxonomy training tracks
+
+    Returns
+    -------
+    dict
+        ``test_flagged`` (share) and ``n_test``; per out-of-taxonomy split ``s`` (``val``,
+        ``test``): ``{s}_other_flagged``, ``{s}_other_empty`` (shares),
+        ``{s}_other_confidence`` (mean top calibrated probability) and ``n_{s}_other``;
+        with ``data``, ``outlier_weight`` and ``n_train_other``.
+    """
+    if calibration.conformal is None:
+        return {}
+
+    def flags(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        calibrated = temperature_scale(probs, temperature=calibration.temperature)
+        size = calibration.conformal.sets(calibrated).sum(axis=1)
+        return size == 0, size > max_set, calibrated.max(axis=1)
+
+    empty, wide, _ = flags(test_probs)
+    review: dict[str, Any] = {
+        "max_set": max_set,
+        "test_flagged": float(np.mean(empty | wide)),
+        "n_test": len(test_probs),
+    }
+    if data is not None and data.other_track:
+        review["outlier_weight"] = data.outlier_weight
+        review["n_train_other"] = data.counts["train"].get("other_tracks", 0)
+    for split, probs in other.items():
+        empty, wide, top = flags(probs)
+        review[f"{split}_other_flagged"] = float(np.mean(empty | wide))
+        review[f"{split}_other_empty"] = float(np.mean(empty))
+        review[f"{split}_other_confidence"] = float(np.mean(top))
+        review[f"n_{split}_other"] = len(probs)
+    return review

@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from genre import store
-from genre.config import FeatureConfig
+from genre.config import OTHER_FOLDER, FeatureConfig
 from genre.corpus import Track
 from genre.errors import ConfigMismatchError, GenreError, ParameterError, first_line
 from genre.pretrained import TAGS
@@ -54,6 +54,8 @@ __all__ = [
     "MANIFEST",
     "ERRORS",
     "SegmentSet",
+    "OTHER_MOUNT",
+    "with_other",
     "segment_schema",
     "segments_table",
     "write_shard",
@@ -433,4 +435,59 @@ def read_segments(root: str, *, features: Iterable[str] | None = None) -> Segmen
         features={n: feature_array(table.column(n), cfg.shape(n)) for n in names},
         cfg=cfg,
         duplicates=duplicates,
+    )
+
+
+#: Where :func:`with_other` files a ``--other`` folder's tracks: under ``_other/``, so they
+#: are out-of-taxonomy tracks like the corpus's own, and apart from them.
+OTHER_MOUNT = f"{OTHER_FOLDER}/--other"
+
+
+def with_other(segments: SegmentSet, root: str) -> SegmentSet:
+    """``segments`` plus every segment of the shards under ``root`` as out-of-taxonomy audio.
+
+    Each of ``root``'s tracks becomes ``_other/--other/<its track id>`` (:data:`OTHER_MOUNT`)
+    with no genre, whatever folder it was extracted from: outlier exposure for a search
+    (:func:`genre.training.prepare`). Its blend and out-of-taxonomy figures read the same
+    columns as the corpus's, so ``root`` must hold them, extracted with the same settings.
+
+    Raises
+    ------
+    ParameterError
+        ``root`` holds no shards, or lacks a feature of ``segments``.
+    ConfigMismatchError
+        ``root`` was extracted with other settings (sample rate, segment length, …).
+    """
+    names = tuple(segments.features)
+    cfg = read_config(root)
+    if cfg is None:
+        raise ParameterError(f"--other {root!r} holds no segment shards: run the extract job on it")
+    missing = [n for n in names if n not in cfg.features]
+    if missing:
+        raise ParameterError(
+            f"--other {root!r} lacks {','.join(missing)}: extract it with the same --features "
+            f"as the training shards ({','.join(segments.cfg.features)})"
+        )
+    if cfg.with_features(names) != segments.cfg.with_features(names):
+        raise ConfigMismatchError(
+            f"--other {root!r} was extracted with other settings than the training shards "
+            f"(feature config {cfg.with_features(names).hash()}, theirs "
+            f"{segments.cfg.with_features(names).hash()}): extract it with the same flags"
+        )
+    other = read_segments(root, features=names)
+    track_id = np.concatenate(
+        [segments.track_id, np.array([f"{OTHER_MOUNT}/{t}" for t in other.track_id], object)]
+    )
+    segment = np.concatenate([segments.segment, other.segment])
+    order = np.lexsort((segment, track_id.astype(str)))  # as read_segments: track, segment
+    return SegmentSet(
+        track_id=track_id[order],
+        path=np.concatenate([segments.path, other.path])[order],
+        genre=np.concatenate([segments.genre, np.full(len(other), None, dtype=object)])[order],
+        segment=segment[order],
+        features={
+            n: np.concatenate([segments.features[n], other.features[n]])[order] for n in names
+        },
+        cfg=segments.cfg,
+        duplicates=segments.duplicates + other.duplicates,
     )

@@ -85,6 +85,31 @@ def _calibration_line(cal: Calibration | None) -> list[str]:
     ]
 
 
+def _review_lines(review: dict[str, Any]) -> list[str]:
+    """What label's default review flags on held-out tracks, and the outlier exposure."""
+    if not review:
+        return []
+    line = (
+        f"  flagged by that review: {review['test_flagged']:.2f} of the {review['n_test']} "
+        "genre test tracks"
+    )
+    for split in ("val", "test"):
+        if f"n_{split}_other" in review:
+            line += (
+                f"; {review[f'{split}_other_flagged']:.2f} of {review[f'n_{split}_other']} "
+                f"{split} _other/ tracks ({review[f'{split}_other_empty']:.2f} none-fits)"
+            )
+    if "outlier_weight" not in review:
+        return [line]
+    exposure = (
+        f"  outlier exposure: λ {review['outlier_weight']:g} on {review['n_train_other']} "
+        "_other/ training tracks"
+        if review["outlier_weight"] > 0 and review["n_train_other"]
+        else "  outlier exposure: off (λ 0 or no _other/ training tracks)"
+    )
+    return [line, exposure]
+
+
 def _threshold_review_line(cal: Calibration) -> str:
     """How a calibration without genre sets flags tracks for review."""
     ood = cal.ood or {}
@@ -462,12 +487,17 @@ class SearchOutcome:
     calibration: dict[str, Any] = field(default_factory=dict)
     blend: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    review: dict[str, Any] = field(default_factory=dict)  # genre.posthoc.review_figures
 
     def _calibration_lines(self) -> list[str]:
         # The outcome keeps the JSON form (it is saved beside the search); read it back typed.
         calibration = Calibration.from_dict(self.calibration) if self.calibration else None
         blend = Blend.from_dict(self.blend) if self.blend else None
-        return _blend_lines(blend, self.notes) + _calibration_line(calibration)
+        return (
+            _blend_lines(blend, self.notes)
+            + _calibration_line(calibration)
+            + _review_lines(self.review)
+        )
 
     def format(self) -> str:
         """The trials table (best first) and a short summary, as the tune job prints them;
@@ -590,6 +620,7 @@ def log(
         calibration=post.calibration.to_dict(),
         blend=post.blend.to_dict() if post.blend else None,
         notes=post.notes,
+        review=post.review,
     )
 
 
@@ -624,7 +655,21 @@ def _champion_metrics(champion: Champion, rows: list[dict[str, Any]]) -> dict[st
         "trial_epochs": sum(r["epochs"] for r in rows),
         **_blend_metrics(champion.post.blend),
         **_set_metrics(calibration.conformal),
+        **_review_metrics(champion.post.review),
     }
+
+
+#: Figures of :func:`genre.posthoc.review_figures` logged as the parent run's metrics.
+_REVIEW_METRICS = (
+    "test_flagged",
+    "outlier_weight",
+    *(f"{s}_other_{m}" for s in ("val", "test") for m in ("flagged", "empty", "confidence")),
+)
+
+
+def _review_metrics(review: dict[str, Any]) -> dict[str, float]:
+    """``test_flagged``, ``test_other_flagged``, … of the held-out tracks, where measured."""
+    return {k: float(review[k]) for k in _REVIEW_METRICS if k in review}
 
 
 def _set_metrics(conformal) -> dict[str, float]:

@@ -9,6 +9,14 @@ trainable in :mod:`genre.tuning` is a thin loop around :func:`train_epoch`.
 The trained network starts with a fixed ``Normalization`` layer holding the
 training-split mean and variance, so a saved model takes raw features and the
 label job cannot forget to normalise.
+
+**Outlier exposure** (Hendrycks, Mazeika & Dietterich, ICLR 2019): with ``outlier_weight``
+given, :func:`prepare` also splits the out-of-taxonomy tracks (``_other/``,
+:func:`genre.corpus.is_other`) by track, and with λ > 0 every training epoch adds their
+segments with a uniform target, so the loss is the genres' cross-entropy plus
+λ · CE(uniform, p) on them: the network learns to spread its mass over the genres for
+audio that is none of them, which leaves their conformal genre sets empty. Without
+out-of-taxonomy tracks (or with λ = 0) training is exactly what it was without them.
 """
 
 from __future__ import annotations
@@ -23,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from genre.config import GENRES, SPLIT_METHODS, FeatureConfig
-from genre.corpus import gtzan_coverage, gtzan_filtered_split, split_tracks
+from genre.config import GENRES, OTHER_FOLDER, SPLIT_METHODS, FeatureConfig
+from genre.corpus import SPLITS, gtzan_coverage, gtzan_filtered_split, is_other, split_tracks
 from genre.errors import ParameterError
 from genre.models import ModelConfig, build_model, compile_model
 from genre.report import evaluate as evaluate_probs
@@ -85,7 +93,9 @@ class PreparedData:
 
     ``x[split]`` is ``(segments, frames, bins)`` float32 (``(segments, dims)`` for
     pretrained vectors), ``y[split]`` is ``(segments,)`` int32 and ``track[split]`` the
-    track id of each segment.
+    track id of each segment. ``other_x[split]`` and ``other_track[split]`` are the same
+    for the out-of-taxonomy tracks (empty dicts when :func:`prepare` was not asked for
+    them); ``outlier_weight`` is λ of outlier exposure (0: they are not trained on).
     """
 
     x: dict[str, np.ndarray]
@@ -99,6 +109,14 @@ class PreparedData:
     split_method: str
     seed: int
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    other_x: dict[str, np.ndarray] = field(default_factory=dict)
+    other_track: dict[str, np.ndarray] = field(default_factory=dict)
+    outlier_weight: float = 0.0
+
+    @property
+    def has_other(self) -> bool:
+        """Whether training adds outlier exposure: λ > 0 and out-of-taxonomy training tracks."""
+        return self.outlier_weight > 0 and len(self.other_track.get("train", ())) > 0
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -166,6 +184,7 @@ def prepare(
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
     seed: int = 0,
     assignment: dict[str, str] | None = None,
+    outlier_weight: float | None = None,
 ) -> PreparedData:
     """Split labelled segments by track and fit the normalisation on train.
 
@@ -184,6 +203,7 @@ def prepare(
     assignment : dict or None
         ``track_id → "train" | "val" | "test"`` chosen by the caller (cross-validation
         folds); overrides ``split``. Tracks it leaves out are not used.
+    outlier_weight : float ≥ 0 or None, λ of outlier exposure (:func:`_add_other`; None: none)
 
     Raises
     ------
@@ -233,14 +253,62 @@ def prepare(
             "tracks": int(len(np.unique(track[mask]))),
             "segments": int(mask.sum()),
         }
-    train = data.x["train"].reshape(-1, data.x["train"].shape[-1]).astype(np.float64)
-    data.mean = train.mean(axis=0).astype(np.float32)
-    data.variance = np.maximum(train.var(axis=0), 1e-6).astype(np.float32)
+    data.mean, data.variance = _normalisation(data.x["train"])
+    _add_other(data, segments, fractions=fractions, weight=outlier_weight)
     return data
 
 
-def build_network(model_cfg: ModelConfig, data: PreparedData):
-    """The model for ``data``: fixed normalisation, then the zoo model (compiled)."""
+def _normalisation(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance (floored at 1e-6) of every bin over the training segments' frames."""
+    flat = train.reshape(-1, train.shape[-1]).astype(np.float64)
+    return flat.mean(axis=0).astype(np.float32), np.maximum(flat.var(axis=0), 1e-6).astype(
+        np.float32
+    )
+
+
+def _add_other(
+    data: PreparedData, segments: SegmentSet, *, fractions: tuple[float, float, float], weight
+) -> None:
+    """Split the out-of-taxonomy tracks of ``segments`` (``_other/``) by track into
+    ``data.other_*``: seeded, one group, whatever split the genres got (no published list
+    knows them); trained on with λ = ``weight`` when it is above 0 (:func:`train_epoch`).
+    ``None``: they are ignored, as before outlier exposure existed. The normalisation stays
+    the genres' training segments' alone."""
+    if weight is None:
+        return
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+        raise ParameterError(f"outlier_weight={weight!r} must be a number ≥ 0")
+    data.outlier_weight = float(weight)
+    rows = np.flatnonzero(
+        [g is None and is_other(t) for t, g in zip(segments.track_id, segments.genre, strict=True)]
+    )
+    track = segments.track_id[rows]
+    tracks = list(np.unique(track)) if len(rows) else []
+    # One group for all of them, seeded like the genres: a track is in one split only.
+    assignment = split_tracks(
+        tracks, [OTHER_FOLDER] * len(tracks), fractions=fractions, seed=data.seed
+    )
+    which = np.array([assignment[t] for t in track], dtype=object)
+    x = stack_features({n: segments.features[n][rows] for n in data.features}, data.features)
+    if len(rows):
+        _check_finite(x, track)
+    for name in SPLITS:
+        mask = which == name
+        data.other_x[name], data.other_track[name] = x[mask], track[mask]
+        data.counts[name].update(
+            other_tracks=int(len(np.unique(track[mask]))), other_segments=int(mask.sum())
+        )
+
+
+def build_network(
+    model_cfg: ModelConfig, data: PreparedData, *, outlier_exposure: bool | None = None
+):
+    """The model for ``data``: fixed normalisation, then the zoo model (compiled).
+
+    ``outlier_exposure``: compile for soft targets (:func:`genre.models.compile_model`);
+    ``None``: when ``data`` trains with out-of-taxonomy tracks (:attr:`PreparedData.has_other`).
+    A network that is only predicted with and saved (the search's champion) passes False.
+    """
     import keras
 
     core = build_model(
@@ -251,7 +319,8 @@ def build_network(model_cfg: ModelConfig, data: PreparedData):
         axis=-1, mean=data.mean, variance=data.variance, name="train_norm"
     )(inputs)
     network = keras.Model(inputs, core(normalised), name=f"genre_{model_cfg.kind}")
-    return compile_model(network, model_cfg)
+    exposed = data.has_other if outlier_exposure is None else outlier_exposure
+    return compile_model(network, model_cfg, outlier_exposure=exposed)
 
 
 def train_epoch(
@@ -263,8 +332,13 @@ def train_epoch(
     ``val_track_accuracy`` (mean of segment probabilities per track) and
     ``train_segments_per_s`` (training throughput).
     """
-    order = np.random.default_rng(seed * 100_003 + epoch).permutation(len(data.y["train"]))
-    batches = _shuffled_batches(data.x["train"], data.y["train"], order, batch_size=batch_size)
+    rng = np.random.default_rng(seed * 100_003 + epoch)
+    if data.has_other:
+        order = rng.permutation(len(data.y["train"]) + len(data.other_track["train"]))
+        batches = _exposed_batches(data, order, batch_size=batch_size)
+    else:
+        order = rng.permutation(len(data.y["train"]))
+        batches = _shuffled_batches(data.x["train"], data.y["train"], order, batch_size=batch_size)
     started = time.perf_counter()  # training only: validation is timed out
     history = network.fit(batches, epochs=1, shuffle=False, verbose=0)
     train_s = time.perf_counter() - started
@@ -296,6 +370,35 @@ def _shuffled_batches(x: np.ndarray, y: np.ndarray, order: np.ndarray, *, batch_
         def __getitem__(self, i: int):
             index = order[i * batch_size : (i + 1) * batch_size]
             return x[index], y[index]
+
+    return _Batches()
+
+
+def _exposed_batches(data: PreparedData, order: np.ndarray, *, batch_size: int):
+    """The epoch's batches of genre and out-of-taxonomy segments shuffled together, as
+    ``(x, targets, weights)``: one-hot targets with weight 1 for a genre's segment, uniform
+    ones with weight λ for an outlier, so categorical cross-entropy is the outlier exposure
+    loss (see :func:`genre.models.compile_model`). ``order`` indexes the genres' training
+    segments, then the outliers'."""
+    import keras
+
+    x_in, y_in, x_out = data.x["train"], data.y["train"], data.other_x["train"]
+    n_in, n_classes = len(y_in), len(data.labels)
+    eye = np.eye(n_classes, dtype=np.float32)
+
+    class _Batches(keras.utils.PyDataset):
+        def __len__(self) -> int:
+            return -(-len(order) // batch_size)
+
+        def __getitem__(self, i: int):
+            index = order[i * batch_size : (i + 1) * batch_size]
+            inside = index < n_in
+            x = np.empty((len(index), *x_in.shape[1:]), dtype=x_in.dtype)
+            x[inside], x[~inside] = x_in[index[inside]], x_out[index[~inside] - n_in]
+            targets = np.full((len(index), n_classes), 1.0 / n_classes, dtype=np.float32)
+            targets[inside] = eye[y_in[index[inside]]]
+            weights = np.where(inside, 1.0, data.outlier_weight).astype(np.float32)
+            return x, targets, weights
 
     return _Batches()
 

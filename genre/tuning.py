@@ -43,7 +43,7 @@ from genre.errors import ParameterError
 from genre.models import HEAD_KINDS, SEED_KINDS
 from genre.posthoc import PostHoc, fit_posthoc
 from genre.runtime import cluster_gpus
-from genre.shards import SegmentSet
+from genre.shards import OTHER_MOUNT, SegmentSet, read_segments, with_other
 from genre.store import FolderLock, filesystem, is_uri
 from genre.tracking import (
     Champion,
@@ -88,6 +88,7 @@ __all__ = [
     "remove_search",
     "run_search",
     "search",
+    "training_segments",
     "validate",
 ]
 
@@ -270,6 +271,21 @@ class SearchPlan:
     mapping: TagMapping | None
 
 
+def training_segments(settings: SearchSettings) -> SegmentSet:
+    """The segments a search trains on: ``settings.shards``, plus every track of
+    ``settings.other`` as out-of-taxonomy audio (:func:`genre.shards.with_other`).
+
+    Raises
+    ------
+    ParameterError
+        No readable shards in either folder, or ``--other`` without the shards' features.
+    ConfigMismatchError
+        ``--other`` was extracted with other settings.
+    """
+    segments = read_segments(settings.shards)
+    return segments if settings.other is None else with_other(segments, settings.other)
+
+
 def check_search(segments: SegmentSet, settings: SearchSettings) -> SearchPlan:
     """Fail before anything starts when the shards cannot train a model kind of the
     search; else the plan, with the data prepared once per feature set.
@@ -282,13 +298,22 @@ def check_search(segments: SegmentSet, settings: SearchSettings) -> SearchPlan:
         the others ``(frames, bins)`` features).
     """
     mapping = load_mapping(settings.mapping) if settings.blend else None
+    if settings.other and not any(str(t).startswith(OTHER_MOUNT) for t in segments.track_id):
+        raise ParameterError(
+            f"--other {settings.other!r}: its tracks are not in the segments (read them with "
+            "genre.tuning.training_segments)"
+        )
     features: dict[str, tuple[str, ...]] = {}
     data: dict[tuple[str, ...], PreparedData] = {}
     for kind in settings.models:
         names = features[kind] = settings.features or default_features(kind, segments.cfg.features)
         if names not in data:
             data[names] = prepare(
-                segments, features=names, split=settings.split, seed=settings.seed
+                segments,
+                features=names,
+                split=settings.split,
+                seed=settings.seed,
+                outlier_weight=settings.outlier_weight,
             )
         if len(data[names].input_shape) != (1 if kind in HEAD_KINDS else 2):
             raise ParameterError(
@@ -512,7 +537,8 @@ def run_search(
     Parameters
     ----------
     segments : SegmentSet
-        From :func:`genre.shards.read_segments`.
+        From :func:`training_segments` (:func:`genre.shards.read_segments` without
+        ``--other``). Their ``_other/`` tracks are outlier exposure (``outlier_weight``).
     settings : SearchSettings
     progress : bool
         Show Tune's progress table.
@@ -853,6 +879,7 @@ def champion(
             "val_track_accuracy": val["track_accuracy"],
             "test_segment_accuracy": test["segment_accuracy"],
             "trials": len(found.trials),
+            **({"review": post.review} if post.review else {}),
         },
     )
     return Champion(
@@ -869,7 +896,11 @@ def champion(
 def _rebuild(best: TrialRecord, data: PreparedData):
     """The best trial's network with its best weights."""
     backend.configure()
-    network = build_network(model_config_from_trial(best.row["config"]), data)
+    # Compiled plainly whatever it trained with: the logged model then holds only Keras's
+    # own loss and metric, and loads anywhere (outlier exposure's metric is genre's).
+    network = build_network(
+        model_config_from_trial(best.row["config"]), data, outlier_exposure=False
+    )
     with warnings.catch_warnings():  # the checkpoint's optimizer state is not needed here
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         network.load_weights(str(best.directory / BEST_WEIGHTS))

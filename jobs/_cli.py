@@ -9,9 +9,16 @@ import sys
 import threading
 from collections.abc import Callable
 
-from genre.errors import GenreError
+from genre.errors import GenreError, ParameterError
 
-__all__ = ["run_main", "add_ray_flags", "check_ray_flags", "add_max_duration", "tracking_uri"]
+__all__ = [
+    "run_main",
+    "add_ray_flags",
+    "check_ray_flags",
+    "check_folder",
+    "add_max_duration",
+    "tracking_uri",
+]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,10 +46,20 @@ def add_ray_flags(p: argparse.ArgumentParser) -> None:
 
 def check_ray_flags(args: argparse.Namespace) -> None:
     """Refuse bad Ray flags before anything is created or started."""
-    from genre.errors import ParameterError
-
     if args.num_cpus is not None and args.num_cpus <= 0:
         raise ParameterError(f"--num-cpus={args.num_cpus} must be a positive integer")
+
+
+def check_folder(path: str | None, what: str) -> None:
+    """Refuse a local folder argument that is missing or a file (``what`` names it in the
+    message: ``shards folder``, ``--other``); object-store URIs are checked on reading, and
+    ``None`` (an optional flag not given) passes."""
+    from genre.store import is_uri  # pyarrow: only for the jobs that read folders
+
+    if path is None or is_uri(path) or os.path.isdir(path):
+        return
+    problem = "is not a folder" if os.path.exists(path) else "does not exist"
+    raise ParameterError(f"{what} {path!r} {problem}")
 
 
 def add_max_duration(p: argparse.ArgumentParser) -> None:

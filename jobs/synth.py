@@ -7,8 +7,9 @@
 Tracks are written as OUTPUT/<genre>/<genre>.NNNNN.<wav|flac|ogg> at mixed sample
 rates, mono and stereo; the same arguments always write the same audio. With
 --extra-styles, styles that are none of the ten (drone, techno, solo percussion,
-speech-like noise) go to OUTPUT/_other/<style>.NNNNN.<ext>: a folder whose name
-starts with "_" is listed but never labelled, so it probes out-of-distribution scores.
+whispered and voiced speech, a field recording) go to OUTPUT/_other/<style>.NNNNN.<ext>:
+a folder whose name starts with "_" is listed but never labelled; tune trains on _other/
+as outlier exposure (the genres' probabilities pushed towards uniform on it).
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def body() -> int:
+        from genre.config import OTHER_FOLDER
         from genre.errors import ParameterError
-        from genre.synth import OTHER_FOLDER, write_corpus, write_other
+        from genre.synth import write_corpus, write_other
 
         per_genre, seconds, output = args.per_genre, args.seconds, args.output
         if args.smoke_test:

@@ -7,6 +7,8 @@ The best trial's model is registered with the alias ``champion``.
                                [--address ADDR]
 
 Without ``--models``, shards that hold musicnn features add the heads mlp_head and linear.
+Tracks under the corpus's ``_other/`` (and every track of ``--other DIR``, shards of audio
+that is none of the genres) are outlier exposure: trained towards uniform probabilities.
 
 Re-running the same command resumes an interrupted search (or reports a finished one).
 """
@@ -14,13 +16,11 @@ Re-running the same command resumes an interrupted search (or reports a finished
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from genre.config import SCHEDULERS, SPLIT_METHODS, SearchSettings
 from genre.errors import ParameterError
-from genre.store import is_uri
-from jobs._cli import add_ray_flags, check_ray_flags, parser, run_main
+from jobs._cli import add_ray_flags, check_folder, check_ray_flags, parser, run_main
 from jobs._cli import tracking_uri as cli_tracking_uri
 
 
@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
         "gtzan10; see python -m jobs.label --model zero-shot)")
     add("--coverage", type=float, default=S.coverage, help="1 − α of the champion's genre "
         "sets: the card's default, label may ask for another (default %(default)s)")
+    add("--other", default=None, metavar="DIR", help="shards (extract output, same flags) of "
+        "audio that is none of the genres, trained on with the corpus's _other/ tracks")
+    add("--outlier-weight", type=float, default=S.outlier_weight, help="λ of outlier exposure "
+        "on _other/ and --other tracks; 0: measured on, not trained on" + default)
     add("--split", choices=SPLIT_METHODS, default=S.split,
         help="by-track split (auto: GTZAN lists when the corpus is GTZAN)")
     add("--seed", type=int, default=S.seed, help="seed of the split and of the search" + default)
@@ -87,8 +91,8 @@ def _parser() -> argparse.ArgumentParser:
 
 #: Flags that are SearchSettings' fields of the same name and meaning.
 _AS_IS = (
-    "grace_epochs reduction_factor patience cpus_per_trial gpus_per_trial mixed_precision "
-    "mapping coverage scheduler split seed experiment register_as storage name"
+    "grace_epochs reduction_factor patience cpus_per_trial gpus_per_trial mixed_precision mapping "
+    "coverage other outlier_weight scheduler split seed experiment register_as storage name"
 ).split()
 
 
@@ -113,9 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
 
     def body() -> int:
+        from genre import tuning
         from genre.runtime import init_ray
-        from genre.shards import read_segments
-        from genre.tuning import check_search_name, remove_search, run_search, validate
 
         shards = args.shards
         if not shards:
@@ -124,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
                 if args.smoke_test
                 else "SHARDS is required: the output folder of the extract job"
             )
-        if not is_uri(shards) and not os.path.isdir(shards):
-            raise ParameterError(f"shards folder {shards!r} does not exist")
+        check_folder(shards, "shards folder")
+        check_folder(args.other, "--other")
         check_ray_flags(args)
-        check_search_name(args.name)  # before _settings: an empty --name reads as none
+        tuning.check_search_name(args.name)  # before _settings: an empty --name reads as none
         settings = _settings(args, shards, cli_tracking_uri(args.tracking_uri))
         if settings.grace_clamped:
             print(
@@ -135,12 +138,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"--max-epochs {settings.max_epochs}; using {settings.grace_epochs}",
                 file=sys.stderr,
             )
-        segments = read_segments(shards)
-        plan = validate(segments, settings)  # every check before anything is created
+        segments = tuning.training_segments(settings)
+        plan = tuning.validate(segments, settings)  # every check before anything is created
         if args.fresh:
-            remove_search(settings)
+            tuning.remove_search(settings)
         init_ray(address=args.address, num_cpus=args.num_cpus)
-        print(run_search(segments, settings, plan=plan).format())
+        print(tuning.run_search(segments, settings, plan=plan).format())
         return 0
 
     return run_main(body)

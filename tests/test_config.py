@@ -1,6 +1,6 @@
 import pytest
 
-from genre.config import FEATURES, FeatureConfig
+from genre.config import FEATURES, OUTLIER_WEIGHT, FeatureConfig, SearchSettings
 from genre.errors import ParameterError
 
 
@@ -43,3 +43,17 @@ def test_bad_settings_name_the_value(kwargs, needle):
 def test_unknown_keys_are_refused():
     with pytest.raises(ParameterError, match="bogus"):
         FeatureConfig.from_dict({"bogus": 1})
+
+
+def test_search_settings_check_outlier_exposure_and_name_it_only_when_not_the_default(tmp_path):
+    shards = str(tmp_path / "shards")
+    for bad in (-0.1, float("nan"), True, "0.5"):
+        with pytest.raises(ParameterError, match="--outlier-weight"):
+            SearchSettings(shards=shards, outlier_weight=bad)
+    with pytest.raises(ParameterError, match="--other .* the training shards"):
+        SearchSettings(shards=shards, other=shards + "/")
+    plain = SearchSettings(shards=shards).search_name()
+    # Searches started before outlier exposure existed keep their names (and resume).
+    assert SearchSettings(shards=shards, outlier_weight=OUTLIER_WEIGHT).search_name() == plain
+    assert SearchSettings(shards=shards, outlier_weight=0.0).search_name() != plain
+    assert SearchSettings(shards=shards, other=str(tmp_path / "o")).search_name() != plain

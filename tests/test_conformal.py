@@ -30,6 +30,7 @@ from genre.labeling import LabelSummary, format_file_label
 from genre.ood import MahalanobisOOD
 from genre.predictor import review, score_tracks
 from genre.results import ResultStore, read_results, results_table
+from genre.tracking import SearchOutcome
 from tests.conftest import run_job
 
 LABELS = ("blues", "jazz", "rock", "metal")
@@ -410,3 +411,34 @@ def test_the_label_summary_counts_flags_by_reason_and_sets_by_size():
     lines = format_file_label(one).splitlines()
     assert "  genre set: (empty: none fits)" in lines and "  needs review: none-fits" in lines[-1]
     assert any(line.startswith("  domain shift: 2.50") for line in lines)
+
+
+def test_the_tune_summary_says_what_the_review_flags_on_held_out_tracks():
+    best = {"kind": "cnn", "features": "mfcc", "learning_rate": 1e-3, "batch_size": 32}
+    outcome = SearchOutcome(
+        name="s",
+        path="p",
+        parent_run_id="r",
+        best={**best, "width": 16, "dropout": 0.1},
+        trials=[],
+        test={"n_tracks": 20, "track_accuracy": 1.0, "segment_accuracy": 1.0},
+        model_uri="models:/genre@champion",
+        registered="genre",
+        version="1",
+        tracking_uri="sqlite:///m.db",
+        review={
+            "test_flagged": 0.05,
+            "n_test": 20,
+            "test_other_flagged": 0.9,
+            "test_other_empty": 0.8,
+            "n_test_other": 10,
+            "outlier_weight": 0.5,
+            "n_train_other": 42,
+        },
+    )
+    outcome.test["track_macro_f1"] = 1.0
+    text = outcome.format()
+    assert (
+        "flagged by that review: 0.05 of the 20 genre test tracks; 0.90 of 10 test _other/" in text
+    )
+    assert "(0.80 none-fits)" in text and "outlier exposure: λ 0.5 on 42 _other/ training" in text

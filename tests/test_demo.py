@@ -17,9 +17,9 @@ def test_demo_smoke_test_runs_every_step_and_reports_accuracy(tmp_path):
     for step in steps:
         assert step in out
     assert "zero-shot (no training" in out and "musicnn's top tags per track" in out
-    assert "38 tracks → 76 segments" in out
+    assert "42 tracks → 84 segments" in out  # 30 of the genres, 12 of _other/ (6 styles)
     assert "registered genre version 1" in out
-    assert "38 labelled, 4 failed" in out
+    assert "42 labelled, 4 failed" in out
     assert "broken files reported with an error: 4 of 4" in out
     assert "_other/" in out and "review_reason" in out and "genres" in out
     assert "genre sets on the held-out test tracks:" in out and "(coverage " in out
@@ -29,10 +29,10 @@ def test_demo_smoke_test_runs_every_step_and_reports_accuracy(tmp_path):
     import pandas as pd
 
     labels = pd.read_parquet(tmp_path / "demo" / "labels")
-    assert len(labels) == 42
+    assert len(labels) == 46
     ok = labels[labels.error.isna()]
     assert ok.genres.notna().all() and ok.domain_shift.notna().all()
     flagged = ok.genres.map(len).pipe(lambda size: (size == 0) | (size > 2))
     assert (ok.needs_review == flagged).all()  # label's defaults: the sets alone decide
     zero_shot = pd.read_parquet(tmp_path / "demo" / "labels-zero-shot")
-    assert len(zero_shot) == 38 and zero_shot.tags.map(len).eq(5).all()
+    assert len(zero_shot) == 42 and zero_shot.tags.map(len).eq(5).all()

@@ -390,3 +390,42 @@ def test_a_second_run_of_the_same_search_is_refused_while_the_first_runs(small_s
 
 
 # ----------------------------------------------------------------------------- Ctrl-C
+
+
+# ----------------------------------------------------------------------------- --other
+
+
+@pytest.mark.parametrize("case", ["missing", "file", "same", "no-shards", "other-settings"])
+def test_a_bad_other_folder_is_one_line_before_anything_is_created(tmp_path, capsys, rng, case):
+    from genre.config import FeatureConfig
+    from tests.test_shards import _shards
+
+    cfg = FeatureConfig(features=("mfcc",))
+    shards = _shards(
+        tmp_path / "shards", cfg, rng, [("rock/a.wav", "rock"), ("jazz/b.wav", "jazz")]
+    )
+    other = {"missing": tmp_path / "nowhere", "same": Path(shards), "no-shards": tmp_path / "empty"}
+    other["file"] = tmp_path / "notes.txt"
+    other["file"].write_text("not a folder")
+    other["no-shards"].mkdir()
+    other["other-settings"] = _shards(
+        tmp_path / "longer",
+        FeatureConfig(features=("mfcc",), segment_seconds=4.0),
+        rng,
+        [("x.wav", None)],
+    )
+    before = sorted(tmp_path.rglob("*"))
+    line = _tune(
+        capsys,
+        shards,
+        "--other",
+        str(other[case]),
+        "--models",
+        "mlp",
+        "--storage",
+        str(tmp_path / "st"),
+        "--tracking-uri",
+        f"sqlite:///{tmp_path}/m.db",
+    )
+    assert "--other" in line
+    assert sorted(tmp_path.rglob("*")) == before  # no database, no search folder

@@ -18,9 +18,10 @@ import pytest
 from genre.calibration import Calibration, apply, fit_calibration, output_ood_score
 from genre.card import LabelPlan, ModelCard
 from genre.config import FeatureConfig
+from genre.conformal import fit_conformal
 from genre.errors import ParameterError
 from genre.ood import MahalanobisOOD
-from genre.posthoc import Blend, embedding, fit_blend_weight
+from genre.posthoc import Blend, embedding, fit_blend_weight, review_figures
 from genre.pretrained import TAGS
 from genre.report import track_mean
 from genre.zeroshot import genre_scores, load_mapping
@@ -33,6 +34,23 @@ def _softmax_rows(rng, n: int, k: int, scale: float) -> np.ndarray:
     z = rng.normal(size=(n, k)) * scale
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+def test_review_figures_count_empty_and_wide_sets_as_label_flags_them():
+    """Sets fitted on validation tracks that are right with 0.9: a uniform track has an empty
+    set (none-fits), a track split over all three genres too, a sure one a set of one."""
+    y = np.arange(30) % 3
+    val = np.full((30, 3), 0.05)
+    val[np.arange(30), y] = 0.9
+    cal = Calibration(temperature=1.0, conformal=fit_conformal(val, y, coverage=0.9))  # q̂ 0.1
+    sure = np.array([[0.95, 0.025, 0.025]] * 3 + [[0.025, 0.95, 0.025]])
+    uniform = np.full((3, 3), 1 / 3)
+    review = review_figures(cal, sure, {"test": uniform, "val": np.vstack([uniform, sure[:1]])})
+    assert review["test_flagged"] == 0.0 and review["n_test"] == 4
+    assert review["test_other_flagged"] == 1.0 and review["test_other_empty"] == 1.0
+    assert review["val_other_flagged"] == 0.75 and review["n_val_other"] == 4
+    assert review["test_other_confidence"] == pytest.approx(1 / 3)
+    assert review_figures(Calibration(), sure, {}) == {}  # no sets, no figures
 
 
 def test_a_sure_and_right_head_keeps_weight_zero(rng):

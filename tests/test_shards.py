@@ -131,3 +131,58 @@ def test_plain_pyarrow_pandas_duckdb_read_shards_without_ray(tmp_path, rng):
         "start_s",
         "duration_s",
     ]
+
+
+def _shards(root, cfg, rng, tracks) -> str:
+    """A shards folder holding ``tracks`` (``(track_id, genre)``), three segments each."""
+    store = ShardStore(str(root), cfg)
+    for track, genre in tracks:
+        write_shard(str(root), _table(cfg, rng, track=track, genre=genre))
+    store.write_manifest()
+    return str(root)
+
+
+def test_with_other_files_every_track_of_the_other_folder_under_other_without_genre(tmp_path, rng):
+    from genre.shards import OTHER_MOUNT, with_other
+
+    cfg = FeatureConfig(features=("mfcc",))
+    main = read_segments(
+        _shards(tmp_path / "main", cfg, rng, [("rock/a.wav", "rock"), ("_other/x.wav", None)])
+    )
+    other_root = _shards(
+        tmp_path / "other", cfg, rng, [("jazz/b.wav", "jazz"), ("_other/x.wav", None)]
+    )
+    merged = with_other(main, other_root)
+    assert OTHER_MOUNT == "_other/--other"
+    expected = [
+        "_other/--other/_other/x.wav",
+        "_other/--other/jazz/b.wav",
+        "_other/x.wav",
+        "rock/a.wav",
+    ]
+    assert list(dict.fromkeys(merged.track_id)) == expected  # sorted, as read_segments sorts
+    outside = merged.track_id != "rock/a.wav"
+    assert list(merged.genre[outside]) == [None] * 9 and set(merged.genre[~outside]) == {"rock"}
+    assert len(merged) == 12 and merged.features["mfcc"].shape == (12, 130, 13)
+    alone = read_segments(other_root)
+    jazz = alone.features["mfcc"][alone.track_id == "jazz/b.wav"]
+    np.testing.assert_array_equal(merged.features["mfcc"][merged.track_id == expected[1]], jazz)
+
+
+def test_with_other_refuses_other_settings_or_missing_features(tmp_path, rng):
+    from genre.shards import with_other
+
+    main = read_segments(
+        _shards(
+            tmp_path / "main", FeatureConfig(features=("mfcc", "chroma")), rng, [("a/x.wav", "a")]
+        )
+    )
+    longer = FeatureConfig(features=("mfcc", "chroma"), segment_seconds=4.0)
+    with pytest.raises(ConfigMismatchError, match="--other"):
+        with_other(main, _shards(tmp_path / "longer", longer, rng, [("b/y.wav", None)]))
+    fewer = FeatureConfig(features=("mfcc",))
+    with pytest.raises(ParameterError, match="--other .* lacks chroma"):
+        with_other(main, _shards(tmp_path / "fewer", fewer, rng, [("b/y.wav", None)]))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ParameterError, match="--other .* no segment shards"):
+        with_other(main, str(tmp_path / "empty"))

@@ -11,13 +11,12 @@ import pytest
 import soundfile as sf
 
 from genre.audio import load_segments
-from genre.config import GENRES
+from genre.config import GENRES, OTHER_FOLDER
 from genre.corpus import list_tracks
 from genre.errors import ParameterError
 from genre.synth import (
     CORPUS_EXTENSIONS,
     CORPUS_SAMPLE_RATES,
-    OTHER_FOLDER,
     OTHER_STYLES,
     WRITE_FORMATS,
     render_other,

@@ -5,12 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from genre.audio import segment
 from genre.config import FeatureConfig
 from genre.corpus import gtzan_coverage
 from genre.errors import ParameterError
-from genre.models import ModelConfig
+from genre.features import extract
+from genre.models import ModelConfig, compile_model
 from genre.shards import SegmentSet
-from genre.training import fit, prepare, stack_features
+from genre.synth import OTHER_STYLES, render_other, render_track
+from genre.training import (
+    BEST_WEIGHTS,
+    Trainer,
+    build_network,
+    fit,
+    prepare,
+    stack_features,
+    train_epoch,
+)
 
 
 def segment_set(
@@ -216,3 +227,188 @@ def test_tune_on_shards_with_non_finite_features_exits_2_with_one_line(rng, tmp_
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "non-finite feature values (blues/blues.00000.wav)" in lines[0]
+
+
+# ----------------------------------------------------------------------------- outlier exposure
+
+
+def with_others(segs: SegmentSet, rng, *, n_other=12, segments=4) -> SegmentSet:
+    """``segs`` plus ``n_other`` out-of-taxonomy tracks (``_other/``) and one unlabelled track
+    outside ``_other/`` (a loose file, which is no outlier)."""
+    ids = [f"_other/noise.{i:05d}.wav" for i in range(n_other)] + ["loose/a/b.wav"]
+    track_id = np.repeat(ids, segments).astype(object)
+    n = len(track_id)
+    extra = {
+        name: rng.standard_normal((n, *value.shape[1:])).astype(np.float32)
+        for name, value in segs.features.items()
+    }
+    return SegmentSet(
+        track_id=np.concatenate([segs.track_id, track_id]),
+        path=np.concatenate([segs.path, track_id]),
+        genre=np.concatenate([segs.genre, np.full(n, None, dtype=object)]),
+        segment=np.concatenate([segs.segment, np.tile(np.arange(segments), len(ids))]).astype(
+            np.int32
+        ),
+        features={k: np.concatenate([v, extra[k]]) for k, v in segs.features.items()},
+        cfg=segs.cfg,
+    )
+
+
+def test_other_tracks_are_split_by_track_and_never_cross_splits(rng):
+    segs = with_others(segment_set(rng), rng, n_other=20)
+    data = prepare(segs, features=("mfcc",), seed=3, outlier_weight=0.5)
+    seen = {split: set(tracks) for split, tracks in data.other_track.items()}
+    assert all(
+        not (seen[a] & seen[b]) for a, b in (("train", "val"), ("train", "test"), ("val", "test"))
+    )
+    assert set().union(*seen.values()) == {f"_other/noise.{i:05d}.wav" for i in range(20)}
+    assert [len(seen[s]) for s in ("train", "val", "test")] == [14, 3, 3]
+    assert all(len(data.other_x[s]) == 4 * len(seen[s]) for s in seen)  # every segment, once
+    assert data.has_other and data.counts["train"]["other_tracks"] == 14
+    again = prepare(segs, features=("mfcc",), seed=3, outlier_weight=0.5)
+    other_seed = prepare(segs, features=("mfcc",), seed=4, outlier_weight=0.5)
+    assert all(np.array_equal(data.other_track[s], again.other_track[s]) for s in seen)
+    assert any(not np.array_equal(data.other_track[s], other_seed.other_track[s]) for s in seen)
+
+
+def test_other_tracks_leave_the_genres_data_unchanged_and_only_lambda_trains_on_them(rng):
+    segs = with_others(segment_set(rng), rng)
+    plain = prepare(segs, features=("mfcc",), seed=3)
+    measured = prepare(segs, features=("mfcc",), seed=3, outlier_weight=0.0)
+    exposed = prepare(segs, features=("mfcc",), seed=3, outlier_weight=0.5)
+    assert not plain.other_track and not plain.has_other  # None: ignored, as before
+    assert len(measured.other_track["test"]) and not measured.has_other  # λ 0: held, not trained
+    for data in (measured, exposed):
+        for split in ("train", "val", "test"):
+            np.testing.assert_array_equal(data.x[split], plain.x[split])
+            np.testing.assert_array_equal(data.y[split], plain.y[split])
+        np.testing.assert_array_equal(data.mean, plain.mean)  # fitted on the genres alone
+    with pytest.raises(ParameterError, match="outlier_weight"):
+        prepare(segs, features=("mfcc",), outlier_weight=-1.0)
+
+
+def test_outlier_exposure_loss_adds_lambda_times_cross_entropy_to_uniform():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    compile_model(model, ModelConfig(kind="mlp"), outlier_exposure=True)
+    x = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    y = np.array([0, 2, 1])
+    targets = np.vstack([np.eye(3, dtype=np.float32)[y], np.full((3, 3), 1 / 3, np.float32)])
+    weights = np.array([1, 1, 1, 0.5, 0.5, 0.5], np.float32)
+    p = model.predict(x, verbose=0).astype(np.float64)
+    genres = -np.log(p[np.arange(3), y])
+    uniform = -np.log(p[3:]).mean(axis=1)  # CE(U, p) = −(1/K) Σ_k log p_k
+    expected = (genres.sum() + 0.5 * uniform.sum()) / 6
+    got = model.evaluate(
+        x, targets, sample_weight=weights, batch_size=6, verbose=0, return_dict=True
+    )
+    assert got["loss"] == pytest.approx(expected, rel=1e-5)
+    assert got["accuracy"] == pytest.approx(np.mean(p[:3].argmax(axis=1) == y))  # genres only
+
+
+def test_an_epoch_feeds_other_segments_with_uniform_targets_weighted_lambda(rng):
+    data = prepare(
+        with_others(segment_set(rng), rng), features=("mfcc",), seed=3, outlier_weight=0.25
+    )
+    batches = []
+
+    class Spy:  # stands in for the network: keeps what fit() was given
+        def fit(self, dataset, **kwargs):
+            batches.extend(dataset[i] for i in range(len(dataset)))
+            return type("History", (), {"history": {"loss": [0.0], "accuracy": [0.0]}})()
+
+        def predict(self, x, **kwargs):
+            return np.full((len(x), len(data.labels)), 1 / len(data.labels), np.float32)
+
+    train_epoch(Spy(), data, batch_size=16, epoch=0)
+    x = np.concatenate([b[0] for b in batches])
+    targets, weights = (
+        np.concatenate([b[1] for b in batches]),
+        np.concatenate([b[2] for b in batches]),
+    )
+    other = weights == 0.25
+    assert other.sum() == len(data.other_x["train"]) and (weights[~other] == 1).all()
+    np.testing.assert_allclose(targets[other], 1 / 3)
+    assert (targets[~other].max(axis=1) == 1).all() and (targets[~other].sum(axis=1) == 1).all()
+    # Each row's features come with its own target: the genres' with their one-hot labels.
+    label = {row.tobytes(): y for row, y in zip(data.x["train"], data.y["train"], strict=True)}
+    rows = zip(x[~other], targets[~other], strict=True)
+    assert all(label[row.tobytes()] == target.argmax() for row, target in rows)
+    others = {row.tobytes() for row in data.other_x["train"]}
+    assert {row.tobytes() for row in x[other]} == others
+
+
+def test_a_checkpoint_trained_with_outlier_exposure_loads_into_the_plain_champion(rng, tmp_path):
+    """The search's champion is rebuilt compiled plainly (Keras's own loss and metric, so the
+    logged model loads anywhere) from a checkpoint trained with the outlier exposure loss."""
+    import warnings
+
+    data = prepare(
+        with_others(segment_set(rng, per_genre=4), rng), features=("mfcc",), outlier_weight=0.5
+    )
+    trainer = Trainer(data, ModelConfig(kind="mlp", width=8), batch_size=16, patience=9)
+    metrics = trainer.step()
+    assert data.has_other and 0.0 <= metrics["accuracy"] <= 1.0
+    trainer.save(tmp_path)
+    plain = build_network(ModelConfig(kind="mlp", width=8), data, outlier_exposure=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        plain.load_weights(str(tmp_path / BEST_WEIGHTS))
+    assert plain.loss == "sparse_categorical_crossentropy"
+    np.testing.assert_allclose(
+        plain.predict(data.x["test"], verbose=0),
+        trainer.network.predict(data.x["test"], verbose=0),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def _rendered(genres, styles, *, per_genre, per_style, seconds=6.0):
+    """A tiny corpus rendered in memory, its MFCCs: genre tracks and ``_other/`` styles."""
+    cfg = FeatureConfig(features=("mfcc",))
+    ids, genre, mfcc, index = [], [], [], []
+    pieces = [(g, g, i, render_track) for g in genres for i in range(per_genre)]
+    pieces += [(None, s, i, render_other) for s in styles for i in range(per_style)]
+    for label, name, i, render in pieces:
+        y = render(name, index=i, seed=1, seconds=seconds, sample_rate=cfg.sample_rate)
+        segs = segment(y, sample_rate=cfg.sample_rate, segment_seconds=cfg.segment_seconds)
+        track = f"{label or '_other'}/{name}.{i:05d}.wav"
+        ids += [track] * len(segs)
+        genre += [label] * len(segs)
+        index += list(range(len(segs)))
+        mfcc.append(extract(segs, cfg)["mfcc"])
+    ids_ = np.array(ids, dtype=object)
+    return SegmentSet(
+        track_id=ids_,
+        path=ids_.copy(),
+        genre=np.array(genre, dtype=object),
+        segment=np.array(index, np.int32),
+        features={"mfcc": np.concatenate(mfcc)},
+        cfg=cfg,
+    )
+
+
+@pytest.mark.slow
+def test_outlier_exposure_lowers_held_out_other_tracks_confidence_and_off_changes_nothing():
+    """In process, on synthetic audio: with λ = 0.5 the held-out ``_other/`` tracks (never
+    trained on) get a lower top probability than without; with λ = 0 the network is the one
+    trained without any ``_other/`` track, weight for weight."""
+    segs = _rendered(
+        ("blues", "classical", "metal", "disco"), OTHER_STYLES, per_genre=4, per_style=3
+    )
+    model = ModelConfig(kind="mlp", width=16, learning_rate=1e-3)
+    nets = {}
+    for name, weight in (("none", None), ("off", 0.0), ("on", 0.5)):
+        data = prepare(segs, features=("mfcc",), seed=0, outlier_weight=weight)
+        nets[name] = fit(data, model, max_epochs=12, batch_size=16, restore_best=False).network
+    for a, b in zip(nets["none"].get_weights(), nets["off"].get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    held = np.concatenate([data.other_x["val"], data.other_x["test"]])
+    assert len(held) >= 8
+    top = {k: float(nets[k].predict(held, verbose=0).max(axis=1).mean()) for k in ("off", "on")}
+    print(f"held-out _other/ segments' mean top probability: {top}")
+    assert top["on"] < top["off"] - 0.05, top  # measured: 0.51 → 0.37 (uniform: 0.25)
+    genres = nets["on"].predict(data.x["test"], verbose=0).argmax(axis=1)
+    assert np.mean(genres == data.y["test"]) >= 0.5  # the genres are still learnt

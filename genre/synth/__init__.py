@@ -31,12 +31,13 @@ The package follows those stages, one module each:
   :mod:`~genre.synth.arrange_acoustic` and :mod:`~genre.synth.arrange_electric`;
 - :mod:`~genre.synth.writing`: :func:`write_audio` and :func:`write_corpus`;
 - :mod:`~genre.synth.other`: styles that are none of the ten genres (drone, techno,
-  solo percussion, speech-like noise), written to ``<root>/_other/`` by
-  :func:`write_other` as an out-of-distribution probe.
+  solo percussion, whispered and voiced speech, a field recording), written to
+  ``<root>/_other/`` by :func:`write_other`: outlier exposure for a search, and a probe
+  of what label flags.
 """
 
 from genre.synth.arrangements import render_track
-from genre.synth.other import OTHER_FOLDER, OTHER_STYLES, render_other, write_other
+from genre.synth.other import OTHER_STYLES, render_other, write_other
 from genre.synth.writing import (
     CORPUS_EXTENSIONS,
     CORPUS_SAMPLE_RATES,
@@ -48,7 +49,6 @@ from genre.synth.writing import (
 __all__ = [
     "CORPUS_EXTENSIONS",
     "CORPUS_SAMPLE_RATES",
-    "OTHER_FOLDER",
     "OTHER_STYLES",
     "WRITE_FORMATS",
     "render_other",

@@ -12,6 +12,12 @@ something every one of the ten genres has, or has something none of them has:
   no tonal instrument.
 - ``speech``: noise through moving vowel formants, opened and closed 4 to 6 times
   a second in phrases with pauses, with fricative bursts: whispered talk.
+- ``talk``: a voiced speaker, as in an audiobook or a podcast: a buzzing glottal source at
+  a speaking pitch that wanders and falls over each phrase (not the held, stepped pitches
+  of a singer), through the same moving formants, with fricatives and pauses.
+- ``field``: a field recording: a wind or traffic rumble that comes and goes, rain or
+  gravel crackle, birds' short chirps, now and then a passing car; no beat, no pitch
+  that lasts.
 
 Tracks are seeded like the genres' (a stable hash of ``(style, index, seed)``)
 and written by :func:`write_other` into ``<output>/_other/`` with the corpus's mix
@@ -29,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
+from genre.config import OTHER_FOLDER
 from genre.errors import ParameterError
 from genre.synth.drums import _clap, _click, _cymbal, _decay, _drums, _hits, _kick, _Part, _shaker
 from genre.synth.harmony import _onsets
@@ -36,12 +43,11 @@ from genre.synth.instruments import _VOWELS, _Inst, _play, _saw
 from genre.synth.render import _check_render_args, _filter, _Mix, _new_track, _Note, _Track
 from genre.synth.writing import _check_corpus_args, _write_all
 
-__all__ = ["OTHER_FOLDER", "OTHER_STYLES", "render_other", "write_other"]
+__all__ = ["OTHER_STYLES", "render_other", "write_other"]
 
 #: The styles :func:`render_other` knows, none of them one of :data:`genre.config.GENRES`.
-OTHER_STYLES = ("drone", "techno", "percussion", "speech")
-#: The folder under a corpus root that :func:`write_other` writes into.
-OTHER_FOLDER = "_other"
+#: New styles go at the end: track ``k`` of :func:`write_other` counts across styles.
+OTHER_STYLES = ("drone", "techno", "percussion", "speech", "talk", "field")
 
 
 def render_other(
@@ -88,7 +94,8 @@ def write_other(
     seed: int = 0,
     workers: int | None = None,
 ) -> list[Path]:
-    """Write the out-of-taxonomy styles: ``output/_other/<style>.<NNNNN>.<ext>``.
+    """Write the out-of-taxonomy styles: ``output/_other/<style>.<NNNNN>.<ext>``
+    (:data:`genre.config.OTHER_FOLDER`).
 
     Formats, sample rates and channel counts are mixed as
     :func:`genre.synth.write_corpus` mixes them, track ``k`` counting across
@@ -382,15 +389,19 @@ def _syllables(tr: _Track, *, rate_hz: float) -> list[tuple[float, float, int, f
     return syllables
 
 
-def _formant_noise(
-    tr: _Track, syllables: list[tuple[float, float, int, float]], *, scale: float
+def _formants(
+    tr: _Track,
+    source: np.ndarray,
+    syllables: list[tuple[float, float, int, float]],
+    *,
+    scale: float,
 ) -> np.ndarray:
-    """White noise through three formants gliding from each syllable's vowel to the next."""
+    """``source`` (noise: whispered; a glottal buzz: voiced) through three formants gliding
+    from each syllable's vowel to the next."""
     sr = tr.sample_rate
     nperseg = 2 ** round(math.log2(0.032 * sr))  # ~32 ms frames at any rate
     hop = nperseg // 4
-    noise = tr.noise.standard_normal(tr.samples)
-    freqs, times, spec = signal.stft(noise, fs=sr, nperseg=nperseg, noverlap=nperseg - hop)
+    freqs, times, spec = signal.stft(source, fs=sr, nperseg=nperseg, noverlap=nperseg - hop)
     centers = np.array([start + length / 2 for start, length, _, _ in syllables])
     envelope = np.full((len(freqs), len(times)), 0.02)
     for k in range(3):  # F1, F2, F3
@@ -409,25 +420,9 @@ def _speech(tr: _Track) -> np.ndarray:
     tr.bpm, tr.humanize_s = 60.0, 0.0  # one beat per second: hits are placed in seconds
     scale = r.uniform(0.85, 1.2)  # a shorter vocal tract raises every formant
     syllables = _syllables(tr, rate_hz=r.uniform(4.0, 6.0))
-    voice = _formant_noise(tr, syllables, scale=scale)
-    t = np.arange(tr.samples) / tr.sample_rate
-    opening = np.zeros(tr.samples)
-    for start, length, _, level in syllables:  # each syllable a raised-cosine bump
-        inside = (t >= start) & (t < start + length)
-        opening[inside] += level * np.sin(np.pi * (t[inside] - start) / length) ** 2
-    voice *= opening
-    t_burst, env = _decay(tr, 0.05, 0.012)
-    burst = (
-        _filter(
-            tr.noise.standard_normal(len(t_burst)),
-            sample_rate=tr.sample_rate,
-            kind="bandpass",
-            hz=(3000, 8000),
-        )
-        * env
-    )
-    onsets = np.array([start for start, _, _, _ in syllables if r.random() < 0.5])
-    fricatives = _hits(tr, burst, onsets, r.uniform(0.2, 0.6, len(onsets)))
+    voice = _formants(tr, tr.noise.standard_normal(tr.samples), syllables, scale=scale)
+    voice *= _opening(tr, syllables)
+    fricatives = _fricatives(tr, syllables, share=0.5)
     mix = _Mix(tr)
     mix.add(voice, db=(0, 2), reverb=0.15)
     mix.add(fricatives, db=(-10, -5), reverb=0.15)
@@ -441,9 +436,124 @@ def _speech(tr: _Track) -> np.ndarray:
     )
 
 
+def _opening(tr: _Track, syllables: list[tuple[float, float, int, float]]) -> np.ndarray:
+    """The mouth opening over the track: a raised-cosine bump per syllable."""
+    t = np.arange(tr.samples) / tr.sample_rate
+    opening = np.zeros(tr.samples)
+    for start, length, _, level in syllables:
+        inside = (t >= start) & (t < start + length)
+        opening[inside] += level * np.sin(np.pi * (t[inside] - start) / length) ** 2
+    return opening
+
+
+def _fricatives(
+    tr: _Track, syllables: list[tuple[float, float, int, float]], *, share: float
+) -> np.ndarray:
+    """Short high noise bursts (s, f, t) at the start of ``share`` of the syllables."""
+    r = tr.rng
+    t_burst, env = _decay(tr, 0.05, 0.012)
+    burst = (
+        _filter(
+            tr.noise.standard_normal(len(t_burst)),
+            sample_rate=tr.sample_rate,
+            kind="bandpass",
+            hz=(3000, 8000),
+        )
+        * env
+    )
+    onsets = np.array([start for start, _, _, _ in syllables if r.random() < share])
+    return _hits(tr, burst, onsets, r.uniform(0.2, 0.6, len(onsets)))
+
+
+def _talk(tr: _Track) -> np.ndarray:
+    """A voiced speaker: a glottal buzz whose pitch glides and falls over each phrase,
+    through moving formants, with fricatives and breaths between phrases."""
+    r = tr.rng
+    tr.bpm, tr.humanize_s = 60.0, 0.0  # one beat per second: hits are placed in seconds
+    scale = r.uniform(0.85, 1.2)
+    base_hz = r.uniform(95, 210)  # a speaking voice, low or high
+    syllables = _syllables(tr, rate_hz=r.uniform(3.5, 5.5))
+    sr = tr.sample_rate
+    t = np.arange(tr.samples) / sr
+    # Declination: the pitch falls by 15-30 % over each phrase of 1.5-3 s, then resets; on top
+    # of it a quick wander of a few semitones (intonation), never held on one note.
+    phrase_s = r.uniform(1.5, 3.0)
+    fall = 1.0 - r.uniform(0.15, 0.3) * ((t / phrase_s) % 1.0)
+    f0 = base_hz * fall * 2 ** ((_wander(tr, period_s=(0.15, 0.4)) - 0.5) * r.uniform(0.3, 0.6))
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    buzz = signal.sawtooth(phase) + 0.15 * tr.noise.standard_normal(tr.samples)  # + breath
+    voice = _formants(tr, buzz, syllables, scale=scale) * _opening(tr, syllables)
+    mix = _Mix(tr)
+    mix.add(voice, db=(0, 2), reverb=r.uniform(0.05, 0.3))
+    mix.add(_fricatives(tr, syllables, share=0.35), db=(-14, -8), reverb=0.1)
+    return mix.master(
+        rt60_s=r.uniform(0.2, 0.7),
+        wet=r.uniform(0.03, 0.2),
+        ratio=r.uniform(1.5, 4),
+        lowpass_hz=r.uniform(3400, 8000) if r.random() < 0.5 else None,  # phone, radio
+        noise_db=r.uniform(-65, -40),
+        peak=(0.4, 0.95),
+    )
+
+
+def _chirps(tr: _Track) -> np.ndarray:
+    """Birds: bursts of a few short downward or upward whistles at 2-7 kHz."""
+    r, sr = tr.rng, tr.sample_rate
+    out = np.zeros(tr.samples)
+    total = tr.samples / sr
+    for _ in range(int(r.integers(3, 12) * total / 10)):
+        start = r.uniform(0, total)
+        hz, sweep = r.uniform(2000, min(7000, 0.45 * sr)), r.uniform(-0.5, 0.5)
+        for k in range(int(r.integers(2, 7))):
+            length = r.uniform(0.03, 0.12)
+            t = np.arange(int(length * sr)) / sr
+            f = hz * (1 + sweep * t / length)
+            whistle = np.sin(2 * np.pi * np.cumsum(f) / sr) * np.sin(np.pi * t / length) ** 2
+            at = int((start + k * r.uniform(0.08, 0.2)) * sr)
+            end = min(tr.samples, at + len(whistle))
+            if at < end:
+                out[at:end] += whistle[: end - at]
+    return out
+
+
+def _field(tr: _Track) -> np.ndarray:
+    """A field recording: a rumble that comes and goes, crackle, birds, a passing car."""
+    r, sr = tr.rng, tr.sample_rate
+    tr.bpm, tr.humanize_s = 60.0, 0.0
+    mix = _Mix(tr)
+    brown = np.cumsum(tr.noise.standard_normal(tr.samples))
+    brown = _filter(brown - brown.mean(), sample_rate=sr, kind="highpass", hz=20)
+    rumble = _filter(brown, sample_rate=sr, kind="lowpass", hz=r.uniform(200, 800))
+    mix.add(rumble * (0.3 + 0.7 * _wander(tr, period_s=(2.0, 6.0))), db=(-2, 2), reverb=0.0)
+    if r.random() < 0.6:  # rain, or steps on gravel: sparse, bright clicks
+        drops = (tr.noise.random(tr.samples) < r.uniform(50, 400) / sr) * tr.noise.random(
+            tr.samples
+        )
+        crackle = _filter(drops, sample_rate=sr, kind="highpass", hz=r.uniform(1500, 4000))
+        mix.add(crackle, db=(-12, -4), reverb=0.2)
+    if r.random() < 0.7:
+        mix.add(_chirps(tr), db=(-14, -6), reverb=0.5)
+    if r.random() < 0.5:  # a car passing: band noise that swells and fades over seconds
+        t = np.arange(tr.samples) / sr
+        at, width = r.uniform(0, t[-1] + 1e-9), r.uniform(1.0, 3.0)
+        swell = np.exp(-0.5 * ((t - at) / width) ** 2)
+        car = _filter(
+            tr.noise.standard_normal(tr.samples), sample_rate=sr, kind="bandpass", hz=(80, 1500)
+        )
+        mix.add(car * swell, db=(-6, 0), reverb=0.1)
+    return mix.master(
+        rt60_s=r.uniform(0.1, 0.5),
+        wet=r.uniform(0.0, 0.1),
+        noise_db=r.uniform(-50, -30),  # a cheap recorder's hiss
+        peak=(0.2, 0.8),
+    )
+
+
 _STYLES: dict[str, Callable[[_Track], np.ndarray]] = {
     "drone": _drone,
     "techno": _techno,
     "percussion": _percussion,
     "speech": _speech,
+    "talk": _talk,
+    "field": _field,
 }

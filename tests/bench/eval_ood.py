@@ -13,7 +13,10 @@ Then, per model family, labels the held-out test tracks and the ``_other/`` trac
 - ``zero_shot_cal``: the same, calibrated on the validation tracks
   (:func:`genre.labeling.calibrate_zero_shot`).
 
-Every family is scored on the same test tracks (the searches' seeded split). Printed per
+The searches train on the ``_other/`` tracks of their split's train part as outlier exposure
+(``--outlier-weight``, λ; 0 turns it off), so every family is scored on the same held-out
+``_other/`` tracks (the validation and test part of the same seeded split, never trained on)
+and the same test tracks (the searches' seeded split). Printed per
 family: test accuracy, ECE before → after calibration (from the card for the searches;
 recomputed from the labels for zero-shot), AUROC of ``ood_score`` (test tracks vs
 ``_other/``), the share of test tracks flagged for review (label's defaults: the genre set
@@ -27,7 +30,7 @@ probabilities and measured on the test and ``_other/`` tracks.
 
     python tests/bench/eval_ood.py [--per-genre 10] [--per-style 10] [--seconds 30]
         [--families cnn,head,zero_shot,zero_shot_cal] [--cnn-models short_chunk_cnn]
-        [--num-samples 4] [--max-epochs 12] [--cpus 2]
+        [--num-samples 4] [--max-epochs 12] [--outlier-weight 0.5] [--cpus 2]
 
 The last lines are machine-readable, one per family:
 ``family=<name> accuracy=<f> ece=<f> ece_raw=<f> auroc=<f> flagged=<f>
@@ -65,6 +68,7 @@ def _parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--head-models", default="linear")
     ap.add_argument("--num-samples", type=int, default=4)
     ap.add_argument("--max-epochs", type=int, default=12)
+    ap.add_argument("--outlier-weight", type=float, default=0.5, help="λ; 0: no outlier exposure")
     ap.add_argument("--cpus", type=int, default=2)
     args = ap.parse_args(argv)
     args.families = tuple(args.families.split(","))
@@ -94,13 +98,22 @@ def make_data(work: Path, args) -> tuple[Path, object]:
 def split_of(segments) -> dict[str, list[str]]:
     """``split → track ids``: the seeded split :func:`genre.training.prepare` makes for the
     searches (``split="auto"`` is ``random`` on the synthetic corpus)."""
-    from genre.corpus import split_tracks
+    from genre.config import OTHER_FOLDER
+    from genre.corpus import is_other, split_tracks
 
     labelled = np.array([g is not None for g in segments.genre])
     tracks, first = np.unique(segments.track_id[labelled], return_index=True)
     genres = segments.genre[labelled][first]
     assignment = split_tracks(list(tracks), list(genres), seed=SPLIT_SEED)
-    return {s: sorted(t for t, v in assignment.items() if v == s) for s in ("train", "val", "test")}
+    split = {
+        s: sorted(t for t, v in assignment.items() if v == s) for s in ("train", "val", "test")
+    }
+    # The _other/ tracks as genre.training.prepare splits them: one group, the same seed.
+    others = sorted({str(t) for t in segments.track_id if is_other(t)})
+    assigned = split_tracks(others, [OTHER_FOLDER] * len(others), seed=SPLIT_SEED)
+    split["other_train"] = sorted(t for t, v in assigned.items() if v == "train")
+    split["other"] = sorted(t for t, v in assigned.items() if v != "train")  # held out
+    return split
 
 
 def search_family(family: str, segments, work: Path, args):
@@ -121,6 +134,7 @@ def search_family(family: str, segments, work: Path, args):
         storage=str(work / "ray"),
         name=f"ood-{family}",
         register_as=f"ood-{family}",
+        outlier_weight=args.outlier_weight,
     )
     outcome = run_search(segments, settings, progress=False)
     return resolve_model(outcome.model_uri, tracking_uri=uri), outcome
@@ -265,8 +279,9 @@ def evaluate_champion(family: str, segments, split: dict, corpus: Path, work: Pa
     card = model.card
     if sorted(card.splits["test"]) != split["test"]:
         raise RuntimeError(f"{family}: the search's test split is not the expected one")
-    other = sorted(t for t in set(segments.track_id) if str(t).startswith("_other/"))
-    rows = label(model, split["test"] + other, corpus, work / f"labels-{family}")
+    if list(card.splits.get("other_train", ())) != split["other_train"]:
+        raise RuntimeError(f"{family}: the search's _other/ split is not the expected one")
+    rows = label(model, split["test"] + split["other"], corpus, work / f"labels-{family}")
     val = label(model, split["val"], corpus, work / f"labels-{family}-val")
     calibration = card.calibration
     result = {"family": family, **figures(rows, card.labels)}
@@ -297,7 +312,7 @@ def evaluate_champion(family: str, segments, split: dict, corpus: Path, work: Pa
 
 def evaluate_zero_shot(families, segments, split: dict, corpus: Path, work: Path) -> list[dict]:
     """The zero-shot model, and the same calibrated on the validation tracks."""
-    other = sorted(t for t in set(segments.track_id) if str(t).startswith("_other/"))
+    other = split["other"]  # the champions' held-out _other/ tracks, for the same figures
     plain, calibrated = zero_shot_models(split, corpus, work)
     out = []
     for family, model in (("zero_shot", plain), ("zero_shot_cal", calibrated)):
@@ -329,8 +344,9 @@ def print_report(results: list[dict], split: dict) -> None:
     """The table, one family per row; its details; the machine-readable lines."""
     n = results[0]
     print(
-        f"\n{n['n_test']} in-taxonomy test tracks vs {n['n_other']} _other/ tracks "
-        f"({len(split['train'])} train, {len(split['val'])} validation tracks):"
+        f"\n{n['n_test']} in-taxonomy test tracks vs {n['n_other']} held-out _other/ tracks "
+        f"({len(split['train'])} train, {len(split['val'])} validation tracks; "
+        f"{len(split['other_train'])} _other/ tracks trained on as outlier exposure):"
     )
     print(
         f"  {'family':<14} {'accuracy':>8}  {'ECE raw → cal':<15} {'AUROC':>6} "
