@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from genre.audio import MAX_DURATION_S
-from genre.calibration import Calibration
+from genre.calibration import DEFAULT_MAX_SET, Calibration
 from genre.config import AGGREGATES, PRETRAINED, FeatureConfig, sqlite_path
 from genre.conformal import Conformal
 from genre.embeddings import describe, patch_shape
@@ -357,7 +357,7 @@ class LabelPlan:
     max_duration_s: float = MAX_DURATION_S
     min_confidence: float | None = None
     coverage: float | None = None
-    max_set: int = 2
+    max_set: int = DEFAULT_MAX_SET
     review_domain_shift: bool = False
     tags: int = 0
     extractors: tuple[str, ...] = ()
@@ -373,7 +373,7 @@ class LabelPlan:
         max_duration_s: float = MAX_DURATION_S,
         min_confidence: float | None = None,
         coverage: float | None = None,
-        max_set: int = 2,
+        max_set: int = DEFAULT_MAX_SET,
         review_domain_shift: bool = False,
         tags: int | None = None,
     ) -> LabelPlan:

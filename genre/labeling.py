@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from genre.audio import MAX_DURATION_S
+from genre.calibration import DEFAULT_MAX_SET
 from genre.card import (
     ZERO_SHOT,
     LabelPlan,
@@ -159,7 +160,7 @@ class LabelSettings:
     flush_s: float = 5.0
     min_confidence: float | None = None
     coverage: float | None = None
-    max_set: int = 2
+    max_set: int = DEFAULT_MAX_SET
     review_domain_shift: bool = False
     tags: int | None = None
 

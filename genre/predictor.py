@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from genre import backend
-from genre.calibration import Calibration, apply, output_ood_score
+from genre.calibration import DEFAULT_MAX_SET, Calibration, apply, output_ood_score
 from genre.card import LabelPlan
 from genre.embeddings import Embedder
 from genre.posthoc import embedding, track_distances
@@ -246,7 +246,7 @@ def review(
     distances: np.ndarray | None = None,
     min_confidence: float | None = None,
     coverage: float | None = None,
-    max_set: int = 2,
+    max_set: int = DEFAULT_MAX_SET,
     review_domain_shift: bool = False,
 ) -> dict[str, np.ndarray]:
     """Calibrated probabilities, confidence, genre sets, out-of-taxonomy and domain-shift
