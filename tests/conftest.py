@@ -215,6 +215,14 @@ def run_job(
     )
 
 
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    """The one line a job refused with (exit 2, no traceback; Ray's WARNING lines aside)."""
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "WARNING" not in line]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
 #: Ports :func:`free_port` handed out in this run.
 _GIVEN_PORTS: set[int] = set()
 

@@ -31,7 +31,7 @@ from genre.ood import MahalanobisOOD
 from genre.predictor import review, score_tracks
 from genre.results import ResultStore, read_results, results_table
 from genre.tracking import SearchOutcome
-from tests.conftest import run_job
+from tests.conftest import one_error_line, run_job
 
 LABELS = ("blues", "jazz", "rock", "metal")
 
@@ -319,13 +319,6 @@ def test_domain_shift_is_the_distance_over_the_validation_percentile(rng):
 # --- command lines ------------------------------------------------------------------------------
 
 
-def _one_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip() and "WARNING" not in line]
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
 @pytest.mark.parametrize(
     "flags, needle",
     [
@@ -349,7 +342,7 @@ def test_label_refuses_bad_set_flags_in_one_line_creating_nothing(tmp_path, flag
         *flags,
         timeout=120,
     )
-    assert needle in _one_line(result)
+    assert needle in one_error_line(result)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
@@ -369,7 +362,7 @@ def test_tune_refuses_a_bad_coverage_in_one_line_creating_nothing(tmp_path, valu
         str(tmp_path / "ray"),
         timeout=120,
     )
-    assert "--coverage=" in _one_line(result) and "strictly between 0 and 1" in result.stderr
+    assert "--coverage=" in one_error_line(result) and "strictly between 0 and 1" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]
 
 

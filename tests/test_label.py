@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from genre.card import ModelCard
-from tests.conftest import FORMATS, REPO, free_port, run_job, tone, write_audio
+from tests.conftest import FORMATS, REPO, free_port, one_error_line, run_job, tone, write_audio
 from tests.test_failures import make_bad_files
 
 pytestmark = pytest.mark.slow
@@ -28,13 +28,6 @@ pytestmark = pytest.mark.slow
 
 def _results(out: Path):
     return pq.read_table(sorted(str(p) for p in out.glob("part-*.parquet"))).to_pandas()
-
-
-def _one_error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip() and "WARNING" not in line]
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +255,7 @@ def test_another_model_version_is_refused_unless_new_model_ok(
     shutil.copytree(labelled[0], out)
     model = ["--model", f"models:/{tuned.name}/{v2.version}", "--tracking-uri", tuned.uri]
     refused = run_job("jobs.label", str(root), str(out), *model, "--num-cpus", "2", timeout=300)
-    assert "--new-model-ok" in _one_error_line(refused)
+    assert "--new-model-ok" in one_error_line(refused)
     again = run_job(
         "jobs.label", str(root), str(out), *model, "--num-cpus", "2", "--new-model-ok", timeout=300
     )
@@ -322,7 +315,7 @@ def test_model_whose_feature_config_does_not_match_is_refused(tuned, tmp_path):
         "--tracking-uri",
         tuned.uri,
     )
-    assert "refusing" in _one_error_line(result)
+    assert "refusing" in one_error_line(result)
 
 
 def test_model_without_a_feature_config_is_refused(tuned, tmp_path):
@@ -336,7 +329,7 @@ def test_model_without_a_feature_config_is_refused(tuned, tmp_path):
         "--tracking-uri",
         tuned.uri,
     )
-    assert "feature config" in _one_error_line(result)
+    assert "feature config" in one_error_line(result)
 
 
 def test_unknown_model_uri_is_one_line(tuned, tmp_path):
@@ -349,7 +342,7 @@ def test_unknown_model_uri_is_one_line(tuned, tmp_path):
         "--tracking-uri",
         tuned.uri,
     )
-    assert "not found" in _one_error_line(result)
+    assert "not found" in one_error_line(result)
 
 
 def test_unreachable_tracking_server_is_one_line(tmp_path):
@@ -362,7 +355,7 @@ def test_unreachable_tracking_server_is_one_line(tmp_path):
         "--tracking-uri",
         f"http://127.0.0.1:{free_port()}",
     )
-    assert "unreachable" in _one_error_line(result)
+    assert "unreachable" in one_error_line(result)
 
 
 def test_one_file_prints_its_genres(collection, champion):
@@ -380,7 +373,7 @@ def test_one_file_prints_its_genres(collection, champion):
 def test_one_bad_file_is_one_line(collection, champion):
     root, _, _ = collection
     result = run_job("jobs.label", str(root / "broken" / "text.mp3"), *champion, timeout=300)
-    assert "not a recognised audio file" in _one_error_line(result)
+    assert "not a recognised audio file" in one_error_line(result)
 
 
 def test_smoke_test_flag_labels_a_generated_corpus():
@@ -465,7 +458,7 @@ def test_a_model_whose_keras_input_does_not_fit_its_card_is_refused_in_the_drive
         "1",
         timeout=300,
     )
-    line = _one_error_line(result)
+    line = one_error_line(result)
     assert "takes input (130, 13)" in line and "(130, 20)" in line, line
     assert not (tmp_path / "out").exists(), "nothing is created for a command that exits 2"
 
@@ -476,4 +469,4 @@ def test_a_card_edited_without_its_hash_is_refused(tuned, tmp_path):
     result = run_job(
         "jobs.label", str(song), "--model", str(local), "--tracking-uri", tuned.uri, timeout=300
     )
-    assert "card was edited" in _one_error_line(result)
+    assert "card was edited" in one_error_line(result)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from genre.card import ModelCard
-from tests.conftest import REPO, free_port, run_job
+from tests.conftest import REPO, free_port, one_error_line, run_job
 
 pytestmark = pytest.mark.slow
 
@@ -175,13 +175,6 @@ def test_killed_search_resumes_where_it_stopped(small_shards, mlflow_server, tmp
     assert "tune: 2 trials, 16 trial-epochs" in result.stdout
 
 
-def _one_error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip() and "WARNING" not in line]
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
 def test_unreachable_tracking_server_is_one_line(small_shards, tmp_path):
     dead = f"http://127.0.0.1:{free_port()}"
     result = run_job(
@@ -193,7 +186,7 @@ def test_unreachable_tracking_server_is_one_line(small_shards, tmp_path):
         str(tmp_path),
         timeout=120,
     )
-    assert "unreachable" in _one_error_line(result)
+    assert "unreachable" in one_error_line(result)
 
 
 def test_empty_shards_folder_is_one_line(tmp_path):
@@ -205,7 +198,7 @@ def test_empty_shards_folder_is_one_line(tmp_path):
         f"sqlite:///{tmp_path}/m.db",
         timeout=120,
     )
-    assert "run the extract job first" in _one_error_line(result)
+    assert "run the extract job first" in one_error_line(result)
 
 
 def test_shards_of_another_feature_config_are_one_line(small_corpus, small_shards, tmp_path):
@@ -230,7 +223,7 @@ def test_shards_of_another_feature_config_are_one_line(small_corpus, small_shard
     result = run_job(
         "jobs.tune", str(mixed), "--tracking-uri", f"sqlite:///{tmp_path}/m.db", timeout=120
     )
-    assert "feature config" in _one_error_line(result)
+    assert "feature config" in one_error_line(result)
 
 
 def test_features_missing_from_the_shards_are_one_line(small_shards, tmp_path):
@@ -243,7 +236,7 @@ def test_features_missing_from_the_shards_are_one_line(small_shards, tmp_path):
         f"sqlite:///{tmp_path}/m.db",
         timeout=120,
     )
-    assert "chroma" in _one_error_line(result)
+    assert "chroma" in one_error_line(result)
 
 
 def test_unknown_model_kind_is_one_line(small_shards, tmp_path):
@@ -256,7 +249,7 @@ def test_unknown_model_kind_is_one_line(small_shards, tmp_path):
         f"sqlite:///{tmp_path}/m.db",
         timeout=120,
     )
-    assert "resnet9000" in _one_error_line(result)
+    assert "resnet9000" in one_error_line(result)
 
 
 def test_max_epochs_below_the_default_grace_period_runs_with_artifacts_beside_the_database(
@@ -500,7 +493,7 @@ def test_bad_search_settings_start_nothing_and_create_nothing(
         *flags,
         timeout=120,
     )
-    assert needle in _one_error_line(result)
+    assert needle in one_error_line(result)
     assert "Ray" not in result.stderr and "token" not in result.stderr.lower()
     assert sorted(p.name for p in tmp_path.iterdir()) == [], (
         "nothing is created for a command that exits 2"
