@@ -35,7 +35,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
-from genre.conformal import DEFAULT_COVERAGE, Conformal, fit_conformal
+from genre.config import DEFAULT_COVERAGE
+from genre.conformal import Conformal, fit_conformal
 from genre.errors import ParameterError
 from genre.ood import (
     OOD_METHODS,

@@ -20,6 +20,7 @@ from genre.errors import ParameterError
 from genre.musicnn_spec import COLUMN_DIMS, MIN_SEGMENT_SAMPLES, SAMPLE_RATE, WHEEL_SHA256
 
 __all__ = [
+    "DEFAULT_COVERAGE",
     "FEATURES",
     "SEED_KINDS",
     "HEAD_KINDS",
@@ -37,6 +38,9 @@ __all__ = [
     "default_storage",
     "sqlite_path",
 ]
+
+#: ``1 − α`` of the conformal genre sets when nothing else is asked for (:mod:`genre.conformal`).
+DEFAULT_COVERAGE = 0.9
 
 #: Hand-crafted features in canonical order: ``(frames, bins)`` matrices from one STFT.
 FEATURES = ("mfcc", "chroma", "mel")
@@ -275,7 +279,7 @@ class SearchSettings:
     mapping: str | None = None
     #: ``1 − α`` of the champion's conformal genre sets (the card's default at label time).
     #: Fitted after the search, from scores that serve any coverage: not part of its name.
-    coverage: float = 0.9
+    coverage: float = DEFAULT_COVERAGE
     #: Outlier exposure: a shards folder whose every track is none of the genres (``--other``),
     #: trained on with the corpus's own ``_other/`` tracks; ``outlier_weight`` is λ, the
     #: weight of their cross-entropy to the uniform distribution (0: split and measured on,

@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from genre.config import DEFAULT_COVERAGE
 from genre.errors import ParameterError
 from genre.ood import check_labels, check_number, check_probs
 
 __all__ = [
     "METHODS",
-    "DEFAULT_COVERAGE",
     "check_coverage",
     "nonconformity",
     "conformal_quantile",
@@ -48,8 +48,6 @@ __all__ = [
 
 #: Nonconformity scores, the first the default (chosen by measurement: see the README).
 METHODS = ("lac", "aps")
-#: ``1 − α`` when nothing else is asked for.
-DEFAULT_COVERAGE = 0.9
 
 
 def check_coverage(coverage: Any, flag: str = "coverage") -> float:

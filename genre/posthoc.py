@@ -42,6 +42,7 @@ import numpy as np
 
 from genre import calibration as cal
 from genre.calibration import DEFAULT_MAX_SET, Calibration, fit_temperature, temperature_scale
+from genre.config import DEFAULT_COVERAGE
 from genre.errors import ParameterError
 from genre.ood import MahalanobisOOD
 from genre.report import segment_to_track, track_mean
@@ -284,7 +285,7 @@ def fit_posthoc(
     aggregate: str = "mean",
     mapping=None,
     ood_quantile: float = 0.95,
-    coverage: float = 0.9,
+    coverage: float = DEFAULT_COVERAGE,
 ) -> PostHoc:
     """Blend weight, calibration and out-of-taxonomy model of a trained ``network``.
 
