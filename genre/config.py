@@ -21,6 +21,7 @@ from genre.musicnn_spec import COLUMN_DIMS, MIN_SEGMENT_SAMPLES, SAMPLE_RATE, WH
 
 __all__ = [
     "DEFAULT_COVERAGE",
+    "REFIT_FOLDS",
     "FEATURES",
     "SEED_KINDS",
     "HEAD_KINDS",
@@ -52,6 +53,8 @@ OTHER_FOLDER = "_other"
 #: λ of outlier exposure (Hendrycks, Mazeika & Dietterich, ICLR 2019): the weight of the
 #: cross-entropy to the uniform distribution on out-of-taxonomy segments; 0.5 as in the paper.
 OUTLIER_WEIGHT = 0.5
+#: Cross-fitting folds of the champion's refit on train + val (``jobs.tune --refit-folds``).
+REFIT_FOLDS = 5
 
 #: Pretrained extractors (:mod:`genre.pretrained`). Each gives three vector columns per
 #: segment: ``<name>`` (the 200-d embedding), ``<name>_pool`` (1 506 pooled mid-level
@@ -286,6 +289,10 @@ class SearchSettings:
     #: never trained on). Both change training, so both are part of the search's name.
     other: str | None = None
     outlier_weight: float = OUTLIER_WEIGHT
+    #: After the search, train the best configuration again on train + val, with its
+    #: calibration and genre sets cross-fitted over this many folds (0: keep the best
+    #: trial's weights, calibrated on val). Not part of the search's name.
+    refit_folds: int = REFIT_FOLDS
     grace_clamped: bool = False
 
     def __post_init__(self) -> None:
@@ -351,6 +358,9 @@ class SearchSettings:
         w = self.outlier_weight
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w <= 100.0:
             raise ParameterError(f"--outlier-weight={w!r} must be a number from 0 to 100")
+        k = self.refit_folds
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0 or k == 1:
+            raise ParameterError(f"--refit-folds={k!r} must be 0 (no refit) or an integer ≥ 2")
         if self.grace_epochs > self.max_epochs:
             object.__setattr__(self, "grace_epochs", self.max_epochs)
             object.__setattr__(self, "grace_clamped", True)
@@ -375,6 +385,7 @@ class SearchSettings:
             "blend",
             "mapping",
             "coverage",
+            "refit_folds",
         )
         keys = {k: v for k, v in asdict(self).items() if k not in skip}
         # Settings added later stay out of the name at their defaults, so searches started

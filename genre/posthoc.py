@@ -11,7 +11,9 @@ Fitted in the search's driver, stored in the model card, and applied by label
            musicnn embedding to the training segments' classes   card.calibration.ood
 
 Everything is fitted on the genres' validation tracks only: the sets' guarantee is about
-tracks like them. The out-of-taxonomy tracks a search held out (outlier exposure,
+tracks like them. After a refit on train + val (:mod:`genre.refit`) the validation tracks
+are all the pooled ones, predicted out of fold (each by a model that did not train on it).
+The out-of-taxonomy tracks a search held out (outlier exposure,
 :func:`genre.training.prepare`) are only measured: :attr:`PostHoc.review` says how many
 of them label's default review flags (mostly as an empty set, ``none-fits``) beside the
 share of the genres' test tracks it flags.
@@ -258,22 +260,39 @@ def _fit_blend(mapping, segments, labels, heads, ys, aggregate, notes) -> Blend 
     return Blend(weight=weight, mapping=mapping, report=report)
 
 
-def _fit_mahalanobis(segments, data, heads, notes):
+def _fit_mahalanobis(segments, data, heads, notes, folds=None):
     """The Mahalanobis model on the training segments' embedding and the val/test tracks'
-    distances; ``(None, None, {})`` when the shards hold no musicnn embedding."""
+    distances; ``(None, None, {})`` when the shards hold no musicnn embedding.
+
+    ``folds`` (cross-fitting, :mod:`genre.refit`): the validation tracks are training
+    tracks too, so each fold's distances come from a model fitted without that fold.
+    """
     column = "+".join(c for c in EMBEDDING_COLUMNS if c in segments.features) or None
     if column is None:
         notes.append("out-of-taxonomy score from the probabilities only (no musicnn embedding)")
         return None, None, {}
-    train = _split_rows(segments, np.unique(data.track["train"]))
     label_of = {g: i for i, g in enumerate(data.labels)}
-    y = np.array([label_of[str(g)] for g in segments.genre[train]], dtype=np.int64)
     emb = embedding(segments.features, column)
-    model = MahalanobisOOD.fit(emb[train], y, components=MAHALANOBIS_COMPONENTS)
-    distances = {}
-    for split in ("val", "test"):
-        rows = _split_rows(segments, heads[split][0])
-        distances[split] = track_distances(model, segments.track_id[rows], emb[rows])
+
+    def fitted(tracks: np.ndarray) -> MahalanobisOOD:
+        train = _split_rows(segments, tracks)
+        y = np.array([label_of[str(g)] for g in segments.genre[train]], dtype=np.int64)
+        return MahalanobisOOD.fit(emb[train], y, components=MAHALANOBIS_COMPONENTS)
+
+    def distances_of(model: MahalanobisOOD, tracks: np.ndarray) -> np.ndarray:
+        rows = _split_rows(segments, tracks)
+        return track_distances(model, segments.track_id[rows], emb[rows])
+
+    train_tracks = np.unique(data.track["train"])
+    model = fitted(train_tracks)
+    distances = {split: distances_of(model, heads[split][0]) for split in ("val", "test")}
+    if folds is not None:
+        out_of_fold = {}
+        for fold in folds:
+            held = np.intersect1d(heads["val"][0], fold)
+            found = distances_of(fitted(np.setdiff1d(train_tracks, fold)), held)
+            out_of_fold.update(zip(held.tolist(), found.tolist(), strict=True))
+        distances["val"] = np.array([out_of_fold[t] for t in heads["val"][0].tolist()])
     return model, column, distances
 
 
@@ -286,6 +305,8 @@ def fit_posthoc(
     mapping=None,
     ood_quantile: float = 0.95,
     coverage: float = DEFAULT_COVERAGE,
+    val_probs: np.ndarray | None = None,
+    folds: list[np.ndarray] | None = None,
 ) -> PostHoc:
     """Blend weight, calibration and out-of-taxonomy model of a trained ``network``.
 
@@ -302,11 +323,21 @@ def fit_posthoc(
     ood_quantile : the validation quantile of the out-of-taxonomy thresholds
     coverage : ``1 − α`` of the conformal genre sets, fitted on the validation tracks and
         measured on the test tracks
+    val_probs : np.ndarray [shape=(segments, classes)] or None
+        The validation segments' probabilities when they do not come from ``network``:
+        the out-of-fold predictions of a refit (:mod:`genre.refit`), whose ``data`` has
+        the pooled tracks as both its training and validation split.
+    folds : list of np.ndarray or None
+        The refit's folds (track ids): the validation tracks' Mahalanobis distances are
+        then cross-fitted too.
     """
     notes: list[str] = []
     probs, heads, ys = {}, {}, {}
     for split in ("val", "test"):
-        probs[split] = network.predict(data.x[split], batch_size=256, verbose=0)
+        if split == "val" and val_probs is not None:
+            probs[split] = val_probs
+        else:
+            probs[split] = network.predict(data.x[split], batch_size=256, verbose=0)
         tracks, track_probs = segment_to_track(data.track[split], probs[split], aggregate=aggregate)
         truth = dict(zip(data.track[split], data.y[split], strict=True))
         heads[split] = (tracks, track_probs)
@@ -317,7 +348,7 @@ def fit_posthoc(
         for split in mixed:
             prior = _prior_tracks(blend, segments, heads[split][0], data.labels, aggregate)
             mixed[split] = blend.mix(mixed[split], prior)
-    model, column, distances = _fit_mahalanobis(segments, data, heads, notes)
+    model, column, distances = _fit_mahalanobis(segments, data, heads, notes, folds)
     fitted = cal.fit_calibration(
         mixed["val"],
         ys["val"],
@@ -329,6 +360,7 @@ def fit_posthoc(
         test_probs=mixed["test"],
         test_y=ys["test"],
         coverage=coverage,
+        fitted_on="validation tracks" if val_probs is None else "train + val tracks, out of fold",
     )
 
     def reliability(path: Path) -> Path:

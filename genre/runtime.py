@@ -29,6 +29,7 @@ __all__ = [
     "check_address",
     "init_ray",
     "cluster_gpus",
+    "live_nodes",
     "node_id",
     "bounded_retries",
 ]
@@ -181,6 +182,17 @@ def cluster_gpus() -> float:
     import ray
 
     return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+def live_nodes() -> list[tuple[float, float]]:
+    """``(CPUs, GPUs)`` of each live Ray node."""
+    import ray
+
+    return [
+        (float(n["Resources"].get("CPU", 0.0)), float(n["Resources"].get("GPU", 0.0)))
+        for n in ray.nodes()
+        if n.get("Alive")
+    ]
 
 
 def node_id() -> str:

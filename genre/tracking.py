@@ -62,8 +62,10 @@ _EPOCH_METRICS = (
 def _calibration_line(cal: Calibration | None) -> list[str]:
     if cal is None:
         return []
+    tracks = cal.conformal.fitted_on if cal.conformal and cal.conformal.fitted_on else None
     lines = [
-        f"  calibration (fitted on {cal.n_val_tracks} validation tracks): temperature "
+        f"  calibration (fitted on {cal.n_val_tracks} {tracks or 'validation tracks'}): "
+        "temperature "
         f"{cal.temperature:.2f}; test ECE {cal.ece_before:.3f} → {cal.ece_after:.3f}, "
         f"Brier {cal.brier_before:.3f} → {cal.brier_after:.3f}"
     ]
@@ -356,6 +358,8 @@ class Champion:
     val: dict[str, Any]
     card: ModelCard
     counts: dict[str, Any]
+    #: How the network was fitted (:meth:`genre.refit.Refit.describe`; the card has it too).
+    fitted: dict[str, Any] = field(default_factory=dict)
 
 
 def _trial_artifacts(client, run_id: str, state: dict[str, Any], labels: list[str]) -> None:
@@ -488,6 +492,7 @@ class SearchOutcome:
     blend: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     review: dict[str, Any] = field(default_factory=dict)  # genre.posthoc.review_figures
+    fitted: dict[str, Any] = field(default_factory=dict)  # Champion.fitted
 
     def _calibration_lines(self) -> list[str]:
         # The outcome keeps the JSON form (it is saved beside the search); read it back typed.
@@ -543,6 +548,7 @@ class SearchOutcome:
             f"  best: {best['kind']} on {best['features']} (lr {best['learning_rate']:.1e}, "
             f"batch {best['batch_size']}, "
             f"width {best['width']}, dropout {best['dropout']:.2f})",
+            *_fitted_lines(self.fitted),
             f"  test ({test['n_tracks']} tracks): track accuracy {test['track_accuracy']:.3f}, "
             f"segment accuracy {test['segment_accuracy']:.3f}, "
             f"macro F1 {test['track_macro_f1']:.3f}; most confused: {confused}",
@@ -621,7 +627,20 @@ def log(
         blend=post.blend.to_dict() if post.blend else None,
         notes=post.notes,
         review=post.review,
+        fitted=champion.fitted,
     )
+
+
+def _fitted_lines(fitted: dict[str, Any]) -> list[str]:
+    """How the registered weights were fitted, in a line (none for searches before it)."""
+    if fitted.get("method") == "refit":
+        return [
+            f"  refit on train + val ({fitted['tracks']} tracks, {fitted['epochs']} epochs); "
+            f"calibration and genre sets from {fitted['folds']}-fold out-of-fold predictions"
+        ]
+    if fitted:
+        return ["  the best trial's weights (no refit); calibration and genre sets from val"]
+    return []
 
 
 #: The champion's test scores a :class:`SearchOutcome` keeps.

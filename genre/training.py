@@ -43,6 +43,7 @@ __all__ = [
     "SPLIT_METHODS",
     "PreparedData",
     "prepare",
+    "pooled",
     "stack_features",
     "build_network",
     "train_epoch",
@@ -258,6 +259,40 @@ def prepare(
     return data
 
 
+def pooled(data: PreparedData, *, leave_out: np.ndarray | None = None) -> PreparedData:
+    """``data`` with its validation tracks joined to the training ones (a refit), less the
+    tracks in ``leave_out`` (a cross-fitting fold), and no validation split.
+
+    The normalisation is fitted again on the pooled training segments; the test split and
+    the out-of-taxonomy tracks stay as they are. ``x["val"]`` is empty, so training runs a
+    fixed number of epochs (:func:`train_epoch` reports its validation metrics as NaN).
+    """
+    x = np.concatenate([data.x["train"], data.x["val"]])
+    y = np.concatenate([data.y["train"], data.y["val"]])
+    track = np.concatenate([data.track["train"], data.track["val"]])
+    if leave_out is not None:
+        keep = ~np.isin(track, leave_out)
+        x, y, track = x[keep], y[keep], track[keep]
+    mean, variance = _normalisation(x)
+    return dataclasses.replace(
+        data,
+        x={"train": x, "val": x[:0], "test": data.x["test"]},
+        y={"train": y, "val": y[:0], "test": data.y["test"]},
+        track={"train": track, "val": track[:0], "test": data.track["test"]},
+        mean=mean,
+        variance=variance,
+        counts={
+            **data.counts,
+            "train": {
+                **data.counts["train"],
+                "tracks": int(len(np.unique(track))),
+                "segments": int(len(track)),
+            },
+            "val": {"tracks": 0, "segments": 0},
+        },
+    )
+
+
 def _normalisation(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and variance (floored at 1e-6) of every bin over the training segments' frames."""
     flat = train.reshape(-1, train.shape[-1]).astype(np.float64)
@@ -342,6 +377,14 @@ def train_epoch(
     started = time.perf_counter()  # training only: validation is timed out
     history = network.fit(batches, epochs=1, shuffle=False, verbose=0)
     train_s = time.perf_counter() - started
+    trained = {
+        "loss": float(history.history["loss"][-1]),
+        "accuracy": float(history.history["accuracy"][-1]),
+        "train_segments_per_s": float(len(order) / max(train_s, 1e-9)),
+    }
+    if not len(data.y["val"]):  # a refit on train + val (see pooled): nothing to validate on
+        nan = float("nan")
+        return {**trained, "val_loss": nan, "val_accuracy": nan, "val_track_accuracy": nan}
     probs = network.predict(data.x["val"], batch_size=max(256, batch_size), verbose=0)
     y = data.y["val"]
     eps = 1e-7
@@ -349,12 +392,10 @@ def train_epoch(
     tracks, track_probs = segment_to_track(data.track["val"], probs, aggregate="mean")
     track_y = track_labels(data.track["val"], y, tracks)
     return {
-        "loss": float(history.history["loss"][-1]),
-        "accuracy": float(history.history["accuracy"][-1]),
+        **trained,
         "val_loss": val_loss,
         "val_accuracy": float(np.mean(np.argmax(probs, axis=1) == y)),
         "val_track_accuracy": float(np.mean(np.argmax(track_probs, axis=1) == track_y)),
-        "train_segments_per_s": float(len(order) / max(train_s, 1e-9)),
     }
 
 

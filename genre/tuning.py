@@ -42,7 +42,8 @@ from genre.embeddings import describe
 from genre.errors import ParameterError
 from genre.models import HEAD_KINDS, SEED_KINDS
 from genre.posthoc import PostHoc, fit_posthoc
-from genre.runtime import cluster_gpus
+from genre.refit import refit
+from genre.runtime import cluster_gpus, live_nodes
 from genre.shards import OTHER_MOUNT, SegmentSet, read_segments, with_other
 from genre.store import FolderLock, filesystem, is_uri
 from genre.tracking import (
@@ -435,17 +436,6 @@ def _per_trial(settings: SearchSettings) -> tuple[float, float]:
     return settings.cpus_per_trial, settings.gpus_per_trial if cluster_gpus() > 0 else 0.0
 
 
-def _nodes() -> list[tuple[float, float]]:
-    """``(CPUs, GPUs)`` of each live Ray node."""
-    import ray
-
-    return [
-        (float(n["Resources"].get("CPU", 0.0)), float(n["Resources"].get("GPU", 0.0)))
-        for n in ray.nodes()
-        if n.get("Alive")
-    ]
-
-
 def check_resources(settings: SearchSettings) -> None:
     """Refuse per-trial requests no node of the connected Ray cluster can meet: Tune
     would wait for them forever. Call after Ray is up, before any MLflow run is created
@@ -462,7 +452,7 @@ def check_resources(settings: SearchSettings) -> None:
     if not ray.is_initialized():
         return
     cpus, gpus = _per_trial(settings)
-    nodes = _nodes()
+    nodes = live_nodes()
     if any(cpus <= c and gpus <= g for c, g in nodes):
         return
     most_cpus = max((c for c, _ in nodes), default=0.0)
@@ -498,7 +488,7 @@ class _Unschedulable(Callback):
         if self.since is None or now - self.since < self.limit_s:
             self.since = self.since or now
             return
-        if any(self.cpus <= c and self.gpus <= g for c, g in _nodes()):
+        if any(self.cpus <= c and self.gpus <= g for c, g in live_nodes()):
             self.since = now  # it fits: the cluster is busy, not short
             return
         raise ParameterError(
@@ -841,10 +831,12 @@ def champion(
     *,
     search_name: str,
 ) -> Champion:
-    """Phase 3: the best trial's network, rebuilt with its best weights on the data it
-    was trained on, its blend and calibration fitted on the validation tracks
-    (:func:`genre.posthoc.fit_posthoc`), its scores on the test and validation tracks,
-    and its model card.
+    """Phase 3: the best trial's configuration trained again on train + val
+    (:func:`genre.refit.refit`, ``settings.refit_folds`` > 0), its blend, calibration and
+    genre sets fitted on the out-of-fold predictions of those tracks
+    (:func:`genre.posthoc.fit_posthoc`), its scores on the test tracks (and out of fold),
+    and its model card. With ``refit_folds`` 0: the best trial's network with its best
+    weights, fitted on the validation tracks.
 
     Parameters
     ----------
@@ -864,17 +856,41 @@ def champion(
     """
     best = found.best
     data = plan.data[tuple(best.row["config"]["features"])]
-    network = _rebuild(best, data)
+    if settings.refit_folds:
+        cpus, gpus = _per_trial(settings)
+        again = refit(
+            data,
+            best.row["config"],
+            epochs=int(best.row["best_epoch"]),
+            folds=settings.refit_folds,
+            seed=settings.seed,
+            cpus=cpus,
+            gpus=gpus,
+            mixed_precision=settings.mixed_precision,
+        )
+        network, fitted_on, val_probs = again.network, again.data, again.val_probs
+        folds, fitted = again.folds, again.describe()
+    else:
+        network, fitted_on, val_probs, folds = _rebuild(best, data), data, None, None
+        fitted = {"method": "best trial", "trained_on": ["train"], "calibration": "val"}
     post = fit_posthoc(
-        network, data, segments, aggregate="mean", mapping=plan.mapping, coverage=settings.coverage
+        network,
+        fitted_on,
+        segments,
+        aggregate="mean",
+        mapping=plan.mapping,
+        coverage=settings.coverage,
+        val_probs=val_probs,
+        folds=folds,
     )
-    test = evaluate(network, data, split="test", probs=post.probs["test"])
-    val = evaluate(network, data, split="val", probs=post.probs["val"])
+    test = evaluate(network, fitted_on, split="test", probs=post.probs["test"])
+    val = evaluate(network, fitted_on, split="val", probs=post.probs["val"])
     card = card_for(
-        data,
+        data,  # the splits as the search drew them; "fitted" says what trained the weights
         model_config=best.row["config"],
         training={
             "search": search_name,
+            "fitted": fitted,
             "test_track_accuracy": test["track_accuracy"],
             "val_track_accuracy": val["track_accuracy"],
             "test_segment_accuracy": test["segment_accuracy"],
@@ -890,6 +906,7 @@ def champion(
         val=val,
         card=card_with_posthoc(card, post, segments),
         counts=data.counts,
+        fitted=fitted,
     )
 
 

@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
         "audio that is none of the genres, trained on with the corpus's _other/ tracks")
     add("--outlier-weight", type=float, default=S.outlier_weight, help="λ of outlier exposure "
         "on _other/ and --other tracks; 0: measured on, not trained on" + default)
+    add("--refit-folds", type=int, default=S.refit_folds, help="train the best configuration "
+        "again on train + val, calibrated on K-fold out-of-fold predictions; 0: no" + default)
     add("--split", choices=SPLIT_METHODS, default=S.split,
         help="by-track split (auto: GTZAN lists when the corpus is GTZAN)")
     add("--seed", type=int, default=S.seed, help="seed of the split and of the search" + default)
@@ -92,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
 #: Flags that are SearchSettings' fields of the same name and meaning.
 _AS_IS = (
     "grace_epochs reduction_factor patience cpus_per_trial gpus_per_trial mixed_precision mapping "
-    "coverage other outlier_weight scheduler split seed experiment register_as storage name"
+    "coverage other outlier_weight refit_folds scheduler split seed experiment register_as storage "
+    "name"
 ).split()
 
 

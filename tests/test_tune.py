@@ -477,6 +477,7 @@ def test_rerun_with_another_register_as_registers_the_finished_champion(tuned, c
         (["--cpus-per-trial", "0"], "--cpus-per-trial"),
         (["--num-cpus", "0"], "--num-cpus"),
         (["--models", "cnn,bogus"], "bogus"),
+        (["--refit-folds", "1"], "--refit-folds"),
     ],
 )
 def test_bad_search_settings_start_nothing_and_create_nothing(
@@ -500,7 +501,7 @@ def test_bad_search_settings_start_nothing_and_create_nothing(
     )
 
 
-def test_the_champion_is_calibrated_on_validation_tracks_and_reports_it(tuned, client, runs):
+def test_the_champion_is_refit_on_train_and_val_and_calibrated_out_of_fold(tuned, client, runs):
     import mlflow
 
     from genre.calibration import Calibration
@@ -521,15 +522,22 @@ def test_the_champion_is_calibrated_on_validation_tracks_and_reports_it(tuned, c
     assert (
         "calibration (fitted on" in tuned.result.stdout and "needs review:" in tuned.result.stdout
     )
-    # The genre sets: fitted on the same validation tracks, measured on the test tracks.
+    # Refit on every labelled track but the test ones; the sets and the calibration fitted on
+    # those tracks' out-of-fold predictions, measured on the untouched test tracks.
+    fitted, splits = metadata["training"]["fitted"], metadata["splits"]
+    pooled = set(splits["train"]) | set(splits["val"])
+    assert fitted["method"] == "refit" and fitted["trained_on"] == ["train", "val"]
+    assert fitted["tracks"] == len(pooled) and fitted["folds"] >= 2 and fitted["epochs"] >= 1
+    assert not pooled & set(splits["test"])
     sets = calibration.conformal
-    assert sets.n == calibration.n_val_tracks and sets.coverage == pytest.approx(0.9)
+    assert sets.n == calibration.n_val_tracks == len(pooled) and sets.coverage == pytest.approx(0.9)
+    assert sets.n_test == len(splits["test"])
     assert metrics["test_set_coverage"] == pytest.approx(sets.test_coverage)
     assert metrics["test_mean_set_size"] == pytest.approx(sets.test_mean_size)
     assert metrics["set_coverage_target"] == pytest.approx(0.9)
-    assert f"genre sets (lac, coverage 0.90 from {sets.n} validation tracks): test coverage" in (
-        tuned.result.stdout
-    )
+    out = tuned.result.stdout
+    assert f"refit on train + val ({len(pooled)} tracks, {fitted['epochs']} epochs)" in out
+    assert f"from {sets.n} train + val tracks, out of fold): test coverage" in out
 
 
 def test_default_storage_is_beside_the_sqlite_database_not_the_working_directory(
