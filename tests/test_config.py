@@ -57,3 +57,14 @@ def test_search_settings_check_outlier_exposure_and_name_it_only_when_not_the_de
     assert SearchSettings(shards=shards, outlier_weight=OUTLIER_WEIGHT).search_name() == plain
     assert SearchSettings(shards=shards, outlier_weight=0.0).search_name() != plain
     assert SearchSettings(shards=shards, other=str(tmp_path / "o")).search_name() != plain
+
+
+def test_refit_folds_are_zero_or_at_least_two_and_not_part_of_the_search_name(tmp_path):
+    shards = str(tmp_path / "shards")
+    for bad in (1, -1, 2.5, True):
+        with pytest.raises(ParameterError, match="--refit-folds"):
+            SearchSettings(shards=shards, refit_folds=bad)
+    plain = SearchSettings(shards=shards).search_name()
+    # The refit comes after the search: a finished search is not run again for it.
+    assert SearchSettings(shards=shards, refit_folds=0).search_name() == plain
+    assert SearchSettings(shards=shards, refit_folds=3).search_name() == plain
