@@ -21,11 +21,17 @@ $(STAMP): pyproject.toml requirements-musicnn.txt
 demo: $(STAMP)
 	$(PY) -m jobs.demo $(DEMO)
 
+# Two processes, a test file at a time each: the suite's jobs spend much of their time
+# starting processes (TensorFlow's import alone is ~6 s of a CPU), so one process leaves
+# the second core idle half the time. WORKERS=0 runs it in one process.
+WORKERS ?= 2
+XDIST   := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile)
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not multinode"
+	$(PY) -m pytest -q $(XDIST) -m "not slow and not multinode"
 
 bench: $(STAMP)
 	$(PY) tests/bench/bench_decode.py

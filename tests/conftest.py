@@ -160,10 +160,70 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _stat(pid: int) -> list[str]:
+    """``/proc/PID/stat`` after the command: state, ppid, …; ``[]`` once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def _running(pid: int) -> bool:
+    return _stat(pid)[:1] not in ([], ["Z"])
+
+
+def _children(pid: int) -> list[int]:
+    pids = (int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat"))
+    return [child for child in pids if _running(child) and _stat(child)[1:2] == [str(pid)]]
+
+
+def _interrupt_workers(signum, frame):
+    """The xdist controller's SIGTERM: the workers first, then itself.
+
+    Each worker ends its session as on Ctrl-C: its jobs are killed, its fixtures torn down,
+    its Ray head stopped (:func:`pytest_unconfigure`). The controller waits until no worker
+    has a process of its own left (90 s at most): stopped from outside, the workers would
+    die with their heads and servers still running.
+    """
+    workers = _children(os.getpid())
+    for pid in workers:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + 90
+    while any(_children(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.5)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def pytest_configure(config):
     # SIGTERM (a CI timeout, `kill`) ends the run as Ctrl-C does: fixtures are torn down and
     # the shared Ray head is stopped at exit instead of outliving the run.
-    signal.signal(signal.SIGTERM, _interrupt)
+    controller = getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput")
+    signal.signal(signal.SIGTERM, _interrupt_workers if controller else _interrupt)
+
+
+#: The files that take longest, longest first. ``make test`` runs the suite in two
+#: processes, a file at a time each (``-n 2 --dist loadfile``): handing these out first keeps
+#: one long file from running alone at the end.
+_LONGEST_FIRST = (
+    "test_tune.py",
+    "test_label.py",
+    "test_ray_start.py",
+    "test_demo.py",
+    "test_posthoc.py",
+    "test_musicnn_pipeline.py",
+    "test_audio_shapes.py",
+    "test_failures.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept within
+
+
+def pytest_unconfigure(config):
+    # Here, not only at exit: an xdist worker's process outlives its session.
+    _SharedRay.stop()
 
 
 def shared_ray_address() -> str:
@@ -275,20 +335,31 @@ def start_mlflow_server(root: Path, *, timeout_s: float = 90.0) -> tuple[subproc
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"mlflow server exited with {proc.returncode}: "
-                f"{(root / 'server.log').read_text()[-2000:]}"
-            )
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc, uri
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"mlflow server did not answer on {uri} within {timeout_s:.0f} s")
+    try:
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"mlflow server exited with {proc.returncode}: "
+                    f"{(root / 'server.log').read_text()[-2000:]}"
+                )
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return proc, uri
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"mlflow server did not answer on {uri} within {timeout_s:.0f} s")
+    except BaseException:  # a timeout, or Ctrl-C/SIGTERM while it starts: no server left
+        stop_mlflow_server(proc)
+        raise
+
+
+def stop_mlflow_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 @pytest.fixture(scope="session")
@@ -296,11 +367,7 @@ def mlflow_server(tmp_path_factory):
     """URI of a real MLflow tracking server for the session (stopped at the end)."""
     proc, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow"))
     yield uri
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_mlflow_server(proc)
 
 
 class Tuned:
