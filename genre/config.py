@@ -55,14 +55,12 @@ OUTLIER_WEIGHT = 0.5
 
 #: Pretrained extractors (:mod:`genre.pretrained`). Each gives three vector columns per
 #: segment: ``<name>`` (the 200-d embedding), ``<name>_pool`` (1 506 pooled mid-level
-#: features) and ``<name>_tags`` (50 tag probabilities).
+#: features) and ``<name>_tags`` (50 tag probabilities); widths in
+#: :data:`genre.musicnn_spec.COLUMN_DIMS`.
 PRETRAINED = ("musicnn_msd", "musicnn_mtt")
 
-#: Suffix of each pretrained column → its length (genre.pretrained checks these).
-_PRETRAINED_DIMS = COLUMN_DIMS
-
 #: Every feature column a shard may hold, in canonical order.
-COLUMNS = FEATURES + tuple(f"{p}{suffix}" for p in PRETRAINED for suffix in _PRETRAINED_DIMS)
+COLUMNS = FEATURES + tuple(f"{p}{suffix}" for p in PRETRAINED for suffix in COLUMN_DIMS[p])
 
 #: The seed projects' models, meant for MFCC input.
 SEED_KINDS = ("mlp", "cnn", "lstm", "gru", "cnn_lstm", "cnn_gru")
@@ -139,7 +137,7 @@ class FeatureConfig:
                 f"choose one or more of {','.join(FEATURES + PRETRAINED)}"
             )
         wanted = set(features) | {
-            f"{p}{suffix}" for p in _extractors_of(features) for suffix in _PRETRAINED_DIMS
+            f"{p}{suffix}" for p in _extractors_of(features) for suffix in COLUMN_DIMS[p]
         }
         # Canonical order, no duplicates, so equal settings hash equally.
         object.__setattr__(self, "features", tuple(f for f in COLUMNS if f in wanted))
@@ -185,7 +183,8 @@ class FeatureConfig:
         fixed = {"mfcc": self.n_mfcc, "chroma": self.n_chroma, "mel": self.n_mels}
         if feature in fixed:
             return fixed[feature]
-        return _PRETRAINED_DIMS[feature[len(_extractor_of(feature)) :]]
+        extractor = _extractor_of(feature)
+        return COLUMN_DIMS[extractor][feature[len(extractor) :]]
 
     def shape(self, feature: str) -> tuple[int, ...]:
         """Per-segment shape of ``feature``: ``(frames, bins)``, or ``(dims,)`` for a vector."""
