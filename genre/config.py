@@ -26,6 +26,7 @@ __all__ = [
     "HEAD_KINDS",
     "MODEL_KINDS",
     "PRETRAINED",
+    "DEFAULT_PRETRAINED",
     "COLUMNS",
     "GENRES",
     "AGGREGATES",
@@ -53,11 +54,17 @@ OTHER_FOLDER = "_other"
 #: cross-entropy to the uniform distribution on out-of-taxonomy segments; 0.5 as in the paper.
 OUTLIER_WEIGHT = 0.5
 
-#: Pretrained extractors (:mod:`genre.pretrained`). Each gives three vector columns per
-#: segment: ``<name>`` (the 200-d embedding), ``<name>_pool`` (1 506 pooled mid-level
-#: features) and ``<name>_tags`` (50 tag probabilities); widths in
-#: :data:`genre.musicnn_spec.COLUMN_DIMS`.
-PRETRAINED = ("musicnn_msd", "musicnn_mtt")
+#: Pretrained extractors (:mod:`genre.pretrained`): the musicnn wheel's four taggers,
+#: ``musicnn_msd``, ``musicnn_mtt``, ``vgg_msd`` and ``vgg_mtt``. Each gives three vector
+#: columns per segment: ``<name>`` (its embedding: 200 values for musicnn, 256 for VGG),
+#: ``<name>_pool`` (pooled mid-level features: 1 506, 1 280) and ``<name>_tags`` (50 tag
+#: probabilities); :data:`genre.musicnn_spec.COLUMN_DIMS` holds the widths.
+PRETRAINED = tuple(COLUMN_DIMS)
+
+#: The pretrained extractors genre uses unless told otherwise, one per tag vocabulary (MSD,
+#: MagnaTagATune): a label run computes their tags where the model needs no extractor of
+#: that vocabulary anyway. The VGG taggers are used where named.
+DEFAULT_PRETRAINED = ("musicnn_msd", "musicnn_mtt")
 
 #: Every feature column a shard may hold, in canonical order.
 COLUMNS = FEATURES + tuple(f"{p}{suffix}" for p in PRETRAINED for suffix in COLUMN_DIMS[p])
@@ -106,8 +113,9 @@ class FeatureConfig:
     nothing: naming ``musicnn_msd`` or any of its columns gives all three of them
     (``musicnn_msd``, ``musicnn_msd_pool``, ``musicnn_msd_tags``), which one forward
     pass computes. ``musicnn_weights`` is the sha256 of the musicnn wheel whose
-    checkpoints computed them, filled in when empty; it is serialised (and hashed) only
-    when musicnn columns are present, so every config without them keeps its hash.
+    checkpoints computed them (all four extractors come from it), filled in when empty;
+    it is serialised (and hashed) only when pretrained columns are present, so every
+    config without them keeps its hash.
     """
 
     sample_rate: int = 22050
