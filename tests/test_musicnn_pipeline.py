@@ -181,6 +181,13 @@ def test_heads_read_the_pooled_features_present():
         default_features("mlp_head", ("mfcc", "mel"))
 
 
+def test_heads_read_vgg_pools_only_without_musicnn_ones():
+    both = FeatureConfig(features=("musicnn_mtt", "vgg_msd")).features
+    assert default_features("linear", both) == ("musicnn_mtt_pool",)
+    vgg = FeatureConfig(features=("mel", "vgg_msd", "vgg_mtt")).features
+    assert default_features("mlp_head", vgg) == ("vgg_msd_pool", "vgg_mtt_pool")
+
+
 def test_default_search_adds_heads_only_for_musicnn_shards():
     assert default_models(FeatureConfig()) == SearchSettings.models
     with_musicnn = default_models(FeatureConfig(features=(*FEATURES, "musicnn_msd")))
