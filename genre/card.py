@@ -29,12 +29,13 @@ from typing import Any
 
 from genre.audio import MAX_DURATION_S
 from genre.calibration import DEFAULT_MAX_SET, Calibration
-from genre.config import AGGREGATES, PRETRAINED, FeatureConfig, sqlite_path
+from genre.config import AGGREGATES, DEFAULT_PRETRAINED, PRETRAINED, FeatureConfig, sqlite_path
 from genre.conformal import Conformal
 from genre.embeddings import describe, patch_shape
 from genre.errors import ConfigMismatchError, ParameterError, first_line
 from genre.models import ModelConfig
 from genre.posthoc import Blend, embedding_extractors
+from genre.pretrained import TAGS
 from genre.zeroshot import TagMapping
 
 __all__ = [
@@ -171,8 +172,8 @@ class ModelCard:
 
     @property
     def musicnn_models(self) -> tuple[str, ...]:
-        """Every musicnn model this model needs at label time: its features' and its
-        :attr:`companions`, in canonical order."""
+        """Every pretrained model (of the musicnn wheel: musicnn or VGG) this model needs
+        at label time: its features' and its :attr:`companions`, in canonical order."""
         return self.label_config.extractors
 
     @property
@@ -346,8 +347,10 @@ class LabelPlan:
     tags : int
         Top musicnn tags kept per track (0: no ``tags`` column).
     extractors : tuple of str
-        The musicnn models the predictors run: the features', the :attr:`ModelCard.companions`'
-        and, when tags are asked for, both vocabularies.
+        The pretrained models the predictors run: the features', the
+        :attr:`ModelCard.companions`' and, when tags are asked for, one model of each
+        vocabulary (MSD, MagnaTagATune): the run's own, else musicnn's
+        (``genre.config.DEFAULT_PRETRAINED``).
     """
 
     card: ModelCard
@@ -379,9 +382,10 @@ class LabelPlan:
     ) -> LabelPlan:
         """The plan of a label run of ``card``.
 
-        ``tags=None`` (the default) keeps 5 tags when the run computes musicnn features
+        ``tags=None`` (the default) keeps 5 tags when the run computes pretrained features
         anyway (the model's own, or its companions'), else none; ``tags=N > 0`` asks for
-        them with any model, computing both musicnn models if needed; ``0`` turns them off.
+        them with any model; either way both vocabularies are read, computing musicnn's
+        model of a vocabulary that none of the run's models has; ``0`` turns them off.
 
         Raises
         ------
@@ -401,7 +405,10 @@ class LabelPlan:
         needed = card.musicnn_models
         if tags is None:
             tags = 5 if needed else 0
-        extractors = PRETRAINED if tags else needed
+        extractors = set(needed)
+        if tags:  # a vocabulary none of the needed models has comes from musicnn's model
+            known = {TAGS[e] for e in needed}
+            extractors |= {e for e in DEFAULT_PRETRAINED if TAGS[e] not in known}
         return cls(
             card=card,
             aggregate=aggregate,
@@ -413,7 +420,7 @@ class LabelPlan:
             max_set=max_set,
             review_domain_shift=review_domain_shift,
             tags=tags,
-            extractors=tuple(p for p in PRETRAINED if p in set(extractors)),
+            extractors=tuple(p for p in PRETRAINED if p in extractors),
         )
 
     @property

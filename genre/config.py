@@ -27,6 +27,7 @@ __all__ = [
     "HEAD_KINDS",
     "MODEL_KINDS",
     "PRETRAINED",
+    "DEFAULT_PRETRAINED",
     "COLUMNS",
     "GENRES",
     "AGGREGATES",
@@ -56,16 +57,20 @@ OUTLIER_WEIGHT = 0.5
 #: Cross-fitting folds of the champion's refit on train + val (``jobs.tune --refit-folds``).
 REFIT_FOLDS = 5
 
-#: Pretrained extractors (:mod:`genre.pretrained`). Each gives three vector columns per
-#: segment: ``<name>`` (the 200-d embedding), ``<name>_pool`` (1 506 pooled mid-level
-#: features) and ``<name>_tags`` (50 tag probabilities).
-PRETRAINED = ("musicnn_msd", "musicnn_mtt")
+#: Pretrained extractors (:mod:`genre.pretrained`): the musicnn wheel's four taggers,
+#: ``musicnn_msd``, ``musicnn_mtt``, ``vgg_msd`` and ``vgg_mtt``. Each gives three vector
+#: columns per segment: ``<name>`` (its embedding: 200 values for musicnn, 256 for VGG),
+#: ``<name>_pool`` (pooled mid-level features: 1 506, 1 280) and ``<name>_tags`` (50 tag
+#: probabilities); :data:`genre.musicnn_spec.COLUMN_DIMS` holds the widths.
+PRETRAINED = tuple(COLUMN_DIMS)
 
-#: Suffix of each pretrained column → its length (genre.pretrained checks these).
-_PRETRAINED_DIMS = COLUMN_DIMS
+#: The pretrained extractors genre uses unless told otherwise, one per tag vocabulary (MSD,
+#: MagnaTagATune): a label run computes their tags where the model needs no extractor of
+#: that vocabulary anyway. The VGG taggers are used where named.
+DEFAULT_PRETRAINED = ("musicnn_msd", "musicnn_mtt")
 
 #: Every feature column a shard may hold, in canonical order.
-COLUMNS = FEATURES + tuple(f"{p}{suffix}" for p in PRETRAINED for suffix in _PRETRAINED_DIMS)
+COLUMNS = FEATURES + tuple(f"{p}{suffix}" for p in PRETRAINED for suffix in COLUMN_DIMS[p])
 
 #: The seed projects' models, meant for MFCC input.
 SEED_KINDS = ("mlp", "cnn", "lstm", "gru", "cnn_lstm", "cnn_gru")
@@ -111,8 +116,9 @@ class FeatureConfig:
     nothing: naming ``musicnn_msd`` or any of its columns gives all three of them
     (``musicnn_msd``, ``musicnn_msd_pool``, ``musicnn_msd_tags``), which one forward
     pass computes. ``musicnn_weights`` is the sha256 of the musicnn wheel whose
-    checkpoints computed them, filled in when empty; it is serialised (and hashed) only
-    when musicnn columns are present, so every config without them keeps its hash.
+    checkpoints computed them (all four extractors come from it), filled in when empty;
+    it is serialised (and hashed) only when pretrained columns are present, so every
+    config without them keeps its hash.
     """
 
     sample_rate: int = 22050
@@ -142,7 +148,7 @@ class FeatureConfig:
                 f"choose one or more of {','.join(FEATURES + PRETRAINED)}"
             )
         wanted = set(features) | {
-            f"{p}{suffix}" for p in _extractors_of(features) for suffix in _PRETRAINED_DIMS
+            f"{p}{suffix}" for p in _extractors_of(features) for suffix in COLUMN_DIMS[p]
         }
         # Canonical order, no duplicates, so equal settings hash equally.
         object.__setattr__(self, "features", tuple(f for f in COLUMNS if f in wanted))
@@ -188,7 +194,8 @@ class FeatureConfig:
         fixed = {"mfcc": self.n_mfcc, "chroma": self.n_chroma, "mel": self.n_mels}
         if feature in fixed:
             return fixed[feature]
-        return _PRETRAINED_DIMS[feature[len(_extractor_of(feature)) :]]
+        extractor = _extractor_of(feature)
+        return COLUMN_DIMS[extractor][feature[len(extractor) :]]
 
     def shape(self, feature: str) -> tuple[int, ...]:
         """Per-segment shape of ``feature``: ``(frames, bins)``, or ``(dims,)`` for a vector."""

@@ -9,8 +9,12 @@ that loads it once, maps patches to the three columns of each extractor::
     musicnn_msd       (segments, 200)   the penultimate layer: the embedding
     musicnn_msd_pool  (segments, 1506)  753 mid-level features, max then mean over time
     musicnn_msd_tags  (segments, 50)    tag probabilities, vocabulary TAGS["musicnn_msd"]
+    vgg_msd           (segments, 256)   the VGG's last pool, max then mean over time
+    vgg_msd_pool      (segments, 1280)  its five pools, max then mean over time and mel
+    vgg_msd_tags      (segments, 50)    tag probabilities, vocabulary TAGS["vgg_msd"]
 
-Both musicnn models read the same patches, so asking for both costs one front end.
+All four models (``musicnn_msd``, ``musicnn_mtt``, ``vgg_msd``, ``vgg_mtt``) read the
+same patches, so asking for several costs one front end.
 The feature config names the extractors (its musicnn columns) and the weights (the
 wheel's sha256): extract writes it into the shards, tune into the model card, and
 label reads it from there and computes the same columns itself.
@@ -119,8 +123,9 @@ class Embedder:
         Returns
         -------
         dict[str, np.ndarray]
-            ``<name>`` ``(segments, 200)``, ``<name>_pool`` ``(segments, 1506)`` and
-            ``<name>_tags`` ``(segments, 50)`` float32 for each extractor.
+            ``<name>``, ``<name>_pool`` and ``<name>_tags`` for each extractor, float32,
+            ``(segments, dims)`` with the dims of :data:`genre.musicnn_spec.COLUMN_DIMS`
+            (musicnn 200, 1 506, 50; VGG 256, 1 280, 50).
         """
         out: dict[str, np.ndarray] = {}
         for name, model in self.models.items():

@@ -2,15 +2,18 @@
 
 The ``musicnn`` wheel on PyPI ships TF1 checkpoints of two taggers with the same
 architecture (792 079 weights each): ``MSD_musicnn`` (Million Song Dataset,
-Last.fm top-50 tags) and ``MTT_musicnn`` (MagnaTagATune top-50 tags). Its Python
-code is TF1-only (it disables eager execution on import), so it is never imported:
-:func:`weights_folder` only *finds* the package, :func:`build_musicnn` rebuilds the
-network in Keras 3 and :func:`load_musicnn` fills it from the checkpoint by
-variable name. ``tests/test_pretrained.py`` holds its tags and embeddings to the
-original TF1 graph's within 1e-5 (``tests/data/musicnn_reference.npz``, made by
-``tests/bench/make_musicnn_reference.py``).
+Last.fm top-50 tags) and ``MTT_musicnn`` (MagnaTagATune top-50 tags), and of two
+VGG-like taggers trained on the same data, ``MSD_vgg`` and ``MTT_vgg``
+(:mod:`genre.pretrained_vgg`). Its Python code is TF1-only (it disables eager
+execution on import), so it is never imported: :func:`weights_folder` only *finds*
+the package, :func:`build_musicnn` (or :func:`genre.pretrained_vgg.build_vgg`)
+rebuilds the network in Keras 3 and :func:`load_pretrained` fills it from the
+checkpoint by variable name. ``tests/test_pretrained.py`` holds all four models' tags
+and embeddings to the original TF1 graph's within 1e-5
+(``tests/data/musicnn_reference.npz``, made by ``tests/bench/make_musicnn_reference.py``).
 
-Per 3 s patch of 16 kHz audio the extractor gives three features:
+Per 3 s patch of 16 kHz audio a musicnn model gives three features (a VGG model's
+are in :mod:`genre.pretrained_vgg`):
 
 =============  ======  ========================================================
 ``embedding``  200     the penultimate dense layer (after its batch norm)
@@ -39,6 +42,7 @@ from genre.backend import read_tf_checkpoint
 from genre.errors import GenreError, ParameterError
 from genre.features import hann_window, mel_basis
 from genre.musicnn_spec import (
+    COLUMN_DIMS,
     EMBEDDING_DIM,
     HOP_LENGTH,
     INSTALL_COMMAND,
@@ -48,8 +52,11 @@ from genre.musicnn_spec import (
     PATCH_FRAMES,
     POOL_DIM,
     SAMPLE_RATE,
+    VGG_N_PARAMS,
     WHEEL_SHA256,
 )
+from genre.pretrained_vgg import CHECKPOINT_LAYERS as VGG_CHECKPOINT_LAYERS
+from genre.pretrained_vgg import build_vgg
 
 # musicnn's shapes and weights hash live in genre.musicnn_spec; import them from there.
 __all__ = [
@@ -60,7 +67,7 @@ __all__ = [
     "weights_folder",
     "log_mel",
     "build_musicnn",
-    "load_musicnn",
+    "load_pretrained",
     "MusicnnExtractor",
 ]
 
@@ -70,12 +77,19 @@ __all__ = [
 _VOCABULARIES = json.loads(
     (resources.files("genre") / "data" / "musicnn_tags.json").read_text(encoding="utf-8")
 )
-#: MagnaTagATune top-50 tags (``MTT_musicnn``).
+#: MagnaTagATune top-50 tags (``MTT_musicnn``, ``MTT_vgg``).
 MTT_TAGS: tuple[str, ...] = tuple(_VOCABULARIES["musicnn_mtt"])
-#: Million Song Dataset (Last.fm) top-50 tags (``MSD_musicnn``).
+#: Million Song Dataset (Last.fm) top-50 tags (``MSD_musicnn``, ``MSD_vgg``).
 MSD_TAGS: tuple[str, ...] = tuple(_VOCABULARIES["musicnn_msd"])
-MODELS = {"musicnn_msd": "MSD_musicnn", "musicnn_mtt": "MTT_musicnn"}
-TAGS = {"musicnn_msd": MSD_TAGS, "musicnn_mtt": MTT_TAGS}
+#: Extractor (:data:`genre.config.PRETRAINED`) → its checkpoint folder in the wheel.
+MODELS = {
+    "musicnn_msd": "MSD_musicnn",
+    "musicnn_mtt": "MTT_musicnn",
+    "vgg_msd": "MSD_vgg",
+    "vgg_mtt": "MTT_vgg",
+}
+TAGS = {"musicnn_msd": MSD_TAGS, "musicnn_mtt": MTT_TAGS, "vgg_msd": MSD_TAGS, "vgg_mtt": MTT_TAGS}
+_VGG = ("vgg_msd", "vgg_mtt")
 
 _BN_EPSILON = 1e-3  # tf.compat.v1.layers.batch_normalization's default
 _TIMBRAL = ((7, 38), (7, 67))  # (time, mel) kernels: int(0.4 × 96), int(0.7 × 96) bands
@@ -122,7 +136,8 @@ def weights_folder(model: str, *, package_dir: str | os.PathLike | None = None) 
     Parameters
     ----------
     model : str
-        A key of :data:`MODELS` (``"musicnn_msd"`` or ``"musicnn_mtt"``).
+        A key of :data:`MODELS` (``"musicnn_msd"``, ``"musicnn_mtt"``, ``"vgg_msd"``,
+        ``"vgg_mtt"``).
     package_dir : path, optional
         Where the musicnn package lies; by default found with
         ``importlib.util.find_spec("musicnn")``, which imports none of its modules.
@@ -347,7 +362,7 @@ def build_musicnn(*, n_frames: int = PATCH_FRAMES, n_tags: int = 50):
     model : keras.Model
         Input ``(batch, n_frames, 96)`` log-mel; outputs a dict: ``tags``
         ``(batch, n_tags)``, ``embedding`` ``(batch, 200)``, ``pool`` ``(batch, 1506)``.
-        Its weights are random until :func:`load_musicnn` fills them.
+        Its weights are random until :func:`load_pretrained` fills them.
     """
     import keras
     from keras import layers
@@ -431,8 +446,8 @@ def _checkpoint_values(model: str, *, package_dir) -> tuple[dict[str, np.ndarray
     return values, folder
 
 
-def load_musicnn(model: str, *, package_dir: str | os.PathLike | None = None):
-    """:func:`build_musicnn` with the weights of a pretrained musicnn checkpoint.
+def load_pretrained(model: str, *, package_dir: str | os.PathLike | None = None):
+    """The network of ``model`` with the weights of its pretrained checkpoint.
 
     Parameters
     ----------
@@ -444,7 +459,9 @@ def load_musicnn(model: str, *, package_dir: str | os.PathLike | None = None):
     Returns
     -------
     model : keras.Model
-        As :func:`build_musicnn`, with :data:`N_PARAMS` weights from the checkpoint.
+        As :func:`build_musicnn` (:data:`N_PARAMS` weights) for ``musicnn_msd`` and
+        ``musicnn_mtt``, as :func:`genre.pretrained_vgg.build_vgg` (:data:`VGG_N_PARAMS`)
+        for ``vgg_msd`` and ``vgg_mtt``, every weight from the checkpoint.
 
     Raises
     ------
@@ -455,15 +472,18 @@ def load_musicnn(model: str, *, package_dir: str | os.PathLike | None = None):
         the Keras weights (a different or damaged checkpoint).
     """
     values, folder = _checkpoint_values(model, package_dir=package_dir)
-    net = build_musicnn(n_tags=len(TAGS[model]))
+    vgg = model in _VGG
+    net = (build_vgg if vgg else build_musicnn)(n_tags=len(TAGS[model]))
+    scopes = VGG_CHECKPOINT_LAYERS if vgg else _CHECKPOINT_LAYERS
+    n_params = VGG_N_PARAMS if vgg else N_PARAMS
     assigned: list[str] = []
-    for scope, layer_name in _CHECKPOINT_LAYERS:
+    for scope, layer_name in scopes:
         for variable in net.get_layer(layer_name).weights:
             key = f"{scope}/{variable.name}"
             if key not in values:  # a front-end block reads two scopes: convolution, batch norm
                 continue
             value = values.pop(key)
-            # TF1 stores the mid-end 1-D kernels as (7, in, 1, out) 2-D ones.
+            # TF1 stores musicnn's mid-end 1-D kernels as (7, in, 1, out) 2-D ones.
             if tuple(d for d in value.shape if d != 1) != tuple(
                 d for d in variable.shape if d != 1
             ):
@@ -472,6 +492,7 @@ def load_musicnn(model: str, *, package_dir: str | os.PathLike | None = None):
                     f"{variable.path} needs {variable.shape}"
                 )
             value = value.reshape(variable.shape)
+            # musicnn's layers that read its pool (no VGG layer has these names).
             if layer_name == "pool_bn" or (
                 layer_name == "penultimate" and variable.name == "kernel"
             ):
@@ -479,17 +500,18 @@ def load_musicnn(model: str, *, package_dir: str | os.PathLike | None = None):
             variable.assign(value)
             assigned.append(variable.path)
     unloaded = sorted({v.path for v in net.weights} - set(assigned))
-    if values or unloaded or len(assigned) != len(set(assigned)) or net.count_params() != N_PARAMS:
+    if values or unloaded or len(assigned) != len(set(assigned)) or net.count_params() != n_params:
         raise GenreError(
             f"{folder}: checkpoint variables not used: {sorted(values)}; "
             f"weights not loaded: {unloaded}; "
-            f"{net.count_params()} weights, expected {N_PARAMS}"
+            f"{net.count_params()} weights, expected {n_params}"
         )
     return net
 
 
 class MusicnnExtractor:
-    """One pretrained musicnn model, loaded once, mapping audio to its features.
+    """One pretrained model of the musicnn wheel (musicnn or VGG), loaded once, mapping
+    audio to its features.
 
     Meant to be held by a Ray Data actor: construct once per process, call per
     batch. Patches go through one compiled predict function in batches of a fixed
@@ -509,7 +531,7 @@ class MusicnnExtractor:
     Raises
     ------
     ParameterError
-        If ``batch_size`` is not positive, or see :func:`load_musicnn`.
+        If ``batch_size`` is not positive, or see :func:`load_pretrained`.
     """
 
     def __init__(
@@ -522,7 +544,7 @@ class MusicnnExtractor:
     ):
         if not isinstance(batch_size, int | np.integer) or batch_size < 1:
             raise ParameterError(f"batch_size={batch_size!r} must be a positive integer")
-        self.model = load_musicnn(model, package_dir=package_dir)
+        self.model = load_pretrained(model, package_dir=package_dir)
         self.name, self.tags, self.batch_size = model, TAGS[model], int(batch_size)
         # predict_on_batch runs model.make_predict_function()'s tf.function (jit_compile
         # chooses XLA) and returns numpy via keras.ops.convert_to_numpy.
@@ -540,7 +562,9 @@ class MusicnnExtractor:
         -------
         features : dict[str, np.ndarray]
             ``embedding`` ``(patches, 200)``, ``pool`` ``(patches, 1506)``,
-            ``tags`` ``(patches, 50)``, all float32.
+            ``tags`` ``(patches, 50)``, all float32; a VGG model's embedding is
+            ``(patches, 256)`` and its pool ``(patches, 1280)``
+            (:data:`genre.musicnn_spec.COLUMN_DIMS`).
         """
         x = np.asarray(patches, dtype=np.float32)
         if x.ndim != 3 or x.shape[1:] != (PATCH_FRAMES, N_MELS):
@@ -549,7 +573,8 @@ class MusicnnExtractor:
             )
         if not np.isfinite(x).all():
             raise ParameterError("patches contain non-finite values")
-        sizes = {"embedding": EMBEDDING_DIM, "pool": POOL_DIM, "tags": len(self.tags)}
+        dims = COLUMN_DIMS[self.name]
+        sizes = {"embedding": dims[""], "pool": dims["_pool"], "tags": dims["_tags"]}
         out = {key: np.empty((len(x), size), dtype=np.float32) for key, size in sizes.items()}
         batch = np.zeros((self.batch_size, PATCH_FRAMES, N_MELS), dtype=np.float32)
         for lo in range(0, len(x), self.batch_size):

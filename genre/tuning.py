@@ -37,7 +37,7 @@ from ray.tune import Callback
 
 from genre import backend
 from genre.card import ModelCard, card_for, check_tracking_scheme, check_tracking_uri
-from genre.config import FeatureConfig, SearchSettings
+from genre.config import DEFAULT_PRETRAINED, FeatureConfig, SearchSettings
 from genre.embeddings import describe
 from genre.errors import ParameterError
 from genre.models import HEAD_KINDS, SEED_KINDS
@@ -99,7 +99,9 @@ def default_features(kind: str, available: tuple[str, ...] = ()) -> tuple[str, .
 
     Seed models read MFCC as the seed projects did; the log-mel models read mel; the
     heads read the pooled musicnn features of every extractor in ``available`` (the
-    shards' columns): on real clips the pooled layer beat the penultimate one.
+    shards' columns): on real clips the pooled layer beat the penultimate one. The VGG
+    taggers' pools are read only where the shards hold no musicnn pool: on GTZAN-mini
+    they added nothing a head on musicnn's missed (docs/pretrained.md).
 
     Raises
     ------
@@ -111,6 +113,8 @@ def default_features(kind: str, available: tuple[str, ...] = ()) -> tuple[str, .
     if kind not in HEAD_KINDS:
         return ("mel",)
     pools = tuple(f for f in available if f.endswith("_pool"))
+    preferred = tuple(f for f in pools if f.removesuffix("_pool") in DEFAULT_PRETRAINED)
+    pools = preferred or pools
     if not pools:
         raise ParameterError(
             f"model kind {kind} reads pretrained features: extract with "

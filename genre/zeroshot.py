@@ -1,7 +1,8 @@
 """Genres with no training at all: musicnn's tags mapped to a taxonomy.
 
 A mapping (TOML) lists, for each genre, tags of either musicnn vocabulary, prefixed with
-the model that knows them (``msd:Hip-Hop``, ``mtt:classical``), and how a genre's tags
+the model that knows them (``msd:Hip-Hop``, ``mtt:classical``; the wheel's VGG taggers,
+with the same vocabularies, as ``vgg_msd:Hip-Hop``, ``vgg_mtt:classical``), and how a genre's tags
 combine (``max`` or ``mean`` of their probabilities). The shipped default,
 ``genre/data/mappings/gtzan10.toml``, covers the ten GTZAN genres as far as the
 vocabularies allow (reggae is in neither; classical only in MTT's); a user writes their
@@ -42,7 +43,13 @@ __all__ = [
 
 DEFAULT_MAPPING = "gtzan10"
 COMBINE = ("max", "mean")
-_VOCABULARIES = {"msd": "musicnn_msd", "mtt": "musicnn_mtt"}
+#: Prefix of a tag in a mapping → the extractor whose tag it is (canonical order).
+_VOCABULARIES = {
+    "msd": "musicnn_msd",
+    "mtt": "musicnn_mtt",
+    "vgg_msd": "vgg_msd",
+    "vgg_mtt": "vgg_mtt",
+}
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,7 @@ class TagMapping:
 
     @property
     def extractors(self) -> tuple[str, ...]:
-        """The musicnn models whose tags the mapping reads, in canonical order."""
+        """The pretrained models whose tags the mapping reads, in canonical order."""
         used = {extractor for tags in self.genres.values() for extractor, _ in tags}
         return tuple(e for e in _VOCABULARIES.values() if e in used)
 
@@ -135,7 +142,8 @@ def _parse_tag(text: object, *, source: str, genre: str) -> tuple[str, str]:
     prefix, _, tag = str(text).partition(":")
     if prefix not in _VOCABULARIES or not tag:
         raise ParameterError(
-            f"{source}: genre {genre!r}: {text!r} must be 'msd:<tag>' or 'mtt:<tag>'"
+            f"{source}: genre {genre!r}: {text!r} must be 'msd:<tag>' or 'mtt:<tag>' "
+            "(musicnn's tags), or 'vgg_msd:<tag>' or 'vgg_mtt:<tag>' (the VGG taggers')"
         )
     return _VOCABULARIES[prefix], tag
 
@@ -190,7 +198,8 @@ def genre_scores(
     ----------
     mapping : TagMapping
     tags : dict
-        ``extractor → (segments, 50)`` tag probabilities (``musicnn_msd``, ``musicnn_mtt``).
+        ``extractor → (segments, 50)`` tag probabilities (``musicnn_msd``, ``musicnn_mtt``,
+        and the VGG taggers' when the mapping reads them).
     labels : sequence of str, optional
         The genres to score, in this order (a trained model's labels): a label the
         mapping does not name scores 0, a genre of the mapping not among them is left

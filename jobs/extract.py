@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--features",
         default=",".join(FEATURES),
-        help="comma list of mfcc,chroma,mel,musicnn_msd,musicnn_mtt (default: mfcc,chroma,mel)",
+        help=f"comma list of {','.join(FEATURES + PRETRAINED)} (default: {','.join(FEATURES)})",
     )
     p.add_argument(
         "--gpus-per-worker",

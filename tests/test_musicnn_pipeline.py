@@ -17,12 +17,19 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from genre.card import ModelCard
+from genre.card import LabelPlan, ModelCard
 from genre.config import FEATURES, FeatureConfig, SearchSettings
 from genre.embeddings import check_extractors, describe, patches
 from genre.errors import ConfigMismatchError, ParameterError
 from genre.models import HEAD_KINDS
-from genre.musicnn_spec import EMBEDDING_DIM, INSTALL_COMMAND, POOL_DIM, WHEEL_SHA256
+from genre.musicnn_spec import (
+    EMBEDDING_DIM,
+    INSTALL_COMMAND,
+    POOL_DIM,
+    VGG_EMBEDDING_DIM,
+    VGG_POOL_DIM,
+    WHEEL_SHA256,
+)
 from genre.pretrained import TAGS
 from genre.training import stack_features
 from genre.tuning import default_features, default_models
@@ -58,6 +65,36 @@ def test_musicnn_feature_brings_its_three_columns():
     assert cfg.extractors == ("musicnn_msd",)
     assert [cfg.shape(c) for c in MSD] == [(EMBEDDING_DIM,), (POOL_DIM,), (50,)]
     assert cfg.shape("mfcc") == (130, 13)
+
+
+def test_vgg_feature_brings_its_three_columns_from_the_same_wheel():
+    cfg = FeatureConfig(features=("vgg_mtt", "musicnn_msd_pool"))
+    vgg = ("vgg_mtt", "vgg_mtt_pool", "vgg_mtt_tags")
+    assert cfg.features == (*MSD, *vgg)
+    assert cfg.extractors == ("musicnn_msd", "vgg_mtt")
+    assert [cfg.shape(c) for c in vgg] == [(VGG_EMBEDDING_DIM,), (VGG_POOL_DIM,), (50,)]
+    assert (VGG_EMBEDDING_DIM, VGG_POOL_DIM) == (256, 1280)
+    assert cfg.musicnn_weights == WHEEL_SHA256
+
+
+@pytest.mark.parametrize(
+    "extract, tags, expected",
+    [
+        (("vgg_msd",), None, (5, ("musicnn_mtt", "vgg_msd"))),
+        (("vgg_msd", "vgg_mtt"), None, (5, ("vgg_msd", "vgg_mtt"))),
+        (("vgg_mtt",), 0, (0, ("vgg_mtt",))),
+        (("musicnn_msd",), None, (5, ("musicnn_msd", "musicnn_mtt"))),
+    ],
+)
+def test_label_plan_reads_each_vocabulary_once(extract, tags, expected):
+    """Tags come from the model's own extractors; musicnn's only for a missing vocabulary."""
+    cfg = FeatureConfig(features=extract)
+    card = ModelCard(
+        labels=("a", "b"), features=tuple(f"{e}_pool" for e in extract), feature_config=cfg
+    )
+    plan = LabelPlan.from_card(card, tags=tags)
+    assert (plan.tags, plan.extractors) == expected
+    assert plan.reads_columns and card.input_shape == (sum(cfg.bins(f) for f in card.features),)
 
 
 def test_any_musicnn_column_brings_the_other_two():
@@ -118,6 +155,13 @@ def test_card_extractor_names_the_models_weights_and_tags():
     assert entry["name"] == "musicnn" and entry["models"] == ["musicnn_msd"]
     assert entry["weights_sha256"] == WHEEL_SHA256
     assert entry["tags"]["musicnn_msd"] == list(TAGS["musicnn_msd"])
+
+
+def test_card_extractor_describes_vgg_columns_too():
+    entry = describe(FeatureConfig(features=("mfcc", "vgg_msd")))
+    assert entry["models"] == ["vgg_msd"]
+    assert entry["columns"] == ["vgg_msd", "vgg_msd_pool", "vgg_msd_tags"]
+    assert entry["tags"] == {"vgg_msd": list(TAGS["musicnn_msd"])}
     assert describe(FeatureConfig(features=("mfcc",))) is None
 
 
@@ -135,6 +179,13 @@ def test_heads_read_the_pooled_features_present():
     assert default_features("linear", available) == ("musicnn_msd_pool", "musicnn_mtt_pool")
     with pytest.raises(ParameterError, match="musicnn_msd"):
         default_features("mlp_head", ("mfcc", "mel"))
+
+
+def test_heads_read_vgg_pools_only_without_musicnn_ones():
+    both = FeatureConfig(features=("musicnn_mtt", "vgg_msd")).features
+    assert default_features("linear", both) == ("musicnn_mtt_pool",)
+    vgg = FeatureConfig(features=("mel", "vgg_msd", "vgg_mtt")).features
+    assert default_features("mlp_head", vgg) == ("vgg_msd_pool", "vgg_mtt_pool")
 
 
 def test_default_search_adds_heads_only_for_musicnn_shards():
@@ -155,7 +206,10 @@ def test_patches_from_decoded_segments(rng):
 
 
 @needs_weights
-def test_extract_batch_writes_vector_columns_without_ray(tmp_path):
+@pytest.mark.parametrize(
+    "extractor, pool_dim", [("musicnn_msd", POOL_DIM), ("vgg_msd", VGG_POOL_DIM)]
+)
+def test_extract_batch_writes_vector_columns_without_ray(extractor, pool_dim, tmp_path):
     from genre.extraction import extract_batch
 
     paths = [
@@ -170,15 +224,17 @@ def test_extract_batch_writes_vector_columns_without_ray(tmp_path):
         "track_id": np.array(["a.wav", "empty.wav"], object),
         "genre": np.array([None, None], object),
     }
-    cfg = FeatureConfig(features=("mfcc", "musicnn_msd"))
+    cfg = FeatureConfig(features=("mfcc", extractor))
 
     out = extract_batch(batch, cfg=cfg, output=str(tmp_path / "out"))
 
     assert list(out["segments"]) == [2, 0] and list(out["reason"]) == ["", "empty"]
     table = pq.read_table(tmp_path / "out" / out["shard"][0])
-    assert table.column("musicnn_msd_pool").type.list_size == POOL_DIM
-    tags = np.asarray(table.column("musicnn_msd_tags").to_pylist(), np.float32)
+    assert table.column(f"{extractor}_pool").type.list_size == pool_dim
+    tags = np.asarray(table.column(f"{extractor}_tags").to_pylist(), np.float32)
     assert tags.shape == (2, 50) and ((tags >= 0) & (tags <= 1)).all()
+    meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
+    assert json.loads(meta[f"genre.tags.{extractor}_tags"]) == list(TAGS[extractor])
 
 
 # ----------------------------------------------------------------------------- the three jobs

@@ -1,4 +1,5 @@
-"""genre.pretrained: musicnn in Keras 3 against the original TF1 graph and librosa."""
+"""genre.pretrained: musicnn and the wheel's VGG taggers in Keras 3 against the original TF1
+graph, and musicnn's front end against librosa."""
 
 from __future__ import annotations
 
@@ -11,9 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genre import pretrained
+from genre import pretrained, pretrained_vgg
 from genre.errors import ParameterError
-from genre.musicnn_spec import INSTALL_COMMAND, N_PARAMS, PATCH_FRAMES, PATCH_SAMPLES, SAMPLE_RATE
+from genre.musicnn_spec import (
+    INSTALL_COMMAND,
+    N_PARAMS,
+    PATCH_FRAMES,
+    PATCH_SAMPLES,
+    SAMPLE_RATE,
+    VGG_N_PARAMS,
+)
 from genre.pretrained import MODELS, TAGS, MusicnnExtractor, log_mel
 
 REFERENCE = Path(__file__).parent / "data" / "musicnn_reference.npz"
@@ -42,7 +50,7 @@ def reference():
 
 @pytest.fixture(scope="module")
 def extractors():
-    """Both models, loaded once; batch size 4 so that the tests cross batch boundaries."""
+    """All four models, loaded once; batch size 4 so that the tests cross batch boundaries."""
     return {name: MusicnnExtractor(name, batch_size=4) for name in MODELS}
 
 
@@ -53,6 +61,15 @@ def test_vocabulary_has_fifty_distinct_tags(model):
 
 def test_architecture_has_792079_weights():
     assert pretrained.build_musicnn().count_params() == N_PARAMS == 792_079
+
+
+def test_vgg_architecture_has_607030_weights():
+    # 4 (input norm) + 1 280 + 4 × 147 584 (3 × 3 convolutions) + 5 × 512 (norms) + 12 850
+    assert pretrained_vgg.build_vgg().count_params() == VGG_N_PARAMS == 607_030
+
+
+def test_vgg_vocabularies_are_musicnns():
+    assert TAGS["vgg_msd"] == TAGS["musicnn_msd"] and TAGS["vgg_mtt"] == TAGS["musicnn_mtt"]
 
 
 @pytest.mark.parametrize("size", [(7, 38), (7, 67), (128, 1), (32, 1)])
@@ -92,8 +109,9 @@ def test_outputs_match_the_original_tf1_graph(model, extractors, reference):
     out = extractors[model].predict(reference["log_mel"])
     np.testing.assert_allclose(out["tags"], reference[f"{model}_tags"], rtol=0, atol=1e-5)
     np.testing.assert_allclose(out["embedding"], reference[f"{model}_embedding"], rtol=0, atol=1e-5)
-    # Pool values reach ~115 and are sums of ~4 000 float32 products (the 7 × 561
-    # mid-end kernel) taken in another order: 1.4e-4 measured.
+    # Pool values reach ~115 (musicnn) and ~170 (the VGG's pool1 and pool2 maxima); they
+    # are sums of ~4 000 (the 7 × 561 mid-end kernel) or 1 152 (3 × 3 × 128) float32
+    # products taken in another order: 1.4e-4 and 7.6e-5 measured.
     np.testing.assert_allclose(out["pool"], reference[f"{model}_pool"], rtol=0, atol=5e-4)
 
 
@@ -141,12 +159,20 @@ def test_log_mel_rejects_malformed_audio(audio):
 
 
 @needs_weights
-@pytest.mark.parametrize("model", sorted(MODELS))
-def test_extractor_gives_float32_finite_features(model, extractors, rng):
+@pytest.mark.parametrize(
+    "model, embedding, pool",
+    [
+        ("musicnn_msd", 200, 1506),
+        ("musicnn_mtt", 200, 1506),
+        ("vgg_msd", 256, 1280),
+        ("vgg_mtt", 256, 1280),
+    ],
+)
+def test_extractor_gives_float32_finite_features(model, embedding, pool, extractors, rng):
     out = extractors[model](_segments(rng, 5))
     assert {key: value.shape for key, value in out.items()} == {
-        "embedding": (5, 200),
-        "pool": (5, 1506),
+        "embedding": (5, embedding),
+        "pool": (5, pool),
         "tags": (5, 50),
     }
     for value in out.values():
@@ -155,8 +181,9 @@ def test_extractor_gives_float32_finite_features(model, extractors, rng):
 
 
 @needs_weights
-def test_padded_last_batch_equals_unpadded(extractors, rng):
-    extractor = extractors["musicnn_msd"]
+@pytest.mark.parametrize("model", ["musicnn_msd", "vgg_msd"])
+def test_padded_last_batch_equals_unpadded(model, extractors, rng):
+    extractor = extractors[model]
     y = _segments(rng, 6)  # one full batch of 4, then 2 padded with 2 zero patches
     together = extractor(y)
     for i in range(len(y)):
@@ -177,9 +204,10 @@ def test_different_inputs_give_different_outputs(model, extractors, rng):
         assert spread[~np.eye(6, dtype=bool)].min() > 1e-3, key
 
 
-def test_missing_weights_name_the_install_command(tmp_path):
+@pytest.mark.parametrize("model", ["musicnn_mtt", "vgg_mtt"])
+def test_missing_weights_name_the_install_command(model, tmp_path):
     with pytest.raises(ParameterError, match="requirements-musicnn.txt") as err:
-        MusicnnExtractor("musicnn_mtt", package_dir=tmp_path)
+        MusicnnExtractor(model, package_dir=tmp_path)
     assert INSTALL_COMMAND in str(err.value) and "\n" not in str(err.value)
 
 

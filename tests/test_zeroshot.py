@@ -58,6 +58,15 @@ def test_no_tag_firing_gives_uniform_scores():
     np.testing.assert_allclose(scores[0], np.full(10, 0.1), rtol=1e-6)
 
 
+def test_a_mapping_may_read_the_vgg_taggers_tags(tmp_path):
+    (tmp_path / "vgg.toml").write_text('[genres]\na = ["vgg_msd:rock"]\nb = ["mtt:techno"]')
+    mapping = load_mapping(str(tmp_path / "vgg.toml"))
+    assert mapping.extractors == ("musicnn_mtt", "vgg_msd")
+    tags = _tags(vgg_msd__rock=0.8, musicnn_msd__rock=0.1, musicnn_mtt__techno=0.2)
+    np.testing.assert_allclose(genre_scores(mapping, tags)[0], [0.8, 0.2], rtol=1e-6)
+    assert load_mapping(str(tmp_path / "vgg.toml")).to_dict()["genres"]["a"] == ["vgg_msd:rock"]
+
+
 @pytest.mark.parametrize(
     "text, needle",
     [

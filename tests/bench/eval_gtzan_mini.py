@@ -28,8 +28,10 @@ The clips are read where they lie; nothing is copied into the repository.
     python tests/bench/eval_gtzan_mini.py [--data ../shared/data/gtzan-mini]
         [--configs seed_cnn,short_chunk_cnn,crnn,musicnn_linear,zero_shot,musicnn_linear_blend]
 
-Configurations on musicnn features (and the derived ones) extract musicnn_msd and
-musicnn_mtt too (the pretrained weights must be installed: ``make install``).
+Configurations on pretrained features extract the extractors they read (the derived ones
+musicnn_msd and musicnn_mtt, for the prior); the pretrained weights must be installed
+(``make install``). The ``vgg_*`` and ``musicnn_vgg_*`` configurations compare heads on
+the wheel's VGG tagger (MSD) with the same heads on musicnn (MSD), and on both side by side.
 """
 
 from __future__ import annotations
@@ -72,6 +74,25 @@ CONFIGS = {
     "musicnn_mlp_head": (
         {"kind": "mlp_head", "width": 32, "depth": 1, "dropout": 0.3, "learning_rate": 1e-3},
         ("musicnn_msd_pool",),
+        32,
+    ),
+    # The same heads on the wheel's VGG tagger (MSD): its five pools, or its last pool
+    # (the embedding), and on musicnn's and the VGG's pools side by side.
+    "vgg_linear": ({"kind": "linear", "learning_rate": 1e-3}, ("vgg_msd_pool",), 32),
+    "vgg_mlp_head": (
+        {"kind": "mlp_head", "width": 32, "depth": 1, "dropout": 0.3, "learning_rate": 1e-3},
+        ("vgg_msd_pool",),
+        32,
+    ),
+    "vgg_embedding_linear": ({"kind": "linear", "learning_rate": 1e-3}, ("vgg_msd",), 32),
+    "musicnn_vgg_linear": (
+        {"kind": "linear", "learning_rate": 1e-3},
+        ("musicnn_msd_pool", "vgg_msd_pool"),
+        32,
+    ),
+    "musicnn_vgg_mlp_head": (
+        {"kind": "mlp_head", "width": 32, "depth": 1, "dropout": 0.3, "learning_rate": 1e-3},
+        ("musicnn_msd_pool", "vgg_msd_pool"),
         32,
     ),
 }
@@ -437,17 +458,19 @@ def _parse_args(argv=None) -> argparse.Namespace:
 
 
 def _extract(data: str, shards: Path, names: list[str], *, cpus: int):
-    """Shards of the clips with the hand-crafted features, and both musicnn models' columns
-    when a configuration needs musicnn (their tags feed the zero-shot prior)."""
+    """Shards of the clips with the hand-crafted features, the pretrained columns the
+    configurations read, and both musicnn models' when a derived configuration needs the
+    zero-shot prior (their tags feed it)."""
     import ray
 
-    from genre.config import FEATURES, PRETRAINED, FeatureConfig
+    from genre.config import DEFAULT_PRETRAINED, FEATURES, FeatureConfig
     from genre.extraction import run_extract
     from genre.runtime import init_ray
     from genre.shards import read_segments
 
-    musicnn = any(n in DERIVED or CONFIGS[n][1][0].startswith("musicnn") for n in names)
-    cfg = FeatureConfig(features=FEATURES + (PRETRAINED if musicnn else ()))
+    read = tuple(f for n in names if n in CONFIGS for f in CONFIGS[n][1])
+    prior = DEFAULT_PRETRAINED if any(n in DERIVED for n in names) else ()
+    cfg = FeatureConfig(features=FEATURES + read + prior)
     init_ray(num_cpus=cpus)
     print(run_extract(data, str(shards), cfg=cfg).format())
     ray.shutdown()

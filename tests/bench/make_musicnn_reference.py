@@ -1,7 +1,8 @@
-"""Make tests/data/musicnn_reference.npz: what musicnn's original TF1 graph outputs.
+"""Make tests/data/musicnn_reference.npz: what the musicnn wheel's original TF1 graphs output.
 
 Run by hand, never by the test suite. ``tests/test_pretrained.py`` holds
-``genre.pretrained`` (musicnn rebuilt in Keras 3) to these outputs within 1e-5.
+``genre.pretrained`` (musicnn and the wheel's VGG taggers rebuilt in Keras 3) to these
+outputs within 1e-5.
 
 Two steps, in two environments:
 
@@ -12,9 +13,9 @@ Two steps, in two environments:
 2. In a throwaway venv with TensorFlow and the legacy ``tf_keras`` (which
    ``tf.compat.v1.layers`` needs from TF 2.16 on), this same file rebuilds the
    graph with the wheel's own ``musicnn.models.define_model``, as musicnn's
-   ``extractor.py`` does, restores each checkpoint with ``tf.compat.v1.train.Saver``
-   and runs it on those patches (fed directly: musicnn's float16 front end is
-   bypassed). Never do this in the project's .venv.
+   ``extractor.py`` does, restores each of the four checkpoints with
+   ``tf.compat.v1.train.Saver`` and runs it on those patches (fed directly: musicnn's
+   float16 front end is bypassed). Never do this in the project's .venv.
 
 Set up the throwaway venv once (from the repo root)::
 
@@ -30,7 +31,12 @@ The fixture holds, all float32: ``log_mel`` ``(4, 187, 96)`` and, for
 ``musicnn_msd`` and ``musicnn_mtt``, ``<name>_tags`` ``(4, 50)`` (sigmoid of
 the logits), ``<name>_embedding`` ``(4, 200)`` (``penultimate``: the batch-normed
 dense 200) and ``<name>_pool`` ``(4, 1506)`` (``max_pool`` then ``mean_pool``,
-753 each); ``made_with`` says which TensorFlow ran the graph.
+753 each); for ``vgg_msd`` and ``vgg_mtt`` (the checkpoints ``MSD_vgg``, ``MTT_vgg``),
+``<name>_tags`` ``(4, 50)``, ``<name>_embedding`` ``(4, 256)`` (the graph's ``pool5``,
+``(4, 2, 1, 128)``: its maximum over time, then its mean) and ``<name>_pool``
+``(4, 1280)`` (the maximum over time and mel of each of ``pool1`` … ``pool5``, then
+their means), reduced here in float64 from the graph's float32 pools;
+``made_with`` says which TensorFlow ran the graph.
 """
 
 from __future__ import annotations
@@ -46,7 +52,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "data" / "musicnn_reference.npz"
-CHECKPOINTS = {"musicnn_msd": "MSD_musicnn", "musicnn_mtt": "MTT_musicnn"}
+CHECKPOINTS = {
+    "musicnn_msd": "MSD_musicnn",
+    "musicnn_mtt": "MTT_musicnn",
+    "vgg_msd": "MSD_vgg",
+    "vgg_mtt": "MTT_vgg",
+}
 
 
 def synthetic_segments(seed: int = 11) -> np.ndarray:
@@ -89,19 +100,29 @@ def run_graph(inputs: Path, output: Path) -> None:
         with tf.name_scope("model"):  # as musicnn/extractor.py builds it
             x = tf.compat.v1.placeholder(tf.float32, [None, patches.shape[1], patches.shape[2]])
             is_training = tf.compat.v1.placeholder(tf.bool)
-            logits, _, _, _, _, _, mean_pool, max_pool, penultimate = models.define_model(
-                x, is_training, folder, 50
-            )
-            tags = tf.nn.sigmoid(logits)
+            outputs = models.define_model(x, is_training, folder, 50)
+            tags = tf.nn.sigmoid(outputs[0])
+            if "vgg" in folder:  # logits, pool1 … pool5, each (batch, time, mel, 128)
+                fetch = [tags, *outputs[1:]]
+            else:  # logits, timbral, temporal, cnn1-3, mean_pool, max_pool, penultimate
+                fetch = [tags, outputs[8], outputs[7], outputs[6]]
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             tf.compat.v1.train.Saver().restore(sess, f"{package / folder}/")
-            t, e, mx, mn = sess.run(
-                [tags, penultimate, max_pool, mean_pool], {x: patches, is_training: False}
+            values = sess.run(fetch, {x: patches, is_training: False})
+        out[f"{name}_tags"] = values[0]
+        if "vgg" in folder:
+            pools = [p.astype(np.float64) for p in values[1:]]
+            last = pools[-1]
+            out[f"{name}_embedding"] = np.concatenate(
+                [last.max(axis=(1, 2)), last.mean(axis=(1, 2))], axis=1
             )
-        out[f"{name}_tags"] = t
-        out[f"{name}_embedding"] = e
-        out[f"{name}_pool"] = np.concatenate([mx, mn], axis=1)
+            out[f"{name}_pool"] = np.concatenate(
+                [p.max(axis=(1, 2)) for p in pools] + [p.mean(axis=(1, 2)) for p in pools], axis=1
+            )
+        else:
+            out[f"{name}_embedding"] = values[1]
+            out[f"{name}_pool"] = np.concatenate([values[2], values[3]], axis=1)
     import tf_keras
 
     out["made_with"] = np.array(
