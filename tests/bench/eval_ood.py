@@ -8,6 +8,9 @@ Then, per model family, labels the held-out test tracks and the ``_other/`` trac
 
 - ``cnn``: a small search over networks trained from spectrograms (``--cnn-models``, by
   default ``short_chunk_cnn`` on log-mel; ``cnn`` reads MFCC), its champion;
+- ``cnn_plain``: the same search without the blend with the zero-shot prior: what a model
+  on the extract job's default features (no musicnn) gets in its review flags (only its
+  ``domain_shift`` column, which no default flag reads, would be missing too);
 - ``head``: a small search over heads on ``musicnn_msd_pool`` (``--head-models``);
 - ``zero_shot``: the shipped tag mapping, no training (its ``ood_score`` is the entropy);
 - ``zero_shot_cal``: the same, calibrated on the validation tracks
@@ -51,7 +54,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-FAMILIES = ("cnn", "head", "zero_shot", "zero_shot_cal")
+FAMILIES = ("cnn", "cnn_plain", "head", "zero_shot", "zero_shot_cal")
 #: Columns extracted: the log-mel / MFCC networks' inputs and both musicnn models (the
 #: head's input, the blend's tags, the Mahalanobis embedding).
 EXTRACT = ("mfcc", "mel", "musicnn_msd", "musicnn_mtt")
@@ -123,11 +126,13 @@ def search_family(family: str, segments, work: Path, args):
     from genre.tuning import run_search
 
     uri = f"sqlite:///{work / 'mlflow.db'}"
-    models = args.cnn_models if family == "cnn" else args.head_models
+    cnn = family in ("cnn", "cnn_plain")
+    models = args.cnn_models if cnn else args.head_models
     settings = SearchSettings(
         shards=str(work / "shards"),
         models=tuple(models.split(",")),
-        features=None if family == "cnn" else ("musicnn_msd_pool",),
+        features=None if cnn else ("musicnn_msd_pool",),
+        blend=family != "cnn_plain",
         num_samples=args.num_samples,
         max_epochs=args.max_epochs,
         tracking_uri=uri,
@@ -409,7 +414,7 @@ def main(argv=None) -> None:
         split = split_of(segments)
         results = [
             evaluate_champion(family, segments, split, corpus, work, args)
-            for family in ("cnn", "head")
+            for family in ("cnn", "cnn_plain", "head")
             if family in args.families
         ]
         if {"zero_shot", "zero_shot_cal"} & set(args.families):
