@@ -273,6 +273,8 @@ def musicnn_champion(musicnn_shards, mlflow_server, tmp_path_factory) -> list[st
         mlflow_server,
         "--experiment",
         "tests-musicnn",
+        "--refit-folds",
+        "0",
         "--register-as",
         "genre-musicnn",
         "--storage",

@@ -126,24 +126,6 @@ def folds(track_ids: list[str], k: int = 5) -> list[dict[str, str]]:
     return out
 
 
-def _with_validation_in_training(data):
-    """The same folds with the validation clips added to training (normalisation refitted)."""
-    import dataclasses
-
-    x = {**data.x, "train": np.concatenate([data.x["train"], data.x["val"]])}
-    y = {**data.y, "train": np.concatenate([data.y["train"], data.y["val"]])}
-    track = {**data.track, "train": np.concatenate([data.track["train"], data.track["val"]])}
-    flat = x["train"].reshape(-1, x["train"].shape[-1]).astype(np.float64)
-    return dataclasses.replace(
-        data,
-        x=x,
-        y=y,
-        track=track,
-        mean=flat.mean(axis=0).astype(np.float32),
-        variance=np.maximum(flat.var(axis=0), 1e-6).astype(np.float32),
-    )
-
-
 def _clip_truth(clips: np.ndarray, labels: list[str]) -> np.ndarray:
     """Class index of each clip (its genre is the folder: ``<genre>/<file>``)."""
     return np.array([labels.index(str(c).split("/")[0]) for c in clips], dtype=np.int64)
@@ -175,7 +157,7 @@ def train_folds(segments, name: str, *, max_epochs: int, patience: int, refit: b
         ``segment``: segment accuracy per fold; ``seconds``.
     """
     from genre.models import ModelConfig
-    from genre.training import fit, prepare
+    from genre.training import fit, pooled, prepare
 
     settings, features, batch = CONFIGS[name]
     out: dict = {"folds": [], "segment": [], "labels": None}
@@ -193,7 +175,7 @@ def train_folds(segments, name: str, *, max_epochs: int, patience: int, refit: b
         if refit:
             # The usual last step: train again on training + validation clips for the number
             # of epochs validation chose (the test clips stay unseen; nothing is chosen on them).
-            data = _with_validation_in_training(data)
+            data = pooled(data)  # normalisation refitted, as the search's refit does
             result = fit(
                 data,
                 ModelConfig(**settings),
