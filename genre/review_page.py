@@ -181,7 +181,8 @@ def review_queue(frame, *, page_root: str, labels: list[str], window_s: float) -
     dict
         ``labels``, ``reasons`` (names the rows index), ``base`` (the folder every path
         starts with), ``audio`` (the link to ``base`` from the page's folder, or ``None``:
-        no player), ``window_s``, ``page_rows`` and ``rows``: one
+        no player), ``encoded`` (the paths are URIs, already percent-encoded),
+        ``window_s``, ``page_rows`` and ``rows``: one
         ``[path after base, confidence in ‰, [genre index, ‰, …] (top genres),
         [genre index, …] or None (the set), reason index]`` per track.
     """
@@ -218,6 +219,7 @@ def review_queue(frame, *, page_root: str, labels: list[str], window_s: float) -
         "reasons": reasons,
         "base": base,
         "audio": _audio_link(base, page_root=page_root) if paths else None,
+        "encoded": store.is_uri(base),
         "window_s": window_s,
         "page_rows": PAGE_ROWS,
         "rows": out,
@@ -526,7 +528,7 @@ table { border-collapse: collapse; width: 100%; margin-top: .5rem; }
 th, td { border-bottom: 1px solid #ddd; padding: .25rem .4rem; text-align: left;
   vertical-align: top; }
 th { background: #f4f4f4; position: sticky; top: 0; }
-td.num { text-align: right; white-space: nowrap; } td.path { word-break: break-all; }
+td.num { text-align: right; white-space: nowrap; } td.path { overflow-wrap: anywhere; }
 audio { height: 28px; width: 220px; display: block; margin-top: .2rem; }
 .bar-tools { display: flex; flex-wrap: wrap; gap: .6rem; align-items: center;
   margin: .5rem 0; }
@@ -549,6 +551,7 @@ _SCRIPT = r"""
   const pct = (permille) => (permille / 10).toFixed(permille < 100 ? 1 : 0) + "%";
   const genre = (i) => (i >= 0 ? q.labels[i] : "?");
   const encode = (rest) => rest.split("/").map(encodeURIComponent).join("/");
+  const decode = (rest) => { try { return decodeURIComponent(rest); } catch (e) { return rest; } };
 
   function save() {
     try { localStorage.setItem(key, JSON.stringify([...picked])); } catch (e) {}
@@ -570,13 +573,13 @@ _SCRIPT = r"""
     const tr = document.createElement("tr");
     tr.dataset.path = path;
     cell(tr, String(i + 1), "num");
-    const where = cell(tr, rest, "path");
+    const where = cell(tr, q.encoded ? decode(rest) : rest, "path");
     where.title = path;
     if (q.audio !== null) {
       const audio = document.createElement("audio");
       audio.controls = true;
       audio.preload = "none";
-      audio.src = q.audio + encode(rest) + "#t=0," + q.window_s;
+      audio.src = q.audio + (q.encoded ? rest : encode(rest)) + "#t=0," + q.window_s;
       where.appendChild(audio);
     }
     cell(tr, pct(conf), "num");

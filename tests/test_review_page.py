@@ -29,7 +29,7 @@ from genre.review_page import (
 )
 from genre.store import FolderLock
 from tests import browser
-from tests.conftest import one_error_line, run_job
+from tests.conftest import one_error_line, run_job, tone, write_audio
 
 LABELS = ["blues", "jazz", "rock"]
 #: (relative path, top genres with probabilities, genre set, review reason, error reason)
@@ -81,9 +81,13 @@ def _row(root: Path, path: str, top, genre_set, reason, error) -> dict:
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> Path:
     """A results folder of five tracks (two to review, one failed), written by the results
-    writer; the audio is in ``collection/`` beside it (no file is needed for the links)."""
+    writer; their audio (3 s tones) is in ``collection/`` beside it."""
     work = tmp_path_factory.mktemp("review")
     out = work / "labels"
+    for path, *_ in TRACKS:
+        write_audio(
+            work / "collection" / path, tone(seconds=3.0, sample_rate=8000), sample_rate=8000
+        )
     rows = [_row(work / "collection", *track) for track in TRACKS]
     with FolderLock(str(out), command="tests"):
         ResultStore(str(out)).write(
@@ -135,8 +139,18 @@ def test_player_links_are_relative_to_the_page_folder(small):
     frame = read_results(str(small))
     queue = review_queue(frame, page_root=str(small), labels=LABELS, window_s=3.0)
     assert queue["audio"] == "../collection/b/"
+    assert not queue["encoded"]  # the page's script encodes each path
     as_uri = review_queue(frame, page_root=small.as_uri(), labels=LABELS, window_s=3.0)
     assert as_uri["audio"] == "../collection/b/"
+
+
+def test_file_uris_are_linked_as_they_are_already_encoded(small):
+    """Listing a ``file://`` INPUT gives percent-encoded paths: linked without encoding again."""
+    frame = read_results(str(small))
+    frame["path"] = [Path(p).as_uri() for p in frame["path"]]
+    queue = review_queue(frame, page_root=str(small), labels=LABELS, window_s=3.0)
+    assert queue["audio"] == "../collection/b/" and queue["encoded"]
+    assert queue["rows"][0][0] == "three%2C%20%22quoted%22.wav"
 
 
 def test_audio_in_an_object_store_gets_no_player_and_the_page_says_so(small):
@@ -281,6 +295,11 @@ def test_browser_corrections_keep_commas_and_quotes_in_paths(small, chromium):
     tab = chromium.open(small / PAGE_NAME)
     tab.wait_for("document.querySelectorAll('#queue-body tr').length === 2")
     tab.js("document.getElementById('clear').click()")
+    # The first player's link reaches its file: the browser reads its header (plays nothing).
+    audio = "document.querySelector('#queue-body audio')"
+    tab.js(f"(() => {{ const a = {audio}; a.preload = 'metadata'; a.load(); }})()")
+    tab.wait_for(f"{audio}.readyState >= 1 || {audio}.error !== null")
+    assert tab.js(f"{audio}.error") is None and tab.js(f"{audio}.duration") == pytest.approx(3.0)
     assert _pick(tab, 0, "blues") == str(small.parent / "collection" / 'b/three, "quoted".wav')
     _pick(tab, 1, "rock")
     assert _download(chromium, tab) == [
