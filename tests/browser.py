@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,19 +38,21 @@ def _flags(profile: Path) -> list[str]:
 
 
 def screenshot(page: Path, png: Path, *, width: int = 1280, height: int = 1500) -> None:
-    """A PNG of ``page`` (a local HTML file) as a window of ``width`` × ``height``."""
-    subprocess.run(
-        [
-            chromium(),
-            *_flags(png.parent / ".chromium-profile"),
-            f"--window-size={width},{height}",
-            f"--screenshot={png}",
-            page.resolve().as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+    """A PNG of ``page`` (a local HTML file) as a window of ``width`` × ``height`` (how
+    ``docs/review_page.png`` is made)."""
+    with tempfile.TemporaryDirectory(prefix="genre-chromium-") as profile:
+        subprocess.run(
+            [
+                chromium(),
+                *_flags(Path(profile)),
+                f"--window-size={width},{height}",
+                f"--screenshot={png.resolve()}",
+                page.resolve().as_uri(),
+            ],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
 
 
 class Browser:
