@@ -14,7 +14,7 @@ the work instead of starting over. Outputs, under one folder::
     mlflow.db        MLflow runs and the model registry (``mlflow ui --backend-store-uri sqlite:///…``)
     mlartifacts/     MLflow artifacts (models, curves, confusion matrices)
     ray_results/     Ray Tune trial state
-    labels/          label output (one row per file)
+    labels/          label output (one row per file) and its review page, _report.html
     labels-zero-shot/  the same corpus labelled zero-shot (musicnn tags → genres, no training)
     figures/         confusion matrix, learning curves, per-genre waveform/log-mel/MFCC
 """

@@ -52,6 +52,7 @@ from genre.errors import AudioFileError, ConfigMismatchError, ParameterError
 from genre.featurize import featurize, featurize_batch
 from genre.predictor import Predictor, compiled_predict
 from genre.results import ResultStore, read_results, results_table
+from genre.review_page import write_page
 from genre.runtime import bounded_retries, check_address, cluster_gpus, init_ray
 from genre.store import AttemptJournal, FolderLock
 from genre.zeroshot import fit_zero_shot_calibration, load_mapping
@@ -126,6 +127,9 @@ class LabelSettings:
         Longest file decoded; longer ones are ``too-long`` error rows.
     retry_errors, new_model_ok, csv : bool
         Label failed files again; replace another model's labels; write ``_results.csv``.
+    report : bool
+        Write the review page ``_report.html`` (:mod:`genre.review_page`) beside the
+        results at the end of the run.
     address, num_cpus
         Ray cluster address; CPUs of a local runtime.
     flush_rows, flush_s
@@ -154,6 +158,7 @@ class LabelSettings:
     retry_errors: bool = False
     new_model_ok: bool = False
     csv: bool = False
+    report: bool = True
     address: str | None = None
     num_cpus: int | None = None
     flush_rows: int = 512
@@ -226,6 +231,7 @@ class LabelSummary:
     superseded: int = 0
     retried: int = 0
     csv: str = ""
+    report: str = ""  # the review page, when written
     nodes: Counter = field(default_factory=Counter)
     crashes_forgotten: int = 0
     review: Counter = field(default_factory=Counter)
@@ -291,6 +297,8 @@ class LabelSummary:
                 + ", ".join(f"{n[:8]} {c} files" for n, c in self.nodes.most_common())
             )
         lines.append(f"  results: {self.output}" + (f" (CSV: {self.csv})" if self.csv else ""))
+        if self.report:
+            lines.append(f"  review page: {self.report} (open it in a browser)")
         return "\n".join(lines)
 
 
@@ -309,7 +317,8 @@ def _set_sizes_line(sizes: Counter) -> str:
 def run_label(
     source: str, output: str, *, model: LabelModel, settings: LabelSettings | None = None
 ) -> LabelSummary:
-    """Label every file of ``source`` that ``output`` does not hold yet.
+    """Label every file of ``source`` that ``output`` does not hold yet, then write the
+    review page ``output/_report.html`` (unless ``settings.report`` is off).
 
     Parameters
     ----------
@@ -359,6 +368,8 @@ def run_label(
             _label_on_ray(todo, results, summary, model=model, plan=plan, settings=settings)
         if settings.csv and results.parts():
             summary.csv = results.write_csv()
+        if settings.report and results.parts():
+            summary.report = write_page(output, window_s=plan.card.label_config.segment_seconds)
     summary.wall_s = time.perf_counter() - started
     return summary
 
@@ -615,6 +626,7 @@ def calibrate_zero_shot(
         settings or LabelSettings(),
         tags=0,
         csv=False,
+        report=False,
         retry_errors=False,
         new_model_ok=False,
         min_confidence=None,

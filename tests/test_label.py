@@ -112,6 +112,17 @@ def test_csv_on_request_has_the_same_rows(labelled):
     assert sorted(csv.path) == sorted(_results(out).path)
 
 
+def test_review_page_is_written_beside_the_results(labelled):
+    """``_report.html``: the run's charts and every flagged track in its review queue."""
+    out, result = labelled
+    page = (out / "_report.html").read_text(encoding="utf-8")
+    data = json.loads(page.split('id="queue-data">', 1)[1].split("</script>", 1)[0])
+    rows = _results(out)
+    assert len(data["rows"]) == int(rows.needs_review.fillna(False).sum())
+    assert data["labels"] == [c[2:] for c in rows.columns if c.startswith("p_")]
+    assert '<svg class="chart"' in page and f"review page: {out}/_report.html" in result.stdout
+
+
 def test_results_read_by_plain_pandas_pyarrow_duckdb_without_ray(labelled):
     out, _ = labelled
     code = f"""
@@ -401,7 +412,7 @@ def test_uris_go_through_pyarrow_filesystems(collection, champion, tmp_path):
     assert result.returncode == 0, result.stderr
     rows = _results(out)
     assert len(rows) == 6 and rows.error.isna().all() and rows.path.str.startswith("file://").all()
-    assert (out / "_results.csv").exists()
+    assert (out / "_results.csv").exists() and (out / "_report.html").exists()
 
 
 def _tampered_copy(tuned, tmp_path, *, n_mfcc: int, fix_hash: bool, signature: str) -> Path:
