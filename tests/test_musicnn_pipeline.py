@@ -334,6 +334,7 @@ def test_label_job_computes_musicnn_features_itself(small_corpus, musicnn_champi
     good = rows[rows.error.isna()]
     assert len(rows) == 13 and len(good) == 12 and (good.n_segments == 3).all()
     assert good.genre.notna().all() and (good.model == "genre-musicnn/1").all()
+    assert "reads no musicnn features" not in result.stdout  # a head on musicnn: no such note
 
     # One file through the single-file path (label_file) agrees with the batch job.
     one = good.iloc[0]
