@@ -21,12 +21,11 @@ $(STAMP): pyproject.toml requirements-musicnn.txt
 demo: $(STAMP)
 	$(PY) -m jobs.demo $(DEMO)
 
-# Two processes, a test file at a time each (the files that share the session's search as
-# one group, tests/conftest.py): the suite's jobs spend much of their time
+# Two processes, a test file at a time each: the suite's jobs spend much of their time
 # starting processes (TensorFlow's import alone is ~6 s of a CPU), so one process leaves
 # the second core idle half the time. WORKERS=0 runs it in one process.
 WORKERS ?= 2
-XDIST   := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadgroup)
+XDIST   := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(XDIST)

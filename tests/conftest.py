@@ -202,8 +202,8 @@ def pytest_configure(config):
 
 
 #: The files that take longest, longest first. ``make test`` runs the suite in two
-#: processes, a file at a time each (``-n 2 --dist loadgroup``, a group per file): handing
-#: these out first keeps one long file from running alone at the end.
+#: processes, a file at a time each (``-n 2 --dist loadfile``): handing these out first keeps
+#: one long file from running alone at the end.
 _LONGEST_FIRST = (
     "test_tune.py",
     "test_label.py",
@@ -216,24 +216,9 @@ _LONGEST_FIRST = (
 )
 
 
-#: Files that share the session's search (:func:`tuned`) and its shards: one xdist group,
-#: so the search runs in one process, not in both.
-_SEARCHING = (
-    "test_tune.py",
-    "test_label.py",
-    "test_failures.py",
-    "test_audio_shapes.py",
-    "test_store.py",
-    "test_failures_tune.py",
-)
-
-
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept within
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("search" if name in _SEARCHING else name))
 
 
 def pytest_unconfigure(config):
