@@ -285,8 +285,10 @@ def _fit_mahalanobis(segments, data, heads, notes, folds=None):
 
     train_tracks = np.unique(data.track["train"])
     model = fitted(train_tracks)
-    distances = {split: distances_of(model, heads[split][0]) for split in ("val", "test")}
-    if folds is not None:
+    distances = {"test": distances_of(model, heads["test"][0])}
+    if folds is None:
+        distances["val"] = distances_of(model, heads["val"][0])
+    else:
         out_of_fold = {}
         for fold in folds:
             held = np.intersect1d(heads["val"][0], fold)

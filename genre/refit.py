@@ -144,9 +144,11 @@ def _train(
     )
     if leave_out is None:
         return result.network.get_weights()
-    pool_track = np.concatenate([data.track["train"], data.track["val"]])
-    rows = np.flatnonzero(np.isin(pool_track, leave_out))
-    x = np.concatenate([data.x["train"], data.x["val"]])[rows]
+    # The left-out segments in pool order (train's, then val's), without a second copy of
+    # the whole pool beside the one the training view holds.
+    x = np.concatenate(
+        [data.x[split][np.isin(data.track[split], leave_out)] for split in ("train", "val")]
+    )
     return result.network.predict(x, batch_size=256, verbose=0)
 
 
@@ -210,8 +212,8 @@ def refit(
 
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ParameterError(f"epochs={epochs!r} must be a positive integer")
-    pool_track = np.concatenate([data.track["train"], data.track["val"]])
-    pool_y = np.concatenate([data.y["train"], data.y["val"]])
+    view = pooled(data)  # the refit's training data; its train split is the pool, in order
+    pool_track, pool_y = view.track["train"], view.y["train"]
     tracks, first = np.unique(pool_track, return_index=True)
     cut = crossfit_folds(tracks, pool_y[first], folds=folds, seed=seed)
     task = ray.remote(_train).options(num_cpus=cpus, num_gpus=gpus)
@@ -227,17 +229,15 @@ def refit(
     val_probs = np.empty((len(pool_track), len(data.labels)), dtype=np.float32)
     for fold, probs in zip(cut, held, strict=True):
         val_probs[np.isin(pool_track, fold)] = probs
-    view = pooled(data)
     backend.configure()
     # Compiled plainly, as the search's champion: the logged model holds Keras's own loss.
     network = build_network(model_config_from_trial(config), view, outlier_exposure=False)
     network.set_weights(weights)
-    x, y, track = view.x["train"], view.y["train"], view.track["train"]
     calibration_view = replace(
         view,
-        x={**view.x, "val": x},
-        y={**view.y, "val": y},
-        track={**view.track, "val": track},
+        x={**view.x, "val": view.x["train"]},
+        y={**view.y, "val": pool_y},
+        track={**view.track, "val": pool_track},
     )
     return Refit(
         network=network, data=calibration_view, val_probs=val_probs, folds=cut, epochs=epochs
