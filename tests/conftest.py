@@ -79,18 +79,25 @@ def start_ray_node(
     return proc
 
 
+def _stat(pid: int) -> list[str]:
+    """``/proc/PID/stat`` after the command: state, ppid, pgrp, session, …; ``[]`` once it
+    is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def _processes() -> list[tuple[int, list[str]]]:
+    """Every process, zombies included, with its :func:`_stat` fields."""
+    pids = (int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat"))
+    return [(pid, fields) for pid in pids if (fields := _stat(pid))]
+
+
 def _session(sid: int) -> list[int]:
     """Processes of session ``sid``: a node's daemons, and its workers (each in a group of
     its own)."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:  # after the command: state, ppid, pgrp, session
-            pids.append(int(stat.parent.name))
-    return pids
+    return [pid for pid, fields in _processes() if int(fields[3]) == sid]
 
 
 def stop_ray_node(proc: subprocess.Popen) -> None:
@@ -160,21 +167,9 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _stat(pid: int) -> list[str]:
-    """``/proc/PID/stat`` after the command: state, ppid, …; ``[]`` once it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return []
-
-
-def _running(pid: int) -> bool:
-    return _stat(pid)[:1] not in ([], ["Z"])
-
-
 def _children(pid: int) -> list[int]:
-    pids = (int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat"))
-    return [child for child in pids if _running(child) and _stat(child)[1:2] == [str(pid)]]
+    """Running (not zombie) children of ``pid``."""
+    return [child for child, fields in _processes() if fields[0] != "Z" and fields[1] == str(pid)]
 
 
 def _interrupt_workers(signum, frame):
