@@ -398,7 +398,7 @@ def _confidence_note(card: ModelCard) -> str:
 
 def _flags_note(card: ModelCard) -> str:
     """What a trained model reading no musicnn features lacks in its review flags (``""``
-    for any other model). README, "Genre sets with a coverage guarantee", has the figures."""
+    for any other model). README, "What the flags are worth, measured", has the figures."""
     if card.zero_shot or card.calibration is None or card.musicnn_models:
         return ""
     return (

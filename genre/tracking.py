@@ -358,8 +358,6 @@ class Champion:
     val: dict[str, Any]
     card: ModelCard
     counts: dict[str, Any]
-    #: How the network was fitted (:meth:`genre.refit.Refit.describe`; the card has it too).
-    fitted: dict[str, Any] = field(default_factory=dict)
 
 
 def _trial_artifacts(client, run_id: str, state: dict[str, Any], labels: list[str]) -> None:
@@ -492,7 +490,7 @@ class SearchOutcome:
     blend: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     review: dict[str, Any] = field(default_factory=dict)  # genre.posthoc.review_figures
-    fitted: dict[str, Any] = field(default_factory=dict)  # Champion.fitted
+    fitted: dict[str, Any] = field(default_factory=dict)  # the card's training["fitted"]
 
     def _calibration_lines(self) -> list[str]:
         # The outcome keeps the JSON form (it is saved beside the search); read it back typed.
@@ -627,7 +625,7 @@ def log(
         blend=post.blend.to_dict() if post.blend else None,
         notes=post.notes,
         review=post.review,
-        fitted=champion.fitted,
+        fitted=champion.card.training.get("fitted", {}),
     )
 
 

@@ -916,7 +916,6 @@ def champion(
         val=val,
         card=card_with_posthoc(card, post, segments),
         counts=data.counts,
-        fitted=fitted,
     )
 
 
