@@ -45,6 +45,7 @@ __all__ = [
     "list_tracks",
     "list_inputs",
     "split_tracks",
+    "hash_split",
     "gtzan_filtered_split",
     "gtzan_coverage",
     "is_gtzan",
@@ -257,10 +258,7 @@ def split_tracks(
     dict
         ``track_id → split name``.
     """
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ParameterError(
-            f"fractions={tuple(fractions)} must be three non-negative numbers summing to 1"
-        )
+    _check_fractions(fractions)
     if len(track_ids) != len(genres):
         raise ParameterError(
             f"{len(track_ids)} track ids but {len(genres)} genres: one genre per track"
@@ -285,6 +283,40 @@ def split_tracks(
                 "train" if i < n_train else "val" if i < n_train + n_val else "test"
             )
     return assignment
+
+
+def hash_split(
+    track_ids: list[str] | np.ndarray,
+    *,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+) -> dict[str, str]:
+    """Assign each track to ``train``, ``val`` or ``test`` by its own hash alone.
+
+    For tracks labelled after a split was drawn (:mod:`genre.corrections`): unlike
+    :func:`split_tracks`, whose cuts depend on every track of a genre, a track's split
+    here depends on its id and ``seed`` only, so labelling more tracks never moves one
+    already placed. Not stratified: the fractions hold on average, not per genre.
+
+    Returns
+    -------
+    dict
+        ``track_id → split name``.
+    """
+    _check_fractions(fractions)
+    train, val = fractions[0], fractions[0] + fractions[1]
+    assignment = {}
+    for track_id in map(str, track_ids):
+        u = _stable_unit(track_id, seed)
+        assignment[track_id] = "train" if u < train else "val" if u < val else "test"
+    return assignment
+
+
+def _check_fractions(fractions: tuple[float, float, float]) -> None:
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ParameterError(
+            f"fractions={tuple(fractions)} must be three non-negative numbers summing to 1"
+        )
 
 
 def _gtzan_key(track_id: str) -> str | None:

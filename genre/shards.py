@@ -353,6 +353,11 @@ class SegmentSet:
     cfg : FeatureConfig
     duplicates : int
         Rows dropped on read because another shard held the same segment.
+    shard_genre : np.ndarray [shape=(n,), dtype=object] or None
+        The shards' own genres when ``genre`` holds corrected labels
+        (:func:`genre.corrections.apply_corrections`): the split is drawn from these, so a
+        correction moves no track between train, validation and test. ``None``: not
+        corrected, ``genre`` is the shards'.
     """
 
     track_id: np.ndarray
@@ -362,6 +367,12 @@ class SegmentSet:
     features: dict[str, np.ndarray]
     cfg: FeatureConfig
     duplicates: int = 0
+    shard_genre: np.ndarray | None = None
+
+    @property
+    def folder_genre(self) -> np.ndarray:
+        """The genres the shards hold, before any correction (``shard_genre`` or ``genre``)."""
+        return self.genre if self.shard_genre is None else self.shard_genre
 
     def __len__(self) -> int:
         return len(self.track_id)
@@ -480,14 +491,20 @@ def with_other(segments: SegmentSet, root: str) -> SegmentSet:
     )
     segment = np.concatenate([segments.segment, other.segment])
     order = np.lexsort((segment, track_id.astype(str)))  # as read_segments: track, segment
+
+    def unlabelled_added(genre: np.ndarray | None) -> np.ndarray | None:
+        none = np.full(len(other), None, dtype=object)
+        return None if genre is None else np.concatenate([genre, none])[order]
+
     return SegmentSet(
         track_id=track_id[order],
         path=np.concatenate([segments.path, other.path])[order],
-        genre=np.concatenate([segments.genre, np.full(len(other), None, dtype=object)])[order],
+        genre=unlabelled_added(segments.genre),
         segment=segment[order],
         features={
             n: np.concatenate([segments.features[n], other.features[n]])[order] for n in names
         },
         cfg=segments.cfg,
         duplicates=segments.duplicates + other.duplicates,
+        shard_genre=unlabelled_added(segments.shard_genre),
     )

@@ -32,7 +32,14 @@ from typing import Any
 import numpy as np
 
 from genre.config import GENRES, OTHER_FOLDER, SPLIT_METHODS, FeatureConfig
-from genre.corpus import SPLITS, gtzan_coverage, gtzan_filtered_split, is_other, split_tracks
+from genre.corpus import (
+    SPLITS,
+    gtzan_coverage,
+    gtzan_filtered_split,
+    hash_split,
+    is_other,
+    split_tracks,
+)
 from genre.errors import ParameterError
 from genre.models import ModelConfig, build_model, compile_model
 from genre.report import evaluate as evaluate_probs
@@ -163,6 +170,53 @@ def _assign(
     return assignment, method
 
 
+def _corrected_assignment(
+    segments: SegmentSet, *, split: str, fractions: tuple[float, float, float], seed: int
+) -> tuple[dict[str, str], str]:
+    """The split of segments whose labels were corrected (:mod:`genre.corrections`): one
+    that no correction moves a track in.
+
+    The tracks the shards labelled are split by the shards' genres, exactly as without
+    corrections, so a relabelled test track stays a test track (trained on, it would
+    score the model on what it learnt). An ``_other/`` track given a genre keeps the split
+    outlier exposure gave it; any other newly labelled track gets one from its own hash
+    (:func:`genre.corpus.hash_split`), which no other track's label can change.
+    """
+    folder = segments.folder_genre
+    had = np.array([g is not None for g in folder], dtype=bool)
+    assignment, method = _assign(
+        segments.track_id[had],
+        folder[had],
+        split=split,
+        fractions=fractions,
+        seed=seed,
+        assignment=None,
+    )
+    labelled = {t for t, g in zip(segments.track_id, segments.genre, strict=True) if g is not None}
+    newcomers = sorted(labelled - set(assignment))
+    others = _other_assignment(segments, fractions=fractions, seed=seed)
+    fresh = hash_split([t for t in newcomers if t not in others], fractions=fractions, seed=seed)
+    return {**assignment, **{t: others[t] for t in newcomers if t in others}, **fresh}, method
+
+
+def _other_assignment(
+    segments: SegmentSet, *, fractions: tuple[float, float, float], seed: int
+) -> dict[str, str]:
+    """``track id → split`` of the out-of-taxonomy tracks (``_other/``, no genre in the
+    shards): seeded, one group, whatever split the genres got (no published list knows
+    them). Drawn over the shards' own labels, so a correction that gives one of them a
+    genre moves none of the others."""
+    tracks = sorted(
+        {
+            t
+            for t, g in zip(segments.track_id, segments.folder_genre, strict=True)
+            if g is None and is_other(t)
+        }
+    )
+    # One group for all of them, seeded like the genres: a track is in one split only.
+    return split_tracks(tracks, [OTHER_FOLDER] * len(tracks), fractions=fractions, seed=seed)
+
+
 def _check_finite(x: np.ndarray, track: np.ndarray) -> None:
     """Refuse segments whose features are not finite: one NaN spreads through the
     normalisation to every weight of every trial."""
@@ -192,7 +246,10 @@ def prepare(
     Parameters
     ----------
     segments : SegmentSet
-        From :func:`genre.shards.read_segments`; unlabelled segments are ignored.
+        From :func:`genre.shards.read_segments`; unlabelled segments are ignored. With
+        corrected labels (:func:`genre.corrections.apply_corrections`) each track trains
+        and is scored with its corrected genre, in the split the shards' own labels give
+        it (:func:`_corrected_assignment`).
     features : tuple of str
         Feature names to stack along the bins axis.
     split : {"auto", "random", "gtzan-filtered"}
@@ -224,9 +281,14 @@ def prepare(
     labels = _labels(genre)
     if len(labels) < 2:
         raise ParameterError(f"need at least two genres to train, found {labels}")
-    assignment, method = _assign(
-        track, genre, split=split, fractions=fractions, seed=seed, assignment=assignment
-    )
+    if assignment is None and segments.shard_genre is not None:
+        assignment, method = _corrected_assignment(
+            segments, split=split, fractions=fractions, seed=seed
+        )
+    else:
+        assignment, method = _assign(
+            track, genre, split=split, fractions=fractions, seed=seed, assignment=assignment
+        )
     which = np.array([assignment.get(t, "") for t in track])
     x_all = stack_features({n: v[labelled] for n, v in segments.features.items()}, tuple(features))
     _check_finite(x_all, track)
@@ -318,11 +380,7 @@ def _add_other(
         [g is None and is_other(t) for t, g in zip(segments.track_id, segments.genre, strict=True)]
     )
     track = segments.track_id[rows]
-    tracks = list(np.unique(track)) if len(rows) else []
-    # One group for all of them, seeded like the genres: a track is in one split only.
-    assignment = split_tracks(
-        tracks, [OTHER_FOLDER] * len(tracks), fractions=fractions, seed=data.seed
-    )
+    assignment = _other_assignment(segments, fractions=fractions, seed=data.seed)
     which = np.array([assignment[t] for t in track], dtype=object)
     x = stack_features({n: segments.features[n][rows] for n in data.features}, data.features)
     if len(rows):
