@@ -31,6 +31,7 @@ from genre.audio import MAX_DURATION_S
 from genre.calibration import DEFAULT_MAX_SET, Calibration
 from genre.config import AGGREGATES, DEFAULT_PRETRAINED, PRETRAINED, FeatureConfig, sqlite_path
 from genre.conformal import Conformal
+from genre.corrections import LabelCorrections
 from genre.embeddings import describe, patch_shape
 from genre.errors import ConfigMismatchError, ParameterError, first_line
 from genre.models import ModelConfig
@@ -94,10 +95,15 @@ class ModelCard:
         held-out scores (:attr:`conformal`) in cards made since they exist.
     blend : Blend or None
         The zero-shot prior the head's probabilities are mixed with, and its weight.
+    corrections : LabelCorrections or None
+        The ``--labels`` files whose genres went over the shards' (each one's SHA-256 and
+        how many labels it gave), and what they changed; ``None``: the shards' labels alone
+        (and every card made before ``--labels`` existed).
 
-    ``model_config``, ``calibration`` and ``blend`` may be given as their serialised dicts
-    (as :meth:`to_metadata` writes them): they are parsed here (:func:`parse_head`,
-    :meth:`Calibration.from_dict`, :meth:`Blend.from_dict`).
+    ``model_config``, ``calibration``, ``blend`` and ``corrections`` may be given as their
+    serialised dicts (as :meth:`to_metadata` writes them): they are parsed here
+    (:func:`parse_head`, :meth:`Calibration.from_dict`, :meth:`Blend.from_dict`,
+    :meth:`LabelCorrections.from_dict`).
     """
 
     labels: tuple[str, ...]
@@ -111,6 +117,7 @@ class ModelCard:
     extractor: dict[str, Any] | None = None
     calibration: Calibration | None = None
     blend: Blend | None = None
+    corrections: LabelCorrections | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
@@ -124,6 +131,8 @@ class ModelCard:
             object.__setattr__(self, "calibration", Calibration.from_dict(self.calibration))
         if isinstance(self.blend, Mapping):
             object.__setattr__(self, "blend", Blend.from_dict(self.blend))
+        if isinstance(self.corrections, Mapping):
+            object.__setattr__(self, "corrections", LabelCorrections.from_dict(self.corrections))
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
             raise ParameterError(
                 f"a model card needs two or more distinct labels, got {list(self.labels)}"
@@ -204,6 +213,7 @@ class ModelCard:
         d["model_config"] = head_dict(self.model_config)
         d["calibration"] = self.calibration.to_dict() if self.calibration else None
         d["blend"] = self.blend.to_dict() if self.blend else None
+        d["corrections"] = self.corrections.to_dict() if self.corrections else None
         d["format"] = _FORMAT
         return json.loads(json.dumps(d, default=_plain))
 

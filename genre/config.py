@@ -300,6 +300,10 @@ class SearchSettings:
     #: calibration and genre sets cross-fitted over this many folds (0: keep the best
     #: trial's weights, calibrated on val). Not part of the search's name.
     refit_folds: int = REFIT_FOLDS
+    #: Corrections files (``path,genre``, the review page's ``corrections.csv``) whose genres
+    #: go over the shards' before the split (:mod:`genre.corrections`); later files win.
+    #: They change training, so their contents' hashes are part of the search's name.
+    labels: tuple[str, ...] = ()
     grace_clamped: bool = False
 
     def __post_init__(self) -> None:
@@ -368,6 +372,11 @@ class SearchSettings:
         k = self.refit_folds
         if isinstance(k, bool) or not isinstance(k, int) or k < 0 or k == 1:
             raise ParameterError(f"--refit-folds={k!r} must be 0 (no refit) or an integer ≥ 2")
+        object.__setattr__(self, "labels", tuple(self.labels or ()))
+        for path in self.labels:
+            if not os.path.isfile(path):
+                problem = "is not a file" if os.path.exists(path) else "does not exist"
+                raise ParameterError(f"--labels {path!r} {problem}")
         if self.grace_epochs > self.max_epochs:
             object.__setattr__(self, "grace_epochs", self.max_epochs)
             object.__setattr__(self, "grace_clamped", True)
@@ -408,6 +417,11 @@ class SearchSettings:
         for key in ("shards", "other"):
             if keys.get(key) is not None and "://" not in keys[key]:
                 keys[key] = os.path.abspath(keys[key])
+        # The corrections by content, in order (later files win): the same files under
+        # another name resume the search, an edited file starts another.
+        labels = keys.pop("labels")
+        if labels:
+            keys["labels_sha256"] = [_sha256_file(path) for path in labels]
         digest = hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[
             :10
         ]
@@ -434,6 +448,21 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     if not tracking_uri.startswith("sqlite:///"):
         return None
     return Path(tracking_uri[len("sqlite:///") :].split("?", 1)[0]).expanduser().resolve()
+
+
+def _sha256_file(path: str) -> str:
+    """The SHA-256 of a file's bytes (``--labels``' part of a search's name).
+
+    Raises
+    ------
+    ParameterError
+        The file cannot be read.
+    """
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as exc:
+        raise ParameterError(f"--labels {path!r} cannot be read ({exc.strerror})") from None
 
 
 def _place(path: str) -> str:

@@ -25,6 +25,7 @@ from genre.backend import pip_requirements
 from genre.calibration import Calibration
 from genre.card import CARD_ARTIFACT, METADATA_KEY, ModelCard
 from genre.config import SearchSettings, sqlite_path
+from genre.corrections import LabelCorrections
 from genre.errors import ParameterError, first_line
 from genre.posthoc import Blend, PostHoc
 from genre.report import (
@@ -491,6 +492,7 @@ class SearchOutcome:
     notes: list[str] = field(default_factory=list)
     review: dict[str, Any] = field(default_factory=dict)  # genre.posthoc.review_figures
     fitted: dict[str, Any] = field(default_factory=dict)  # the card's training["fitted"]
+    corrections: dict[str, Any] | None = None  # the card's, as JSON (LabelCorrections)
 
     def _calibration_lines(self) -> list[str]:
         # The outcome keeps the JSON form (it is saved beside the search); read it back typed.
@@ -543,6 +545,7 @@ class SearchOutcome:
             f"tune: {len(self.trials)} trials, {sum(t['epochs'] for t in self.trials)} "
             f"trial-epochs in {self.wall_s:.0f} s"
             f"{' (resumed)' if self.resumed else ''}",
+            *_corrections_lines(self.corrections),
             f"  best: {best['kind']} on {best['features']} (lr {best['learning_rate']:.1e}, "
             f"batch {best['batch_size']}, "
             f"width {best['width']}, dropout {best['dropout']:.2f})",
@@ -626,7 +629,13 @@ def log(
         notes=post.notes,
         review=post.review,
         fitted=champion.card.training.get("fitted", {}),
+        corrections=champion.card.corrections.to_dict() if champion.card.corrections else None,
     )
+
+
+def _corrections_lines(corrections: dict[str, Any] | None) -> list[str]:
+    """How many labels came from ``--labels`` files, in a line (none without them)."""
+    return [f"  {LabelCorrections.from_dict(corrections).format()}"] if corrections else []
 
 
 def _fitted_lines(fitted: dict[str, Any]) -> list[str]:

@@ -38,6 +38,7 @@ from ray.tune import Callback
 from genre import backend
 from genre.card import ModelCard, card_for, check_tracking_scheme, check_tracking_uri
 from genre.config import DEFAULT_PRETRAINED, FeatureConfig, SearchSettings
+from genre.corrections import LabelCorrections, apply_corrections, read_corrections
 from genre.embeddings import describe
 from genre.errors import ParameterError
 from genre.models import HEAD_KINDS, SEED_KINDS
@@ -271,11 +272,19 @@ class SearchPlan:
         feature set trains on it, the champion is evaluated on it.
     mapping : TagMapping or None
         The zero-shot mapping the champion is blended with (``None``: no blend).
+    segments : SegmentSet or None
+        The segments the search trains on: those given to :func:`validate`, with the
+        ``--labels`` corrections' genres when there are any (``None``: those given).
+    corrections : LabelCorrections or None
+        What the ``--labels`` files did (``None``: no ``--labels``), for the summary and
+        the champion's card.
     """
 
     features: dict[str, tuple[str, ...]]
     data: dict[tuple[str, ...], PreparedData]
     mapping: TagMapping | None
+    segments: SegmentSet | None = None
+    corrections: LabelCorrections | None = None
 
 
 def training_segments(settings: SearchSettings) -> SegmentSet:
@@ -297,14 +306,21 @@ def check_search(segments: SegmentSet, settings: SearchSettings) -> SearchPlan:
     """Fail before anything starts when the shards cannot train a model kind of the
     search; else the plan, with the data prepared once per feature set.
 
+    The ``--labels`` files are read and their genres put over the shards' here
+    (:mod:`genre.corrections`), before the split.
+
     Raises
     ------
     ParameterError
-        A bad ``--mapping``, missing features, no labels, fewer than two genres, an empty
-        split, or features of the wrong form for a kind (heads take pretrained vectors,
-        the others ``(frames, bins)`` features).
+        A bad ``--mapping``, a bad ``--labels`` file or a genre the shards do not name,
+        missing features, no labels, fewer than two genres, an empty split, or features
+        of the wrong form for a kind (heads take pretrained vectors, the others
+        ``(frames, bins)`` features).
     """
     mapping = load_mapping(settings.mapping) if settings.blend else None
+    corrections = None
+    if settings.labels:
+        segments, corrections = apply_corrections(segments, *read_corrections(settings.labels))
     if settings.other and not any(str(t).startswith(OTHER_MOUNT) for t in segments.track_id):
         raise ParameterError(
             f"--other {settings.other!r}: its tracks are not in the segments (read them with "
@@ -331,7 +347,13 @@ def check_search(segments: SegmentSet, settings: SearchSettings) -> SearchPlan:
                     else f"{kind} reads (frames, bins) features (mfcc, chroma, mel)"
                 )
             )
-    return SearchPlan(features=features, data=data, mapping=mapping)
+    return SearchPlan(
+        features=features,
+        data=data,
+        mapping=mapping,
+        segments=segments,
+        corrections=corrections,
+    )
 
 
 def validate(segments: SegmentSet, settings: SearchSettings) -> SearchPlan:
@@ -555,6 +577,7 @@ def run_search(
     """
     started = time.perf_counter()
     plan = validate(segments, settings) if plan is None else plan
+    segments = plan.segments if plan.segments is not None else segments  # corrected labels
     check_resources(settings)
     # One run per search folder: two identical commands at once would share Tune's state
     # and register the champion twice; the second is refused with one line.
@@ -908,6 +931,7 @@ def champion(
             **({"review": post.review} if post.review else {}),
         },
     )
+    card = dataclasses.replace(card, corrections=plan.corrections)
     return Champion(
         trial=best,
         network=network,

@@ -4,11 +4,13 @@ The best trial's model is registered with the alias ``champion``.
 
     python -m jobs.tune SHARDS [--models short_chunk_cnn,crnn,cnn] [--num-samples N]
                                [--max-epochs N] [--tracking-uri URI] [--register-as NAME]
-                               [--address ADDR]
+                               [--labels corrections.csv ...] [--address ADDR]
 
 Without ``--models``, shards that hold musicnn features add the heads mlp_head and linear.
 Tracks under the corpus's ``_other/`` (and every track of ``--other DIR``, shards of audio
 that is none of the genres) are outlier exposure: trained towards uniform probabilities.
+
+``--labels`` puts a review page's corrections over the shards' labels (genre.corrections).
 
 Re-running the same command resumes an interrupted search (or reports a finished one).
 """
@@ -72,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
         "on _other/ and --other tracks; 0: measured on, not trained on" + default)
     add("--refit-folds", type=int, default=S.refit_folds, help="train the best configuration "
         "again on train + val, calibrated on K-fold out-of-fold predictions; 0: no" + default)
+    add("--labels", action="append", metavar="CSV", help="corrections (path,genre: the review "
+        "page's corrections.csv) over the shards' labels; repeatable, later files win")
     add("--split", choices=SPLIT_METHODS, default=S.split,
         help="by-track split (auto: GTZAN lists when the corpus is GTZAN)")
     add("--seed", type=int, default=S.seed, help="seed of the split and of the search" + default)
@@ -95,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 _AS_IS = (
     "grace_epochs reduction_factor patience cpus_per_trial gpus_per_trial mixed_precision mapping "
     "coverage other outlier_weight refit_folds scheduler split seed experiment register_as storage "
-    "name"
+    "name labels"
 ).split()
 
 
