@@ -3,6 +3,7 @@
     synth ─▶ extract ─▶ tune (ASHA, MLflow, registered champion) ─▶ label (+ broken files)
           ─▶ zero-shot label (musicnn tags → genres)
           ─▶ results head, accuracy against the known genres, pictures
+          ─▶ corrections: two flagged tracks corrected, one trial tuned again on them
 
 Every step is the library call its job makes, so the demo shows exactly what the
 jobs do; each step resumes, so re-running the demo after an interruption finishes
@@ -17,6 +18,8 @@ the work instead of starting over. Outputs, under one folder::
     labels/          label output (one row per file) and its review page, _report.html
     labels-zero-shot/  the same corpus labelled zero-shot (musicnn tags → genres, no training)
     figures/         confusion matrix, learning curves, per-genre waveform/log-mel/MFCC
+    corrections.csv  two flagged tracks' genres, as the review page downloads them; the
+                     search tuned again with ``--labels`` on it registers ``genre-corrected``
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from genre import backend
 from genre.audio import load
 from genre.card import zero_shot_model
 from genre.config import FEATURES, GENRES, FeatureConfig, SearchSettings
+from genre.corrections import LabelCorrections
 from genre.extraction import run_extract
 from genre.labeling import LabelSettings, model_from_network, read_results, resolve_model, run_label
 from genre.models import HEAD_KINDS, ModelConfig
@@ -106,6 +110,7 @@ def run_demo(settings: DemoSettings) -> dict:
     frame = _results_step(out / "labels", zero_shot)
     figures_ = _figures(outcome, tracking_uri, corpus, out / "figures", settings)
     scores = _accuracy(frame, model.card)
+    corrected = _corrections_step(out, frame, settings, tracking_uri)
     print(
         f"\ntrack-level accuracy against the known genres (mean of segment probabilities):\n"
         f"  held-out test tracks, never seen in training: {scores['test']:.3f} "
@@ -120,6 +125,7 @@ def run_demo(settings: DemoSettings) -> dict:
         f"held-out tracks of styles none of the ten (_other/, not trained on)"
         f"{_reasons(scores['other_reasons'])}\n"
         f"  broken files reported with an error: {scores['errors']} of {len(broken)}\n"
+        f"\n{corrected}\n"
         f"\npictures: {', '.join(str(p) for p in figures_)}\n"
         f"results: {out / 'labels'} (pandas.read_parquet works on the folder; CSV at "
         f"{summary.csv}); zero-shot: {out / 'labels-zero-shot'}\n"
@@ -134,7 +140,7 @@ def run_demo(settings: DemoSettings) -> dict:
 
 
 def _synth_step(corpus: Path, settings: DemoSettings) -> Path:
-    t0 = _step("1/6 synth: the built-in demo corpus")
+    t0 = _step("1/7 synth: the built-in demo corpus")
     expected = len(GENRES) * settings.per_genre + len(OTHER_STYLES) * settings.per_style
     if corpus.is_dir() and sum(1 for p in corpus.rglob("*") if p.is_file()) == expected:
         print(f"corpus already written: {corpus} ({expected} tracks)")
@@ -157,14 +163,14 @@ def _synth_step(corpus: Path, settings: DemoSettings) -> Path:
 
 
 def _extract_step(corpus: Path, shards: Path, settings: DemoSettings) -> None:
-    _step("2/6 extract: audio → Parquet segment shards (Ray Data)")
+    _step("2/7 extract: audio → Parquet segment shards (Ray Data)")
     init_ray(num_cpus=settings.num_cpus)
     cfg = FeatureConfig(features=settings.features)
     print(run_extract(str(corpus), str(shards), cfg=cfg).format())
 
 
 def _tune_step(out: Path, settings: DemoSettings):
-    _step("3/6 tune: Ray Tune + ASHA, logged to MLflow, best model registered")
+    _step("3/7 tune: Ray Tune + ASHA, logged to MLflow, best model registered")
     tracking_uri = f"sqlite:///{out / 'mlflow.db'}"
     search = SearchSettings(
         shards=str(out / "shards"),
@@ -182,7 +188,7 @@ def _tune_step(out: Path, settings: DemoSettings):
 
 
 def _label_step(out: Path, corpus: Path, outcome, tracking_uri: str):
-    _step("4/6 label: the corpus plus a few broken files → results table")
+    _step("4/7 label: the corpus plus a few broken files → results table")
     broken = write_broken_files(out / "broken")
     listing = out / "to_label.txt"
     listing.write_text("".join(f"{p}\n" for p in sorted(corpus.rglob("*.*")) + broken))
@@ -197,7 +203,7 @@ def _label_step(out: Path, corpus: Path, outcome, tracking_uri: str):
 def _zero_shot_step(out: Path, corpus: Path) -> dict:
     """The corpus labelled with musicnn's tags mapped to genres: no training at all."""
 
-    _step("5/6 zero-shot: musicnn's tags mapped to genres, no training")
+    _step("5/7 zero-shot: musicnn's tags mapped to genres, no training")
     model = zero_shot_model(load_mapping())
     print(run_label(str(corpus), str(out / "labels-zero-shot"), model=model).format())
     frame = read_results(str(out / "labels-zero-shot"))
@@ -220,7 +226,7 @@ def _sample(frame):
 def _results_step(labels: Path, zero_shot: dict):
     import pandas as pd
 
-    _step("6/6 results")
+    _step("6/7 results")
     columns = [
         "file",
         "genre",
@@ -252,6 +258,54 @@ def _results_step(labels: Path, zero_shot: dict):
         zs = _sample(zs)
         print(zs[["file", "genre", "confidence", "top tags"]].to_string(index=False))
     return frame
+
+
+def _corrections_step(out: Path, frame, settings: DemoSettings, tracking_uri: str) -> str:
+    """The review loop closed: two flagged tracks of the genre folders corrected as a
+    person would on the review page (to the genre the demo knows they are), and one trial
+    tuned again with those corrections (``jobs.tune --labels``), registered apart as
+    ``genre-corrected`` so the champion the demo labelled with stays the champion.
+
+    Returns the line that says so."""
+    import csv
+
+    _step("7/7 corrections: two flagged tracks corrected, one trial tuned again on them")
+    picks = _to_correct(frame)
+    path = out / "corrections.csv"
+    with open(path, "w", newline="") as f:  # as the review page writes it
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerows([("path", "genre"), *zip(picks.path, picks.truth, strict=True)])
+    heads = [m for m in ("linear", "mlp_head") if m in settings.models]  # the quickest kind
+    search = SearchSettings(
+        shards=str(out / "shards"),
+        models=(heads or list(settings.models))[:1],
+        num_samples=1,
+        max_epochs=min(settings.max_epochs, 10),
+        grace_epochs=settings.grace_epochs,
+        refit_folds=0,
+        tracking_uri=tracking_uri,
+        storage=str(out / "ray_results"),
+        register_as="genre-corrected",
+        labels=(str(path),),
+    )
+    outcome = run_search(read_segments(str(out / "shards")), search, progress=False)
+    print(outcome.format())
+    done = LabelCorrections.from_dict(outcome.corrections)
+    return (
+        f"corrections: {done.labels} labels from {path.name} ({done.relabelled} relabelled, "
+        f"{done.confirmed} as the folder said) → {outcome.registered} version {outcome.version}"
+    )
+
+
+def _to_correct(frame, n: int = 2):
+    """The ``n`` tracks of the genre folders a reviewer would correct first: flagged and
+    wrong, then flagged, then the least confident; with their folder genre (``truth``)."""
+    tracks = frame[frame.error.isna()].copy()
+    tracks["truth"] = tracks.path.map(lambda p: Path(p).parent.name)
+    tracks = tracks[tracks.truth != "_other"]
+    flagged, right = tracks.needs_review.astype(bool), tracks.genre == tracks.truth
+    tracks["order"] = (~flagged).astype(int) * 2 + right.astype(int)
+    return tracks.sort_values(["order", "confidence", "path"]).head(n)
 
 
 def _accuracy(frame, card) -> dict:

@@ -5,7 +5,8 @@
                                             # the wiring in about a minute
 
 synth → extract → tune → label (plus a few broken files) → results head, track-level
-accuracy, pictures. Re-running resumes where an interrupted run stopped.
+accuracy, pictures → two flagged tracks corrected and one trial tuned again with them
+(``jobs.tune --labels``). Re-running resumes where an interrupted run stopped.
 """
 
 from __future__ import annotations

@@ -13,14 +13,18 @@ def test_demo_smoke_test_runs_every_step_and_reports_accuracy(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
-    steps = ("1/6 synth", "2/6 extract", "3/6 tune", "4/6 label", "5/6 zero-shot", "6/6 results")
-    for step in steps:
-        assert step in out
+    steps = ("synth", "extract", "tune", "label", "zero-shot", "results", "corrections")
+    for i, step in enumerate(steps, 1):
+        assert f"{i}/7 {step}" in out
     assert "zero-shot (no training" in out and "musicnn's top tags per track" in out
     assert "42 tracks → 84 segments" in out  # 30 of the genres, 12 of _other/ (6 styles)
     assert "registered genre version 1" in out
     assert "42 labelled, 4 failed" in out
     assert "broken files reported with an error: 4 of 4" in out
+    # The review loop closed: two corrections taken back by one trial tuned again on them.
+    assert "labels: 2 from corrections (files corrections.csv sha256 " in out
+    assert "corrections: 2 labels from corrections.csv" in out
+    assert "→ genre-corrected version 1" in out
     assert "_other/" in out and "review_reason" in out and "genres" in out
     assert "genre sets on the held-out test tracks:" in out and "(coverage " in out
     assert "genre sets: lac at coverage 0.90, from " in out and "set sizes: " in out
