@@ -3,7 +3,8 @@
     synth ─▶ extract ─▶ tune (ASHA, MLflow, registered champion) ─▶ label (+ broken files)
           ─▶ zero-shot label (musicnn tags → genres)
           ─▶ results head, accuracy against the known genres, pictures
-          ─▶ corrections: two flagged tracks corrected, one trial tuned again on them
+          ─▶ corrections: two tracks a reviewer looks at first corrected, one trial tuned
+             again on them
 
 Every step is the library call its job makes, so the demo shows exactly what the
 jobs do; each step resumes, so re-running the demo after an interruption finishes
@@ -18,7 +19,7 @@ the work instead of starting over. Outputs, under one folder::
     labels/          label output (one row per file) and its review page, _report.html
     labels-zero-shot/  the same corpus labelled zero-shot (musicnn tags → genres, no training)
     figures/         confusion matrix, learning curves, per-genre waveform/log-mel/MFCC
-    corrections.csv  two flagged tracks' genres, as the review page downloads them; the
+    corrections.csv  two reviewed tracks' genres, as the review page downloads them; the
                      search tuned again with ``--labels`` on it registers ``genre-corrected``
 """
 
@@ -261,16 +262,24 @@ def _results_step(labels: Path, zero_shot: dict):
 
 
 def _corrections_step(out: Path, frame, settings: DemoSettings, tracking_uri: str) -> str:
-    """The review loop closed: two flagged tracks of the genre folders corrected as a
-    person would on the review page (to the genre the demo knows they are), and one trial
+    """The review loop closed: the two tracks of the genre folders a reviewer looks at
+    first (flagged, else the least confident: the demo's champion often flags none of
+    them) corrected as a person would on the review page, to the genre the demo knows
+    they are, and one trial
     tuned again with those corrections (``jobs.tune --labels``), registered apart as
     ``genre-corrected`` so the champion the demo labelled with stays the champion.
 
     Returns the line that says so."""
     import csv
 
-    _step("7/7 corrections: two flagged tracks corrected, one trial tuned again on them")
+    _step("7/7 corrections: two tracks corrected as on the review page, one trial tuned again")
     picks = _to_correct(frame)
+    for pick in picks.itertuples():
+        why = f"flagged {pick.review_reason}" if pick.needs_review else "not flagged"
+        print(
+            f"corrected {'/'.join(Path(pick.path).parts[-2:])}: labelled {pick.genre} at "
+            f"confidence {pick.confidence:.2f} ({why}) → {pick.truth}"
+        )
     path = out / "corrections.csv"
     with open(path, "w", newline="") as f:  # as the review page writes it
         writer = csv.writer(f, lineterminator="\n")

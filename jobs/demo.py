@@ -5,7 +5,7 @@
                                             # the wiring in about a minute
 
 synth → extract → tune → label (plus a few broken files) → results head, track-level
-accuracy, pictures → two flagged tracks corrected and one trial tuned again with them
+accuracy, pictures → two tracks corrected (flagged first) and one trial tuned again with them
 (``jobs.tune --labels``). Re-running resumes where an interrupted run stopped.
 """
 
