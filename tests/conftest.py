@@ -268,6 +268,7 @@ _LONGEST_FIRST = (
     "test_ray_start.py",
     "test_audio_shapes.py",
     "test_demo.py",
+    "test_s3.py",
 )
 
 
@@ -360,8 +361,16 @@ def free_port() -> int:
             return port
 
 
-def start_mlflow_server(root: Path, *, timeout_s: float = 90.0) -> tuple[subprocess.Popen, str]:
-    """A real ``mlflow server`` on a free loopback port: SQLite backend, local artifact store."""
+def start_mlflow_server(
+    root: Path,
+    *,
+    artifacts: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 90.0,
+) -> tuple[subprocess.Popen, str]:
+    """A real ``mlflow server`` on a free loopback port: SQLite backend, artifacts proxied
+    to ``artifacts`` (default: a local folder under ``root``; ``s3://…`` with the store's
+    endpoint and credentials in ``env``)."""
     import urllib.request
 
     root.mkdir(parents=True, exist_ok=True)
@@ -383,14 +392,14 @@ def start_mlflow_server(root: Path, *, timeout_s: float = 90.0) -> tuple[subproc
             "--backend-store-uri",
             f"sqlite:///{root / 'mlflow.db'}",
             "--artifacts-destination",
-            str(root / "artifacts"),
+            artifacts or str(root / "artifacts"),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
         # MLflow 3 starts a job runner and seven huey consumers beside the server, for
         # features genre does not use: seconds of CPU at each start on 2 cores.
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})},
     )
     deadline = time.time() + timeout_s
     try:
