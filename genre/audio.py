@@ -126,9 +126,8 @@ _BLOCK_S = 60.0
 _SHORT_S, _SHORT_FRACTION = 0.2, 0.005
 #: FFmpeg skips a damaged packet and goes on; this many in a row means the rest is gone.
 _MAX_BAD_PACKETS = 50
-#: Bytes read at a time from an object store (one ranged GET each): a tenth of a second
-#: of a GET's latency buys this much at S3's usual throughput, and a 3 s window of
-#: 22.05 kHz PCM is about half of it.
+#: Bytes read at a time from an object store (one ranged GET each): a minute of CD audio
+#: is some forty requests, and a 3 s window of 22.05 kHz PCM (132 kB) one or two.
 _URI_READ_BYTES = 256 * 1024
 
 Source = str | os.PathLike | IO[bytes]

@@ -186,6 +186,24 @@ def test_of_runs_locking_one_s3_folder_at_once_exactly_one_wins(s3, aws_env):
         assert fs.get_file_info(f"{BUCKET}/race-{race}/_lock").type.name == "NotFound"
 
 
+def test_without_boto3_the_s3_lock_is_checked_then_written_with_a_note_once(
+    s3, aws_env, monkeypatch, capsys
+):
+    import sys
+
+    from genre import store
+    from genre.errors import ParameterError
+
+    monkeypatch.setitem(sys.modules, "boto3", None)  # import boto3 raises ImportError
+    monkeypatch.setattr(store, "_NOTED", set())
+    with store.FolderLock(f"s3://{BUCKET}/no-boto3", command="first"):
+        with pytest.raises(ParameterError, match="is being written by first"):
+            store.FolderLock(f"s3://{BUCKET}/no-boto3", command="second").acquire()
+    assert capsys.readouterr().err.count("boto3 is not installed") == 1
+    puts = [r for r in s3.log if r.method == "PUT" and r.path == f"/{BUCKET}/no-boto3/_lock"]
+    assert puts  # written by pyarrow, after a check
+
+
 # ----------------------------------------------------------------------------- ?endpoint_override=
 
 
