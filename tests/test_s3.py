@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import browser
 from tests.conftest import (
     free_port,
     run_job,
@@ -240,6 +241,42 @@ def test_an_endpoint_in_the_uri_reaches_the_store_for_listing_reading_locking_an
     assert link.startswith(f"{s3.endpoint}/{BUCKET}/in-uri/rock/a%20song.wav?")
     with urllib.request.urlopen(link, timeout=30) as response:
         assert response.read() == song.read_bytes()
+
+
+# ----------------------------------------------------------------------------- the page
+
+
+@pytest.mark.skipif(
+    browser.chromium() is None,
+    reason="headless Chromium is not installed (apt-get install chromium): page not opened",
+)
+def test_the_page_plays_audio_from_the_bucket_through_its_presigned_link(s3, aws_env, tmp_path):
+    """The page's script builds each player's link from the embedded parts, and the
+    browser fetches the audio's header through it from the server."""
+    from genre.results import read_results
+    from genre.review_page import PAGE_NAME, render_page, sample_results
+
+    song = write_audio(tmp_path / "song.wav", tone(seconds=4, sample_rate=22050), sample_rate=22050)
+    with s3.filesystem().open_output_stream(f"{BUCKET}/page/a song.wav") as f:
+        f.write(song.read_bytes())
+    root = tmp_path / "labels"
+    sample_results(str(root), tracks=8)
+    frame = read_results(str(root))
+    frame["path"] = f"s3://{BUCKET}/page/a%20song.wav"  # as listing an s3:// INPUT writes it
+    (root / PAGE_NAME).write_text(render_page(frame, root=str(root)), encoding="utf-8")
+    s3.log.clear()
+    with browser.Browser(tmp_path / "chromium") as chromium:
+        tab = chromium.open(root / PAGE_NAME)
+        tab.wait_for("document.querySelectorAll('#queue-body tr').length > 0")
+        audio = "document.querySelector('#queue-body audio')"
+        src = tab.js(f"{audio}.getAttribute('src')")
+        assert src.startswith(f"{s3.endpoint}/{BUCKET}/page/a%20song.wav?X-Amz-Algorithm=")
+        assert "&X-Amz-Signature=" in src and src.endswith("#t=0,3")
+        tab.js(f"(() => {{ const a = {audio}; a.preload = 'metadata'; a.load(); }})()")
+        tab.wait_for(f"{audio}.readyState >= 1 || {audio}.error !== null")
+        assert tab.js(f"{audio}.error") is None
+        assert tab.js(f"{audio}.duration") == pytest.approx(4.0)
+    assert any(r.method == "GET" and r.path == f"/{BUCKET}/page/a song.wav" for r in s3.log)
 
 
 # ----------------------------------------------------------------------------- the pipeline
