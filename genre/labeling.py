@@ -603,12 +603,12 @@ def label_file(
         Pretrained weights the model's features need are missing or not the same.
     """
     settings = settings or LabelSettings(top_k=5, tags=0)
+    check_extractors(model.card.label_config)
     gpu = False
     if settings.frontend == "auto":  # a GPU this process sees: the front end runs on it
         backend.configure()
         gpu = backend.gpu_count() > 0
     plan = settings.plan(model.card, gpu=gpu)
-    check_extractors(model.card.label_config)
     batch = featurize(
         {"path": np.array([path], object), "track_id": np.array([path], object)}, plan=plan
     )
