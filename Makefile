@@ -13,7 +13,6 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements-musicnn.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[cpu,dev]'
 	$(PY) -m pip install -q --no-deps --require-hashes -r requirements-musicnn.txt
 	touch $(STAMP)
@@ -25,7 +24,7 @@ demo: $(STAMP)
 # starting processes (TensorFlow's import alone is ~6 s of a CPU), so one process leaves
 # the second core idle half the time. WORKERS=0 runs it in one process.
 WORKERS ?= 2
-XDIST   := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile)
+XDIST   := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile --no-loadscope-reorder)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(XDIST)

@@ -32,7 +32,7 @@ from genre.calibration import DEFAULT_MAX_SET, Calibration
 from genre.config import AGGREGATES, DEFAULT_PRETRAINED, PRETRAINED, FeatureConfig, sqlite_path
 from genre.conformal import Conformal
 from genre.corrections import LabelCorrections
-from genre.embeddings import describe, patch_shape
+from genre.embeddings import describe, patch_shape, waveform_samples
 from genre.errors import ConfigMismatchError, ParameterError, first_line
 from genre.models import ModelConfig
 from genre.posthoc import Blend, embedding_extractors
@@ -361,6 +361,11 @@ class LabelPlan:
         :attr:`ModelCard.companions`' and, when tags are asked for, one model of each
         vocabulary (MSD, MagnaTagATune): the run's own, else musicnn's
         (``genre.config.DEFAULT_PRETRAINED``).
+    frontend : str
+        Where log-mel is computed: ``host`` (numpy, in the decode tasks) or ``device``
+        (inside the predictor's compiled step, :mod:`genre.frontend`: the decode tasks
+        hand on waveforms). The label driver picks ``device`` when its predictors have a
+        GPU (``--frontend auto``); on CPUs numpy's FFT is cheaper.
     """
 
     card: ModelCard
@@ -374,6 +379,7 @@ class LabelPlan:
     review_domain_shift: bool = False
     tags: int = 0
     extractors: tuple[str, ...] = ()
+    frontend: str = "host"
 
     @classmethod
     def from_card(
@@ -389,6 +395,7 @@ class LabelPlan:
         max_set: int = DEFAULT_MAX_SET,
         review_domain_shift: bool = False,
         tags: int | None = None,
+        frontend: str = "host",
     ) -> LabelPlan:
         """The plan of a label run of ``card``.
 
@@ -400,8 +407,11 @@ class LabelPlan:
         Raises
         ------
         ParameterError
-            An unknown aggregation, or a ``coverage`` for a card without genre sets.
+            An unknown aggregation or front end, or a ``coverage`` for a card without
+            genre sets.
         """
+        if frontend not in ("host", "device"):
+            raise ParameterError(f"frontend={frontend!r}: choose host or device")
         aggregate = aggregate or card.aggregate
         if aggregate not in AGGREGATES:
             raise ParameterError(
@@ -431,6 +441,7 @@ class LabelPlan:
             review_domain_shift=review_domain_shift,
             tags=tags,
             extractors=tuple(p for p in PRETRAINED if p in extractors),
+            frontend=frontend,
         )
 
     @property
@@ -458,10 +469,35 @@ class LabelPlan:
         return bool(self.extractors) and not self.reads_columns
 
     @property
+    def musicnn_on_device(self) -> bool:
+        """musicnn's log-mel is computed in the predictor's compiled step: the decode tasks
+        hand on 16 kHz waveforms in its place."""
+        return self.frontend == "device" and bool(self.extractors)
+
+    @property
+    def model_on_device(self) -> bool:
+        """The model's own log-mel (a model on ``mel`` alone) is computed in its compiled
+        step: the decode tasks hand on the segments' waveforms. MFCC and chroma stay on the
+        host, and so does a mel whose hop does not divide its window (the device front end
+        frames by whole hops)."""
+        cfg = self.feature_config
+        return (
+            self.frontend == "device"
+            and self.features == ("mel",)
+            and cfg.n_fft % cfg.hop_length == 0
+        )
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         """One decoded segment as the decode tasks hand it on: musicnn's ``(187, 96)``
-        patch when :attr:`reads_columns`, else the card's ``(frames, bins)``."""
-        return patch_shape() if self.reads_columns else self.card.input_shape
+        patch (or its 16 kHz waveform) when :attr:`reads_columns`, the segment's waveform
+        when :attr:`model_on_device`, else the card's ``(frames, bins)``."""
+        cfg = self.feature_config
+        if self.reads_columns:
+            return (waveform_samples(cfg),) if self.musicnn_on_device else patch_shape()
+        if self.model_on_device:
+            return (cfg.segment_samples,)
+        return self.card.input_shape
 
 
 def keras_input_shape(keras_bytes: bytes) -> tuple[int, ...]:

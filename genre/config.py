@@ -31,6 +31,7 @@ __all__ = [
     "COLUMNS",
     "GENRES",
     "AGGREGATES",
+    "FRONTENDS",
     "SPLIT_METHODS",
     "SCHEDULERS",
     "OTHER_FOLDER",
@@ -83,6 +84,11 @@ MODEL_KINDS = SEED_KINDS + ("crnn", "short_chunk_cnn") + HEAD_KINDS
 
 #: Ways to turn segment probabilities into a track's: mean, max, or a majority vote.
 AGGREGATES = ("mean", "max", "vote")
+
+#: Where a label run computes log-mel (``--frontend``): ``host`` (numpy, in the decode
+#: tasks), ``device`` (inside the predictor's compiled step, :mod:`genre.frontend`), or
+#: ``auto``: device when the predictors have a GPU, host otherwise.
+FRONTENDS = ("auto", "host", "device")
 
 #: How tracks are split into train/val/test (always by track, never by segment).
 SPLIT_METHODS = ("random", "gtzan-filtered", "auto")

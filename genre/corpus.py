@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import numpy as np
 
@@ -187,10 +187,16 @@ def list_tracks(root: str, *, check_genres: bool = True) -> Listing:
     """
     from pyarrow import fs as pafs
 
+    # A URI's options (``?endpoint_override=…&scheme=http``) name the store: every path
+    # listed keeps them, so a worker reading one file reaches the same store.
+    options = ""
     if is_uri(root):
         filesystem, base = pafs.FileSystem.from_uri(root)
+        query = urlsplit(root).query
+        options = f"?{query}" if query else ""
+        bare = root[: len(root) - len(options)]
         prefix = (
-            root[: len(root) - len(base)] if root.endswith(base) else root.split("://")[0] + "://"
+            bare[: len(bare) - len(base)] if bare.endswith(base) else root.split("://")[0] + "://"
         )
     else:
         filesystem, base, prefix = pafs.LocalFileSystem(), os.path.abspath(root), ""
@@ -205,7 +211,7 @@ def list_tracks(root: str, *, check_genres: bool = True) -> Listing:
         if _is_hidden(relative):
             continue
         # A URI stays a valid URI: spaces and non-ASCII names are percent-encoded.
-        full = f"{prefix}{quote(f'{base}/{relative}')}" if prefix else f"{base}/{relative}"
+        full = f"{prefix}{quote(f'{base}/{relative}')}{options}" if prefix else f"{base}/{relative}"
         if os.path.splitext(relative)[1].lower() not in AUDIO_EXTENSIONS:
             ignored.append(full)
             continue

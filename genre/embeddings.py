@@ -14,7 +14,10 @@ that loads it once, maps patches to the three columns of each extractor::
     vgg_msd_tags      (segments, 50)    tag probabilities, vocabulary TAGS["vgg_msd"]
 
 All four models (``musicnn_msd``, ``musicnn_mtt``, ``vgg_msd``, ``vgg_mtt``) read the
-same patches, so asking for several costs one front end.
+same patches, so asking for several costs one front end. On a GPU the front end runs
+inside the compiled step instead (``Embedder(..., waveform_samples=n)``,
+:mod:`genre.frontend`): the decode tasks hand on :func:`waveforms` (16 kHz audio) and the
+host computes no log-mel at all.
 The feature config names the extractors (its musicnn columns) and the weights (the
 wheel's sha256): extract writes it into the shards, tune into the model card, and
 label reads it from there and computes the same columns itself.
@@ -37,6 +40,8 @@ __all__ = [
     "GPU_PATCHES",
     "SOURCE",
     "patch_shape",
+    "waveform_samples",
+    "waveforms",
     "patches",
     "Embedder",
     "describe",
@@ -54,6 +59,40 @@ def patch_shape() -> tuple[int, int]:
     """``(frames, mel bands)`` of one musicnn patch: ``(187, 96)``."""
 
     return (PATCH_FRAMES, N_MELS)
+
+
+def waveform_samples(cfg: FeatureConfig) -> int:
+    """Samples of one segment at 16 kHz: what :func:`waveforms` gives per segment of ``cfg``."""
+    return int(round(cfg.segment_seconds * SAMPLE_RATE))
+
+
+def waveforms(segments: np.ndarray, *, sample_rate: int, samples: int) -> np.ndarray:
+    """Segments at 16 kHz, musicnn's rate: soxr (HQ) when ``sample_rate`` is another.
+
+    Parameters
+    ----------
+    segments : np.ndarray [shape=(segments, n)]
+        Mono audio at ``sample_rate``.
+    sample_rate : int > 0
+    samples : int > 0
+        Samples a segment out (trimmed or zero-padded by the sample a resampler may add
+        or drop), :func:`waveform_samples`.
+
+    Returns
+    -------
+    np.ndarray [shape=(segments, samples), dtype=float32]
+    """
+    import soxr
+
+    x = np.asarray(segments, dtype=np.float32)
+    if x.ndim != 2:
+        raise ParameterError(f"segments of shape {x.shape} must be (segments, samples)")
+    if len(x) and sample_rate != SAMPLE_RATE:
+        # Segments as channels: one soxr call resamples the whole batch, each independently.
+        x = soxr.resample(x.T, sample_rate, SAMPLE_RATE, quality="HQ").T
+    if x.shape[1] < samples:
+        x = np.pad(x, ((0, 0), (0, samples - x.shape[1])))
+    return np.ascontiguousarray(x[:, :samples], dtype=np.float32)
 
 
 def patches(segments: np.ndarray, *, sample_rate: int) -> np.ndarray:
@@ -75,17 +114,13 @@ def patches(segments: np.ndarray, *, sample_rate: int) -> np.ndarray:
     ParameterError
         Segments that are not a finite 2-D float array, or too short for one patch.
     """
-    import soxr
-
     x = np.asarray(segments, dtype=np.float32)
     if x.ndim != 2:
         raise ParameterError(f"segments of shape {x.shape} must be (segments, samples)")
     if len(x) == 0:
         return np.zeros((0, *patch_shape()), np.float32)
-    if sample_rate != SAMPLE_RATE:
-        # Segments as channels: one soxr call resamples the whole batch, each independently.
-        x = soxr.resample(x.T, sample_rate, SAMPLE_RATE, quality="HQ").T
-    return log_mel(np.ascontiguousarray(x, dtype=np.float32))
+    n = int(round(x.shape[1] * SAMPLE_RATE / sample_rate))
+    return log_mel(waveforms(x, sample_rate=sample_rate, samples=n))
 
 
 class Embedder:
@@ -98,6 +133,10 @@ class Embedder:
     batch_size : int > 0 or None
         Patches per compiled call; ``None``: :data:`GPU_PATCHES` when the backend sees a
         GPU, else :data:`CPU_PATCHES` (an actor given a GPU share decides by what it sees).
+    waveform_samples : int or None
+        ``None``: calls take log-mel patches (:func:`patches`). An int: they take 16 kHz
+        :func:`waveforms` of that many samples, and musicnn's log-mel is computed inside
+        each model's compiled step (:func:`genre.frontend.device_frontend`).
 
     Raises
     ------
@@ -105,20 +144,30 @@ class Embedder:
         An unknown extractor, or weights that are not installed.
     """
 
-    def __init__(self, extractors: tuple[str, ...], *, batch_size: int | None = None):
+    def __init__(
+        self,
+        extractors: tuple[str, ...],
+        *,
+        batch_size: int | None = None,
+        waveform_samples: int | None = None,
+    ):
         if not extractors:
             raise ParameterError("an Embedder needs at least one pretrained extractor")
         if batch_size is None:
             batch_size = GPU_PATCHES if gpu_count() > 0 else CPU_PATCHES
-        self.models = {name: MusicnnExtractor(name, batch_size=batch_size) for name in extractors}
+        self.models = {
+            name: MusicnnExtractor(name, batch_size=batch_size, waveform_samples=waveform_samples)
+            for name in extractors
+        }
 
     def __call__(self, patches: np.ndarray) -> dict[str, np.ndarray]:
-        """Every column of every extractor for a batch of patches.
+        """Every column of every extractor for a batch of patches (or waveforms).
 
         Parameters
         ----------
-        patches : np.ndarray [shape=(segments, 187, 96)]
-            As :func:`patches` returns them.
+        patches : np.ndarray [shape=(segments, 187, 96) or (segments, waveform_samples)]
+            As :func:`patches` returns them, or :func:`waveforms` for an Embedder on
+            waveforms.
 
         Returns
         -------

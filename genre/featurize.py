@@ -4,6 +4,16 @@
 output folder's crash journal and turns them into what the predictors take: the model's
 hand-crafted features, or musicnn patches for a model on pretrained features (and, for a
 card whose blend or out-of-taxonomy score needs musicnn too, patches beside the features).
+
+It computes only what the plan reads: a head on musicnn columns runs no STFT of its own
+(only musicnn's 16 kHz log-mel); a model on hand-crafted features resamples to 16 kHz only
+when its card needs musicnn columns besides (tags, the blend's prior, the out-of-taxonomy
+embedding). Segments are decoded at the feature config's rate (22.05 kHz) whatever the
+model, and musicnn's 16 kHz audio is resampled from them, exactly as extract made the
+columns the model was trained on: a direct 16 kHz decode changes musicnn's top mel bands
+enough to move its embedding (``tests/test_featurize.py``). With the device front end
+(:attr:`genre.card.LabelPlan.frontend`) the tasks hand on 16 kHz waveforms instead of
+log-mel, and the predictor's compiled step computes it.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ import numpy as np
 from genre.audio import MAX_DURATION_S, Segments, load_segments
 from genre.card import LabelPlan
 from genre.config import FEATURES, FeatureConfig
-from genre.embeddings import patch_shape, patches
+from genre.embeddings import patch_shape, patches, waveform_samples, waveforms
 from genre.errors import AudioFileError
 from genre.features import extract
 from genre.store import AttemptJournal
@@ -38,6 +48,8 @@ def featurize(
         max_duration_s=plan.max_duration_s,
         journal=journal,
         patches_too=plan.patches_too,
+        musicnn_waveforms=plan.musicnn_on_device,
+        model_waveforms=plan.model_on_device,
     )
 
 
@@ -111,6 +123,8 @@ def featurize_batch(
     max_duration_s: float = MAX_DURATION_S,
     journal: str | None = None,
     patches_too: bool = False,
+    musicnn_waveforms: bool = False,
+    model_waveforms: bool = False,
 ) -> dict[str, np.ndarray]:
     """Decode up to ``max_segments`` spread segments per file and compute the model's features.
 
@@ -126,8 +140,12 @@ def featurize_batch(
     ``features`` are pretrained columns, its ``(n_segments, 187, 96)`` musicnn patches
     (the predictor computes the columns). With ``patches_too`` (a model on hand-crafted
     features whose card needs musicnn columns too) also ``patches``: each file's musicnn
-    patches beside its features.
+    patches beside its features. With ``musicnn_waveforms`` each musicnn patch is its
+    segment's 16 kHz waveform instead (``(n_segments, samples)``), with ``model_waveforms``
+    (a log-mel model) each ``x`` is its segments' waveforms: the predictor's compiled step
+    computes the log-mel (:mod:`genre.frontend`).
     """
+    cfg = cfg.with_features(features)  # the model's features, nothing else
     attempts = AttemptJournal(journal) if journal else None
     names = ("path", "track_id", "n_segments", "duration_s", "reason", "error")
     rows: dict[str, list] = {k: [] for k in (*names, "warning_kind", "warning")}
@@ -160,7 +178,16 @@ def featurize_batch(
     out = {k: np.asarray(v, dtype=object) for k, v in rows.items()}
     out["n_segments"] = np.asarray(rows["n_segments"], dtype=np.int32)
     out["duration_s"] = np.asarray(rows["duration_s"], dtype=np.float32)
-    out.update(_model_inputs(decoded, cfg=cfg, features=features, patches_too=patches_too))
+    out.update(
+        _model_inputs(
+            decoded,
+            cfg=cfg,
+            features=features,
+            patches_too=patches_too,
+            musicnn_waveforms=musicnn_waveforms,
+            model_waveforms=model_waveforms,
+        )
+    )
     return out
 
 
@@ -170,23 +197,39 @@ def _model_inputs(
     cfg: FeatureConfig,
     features: tuple[str, ...],
     patches_too: bool,
+    musicnn_waveforms: bool,
+    model_waveforms: bool,
 ) -> dict[str, np.ndarray]:
     """``x`` (and ``patches``) of :func:`featurize_batch`: one featurize call for the
-    batch's segments, cut per file; empty arrays for files that failed."""
-    reads_columns = bool(cfg.with_features(features).extractors)
-    with_patches = reads_columns or patches_too
-    own = (cfg.frames, sum(cfg.bins(f) for f in features)) if not reads_columns else None
-    shapes = {"x": own or patch_shape(), **({"patches": patch_shape()} if patches_too else {})}
+    batch's segments of the model's ``features`` (stacked in that order; ``cfg`` holds
+    them and nothing else), cut per file; empty arrays for files that failed."""
+    reads_columns = bool(cfg.extractors)
+    musicnn_shape = (waveform_samples(cfg),) if musicnn_waveforms else patch_shape()
+    if reads_columns:
+        own = musicnn_shape
+    elif model_waveforms:
+        own = (cfg.segment_samples,)
+    else:
+        own = (cfg.frames, sum(cfg.bins(f) for f in features))
+    shapes = {"x": own, **({"patches": musicnn_shape} if patches_too else {})}
+
+    def musicnn_input(audio: np.ndarray) -> np.ndarray:
+        if musicnn_waveforms:
+            return waveforms(audio, sample_rate=cfg.sample_rate, samples=musicnn_shape[0])
+        return patches(audio, sample_rate=cfg.sample_rate)
+
     ok = [segs for segs in decoded if segs is not None]
     values: dict[str, np.ndarray] = {}
     if ok:
         audio = np.concatenate([segs.audio for segs in ok])
-        computed = segment_features(
-            audio, cfg=cfg.with_features(features), with_patches=with_patches
-        )
-        values["x"] = computed["patches"] if reads_columns else stack_features(computed, features)
+        if reads_columns:
+            values["x"] = musicnn_input(audio)
+        elif model_waveforms:
+            values["x"] = audio
+        else:
+            values["x"] = stack_features(segment_features(audio, cfg=cfg), features)
         if patches_too:
-            values["patches"] = computed["patches"]
+            values["patches"] = musicnn_input(audio)
     bounds = np.cumsum([0] + [len(segs) for segs in ok])
     out = {}
     for name, shape in shapes.items():

@@ -21,7 +21,8 @@ import numpy as np
 from genre import backend
 from genre.calibration import DEFAULT_MAX_SET, Calibration, apply, output_ood_score
 from genre.card import LabelPlan
-from genre.embeddings import Embedder
+from genre.embeddings import Embedder, waveform_samples
+from genre.frontend import FrontendSpec, with_frontend
 from genre.posthoc import embedding, track_distances
 from genre.pretrained import TAGS
 from genre.report import segment_to_track
@@ -121,7 +122,10 @@ class Predictor:
     batches. A batch is what :func:`genre.featurize.featurize` returns: ``x`` holds each
     file's model input, or its musicnn patches when the model reads musicnn columns
     (``plan.reads_columns``); ``patches`` holds the patches beside hand-crafted features
-    when the plan needs musicnn columns too (``plan.patches_too``).
+    when the plan needs musicnn columns too (``plan.patches_too``). With
+    ``plan.frontend == "device"`` those patches are 16 kHz waveforms and a log-mel model's
+    ``x`` its segments' waveforms: the log-mel is computed inside the compiled step
+    (:func:`genre.frontend.with_frontend`).
 
     Parameters
     ----------
@@ -141,7 +145,13 @@ class Predictor:
         backend.configure()
         self.plan, self.batch_size = plan, batch_size
         self.model = None if plan.card.zero_shot else load_keras(model_bytes)
-        self.embedder = Embedder(plan.extractors) if plan.extractors else None
+        if plan.model_on_device:
+            cfg = plan.feature_config.with_features(plan.features)
+            self.model = with_frontend(self.model, FrontendSpec.log_mel(cfg))
+        self.embedder = None
+        if plan.extractors:
+            samples = waveform_samples(plan.feature_config) if plan.musicnn_on_device else None
+            self.embedder = Embedder(plan.extractors, waveform_samples=samples)
         self.node_id = node_id()
 
     def predict(self, x: np.ndarray, columns: Mapping[str, np.ndarray]) -> np.ndarray:

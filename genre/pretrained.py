@@ -41,6 +41,7 @@ import scipy.fft
 from genre.backend import read_tf_checkpoint
 from genre.errors import GenreError, ParameterError
 from genre.features import hann_window, mel_basis
+from genre.frontend import FrontendSpec, with_frontend
 from genre.musicnn_spec import (
     COLUMN_DIMS,
     EMBEDDING_DIM,
@@ -514,7 +515,7 @@ class MusicnnExtractor:
     audio to its features.
 
     Meant to be held by a Ray Data actor: construct once per process, call per
-    batch. Patches go through one compiled predict function in batches of a fixed
+    batch. Inputs go through one compiled predict function in batches of a fixed
     ``batch_size`` (the last one padded with zeros), so the graph is traced once.
 
     Parameters
@@ -527,6 +528,11 @@ class MusicnnExtractor:
         Compile the predict step with XLA.
     package_dir : path, optional
         See :func:`weights_folder`.
+    waveform_samples : int or None
+        ``None``: :meth:`predict` takes log-mel patches (the numpy front end runs on the
+        host, in :func:`log_mel`). An int: it takes 16 kHz waveforms of that many samples
+        and the log-mel is computed inside the compiled step
+        (:func:`genre.frontend.device_frontend`), the path for a GPU.
 
     Raises
     ------
@@ -541,22 +547,32 @@ class MusicnnExtractor:
         batch_size: int = 32,
         jit_compile: bool = False,
         package_dir: str | os.PathLike | None = None,
+        waveform_samples: int | None = None,
     ):
         if not isinstance(batch_size, int | np.integer) or batch_size < 1:
             raise ParameterError(f"batch_size={batch_size!r} must be a positive integer")
         self.model = load_pretrained(model, package_dir=package_dir)
         self.name, self.tags, self.batch_size = model, TAGS[model], int(batch_size)
+        self.input_shape: tuple[int, ...] = (PATCH_FRAMES, N_MELS)
+        if waveform_samples is not None:
+            self.model = with_frontend(self.model, FrontendSpec.musicnn(int(waveform_samples)))
+            self.input_shape = (int(waveform_samples),)
         # predict_on_batch runs model.make_predict_function()'s tf.function (jit_compile
         # chooses XLA) and returns numpy via keras.ops.convert_to_numpy.
         self.model.compile(jit_compile=jit_compile)
 
-    def predict(self, patches: np.ndarray) -> dict[str, np.ndarray]:
-        """Features of log-mel patches.
+    @property
+    def on_waveforms(self) -> bool:
+        """:meth:`predict` takes waveforms (the front end runs in the compiled step)."""
+        return len(self.input_shape) == 1
+
+    def predict(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        """Features of log-mel patches, or of waveforms when :attr:`on_waveforms`.
 
         Parameters
         ----------
-        patches : np.ndarray [shape=(patches, 187, 96)]
-            As :func:`log_mel` returns them.
+        inputs : np.ndarray [shape=(patches, 187, 96) or (segments, waveform_samples)]
+            Patches as :func:`log_mel` returns them, or 16 kHz audio.
 
         Returns
         -------
@@ -566,17 +582,16 @@ class MusicnnExtractor:
             ``(patches, 256)`` and its pool ``(patches, 1280)``
             (:data:`genre.musicnn_spec.COLUMN_DIMS`).
         """
-        x = np.asarray(patches, dtype=np.float32)
-        if x.ndim != 3 or x.shape[1:] != (PATCH_FRAMES, N_MELS):
-            raise ParameterError(
-                f"patches of shape {x.shape} are not (n, {PATCH_FRAMES}, {N_MELS})"
-            )
+        x = np.asarray(inputs, dtype=np.float32)
+        if x.ndim != 1 + len(self.input_shape) or x.shape[1:] != self.input_shape:
+            shape = ", ".join(str(d) for d in self.input_shape)
+            raise ParameterError(f"inputs of shape {x.shape} are not (n, {shape})")
         if not np.isfinite(x).all():
-            raise ParameterError("patches contain non-finite values")
+            raise ParameterError("inputs contain non-finite values")
         dims = COLUMN_DIMS[self.name]
         sizes = {"embedding": dims[""], "pool": dims["_pool"], "tags": dims["_tags"]}
         out = {key: np.empty((len(x), size), dtype=np.float32) for key, size in sizes.items()}
-        batch = np.zeros((self.batch_size, PATCH_FRAMES, N_MELS), dtype=np.float32)
+        batch = np.zeros((self.batch_size, *self.input_shape), dtype=np.float32)
         for lo in range(0, len(x), self.batch_size):
             n = min(self.batch_size, len(x) - lo)
             batch[:n] = x[lo : lo + n]
@@ -593,11 +608,12 @@ class MusicnnExtractor:
         ----------
         audio : np.ndarray [shape=(segments, samples)]
             Mono float audio at :data:`SAMPLE_RATE`, ``samples`` ≥ 47 616 (one
-            patch from the start of each segment; :data:`PATCH_SAMPLES` is 3 s).
+            patch from the start of each segment; :data:`PATCH_SAMPLES` is 3 s), or
+            exactly ``waveform_samples`` when :attr:`on_waveforms`.
 
         Returns
         -------
         features : dict[str, np.ndarray]
             See :meth:`predict`.
         """
-        return self.predict(log_mel(audio))
+        return self.predict(audio if self.on_waveforms else log_mel(audio))

@@ -15,7 +15,9 @@ script, so a run of 100 000 tracks gives a page of a few MB that opens at once.
 
 The player's link is relative to the page's folder when both the page and the audio
 are local (so the folder can be moved with its collection beside it, or served over
-HTTP); audio in an object store gets no player (presigned URLs are not made).
+HTTP). Audio on ``s3://`` gets a presigned link (:func:`genre.store.presigned_urls`,
+valid :data:`genre.store.PRESIGN_EXPIRES_S`, 7 days: the page says until when, and
+``jobs.report`` writes it again with fresh links); other audio gets no player.
 
 Nothing here needs Ray; :func:`write_page` reads the folder with
 :func:`genre.results.read_results`.
@@ -180,9 +182,10 @@ def review_queue(frame, *, page_root: str, labels: list[str], window_s: float) -
     -------
     dict
         ``labels``, ``reasons`` (names the rows index), ``base`` (the folder every path
-        starts with), ``audio`` (the link to ``base`` from the page's folder, or ``None``:
-        no player), ``encoded`` (the paths are URIs, already percent-encoded),
-        ``window_s``, ``page_rows`` and ``rows``: one
+        starts with), ``audio`` (the link to ``base`` from the page's folder, or ``None``),
+        ``links`` (presigned links to audio in an object store, see :func:`_presigned`,
+        or ``None``; no player without either), ``encoded`` (the paths are URIs, already
+        percent-encoded), ``window_s``, ``page_rows`` and ``rows``: one
         ``[path after base, confidence in ‰, [genre index, ‰, …] (top genres),
         [genre index, …] or None (the set), reason index]`` per track.
     """
@@ -214,11 +217,13 @@ def review_queue(frame, *, page_root: str, labels: list[str], window_s: float) -
                 reason_index.get(reason, -1),
             ]
         )
+    audio = _audio_link(base, page_root=page_root) if paths else None
     return {
         "labels": labels,
         "reasons": reasons,
         "base": base,
-        "audio": _audio_link(base, page_root=page_root) if paths else None,
+        "audio": audio,
+        "links": _presigned(paths) if paths and audio is None else None,
         "encoded": store.is_uri(base),
         "window_s": window_s,
         "page_rows": PAGE_ROWS,
@@ -234,6 +239,53 @@ def _audio_link(base: str, *, page_root: str) -> str | None:
         return None
     rel = os.path.relpath(audio, page).replace(os.sep, "/")
     return urllib.parse.quote(rel.rstrip("/") + "/")
+
+
+def _presigned(paths: list[str]) -> dict[str, Any] | None:
+    """Presigned links to ``paths`` as the page embeds them; ``None`` when they cannot be
+    made (see :func:`genre.store.presigned_urls`).
+
+    A link is ``prefix + path + "?" + query + "&X-Amz-Signature=" + signature``. Only
+    the path and the signature differ from row to row (the query holds the credential,
+    the signing second and the expiry), so the queries are kept once: with the 23 374
+    flagged tracks of :func:`sample_results`'s 100 000, links of ~300 characters would
+    add ~7 MB to the page; kept this way the page is 3.6 MB (1.3 MB without links).
+
+    Returns
+    -------
+    dict
+        ``prefix``, ``expires`` (ISO time, UTC), ``queries`` (each link's query less its
+        signature, kept once) and ``rows``: ``[link after prefix, query index,
+        signature]`` per path, in order.
+    """
+    expires = _dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(seconds=store.PRESIGN_EXPIRES_S)
+    links = store.presigned_urls(paths)
+    if links is None:
+        return None
+    heads, queries, signatures = [], [], []
+    for link in links:
+        head, _, query = link.partition("?")
+        params = query.split("&")
+        signature = next((p for p in params if p.startswith(_SIGNATURE)), _SIGNATURE)
+        heads.append(head)
+        queries.append("&".join(p for p in params if p is not signature))
+        signatures.append(signature[len(_SIGNATURE) :])
+    prefix = os.path.commonprefix(heads)
+    prefix = prefix[: prefix.rfind("/") + 1]
+    index: dict[str, int] = {}
+    rows = [
+        [head[len(prefix) :], index.setdefault(query, len(index)), signature]
+        for head, query, signature in zip(heads, queries, signatures, strict=True)
+    ]
+    return {
+        "prefix": prefix,
+        "expires": expires.isoformat(timespec="minutes"),
+        "queries": list(index),
+        "rows": rows,
+    }
+
+
+_SIGNATURE = "X-Amz-Signature="
 
 
 # ------------------------------------------------------------------------------- charts
@@ -321,6 +373,24 @@ def _json_for_script(data: Any) -> str:
     return text.replace("<", "\\u003c")
 
 
+def _player_note(queue: dict[str, Any]) -> str:
+    """What the page says above the queue about its players: until when presigned links
+    work, or why there are none."""
+    if queue["links"] is not None:
+        until = queue["links"]["expires"].replace("T", " ")
+        return (
+            f'<p class="muted">The players use presigned links, valid until {_esc(until)} '
+            "UTC: write the page again (python -m jobs.report OUTPUT) for fresh ones.</p>"
+        )
+    if queue["audio"] is not None or not queue["rows"]:
+        return ""
+    return (
+        '<p class="muted">No players: the audio is not on this machine\'s file system '
+        "beside the page, and presigned links could not be made (only s3:// audio gets "
+        "them, signed with credentials boto3 finds).</p>"
+    )
+
+
 def render_page(
     frame, *, root: str, window_s: float = WINDOW_S, generated_at: str | None = None
 ) -> str:
@@ -350,13 +420,7 @@ def render_page(
         ("model", ", ".join(run.models)),
         ("last labelled", run.labeled_at.replace("T", " ")),
     ]
-    no_player = (
-        ""
-        if queue["audio"] is not None or not queue["rows"]
-        else '<p class="muted">No players: the audio is not on this machine\'s file system '
-        "beside the page (audio in object stores is not linked; presigned URLs are not "
-        "made).</p>"
-    )
+    no_player = _player_note(queue)
     charts = [
         (
             "Genres (top-1, labelled tracks)",
@@ -552,6 +616,11 @@ _SCRIPT = r"""
   const genre = (i) => (i >= 0 ? q.labels[i] : "?");
   const encode = (rest) => rest.split("/").map(encodeURIComponent).join("/");
   const decode = (rest) => { try { return decodeURIComponent(rest); } catch (e) { return rest; } };
+  const signed = (links, i) => {
+    const [head, query, signature] = links.rows[i];
+    return links.prefix + head + "?" + links.queries[query] +
+      (signature ? "&X-Amz-Signature=" + signature : "");
+  };
 
   function save() {
     try { localStorage.setItem(key, JSON.stringify([...picked])); } catch (e) {}
@@ -575,11 +644,13 @@ _SCRIPT = r"""
     cell(tr, String(i + 1), "num");
     const where = cell(tr, q.encoded ? decode(rest) : rest, "path");
     where.title = path;
-    if (q.audio !== null) {
+    const src = q.links !== null ? signed(q.links, i)
+      : q.audio !== null ? q.audio + (q.encoded ? rest : encode(rest)) : null;
+    if (src !== null) {
       const audio = document.createElement("audio");
       audio.controls = true;
       audio.preload = "none";
-      audio.src = q.audio + (q.encoded ? rest : encode(rest)) + "#t=0," + q.window_s;
+      audio.src = src + "#t=0," + q.window_s;
       where.appendChild(audio);
     }
     cell(tr, pct(conf), "num");

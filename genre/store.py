@@ -9,7 +9,9 @@ promises both stores keep:
   leaves whole parts or none; temporaries a killed run left are removed by the next
   writer, under the lock;
 * **one writer at a time**: :class:`FolderLock` (``_lock``) refuses a second run into
-  the same folder and takes over the lock of a dead process on this host;
+  the same folder and takes over the lock of a dead process on this host; on S3 it is
+  created with a conditional put (``If-None-Match: *``), so the store decides which of
+  two runs wins;
 * **a crash journal**: :class:`AttemptJournal` (``_attempts/``) remembers files whose
   decoding was interrupted, so a file that kills its worker is skipped after two
   attempts instead of taking the good files of its batch down with it every time;
@@ -23,7 +25,10 @@ promises both stores keep:
 * **a full disk or a read-only folder is one line**: writes and the lock raise a
   :class:`genre.errors.GenreError` naming the folder, never an ``OSError``.
 
-Nothing here needs Ray.
+Object stores are reached through pyarrow; the two things pyarrow cannot do there, an
+atomic create-if-absent and a presigned link (:func:`presigned_urls`), go through boto3
+(the ``aws`` extra), imported only when an ``s3://`` folder needs it. Nothing here needs
+Ray.
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
+import urllib.parse
 import uuid
 import warnings
 from collections.abc import Callable
@@ -62,6 +69,8 @@ __all__ = [
     "drop_duplicates",
     "FolderLock",
     "AttemptJournal",
+    "PRESIGN_EXPIRES_S",
+    "presigned_urls",
 ]
 
 PART_PREFIX = "part-"
@@ -86,8 +95,10 @@ def filesystem(root: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
 
 
 def join(root: str, name: str) -> str:
-    """``root/name`` for display, keeping a URI a URI."""
-    return f"{str(root).rstrip('/')}/{name}"
+    """``root/name`` for display, keeping a URI a URI (its ``?options`` at the end)."""
+    root = str(root)
+    head, mark, options = root.partition("?") if is_uri(root) else (root, "", "")
+    return f"{head.rstrip('/')}/{name}{mark}{options}"
 
 
 def _is_local(fs: pafs.FileSystem) -> bool:
@@ -344,6 +355,177 @@ def drop_duplicates(
     return table.take(pa.array(keep, pa.int64())), dropped
 
 
+# ----------------------------------------------------------------------------- object stores
+
+#: How long a presigned link works: 7 days, the longest a SigV4 signature allows.
+PRESIGN_EXPIRES_S = 7 * 24 * 3600
+#: What S3 answers a conditional put whose key exists (412), or one that lost the race
+#: to another conditional write of the same key still in flight (409).
+_EXISTS = ("PreconditionFailed", "ConditionalRequestConflict")
+_NOTED: set[str] = set()
+
+
+def _note_once(text: str) -> None:
+    """``note: text`` on stderr, once per process (a run may lock several folders)."""
+    if text not in _NOTED:
+        _NOTED.add(text)
+        print(f"note: {text}", file=sys.stderr)
+
+
+def _s3_client(uri: str, *, region: str | None):
+    """A boto3 client that reaches the S3 store of ``uri`` as pyarrow does; ``None``
+    without boto3.
+
+    The endpoint is the URI's ``?endpoint_override=`` (with its ``scheme=``) or else
+    boto3's own reading of ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``, the variables
+    pyarrow reads; credentials are the URI's ``user:secret@`` or boto3's usual chain
+    (variables, ``~/.aws``, the machine's role), as pyarrow's AWS SDK finds them.
+    ``region`` is the one pyarrow resolved for the bucket: a link signed for another
+    region is refused by S3. One client per store and process (making one costs
+    ~0.1 s), made under a lock: boto3's default session is not safe across threads.
+    """
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError:
+        return None
+    parts = urllib.parse.urlsplit(uri)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    endpoint = query.get("endpoint_override")
+    if endpoint and "://" not in endpoint:
+        endpoint = f"{query.get('scheme', 'https')}://{endpoint}"
+    custom = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    key = (
+        endpoint or None,
+        query.get("region") or region or None,
+        urllib.parse.unquote(parts.username) if parts.username else None,
+        urllib.parse.unquote(parts.password) if parts.password else None,
+        custom,
+    )
+    with _CLIENTS_LOCK:
+        if key not in _CLIENTS:
+            config = Config(
+                signature_version="s3v4",
+                # Checksums only where S3 requires them: boto3's default CRC32 headers
+                # are refused by S3-compatible stores that predate them.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                connect_timeout=10,
+                read_timeout=60,
+                retries={"max_attempts": 3},
+                # pyarrow addresses buckets by path on a custom endpoint (a MinIO host has
+                # no per-bucket DNS names); boto3 would pick virtual hosts for a host name.
+                s3={"addressing_style": "path" if custom else "auto"},
+            )
+            _CLIENTS[key] = boto3.client(
+                "s3",
+                endpoint_url=key[0],
+                region_name=key[1],
+                aws_access_key_id=key[2],
+                aws_secret_access_key=key[3],
+                config=config,
+            )
+        return _CLIENTS[key]
+
+
+_CLIENTS: dict[tuple, Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _s3_create(uri: str, fs: pafs.FileSystem, path: str, data: bytes) -> bool | None:
+    """Create the object ``path`` (``bucket/key`` of the store of ``uri``) holding
+    ``data`` unless one exists, in one request (``If-None-Match: *``): the store, not
+    a check before the write, decides which of two writers gets it.
+
+    Returns
+    -------
+    bool or None
+        ``True`` created, ``False`` it exists; ``None``: no atomic create here (boto3
+        not installed, or a store that does not implement conditional writes), with a
+        note on stderr once: the caller falls back to check-then-write.
+
+    Raises
+    ------
+    OSError
+        The store refused the write (no permission, no such bucket) or cannot be reached.
+    """
+    client = _s3_client(uri, region=getattr(fs, "region", None))
+    if client is None:
+        _note_once(
+            "boto3 is not installed, so the lock of an s3:// folder is checked, then written: "
+            "two runs started in the same second may both write; pip install 'genre[aws]' "
+            "for an atomic lock"
+        )
+        return None
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = path.split("/", 1)
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in _EXISTS:
+            return False
+        if code == "NotImplemented":
+            _note_once(
+                f"the store of {uri} does not implement conditional writes, so its lock is "
+                "checked, then written: two runs started in the same second may both write"
+            )
+            return None
+        raise OSError(first_line(exc)) from exc
+    except BotoCoreError as exc:
+        raise OSError(first_line(exc)) from exc
+    return True
+
+
+def presigned_urls(uris: list[str], *, expires_s: int = PRESIGN_EXPIRES_S) -> list[str] | None:
+    """Links that fetch each ``s3://`` object of ``uris`` without credentials, for
+    ``expires_s`` seconds (the review page's players).
+
+    Signed locally with the credentials boto3 finds (no request per link); the links
+    reach the endpoint the URIs are read from (see :func:`_s3_client`).
+
+    Returns
+    -------
+    list of str, or None
+        One link per URI, in order; ``None`` when one cannot be made: a URI not on S3
+        (``gs://`` links are not made), boto3 not installed, or no credentials to sign
+        with.
+    """
+    if not uris or any(urllib.parse.urlsplit(u).scheme != "s3" for u in uris):
+        return None
+    try:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return None
+    # Before anything reaches the network (pyarrow resolves the bucket's region).
+    if not urllib.parse.urlsplit(uris[0]).username and boto3.Session().get_credentials() is None:
+        return None
+    clients: dict[tuple[str, str], Any] = {}
+    links = []
+    try:
+        for uri in uris:
+            parts = urllib.parse.urlsplit(uri)
+            store = (parts.netloc, parts.query)
+            if store not in clients:
+                bucket_uri = f"s3://{parts.netloc}/" + (f"?{parts.query}" if parts.query else "")
+                fs, _ = filesystem(bucket_uri)
+                clients[store] = _s3_client(uri, region=getattr(fs, "region", None))
+            params = {
+                "Bucket": parts.netloc.rsplit("@", 1)[-1],
+                "Key": urllib.parse.unquote(parts.path.lstrip("/")),
+            }
+            links.append(
+                clients[store].generate_presigned_url(
+                    "get_object", Params=params, ExpiresIn=expires_s
+                )
+            )
+    except (BotoCoreError, ClientError, OSError):
+        return None
+    return links
+
+
 # ----------------------------------------------------------------------------- the lock
 
 
@@ -375,15 +557,17 @@ def _alive(pid: int, start: str) -> bool:
 class FolderLock:
     """Single-writer lock on an output folder (``OUTPUT/_lock``).
 
-    Locally the lock file is created with ``O_EXCL``, so of two runs started at the
-    same moment exactly one wins. A lock left by a process of this host that is no
+    Locally the lock file is created with ``O_EXCL``, and on ``s3://`` with a
+    conditional put (``If-None-Match: *``, through boto3), so of two runs started at
+    the same moment exactly one wins. A lock left by a process of this host that is no
     longer running (killed, machine rebooted) is taken over with a message on stderr;
     a lock held by a live process, or by another host, is refused with one line.
 
-    On ``s3://``/``gs://`` there is no atomic create-if-absent through pyarrow: the lock
-    is written after checking that none exists, which stops a second run started later
-    but not two started within the same second, and a lock of a crashed run on another
-    machine must be removed by hand. Run one writer per output folder there.
+    On ``gs://`` (and on ``s3://`` without boto3, or on a store that does not implement
+    conditional writes) there is no atomic create-if-absent: the lock is written after
+    checking that none exists, which stops a second run started later but not two
+    started within the same second. A lock of a crashed run on another machine must be
+    removed by hand on every store.
 
     Parameters
     ----------
@@ -457,6 +641,10 @@ class FolderLock:
                 os.remove(self.path)  # an empty lock would block the next run for a while
                 raise
             return True
+        if isinstance(self.fs, pafs.S3FileSystem):
+            created = _s3_create(self.root, self.fs, self.path, self._record())
+            if created is not None:
+                return created
         if self.fs.get_file_info(self.path).type != pafs.FileType.NotFound:
             return False
         with self.fs.open_output_stream(self.path) as f:

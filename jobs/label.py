@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from genre.config import AGGREGATES
+from genre.config import AGGREGATES, FRONTENDS
 from genre.errors import ParameterError
 from genre.store import is_uri
 from jobs._cli import add_max_duration, add_ray_flags, check_ray_flags, parser, run_main
@@ -92,6 +92,8 @@ _FLAGS = (
      "only when the cluster has GPUs")),
     ("--predictors", dict(type=int, help="predictor actors (default: one per GPU share; without "
      "GPUs 1, growing to one per 8 CPUs when batches queue up)")),
+    ("--frontend", dict(choices=FRONTENDS, default="auto", help="where log-mel is computed: device "
+     "(in the predictor's compiled step), host (numpy, in the decode tasks); auto: device on GPU")),
     ("--flush-seconds", dict(type=float, default=5.0, help="write finished rows at least this "
      "often (default 5): a killed run loses no more")),
     ("--csv", dict(action="store_true", help="also write OUTPUT/_results.csv (the leading _ "
@@ -116,7 +118,7 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
 #: Flags that are LabelSettings' fields of the same name and meaning.
 _AS_IS = (
     "aggregate top_k batch_size gpus_per_worker predictors retry_errors new_model_ok csv address "
-    "num_cpus min_confidence coverage max_set review_domain_shift tags"
+    "num_cpus min_confidence coverage max_set review_domain_shift tags frontend"
 ).split()
 
 

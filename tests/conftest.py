@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import atexit
+import fcntl
+import json
 import os
 import shutil
 import signal
@@ -10,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -192,22 +195,80 @@ def _interrupt_workers(signum, frame):
 def pytest_configure(config):
     # SIGTERM (a CI timeout, `kill`) ends the run as Ctrl-C does: fixtures are torn down and
     # the shared Ray head is stopped at exit instead of outliving the run.
-    controller = getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput")
-    signal.signal(signal.SIGTERM, _interrupt_workers if controller else _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt_workers if _controller(config) else _interrupt)
+
+
+def _controller(config) -> bool:
+    """Whether this process is the xdist controller (it runs no test; its workers do)."""
+    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
+
+
+# ------------------------------------------------------------ built once per test run
+
+
+def _run_root_of(config) -> Path:
+    """The folder every process of this run shares: the controller's base temp dir, which
+    holds each xdist worker's own (``popen-gwN``)."""
+    base = config._tmp_path_factory.getbasetemp()
+    return base.parent if hasattr(config, "workerinput") else base
+
+
+def built_once(request, name: str, build: Callable[[], dict]) -> dict:
+    """What ``build`` returned, built by the first process of the run that asks for ``name``.
+
+    The suite runs in two processes (``make test``); the expensive session fixtures (a
+    corpus, its shards, a search, a tracking server) are the same in both, so one builds
+    while the other waits on a file lock, then reads the JSON the builder left. A build that
+    fails leaves no JSON: the next process to ask tries again (and fails with its own error).
+    """
+    root = _run_root_of(request.config)
+    done = root / f"{name}.json"
+    with open(root / f"{name}.lock", "w") as lock:
+        deadline = time.time() + 900  # the longest build (a search) takes ~1–2 min
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.time() > deadline:
+                    raise RuntimeError(f"{name} was still being built after 900 s") from None
+                time.sleep(0.5)
+        if done.exists():
+            return json.loads(done.read_text())
+        value = build()
+        done.write_text(json.dumps(value))
+        return value
+
+
+def stop_process_group(pid: int, *, grace_s: float = 20) -> None:
+    """SIGTERM a process started in a session of its own and its group, then SIGKILL."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + wait_s
+        while time.time() < deadline:
+            if not [p for p, fields in _processes() if int(fields[3]) == pid and fields[0] != "Z"]:
+                return
+            time.sleep(0.2)
 
 
 #: The files that take longest, longest first. ``make test`` runs the suite in two
-#: processes, a file at a time each (``-n 2 --dist loadfile``): handing these out first keeps
-#: one long file from running alone at the end.
+#: processes, a file at a time each (``-n 2 --dist loadfile --no-loadscope-reorder``: by
+#: default xdist hands out the files with the most tests first, which left the longest to
+#: run alone at the end). Handing these out first keeps the two busy to the end; the second
+#: needs no search, so it runs while the first process builds the run's one (``tuned``).
 _LONGEST_FIRST = (
     "test_tune.py",
-    "test_label.py",
-    "test_ray_start.py",
-    "test_demo.py",
     "test_posthoc.py",
+    "test_label.py",
     "test_musicnn_pipeline.py",
-    "test_audio_shapes.py",
     "test_failures.py",
+    "test_ray_start.py",
+    "test_audio_shapes.py",
+    "test_demo.py",
+    "test_s3.py",
 )
 
 
@@ -219,6 +280,9 @@ def pytest_collection_modifyitems(config, items):
 def pytest_unconfigure(config):
     # Here, not only at exit: an xdist worker's process outlives its session.
     _SharedRay.stop()
+    if _controller(config):  # the servers the workers shared outlive each worker's session
+        for record in _run_root_of(config).glob("*.server.json"):
+            stop_process_group(json.loads(record.read_text())["pid"])
 
 
 def shared_ray_address() -> str:
@@ -297,8 +361,16 @@ def free_port() -> int:
             return port
 
 
-def start_mlflow_server(root: Path, *, timeout_s: float = 90.0) -> tuple[subprocess.Popen, str]:
-    """A real ``mlflow server`` on a free loopback port: SQLite backend, local artifact store."""
+def start_mlflow_server(
+    root: Path,
+    *,
+    artifacts: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 90.0,
+) -> tuple[subprocess.Popen, str]:
+    """A real ``mlflow server`` on a free loopback port: SQLite backend, artifacts proxied
+    to ``artifacts`` (default: a local folder under ``root``; ``s3://…`` with the store's
+    endpoint and credentials in ``env``)."""
     import urllib.request
 
     root.mkdir(parents=True, exist_ok=True)
@@ -320,14 +392,14 @@ def start_mlflow_server(root: Path, *, timeout_s: float = 90.0) -> tuple[subproc
             "--backend-store-uri",
             f"sqlite:///{root / 'mlflow.db'}",
             "--artifacts-destination",
-            str(root / "artifacts"),
+            artifacts or str(root / "artifacts"),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
         # MLflow 3 starts a job runner and seven huey consumers beside the server, for
         # features genre does not use: seconds of CPU at each start on 2 cores.
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})},
     )
     deadline = time.time() + timeout_s
     try:
@@ -358,78 +430,101 @@ def stop_mlflow_server(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """URI of a real MLflow tracking server for the session (stopped at the end)."""
-    proc, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow"))
-    yield uri
-    stop_mlflow_server(proc)
+def mlflow_server(request, tmp_path_factory):
+    """URI of a real MLflow tracking server for the run (stopped at its end), shared by the
+    xdist workers: stopped by the controller once they are all done."""
+    started = []
+
+    def start() -> dict:
+        proc, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow"))
+        started.append(proc)
+        return {"uri": uri, "pid": proc.pid}
+
+    server = built_once(request, "mlflow.server", start)
+    yield server["uri"]
+    if not hasattr(request.config, "workerinput") and started:
+        stop_mlflow_server(started[0])
 
 
 class Tuned:
-    """What the session's one small search produced (see :func:`tuned`)."""
+    """What the run's one small search produced (see :func:`tuned`)."""
 
     def __init__(self, **kw):
         self.__dict__.update(kw)
 
 
 @pytest.fixture(scope="session")
-def small_corpus(tmp_path_factory) -> Path:
+def small_corpus(request, tmp_path_factory) -> Path:
     """The synthetic corpus at test size: 10 genres × 4 tracks of 9 s (3 segments each)."""
-    from genre.synth import write_corpus
 
-    root = tmp_path_factory.mktemp("small-corpus")
-    write_corpus(root, per_genre=4, seconds=9.0, seed=11)
-    return root
+    def build() -> dict:
+        from genre.synth import write_corpus
 
+        root = tmp_path_factory.mktemp("small-corpus")
+        write_corpus(root, per_genre=4, seconds=9.0, seed=11)
+        return {"path": str(root)}
 
-@pytest.fixture(scope="session")
-def small_shards(small_corpus, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("small-shards")
-    result = run_job(
-        "jobs.extract", str(small_corpus), str(out), "--num-cpus", "2", "--features", "mfcc,mel"
-    )
-    assert result.returncode == 0, result.stderr
-    return out
+    return Path(built_once(request, "small-corpus", build)["path"])
 
 
 @pytest.fixture(scope="session")
-def tuned(small_shards, mlflow_server, tmp_path_factory) -> Tuned:
-    """One small search through the tune job's command line, against the real MLflow server.
+def small_shards(request, small_corpus, tmp_path_factory) -> Path:
+    def build() -> dict:
+        out = tmp_path_factory.mktemp("small-shards")
+        result = run_job(
+            "jobs.extract", str(small_corpus), str(out), "--num-cpus", "2", "--features", "mfcc,mel"
+        )
+        assert result.returncode == 0, result.stderr
+        return {"path": str(out)}
+
+    return Path(built_once(request, "small-shards", build)["path"])
+
+
+@pytest.fixture(scope="session")
+def tuned(request, small_shards, mlflow_server, tmp_path_factory) -> Tuned:
+    """One small search through the tune job's command line, against the real MLflow server
+    (built once per run, see :func:`built_once`).
 
     ``--gpus-per-trial 0.5`` on a runtime without GPUs: the search only finishes if
     trials do not ask for GPUs the cluster lacks.
     """
-    storage = tmp_path_factory.mktemp("ray-results")
-    args = [
-        str(small_shards),
-        "--models",
-        "cnn,mlp",
-        "--num-samples",
-        "3",
-        "--max-epochs",
-        "3",
-        "--grace-epochs",
-        "1",
-        "--tracking-uri",
-        mlflow_server,
-        "--experiment",
-        "tests",
-        "--register-as",
-        "genre-test",
-        "--storage",
-        str(storage),
-        "--num-cpus",
-        "2",
-        "--gpus-per-trial",
-        "0.5",
-    ]
-    result = run_job("jobs.tune", *args, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    def build() -> dict:
+        storage = tmp_path_factory.mktemp("ray-results")
+        args = [
+            str(small_shards),
+            "--models",
+            "cnn,mlp",
+            "--num-samples",
+            "3",
+            "--max-epochs",
+            "3",
+            "--grace-epochs",
+            "1",
+            "--tracking-uri",
+            mlflow_server,
+            "--experiment",
+            "tests",
+            "--register-as",
+            "genre-test",
+            "--storage",
+            str(storage),
+            "--num-cpus",
+            "2",
+            "--gpus-per-trial",
+            "0.5",
+        ]
+        result = run_job("jobs.tune", *args, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        run = {"args": result.args, "returncode": 0, "stdout": result.stdout}
+        return {"result": {**run, "stderr": result.stderr}, "args": args, "storage": str(storage)}
+
+    built = built_once(request, "tuned", build)
     return Tuned(
-        result=result,
-        args=args,
+        result=subprocess.CompletedProcess(**built["result"]),
+        args=built["args"],
         uri=mlflow_server,
         name="genre-test",
-        storage=storage,
+        storage=Path(built["storage"]),
         shards=small_shards,
     )

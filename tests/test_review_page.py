@@ -153,12 +153,24 @@ def test_file_uris_are_linked_as_they_are_already_encoded(small):
     assert queue["rows"][0][0] == "three%2C%20%22quoted%22.wav"
 
 
-def test_audio_in_an_object_store_gets_no_player_and_the_page_says_so(small):
+def test_object_store_audio_without_credentials_gets_no_player_and_the_page_says_so(
+    small, monkeypatch, tmp_path
+):
+    """No credentials to sign with: no link (tests/test_s3.py checks the presigned ones)."""
+    for name in (
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     frame = read_results(str(small))
     frame["path"] = "s3://bucket/music/" + frame["track_id"]
     page = render_page(frame, root=str(small))
-    assert _queue_data(page)["audio"] is None
-    assert "No players" in page and "presigned URLs are not made" in page
+    assert _queue_data(page)["audio"] is None and _queue_data(page)["links"] is None
+    assert "No players" in page and "presigned links could not be made" in page
 
 
 def test_the_page_is_one_self_contained_file(small):

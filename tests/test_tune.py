@@ -120,63 +120,6 @@ def test_same_command_again_reports_the_finished_search(tuned):
     assert "already finished" in again.stdout
 
 
-def test_killed_search_resumes_where_it_stopped(small_shards, mlflow_server, tmp_path):
-    storage = tmp_path / "ray-results"
-    args = [
-        "-m",
-        "jobs.tune",
-        str(small_shards),
-        "--models",
-        "mlp",
-        "--num-samples",
-        "2",
-        "--max-epochs",
-        "8",
-        "--scheduler",
-        "fifo",
-        "--patience",
-        "100",
-        "--tracking-uri",
-        mlflow_server,
-        "--experiment",
-        "resume",
-        "--refit-folds",  # the subject is the search's resume, not what comes after it
-        "0",
-        "--register-as",
-        "genre-resume",
-        "--storage",
-        str(storage),
-        "--num-cpus",
-        "2",
-        "--name",
-        "resume",
-    ]
-    proc = subprocess.Popen(
-        [sys.executable, *args],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.time() + 240
-    while time.time() < deadline and not list(storage.glob("resume/*/checkpoint_00000[2-9]")):
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    subprocess.run(["pkill", "-9", "-f", f"{storage}"], check=False)
-    assert list(storage.glob("resume/*/checkpoint_*")), "the search must be interrupted part-way"
-    # A kill while Tune replaces a checkpoint leaves the one its state names torn or gone:
-    # tear each trial's newest, and the trials go on from the checkpoint kept beside it.
-    for trial in storage.glob("resume/*/"):
-        newest = sorted(trial.glob("checkpoint_*"))[-1:]
-        for checkpoint in newest:
-            (checkpoint / "state.json").unlink(missing_ok=True)
-    result = run_job(*args[1:2], *args[2:], timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "(resumed)" in result.stdout
-    assert "tune: 2 trials, 16 trial-epochs" in result.stdout
-
-
 def test_unreachable_tracking_server_is_one_line(small_shards, tmp_path):
     dead = f"http://127.0.0.1:{free_port()}"
     result = run_job(
@@ -365,38 +308,45 @@ def _interrupt_when_training(args: list[str], storage: Path) -> subprocess.Compl
         return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read() + how)
 
 
-def test_ctrl_c_ends_parent_and_trial_runs_killed_leaves_no_temp_folder_and_a_rerun_resumes(
+def _kill_when_training(args: list[str], storage: Path) -> None:
+    """Run the tune job and SIGKILL it (and every process it started) once a trial has
+    checkpointed an epoch under ``storage``: a crash, not an interrupt."""
+    started = time.time()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.tune", *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    while time.time() < started + 240 and proc.poll() is None:
+        if _checkpoint_since(storage, started):
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    subprocess.run(["pkill", "-9", "-f", f"{storage}"], check=False)
+
+
+def test_an_interrupted_then_killed_search_resumes_its_parent_run_and_finishes(
     small_shards, tmp_path, monkeypatch
 ):
+    """One search, stopped twice: Ctrl-C (the job ends what it started, marks the runs
+    KILLED, removes its scratch folders), then SIGKILL while a checkpoint is being replaced
+    (nothing is cleaned up); the third run resumes the same parent run and finishes."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    storage = tmp_path / "ray"
+    args = [str(small_shards), "--models", "mlp", "--num-samples", "2", "--max-epochs", "8"]
+    args += ["--patience", "100", "--scheduler", "fifo", "--tracking-uri", uri]
+    args += ["--experiment", "resume", "--register-as", "genre-resume", "--name", "resume"]
+    args += ["--refit-folds", "0"]  # the subject is the search's resume, not what comes after
+    args += ["--storage", str(storage), "--num-cpus", "2"]
     # The job's own temp dir: short (Ray's socket paths live under it), and watched alone.
     scratch = Path(tempfile.mkdtemp(prefix="gt", dir="/tmp"))
-    monkeypatch.setenv("TMPDIR", str(scratch))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    args = [
-        str(small_shards),
-        "--models",
-        "mlp",
-        "--num-samples",
-        "2",
-        "--max-epochs",
-        "200",
-        "--patience",
-        "200",
-        "--scheduler",
-        "fifo",
-        "--tracking-uri",
-        uri,
-        "--experiment",
-        "ctrl-c",
-        "--refit-folds",
-        "0",
-        "--storage",
-        str(tmp_path / "ray"),
-        "--num-cpus",
-        "2",
-    ]
     try:
-        first = _interrupt_when_training(args, tmp_path / "ray")
+        with monkeypatch.context() as env:
+            env.setenv("TMPDIR", str(scratch))
+            first = _interrupt_when_training(args, storage)
         assert first.returncode == 130, first.stderr[-3000:]
         assert "re-run the same command" in first.stderr
         # the trials running at the interrupt are ended too, and their checkpoint
@@ -404,18 +354,29 @@ def test_ctrl_c_ends_parent_and_trial_runs_killed_leaves_no_temp_folder_and_a_re
         assert sorted(p.name for p in scratch.iterdir() if p.name != "ray") == []
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    parents = _parents(uri, "ctrl-c")
+    parents = _parents(uri, "resume")
     assert [p.info.status for p in parents] == ["KILLED"]
-    children = _children(uri, "ctrl-c")
+    children = _children(uri, "resume")
     assert children and all(c.info.status != "RUNNING" for c in children)
     assert "KILLED" in {c.info.status for c in children}
-    second = _interrupt_when_training(args, tmp_path / "ray")
-    assert second.returncode == 130, second.stderr[-3000:]
-    again = _parents(uri, "ctrl-c")
+
+    _kill_when_training(args, storage)
+    assert list(storage.glob("resume/*/checkpoint_*")), "the search must be interrupted part-way"
+    # A kill while Tune replaces a checkpoint leaves the one its state names torn or gone:
+    # tear each trial's newest, and the trials go on from the checkpoint kept beside it.
+    for trial in storage.glob("resume/*/"):
+        for checkpoint in sorted(trial.glob("checkpoint_*"))[-1:]:
+            (checkpoint / "state.json").unlink(missing_ok=True)
+
+    third = run_job("jobs.tune", *args, timeout=600)
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-2000:]
+    assert "(resumed)" in third.stdout
+    assert "tune: 2 trials, 16 trial-epochs" in third.stdout
+    again = _parents(uri, "resume")
     assert [p.info.run_id for p in again] == [parents[0].info.run_id], (
         "a re-run resumes the same parent run"
     )
-    assert [p.info.status for p in again] == ["KILLED"]
+    assert [p.info.status for p in again] == ["FINISHED"]
 
 
 def test_a_store_that_cannot_end_the_parent_run_does_not_hide_the_searchs_error(capsys):

@@ -4,7 +4,10 @@
     the extract job alone (decode, the same features, shards), same collection, same
     CPUs, one Ray runtime; best of two alternating rounds each. Two models: the demo's
     champion kind (short_chunk_cnn on log-mel) and the seed CNN on MFCC, whose inference
-    is ~6× cheaper, to tell the model's cost from the pipeline's.
+    is ~6× cheaper, to tell the model's cost from the pipeline's. Then the usual
+    champion: a musicnn head (mlp_head on musicnn_msd_pool) against extract with
+    musicnn_msd features, same collection (``--musicnn-tracks``), the label run computing
+    the same features (``--tags 0``: no second vocabulary), and its tracks/s.
 (b) Memory: peak resident memory of the whole run, driver and every Ray process
     (sum of RSS over the driver and its descendants, sampled every 0.2 s), labelling
     1000 and then 4000 short tracks, each in a fresh Ray runtime. Streaming keeps it flat.
@@ -19,8 +22,14 @@ epoch: what it predicts does not matter here, what it costs does.
     compiled ``model.predict`` on the same segments, and the eager ``model(x)`` per batch
     the predictor used before, same model, same batch size, in this process.
 
+(d) musicnn's front end on CPUs: segments/s of musicnn_msd with its log-mel computed on
+    the host in numpy (``log_mel`` then the compiled network on patches) and with the
+    log-mel inside the compiled step (waveforms in, :mod:`genre.frontend`), same segments,
+    same batch (32), in this process: what ``--frontend auto`` picks on CPUs follows it.
+
 The last line is machine-readable:
-label_over_extract=<f> predictor_over_predict=<f> peak_rss_1k_mb=<f> peak_rss_4k_mb=<f>
+label_over_extract=<f> label_over_extract_musicnn=<f> predictor_over_predict=<f>
+frontend_device_over_host_cpu=<f> peak_rss_1k_mb=<f> peak_rss_4k_mb=<f>
 """
 
 from __future__ import annotations
@@ -101,7 +110,7 @@ def train_model(work: Path, *, kind: str = "short_chunk_cnn", feature: str = "me
     return model_from_network(network, data, name=f"bench-{kind}/1")
 
 
-def cost_ratio(work: Path, model, *, rounds: int = 2) -> tuple[float, float]:
+def cost_ratio(work: Path, model, *, rounds: int = 2, settings=None) -> tuple[float, float]:
     """Best-of-``rounds`` wall time of extract (the model's features) and of label, alternating."""
     from genre.extraction import run_extract
     from genre.labeling import run_label
@@ -114,7 +123,9 @@ def cost_ratio(work: Path, model, *, rounds: int = 2) -> tuple[float, float]:
             run_extract(str(work / "corpus"), str(work / "shards"), cfg=model.feature_config).wall_s
         )
         costs["label"].append(
-            run_label(str(work / "corpus"), str(work / "labels"), model=model).wall_s
+            run_label(
+                str(work / "corpus"), str(work / "labels"), model=model, settings=settings
+            ).wall_s
         )
     return min(costs["extract"]), min(costs["label"])
 
@@ -177,6 +188,27 @@ def inference_rates(model, *, tracks: int = 256, per_track: int = 10, batch: int
     return rates
 
 
+def frontend_rates(*, segments: int = 96, batch: int = 32) -> dict:
+    """Segments/s of musicnn_msd from 16 kHz audio: numpy log-mel on the host then the
+    compiled network, vs the log-mel inside the compiled step."""
+    from genre.embeddings import Embedder
+    from genre.musicnn_spec import PATCH_SAMPLES
+    from genre.pretrained import log_mel
+
+    audio = 0.1 * np.random.default_rng(1).standard_normal((segments, PATCH_SAMPLES))
+    audio = audio.astype(np.float32)
+    host = Embedder(("musicnn_msd",), batch_size=batch)
+    device = Embedder(("musicnn_msd",), batch_size=batch, waveform_samples=PATCH_SAMPLES)
+    calls = {"host": lambda: host(log_mel(audio)), "device": lambda: device(audio)}
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for fn in calls.values():
+        fn()  # warm-up: tracing
+    for _ in range(3):  # alternating, best of three: a busy neighbour hits both alike
+        for name, fn in calls.items():
+            times[name].append(_timed(fn))
+    return {name: segments / min(t) for name, t in times.items()}
+
+
 def _timed(fn) -> float:
     import time
 
@@ -201,11 +233,12 @@ def main() -> None:
     ap.add_argument("--tracks", default="100,400", help="collection sizes for (a), tracks of 30 s")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--memory-sizes", default="1000,4000")
+    ap.add_argument("--musicnn-tracks", type=int, default=100, help="tracks of the musicnn row")
     args = ap.parse_args()
 
     import ray
 
-    from genre.labeling import run_label
+    from genre.labeling import LabelSettings, run_label
     from genre.runtime import init_ray
     from genre.synth import write_corpus
 
@@ -230,6 +263,25 @@ def main() -> None:
                     f"label / extract = {label_s / extract_s:.2f}",
                     flush=True,
                 )
+        head = train_model(work, kind="mlp_head", feature="musicnn_msd_pool")
+        shutil.rmtree(work / "corpus", ignore_errors=True)
+        n = args.musicnn_tracks
+        write_corpus(work / "corpus", per_genre=max(1, n // 10), seconds=30.0, seed=7)
+        extract_s, label_s = cost_ratio(work, head, settings=LabelSettings(tags=0))
+        musicnn_ratio = label_s / extract_s
+        print(
+            f"(a) {n} tracks of 30 s, {args.cpus} CPUs, mlp_head on musicnn_msd_pool (label "
+            f"--tags 0, same features): extract {extract_s:.1f} s, label {label_s:.1f} s → "
+            f"label / extract = {musicnn_ratio:.2f}; label {n / label_s:.2f} tracks/s",
+            flush=True,
+        )
+        front = frontend_rates()
+        print(
+            f"(d) musicnn_msd on CPUs, batch 32: log-mel on the host (numpy) then the network "
+            f"{front['host']:.1f} seg/s, log-mel inside the compiled step {front['device']:.1f} "
+            f"seg/s → device / host = {front['device'] / front['host']:.2f}",
+            flush=True,
+        )
         # The headline: the demo's champion kind on the largest collection measured.
         model = models["short_chunk_cnn"]
         rates = inference_rates(model)
@@ -266,7 +318,9 @@ def main() -> None:
         ray.shutdown()
         print(
             f"label_over_extract={ratio:.3f} "
+            f"label_over_extract_musicnn={musicnn_ratio:.3f} "
             f"predictor_over_predict={rates['predictor'] / rates['predict']:.3f} "
+            f"frontend_device_over_host_cpu={front['device'] / front['host']:.3f} "
             f"peak_rss_1k_mb={peaks[sizes[0]]:.1f} "
             f"peak_rss_4k_mb={peaks[sizes[-1]]:.1f}"
         )
