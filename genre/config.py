@@ -255,7 +255,9 @@ class SearchSettings:
     earlier); ``grace_clamped`` says so.
     """
 
-    shards: str
+    #: The extract job's output folders, one or several of the same feature config (a
+    #: collection extracted in parts); a single folder may be given as a plain string.
+    shards: tuple[str, ...]
     models: tuple[str, ...] = ("short_chunk_cnn", "crnn", "cnn")
     features: tuple[str, ...] | None = None  # None: default_features(kind) per trial
     num_samples: int = 8
@@ -304,6 +306,14 @@ class SearchSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", tuple(self.models))
+        shards = (self.shards,) if isinstance(self.shards, str) else tuple(self.shards)
+        object.__setattr__(self, "shards", shards)
+        if not shards:
+            raise ParameterError("SHARDS is required: the output folder(s) of the extract job")
+        places = [_place(s) for s in shards]
+        if len(set(places)) < len(places):
+            again = next(s for s, p in zip(shards, places, strict=True) if places.count(p) > 1)
+            raise ParameterError(f"shards folder {again!r} is given twice: give each folder once")
         if not self.storage:
             object.__setattr__(self, "storage", default_storage(self.tracking_uri))
         unknown = [m for m in self.models if m not in MODEL_KINDS]
@@ -357,7 +367,7 @@ class SearchSettings:
             raise ParameterError(
                 f"--coverage={self.coverage} must be a number strictly between 0 and 1"
             )
-        if self.other is not None and _place(self.other) == _place(self.shards):
+        if self.other is not None and _place(self.other) in places:
             raise ParameterError(
                 f"--other {self.other!r} is the training shards' folder: give a folder of "
                 "shards of audio that is none of the genres"
@@ -405,9 +415,11 @@ class SearchSettings:
         ):
             if keys[key] == default:
                 del keys[key]
-        for key in ("shards", "other"):
-            if keys.get(key) is not None and "://" not in keys[key]:
-                keys[key] = os.path.abspath(keys[key])
+        # One folder is named as before several could be given, so its searches still resume.
+        places = [s if "://" in s else os.path.abspath(s) for s in self.shards]
+        keys["shards"] = places[0] if len(places) == 1 else places
+        if keys.get("other") is not None and "://" not in keys["other"]:
+            keys["other"] = os.path.abspath(keys["other"])
         digest = hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[
             :10
         ]

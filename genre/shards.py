@@ -35,7 +35,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +61,7 @@ __all__ = [
     "write_shard",
     "ShardStore",
     "read_config",
+    "common_config",
     "read_segments",
     "feature_array",
 ]
@@ -376,21 +377,16 @@ def feature_array(column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...]) ->
     return values.astype(np.float32, copy=False).reshape(len(column), *shape)
 
 
-def read_segments(root: str, *, features: Iterable[str] | None = None) -> SegmentSet:
-    """Read every segment under ``root`` (only the ``features`` asked for), once each.
-
-    A segment (``track_id``, ``segment``) held by more than one shard is read once,
-    with a warning; ``SegmentSet.duplicates`` says how many rows were dropped. A shard
-    that cannot be read is skipped with a warning naming it.
+def _folder_files(root: str) -> tuple[FeatureConfig, list[str]]:
+    """The feature config of the shards under ``root`` and its readable shard files, each
+    checked to hold that config.
 
     Raises
     ------
     ParameterError
-        No (readable) shards under ``root``, a folder of labels rather than shards, or
-        a feature that was not extracted.
+        No (readable) shards under ``root``, or a folder of labels rather than shards.
     ConfigMismatchError
-        A shard was extracted with other settings than the folder's manifest says
-        (for example shards of two extract runs copied into one folder).
+        A shard was extracted with other settings than the folder's manifest says.
     """
     cfg = read_config(root)
     filesystem, base = store.filesystem(root)
@@ -411,22 +407,86 @@ def read_segments(root: str, *, features: Iterable[str] | None = None) -> Segmen
                 f"shard {file.rsplit('/', 1)[-1]} under {root!r} has feature config {found}, "
                 f"the folder's is {cfg.hash()}: keep shards of one extract config per folder"
             )
-    names = tuple(features) if features is not None else cfg.features
-    missing = [n for n in names if n not in cfg.features]
-    if missing:
-        raise ParameterError(
-            f"feature(s) {','.join(missing)} not in the shards under {root!r} "
-            f"(they hold {','.join(cfg.features)})"
+    return cfg, files
+
+
+def common_config(roots: str | Sequence[str]) -> FeatureConfig | None:
+    """The one feature config of the shards under ``roots`` (``None`` when none holds any).
+
+    A collection extracted in parts (on several machines, into several folders) is one
+    collection only when every part was extracted with the same settings: the segments
+    of a 3 s and a 4 s extract, or of two sample rates, cannot train one model.
+
+    Raises
+    ------
+    ParameterError
+        A folder of labels rather than shards.
+    ConfigMismatchError
+        Two folders hold shards of different feature configs.
+    """
+    roots = (roots,) if isinstance(roots, str) else tuple(roots)
+    found = [(root, read_config(root)) for root in roots]
+    found = [(root, cfg) for root, cfg in found if cfg is not None]
+    for root, cfg in found[1:]:
+        first, theirs = found[0]
+        if cfg.hash() != theirs.hash():
+            raise ConfigMismatchError(
+                f"shards under {root!r} have feature config {cfg.hash()} "
+                f"(features={','.join(cfg.features)}), those under {first!r} "
+                f"{theirs.hash()} (features={','.join(theirs.features)}): give folders "
+                "extracted with the same settings"
+            )
+    return found[0][1] if found else None
+
+
+def read_segments(
+    root: str | Sequence[str], *, features: Iterable[str] | None = None
+) -> SegmentSet:
+    """Read every segment under ``root`` (only the ``features`` asked for), once each.
+
+    ``root`` may be several folders of one feature config (a collection extracted in
+    parts): their segments are read as one set. A segment (``track_id``, ``segment``)
+    held by more than one shard, in one folder or across folders, is read once (from the
+    first folder given, then the first shard in name order), with a warning;
+    ``SegmentSet.duplicates`` says how many rows were dropped. A shard that cannot be
+    read is skipped with a warning naming it.
+
+    Raises
+    ------
+    ParameterError
+        No (readable) shards under a folder, a folder of labels rather than shards, or
+        a feature that was not extracted.
+    ConfigMismatchError
+        A shard was extracted with other settings than its folder's manifest says (for
+        example shards of two extract runs copied into one folder), or two folders hold
+        shards of different feature configs.
+    """
+    roots = (root,) if isinstance(root, str) else tuple(root)
+    common_config(roots)  # one config across the folders, checked before any is read
+    where = ", ".join(repr(r) for r in roots)
+    names = None
+    tables = []
+    for folder in roots:
+        cfg, files = _folder_files(folder)
+        names = tuple(features) if features is not None else cfg.features
+        missing = [n for n in names if n not in cfg.features]
+        if missing:
+            raise ParameterError(
+                f"feature(s) {','.join(missing)} not in the shards under {folder!r} "
+                f"(they hold {','.join(cfg.features)})"
+            )
+        filesystem, _ = store.filesystem(folder)
+        table, _ = store.read_parts(
+            filesystem, files, columns=["track_id", "path", "genre", "segment", *names], redo=_REDO
         )
-    table, _ = store.read_parts(
-        filesystem, files, columns=["track_id", "path", "genre", "segment", *names], redo=_REDO
-    )
-    if table is None:
-        raise ParameterError(f"no readable shard under {root!r}: re-run the extract job")
-    table, duplicates = store.drop_duplicates(table, keys=_KEYS, what="segments", where=repr(root))
+        if table is None:
+            raise ParameterError(f"no readable shard under {folder!r}: re-run the extract job")
+        tables.append(table)
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+    table, duplicates = store.drop_duplicates(table, keys=_KEYS, what="segments", where=where)
     table = table.sort_by([("track_id", "ascending"), ("segment", "ascending")])
     if len(table) == 0:
-        raise ParameterError(f"the shards under {root!r} hold no segments")
+        raise ParameterError(f"the shards under {where} hold no segments")
     return SegmentSet(
         track_id=np.asarray(table.column("track_id").to_pylist(), dtype=object),
         path=np.asarray(table.column("path").to_pylist(), dtype=object),

@@ -2,14 +2,15 @@
 
 The best trial's model is registered with the alias ``champion``.
 
-    python -m jobs.tune SHARDS [--models short_chunk_cnn,crnn,cnn] [--num-samples N]
-                               [--max-epochs N] [--tracking-uri URI] [--register-as NAME]
-                               [--address ADDR]
+    python -m jobs.tune SHARDS [SHARDS ...] [--models short_chunk_cnn,crnn,cnn]
+                               [--num-samples N] [--max-epochs N] [--tracking-uri URI]
+                               [--register-as NAME] [--address ADDR]
 
 Without ``--models``, shards that hold musicnn features add the heads mlp_head and linear.
 Tracks under the corpus's ``_other/`` (and every track of ``--other DIR``, shards of audio
 that is none of the genres) are outlier exposure: trained towards uniform probabilities.
 
+Several SHARDS folders (a collection extracted in parts) are one collection of one feature config.
 Re-running the same command resumes an interrupted search (or reports a finished one).
 """
 
@@ -38,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     add, default = p.add_argument, " (default %(default)s)"
     # A flag a line with its help beside it reads better than the formatter's seven lines.
     # fmt: off
-    add("shards", nargs="?", help="output folder of the extract job")
+    add("shards", nargs="*", help="output folder(s) of the extract job, of one feature config")
     add("--models", default="auto", help="comma list of model kinds to search over (default: "
         f"{','.join(S.models)}, plus mlp_head,linear when the shards hold musicnn features)")
     add("--features", default="auto", help="comma list of features to stack (default: mfcc for "
@@ -99,14 +100,16 @@ _AS_IS = (
 ).split()
 
 
-def _settings(args: argparse.Namespace, shards: str, tracking_uri: str) -> SearchSettings:
+def _settings(
+    args: argparse.Namespace, shards: tuple[str, ...], tracking_uri: str
+) -> SearchSettings:
     """The search settings the flags ask for (validated on construction)."""
-    from genre.shards import read_config
+    from genre.shards import common_config
     from genre.tuning import default_models
 
     return SearchSettings(  # validates every setting; nothing has started yet
         shards=shards,
-        models=_list(args.models) or default_models(read_config(shards)),
+        models=_list(args.models) or default_models(common_config(shards)),
         features=_list(args.features),
         num_samples=2 if args.smoke_test else args.num_samples,
         max_epochs=2 if args.smoke_test else args.max_epochs,
@@ -123,14 +126,15 @@ def main(argv: list[str] | None = None) -> int:
         from genre import tuning
         from genre.runtime import init_ray
 
-        shards = args.shards
+        shards = tuple(args.shards)
         if not shards:
             raise ParameterError(
                 "--smoke-test needs SHARDS (run python -m jobs.extract --smoke-test first)"
                 if args.smoke_test
                 else "SHARDS is required: the output folder of the extract job"
             )
-        check_folder(shards, "shards folder")
+        for folder in shards:
+            check_folder(folder, "shards folder")
         check_folder(args.other, "--other")
         check_ray_flags(args)
         tuning.check_search_name(args.name)  # before _settings: an empty --name reads as none
