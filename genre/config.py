@@ -33,6 +33,7 @@ __all__ = [
     "AGGREGATES",
     "SPLIT_METHODS",
     "SCHEDULERS",
+    "DATA_MODES",
     "OTHER_FOLDER",
     "OUTLIER_WEIGHT",
     "FeatureConfig",
@@ -89,6 +90,10 @@ SPLIT_METHODS = ("random", "gtzan-filtered", "auto")
 
 #: Trial schedulers of a search: ASHA stops trials that fall behind; FIFO runs all.
 SCHEDULERS = ("asha", "fifo")
+#: How a search's trials read their data: held in memory (shared through Ray's object
+#: store), streamed from the shards with Ray Data, or ``auto``: memory when the estimated
+#: in-memory peak fits comfortably in the memory available (:func:`genre.tuning.choose_data`).
+DATA_MODES = ("auto", "memory", "stream")
 
 #: The ten GTZAN genres, in the order GTZAN lists them.
 GENRES = (
@@ -302,6 +307,9 @@ class SearchSettings:
     #: calibration and genre sets cross-fitted over this many folds (0: keep the best
     #: trial's weights, calibrated on val). Not part of the search's name.
     refit_folds: int = REFIT_FOLDS
+    #: One of :data:`DATA_MODES`. Both read the same splits (and normalisation, to float
+    #: rounding): not part of the search's name, so a search resumes in either.
+    data: str = "auto"
     grace_clamped: bool = False
 
     def __post_init__(self) -> None:
@@ -346,6 +354,7 @@ class SearchSettings:
                 f"--gpus-per-trial={self.gpus_per_trial} ≥ 0"
             )
         _choice("--scheduler", self.scheduler, SCHEDULERS)
+        _choice("--data", self.data, DATA_MODES)
         _choice("--split", self.split, SPLIT_METHODS)
         low, high = self.learning_rate
         if not 0 < low <= high:
@@ -403,6 +412,7 @@ class SearchSettings:
             "mapping",
             "coverage",
             "refit_folds",
+            "data",
         )
         keys = {k: v for k, v in asdict(self).items() if k not in skip}
         # Settings added later stay out of the name at their defaults, so searches started

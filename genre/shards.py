@@ -63,6 +63,8 @@ __all__ = [
     "read_config",
     "common_config",
     "read_segments",
+    "TrackIndex",
+    "track_index",
     "feature_array",
 ]
 
@@ -495,6 +497,142 @@ def read_segments(
         features={n: feature_array(table.column(n), cfg.shape(n)) for n in names},
         cfg=cfg,
         duplicates=duplicates,
+    )
+
+
+@dataclass(frozen=True)
+class TrackIndex:
+    """Every track of one or more shard folders, without its features: what a search
+    needs to split, count and stream a collection that does not fit in memory.
+
+    Attributes
+    ----------
+    track_id, genre : np.ndarray [shape=(tracks,), dtype=object]
+        Sorted by track id; ``genre`` is ``None`` for an unlabelled track. Tracks of
+        an ``other`` folder are filed under :data:`OTHER_MOUNT` without a genre, as
+        :func:`with_other` files them.
+    segments : np.ndarray [shape=(tracks,), dtype=int64]
+    source : np.ndarray [shape=(tracks,), dtype=int64]
+        Index into ``files`` of the shard each track is read from.
+    files : list of str
+        The readable shard files, in the order the folders were given (each folder's
+        in name order), as paths of ``filesystem``.
+    prefixes : list of str
+        Per file: what its track ids are filed under (``""``, or ``OTHER_MOUNT + "/"``).
+    filesystem : pyarrow.fs.FileSystem
+    cfg : FeatureConfig
+    duplicates : int
+        Segments ignored because an earlier shard held their track.
+    shadowed : frozenset of int
+        The files (indices into ``files``) that hold such ignored copies.
+    """
+
+    track_id: np.ndarray
+    genre: np.ndarray
+    segments: np.ndarray
+    source: np.ndarray
+    files: list[str]
+    prefixes: list[str]
+    filesystem: Any
+    cfg: FeatureConfig
+    duplicates: int = 0
+    shadowed: frozenset[int] = frozenset()
+
+    def __len__(self) -> int:
+        return len(self.track_id)
+
+
+def track_index(roots: str | Sequence[str], *, other: str | None = None) -> TrackIndex:
+    """The tracks of ``roots`` (and of ``other``, as out-of-taxonomy audio), read from the
+    shards' id columns only: a few bytes per segment, whatever the features weigh.
+
+    A track is read from the first shard that holds it (folders in the order given, each
+    folder's shards in name order), as :func:`read_segments` keeps the first copy of a
+    segment: extract writes a track's segments into one shard, so the two agree.
+
+    Raises
+    ------
+    ParameterError, ConfigMismatchError
+        As :func:`read_segments`; ``other`` as :func:`with_other`.
+    """
+    roots = (roots,) if isinstance(roots, str) else tuple(roots)
+    cfg = common_config(roots)
+    if cfg is None:
+        raise ParameterError(f"no segment shards under {roots[0]!r}: run the extract job first")
+    groups = [(root, "") for root in roots]
+    if other is not None:
+        other_cfg = read_config(other)
+        if other_cfg is None:
+            raise ParameterError(
+                f"--other {other!r} holds no segment shards: run the extract job on it"
+            )
+        missing = [n for n in cfg.features if n not in other_cfg.features]
+        if missing:
+            raise ParameterError(
+                f"--other {other!r} lacks {','.join(missing)}: extract it with the same "
+                f"--features as the training shards ({','.join(cfg.features)})"
+            )
+        if other_cfg.with_features(cfg.features) != cfg:
+            raise ConfigMismatchError(
+                f"--other {other!r} was extracted with other settings than the training "
+                f"shards (feature config {other_cfg.with_features(cfg.features).hash()}, "
+                f"theirs {cfg.hash()}): extract it with the same flags"
+            )
+        groups.append((other, f"{OTHER_MOUNT}/"))
+    files: list[str] = []
+    prefixes: list[str] = []
+    seen: dict[str, tuple[str | None, int, int]] = {}
+    duplicates, shadowed = 0, set()
+    filesystem = None
+    for root, prefix in groups:
+        _, found = _folder_files(root)
+        folder_fs = store.filesystem(root)[0]
+        filesystem = filesystem or folder_fs
+        if type(folder_fs) is not type(filesystem):
+            raise ParameterError(
+                f"shards folder {root!r} is on another filesystem than {roots[0]!r}: a "
+                "search streams from one (copy the folders to one place)"
+            )
+        for file in found:
+            columns = ["track_id", "genre"]
+            table, _ = store.read_parts(folder_fs, [file], columns=columns, redo=_REDO)
+            if table is None:
+                continue
+            files.append(file)
+            prefixes.append(prefix)
+            counted = table.group_by(["track_id", "genre"], use_threads=False).aggregate(
+                [([], "count_all")]
+            )
+            for track, genre, n in zip(
+                counted.column("track_id").to_pylist(),
+                counted.column("genre").to_pylist(),
+                counted.column("count_all").to_pylist(),
+                strict=True,
+            ):
+                key = prefix + track
+                if key in seen:
+                    duplicates += n
+                    shadowed.add(len(files) - 1)
+                    continue
+                seen[key] = (None if prefix else genre, int(n), len(files) - 1)
+    if duplicates:
+        warnings.warn(
+            f"{duplicates} duplicate segments under {', '.join(repr(r) for r, _ in groups)} "
+            "ignored (the same track_id, segment in more than one part)",
+            stacklevel=2,
+        )
+    order = sorted(seen)
+    return TrackIndex(
+        track_id=np.array(order, dtype=object),
+        genre=np.array([seen[t][0] for t in order], dtype=object),
+        segments=np.array([seen[t][1] for t in order], dtype=np.int64),
+        source=np.array([seen[t][2] for t in order], dtype=np.int64),
+        files=files,
+        prefixes=prefixes,
+        filesystem=filesystem,
+        cfg=cfg,
+        duplicates=duplicates,
+        shadowed=frozenset(shadowed),
     )
 
 

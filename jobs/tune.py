@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from genre.config import SCHEDULERS, SPLIT_METHODS, SearchSettings
+from genre.config import DATA_MODES, SCHEDULERS, SPLIT_METHODS, SearchSettings
 from genre.errors import ParameterError
 from jobs._cli import add_ray_flags, check_folder, check_ray_flags, parser, run_main
 from jobs._cli import tracking_uri as cli_tracking_uri
@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
         "on _other/ and --other tracks; 0: measured on, not trained on" + default)
     add("--refit-folds", type=int, default=S.refit_folds, help="train the best configuration "
         "again on train + val, calibrated on K-fold out-of-fold predictions; 0: no" + default)
+    add("--data", choices=DATA_MODES, default=S.data, help="trials read the shards held in "
+        "memory, or streamed with Ray Data (auto: memory when it fits comfortably)")
     add("--split", choices=SPLIT_METHODS, default=S.split,
         help="by-track split (auto: GTZAN lists when the corpus is GTZAN)")
     add("--seed", type=int, default=S.seed, help="seed of the split and of the search" + default)
@@ -96,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
 _AS_IS = (
     "grace_epochs reduction_factor patience cpus_per_trial gpus_per_trial mixed_precision mapping "
     "coverage other outlier_weight refit_folds scheduler split seed experiment register_as storage "
-    "name"
+    "name data"
 ).split()
 
 
@@ -145,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"--max-epochs {settings.max_epochs}; using {settings.grace_epochs}",
                 file=sys.stderr,
             )
-        segments = tuning.training_segments(settings)
-        plan = tuning.validate(segments, settings)  # every check before anything is created
+        segments, plan = tuning.plan_search(settings)  # every check before anything starts
         if args.fresh:
             tuning.remove_search(settings)
         init_ray(address=args.address, num_cpus=args.num_cpus)
