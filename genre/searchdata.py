@@ -18,6 +18,7 @@ decoded. A track held by two shards is read from the one the index chose
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,20 @@ STATS_FOLDER = "genre_stats"
 _BAD_SHOWN = 5
 #: Bytes of segments a trial's local shuffle buffer holds (at least two batches).
 SHUFFLE_BUFFER_BYTES = 128 * 1024**2
+#: Ray Data's largest block. Its default (128 MB) is more than a small object store holds
+#: whole (Ray's least is 75 MB): every block would be spilled to disk and read back.
+BLOCK_BYTES = 16 * 1024**2
+
+
+def _small_blocks() -> None:
+    """Ray Data's blocks, and the Parquet bytes one read task takes on, at most
+    :data:`BLOCK_BYTES` in this process (and the tasks it starts): a read task writes all
+    it read into the object store, so a 128 MB read unit (Ray Data's default) overflows a
+    small store and is spilled to disk whatever the backpressure."""
+    from ray.data import DataContext
+
+    DataContext.get_current().target_max_block_size = BLOCK_BYTES
+    os.environ.setdefault("RAY_DATA_PARQUET_BIN_PACKING_BYTES", str(BLOCK_BYTES))
 
 
 def split_dataset(
@@ -79,6 +94,8 @@ def split_dataset(
         key = (prefix, source if source in index.shadowed else -1)
         reads[key]["ids"].append(track[len(prefix) :])
     tasks = {} if cpus is None else {"num_cpus": cpus}
+    # Reads that ask for no CPU are not held back by the CPUs: two at a time (a trial's).
+    reading = {} if cpus is None else {"concurrency": 2}
     parts = []
     for (prefix, _), read in reads.items():
         if not read["ids"]:
@@ -88,6 +105,7 @@ def split_dataset(
             filesystem=index.filesystem,
             shuffle=None if shuffle_seed is None else ray.data.FileShuffleConfig(seed=shuffle_seed),
             **tasks,
+            **reading,
         )
         ids = col("track_id").is_in(sorted(read["ids"]))
         ds = ds.select_columns(columns).filter(expr=ids, **tasks)
@@ -163,6 +181,7 @@ def statistics(
     )
     train = {t for t, s in stats.assignment.items() if s == "train"}
     shapes = {n: index.cfg.shape(n) for n in features}
+    _small_blocks()
     ds = split_dataset(index, train, columns=["track_id", *features])
     rows = ds.map_batches(
         _moments, fn_kwargs={"features": features, "shapes": shapes}, batch_format="pyarrow"
@@ -209,12 +228,11 @@ class ShardStream:
     """A search's splits for one feature set, read from the shards with Ray Data: the
     ``source`` of a :class:`genre.training.StreamedData` (see there for what it yields).
 
-    A trial holds its shuffle buffer and a few prefetched batches, never a split. Its
-    Ray Data tasks ask for no CPU: a trial's placement group already holds the CPUs it
-    was given, and Ray Data schedules its tasks outside it, so tasks that asked for a CPU
-    would wait for ever once the trials hold every CPU of the cluster (Ray's Tune + Data
-    pitfall). Reading and decoding Parquet is light beside the training it feeds, which
-    waits for it anyway.
+    A trial holds its shuffle buffer and a few prefetched batches, never a split. Ray Data
+    schedules its tasks outside the trial's placement group, on CPUs the trials leave
+    free (:func:`genre.tuning.streamed_trials_at_once` leaves one); its reads and filters
+    ask for no CPU, so the trials' reads share that one CPU without queueing behind each
+    other (decoding Parquet is light beside the training it feeds).
 
     Parameters
     ----------
@@ -257,8 +275,8 @@ class ShardStream:
     def __call__(self, split: str, *, batch_size: int, seed: int | None, other: bool):
         from ray.data import DataContext
 
-        context = DataContext.get_current()
-        context.enable_progress_bars = False  # a trial's log, not a terminal
+        DataContext.get_current().enable_progress_bars = False  # a trial's log, not a terminal
+        _small_blocks()
         features = self.stats.features
         shapes = {n: self.index.cfg.shape(n) for n in features}
         ds = self._dataset(split, other=other, seed=seed)

@@ -101,6 +101,7 @@ __all__ = [
     "remove_search",
     "run_search",
     "search",
+    "streamed_trials_at_once",
     "training_segments",
     "validate",
 ]
@@ -661,6 +662,33 @@ def check_resources(settings: SearchSettings) -> None:
     )
 
 
+def streamed_trials_at_once(settings: SearchSettings) -> int:
+    """How many trials of a streamed search run at once: as many as the cluster's CPUs
+    hold with one CPU left over for Ray Data's tasks.
+
+    Ray Data schedules its tasks outside a trial's placement group, and some of them (its
+    file listing) ask for a CPU whatever the read asks for: once the trials hold every CPU
+    they wait for ever, and so do the trials (Ray's advice for Tune + Data: cap the trials
+    with ``max_concurrent_trials``). Call once Ray is up.
+
+    Raises
+    ------
+    ParameterError
+        The cluster has no CPU beside one trial's.
+    """
+    import ray
+
+    cpus = float(ray.cluster_resources().get("CPU", 0.0))
+    at_once = int((cpus - 1) // settings.cpus_per_trial)
+    if at_once < 1:
+        raise ParameterError(
+            f"--data stream with --cpus-per-trial={settings.cpus_per_trial:g}: the cluster has "
+            f"{cpus:g} CPUs and Ray Data needs one beside a trial's; lower --cpus-per-trial, "
+            "raise --num-cpus or use --data memory"
+        )
+    return at_once
+
+
 class _Unschedulable(Callback):
     """End a search whose waiting trials no live node can hold any more (nodes left the
     cluster after :func:`check_resources`): Tune itself only warns, for ever.
@@ -746,6 +774,8 @@ def run_search(
     started = time.perf_counter()
     plan = validate(segments, settings) if plan is None else plan
     check_resources(settings)
+    if plan.index is not None:
+        streamed_trials_at_once(settings)  # refused before any run is created
     # One run per search folder: two identical commands at once would share Tune's state
     # and register the champion twice; the second is refused with one line.
     with FolderLock(_search_path(settings), command="jobs.tune"):
@@ -930,6 +960,8 @@ def _fit(
         {"cpu": cpus, "gpu": gpus},
     )
     space = _search_space(settings, features=plan.features, gpus=gpus)
+    # A streamed search leaves a CPU to Ray Data (see streamed_trials_at_once).
+    at_once = 0 if plan.index is None else streamed_trials_at_once(settings)
     if tune.Tuner.can_restore(path):
         # Tuner.restore unpickles the experiment state under --storage: trusted writers
         # only (README).
@@ -959,7 +991,7 @@ def _fit(
             mode="max",
             scheduler=scheduler,
             num_samples=settings.num_samples,
-            search_alg=_seeded_search(settings.seed),
+            search_alg=_seeded_search(settings.seed, max_concurrent=at_once),
             # A new trial runs in the actor of a finished one: each actor process pays
             # TensorFlow's import (~6 s of a CPU) and, on a GPU node, CUDA's start once,
             # not once per trial.
@@ -1027,10 +1059,13 @@ def _trial_row(result, state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _seeded_search(seed: int):
+def _seeded_search(seed: int, *, max_concurrent: int = 0):
+    """Tune's random search, seeded; ``max_concurrent`` trials at once (0: as many as fit).
+    The cap lives here: Tune ignores ``TuneConfig.max_concurrent_trials`` beside a given
+    ``BasicVariantGenerator``."""
     from ray.tune.search import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=seed)
+    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)
 
 
 def champion(
