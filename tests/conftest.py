@@ -201,6 +201,7 @@ def pytest_configure(config):
 #: one long file from running alone at the end.
 _LONGEST_FIRST = (
     "test_tune.py",
+    "test_tune_stream.py",
     "test_label.py",
     "test_ray_start.py",
     "test_demo.py",

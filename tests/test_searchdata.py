@@ -202,3 +202,15 @@ def test_auto_keeps_a_search_in_memory_when_it_fits_comfortably_and_streams_othe
     assert choose_data(index, auto, features, available=2 * peak - 1).mode == "stream"
     forced = choose_data(index, SearchSettings(shards=roots, data="memory"), features, available=1)
     assert forced.mode == "memory" and forced.reason.startswith("--data memory")
+
+
+def test_a_streamed_search_leaves_a_cpu_to_ray_data_and_refuses_a_cluster_without_one(
+    ray_local, tmp_path
+):
+    from genre.config import SearchSettings
+    from genre.tuning import streamed_trials_at_once
+
+    assert ray_local.cluster_resources()["CPU"] == 2  # the suite's shared head
+    assert streamed_trials_at_once(SearchSettings(shards=str(tmp_path))) == 1
+    with pytest.raises(ParameterError, match="Ray Data needs one beside a trial's"):
+        streamed_trials_at_once(SearchSettings(shards=str(tmp_path), cpus_per_trial=2))
