@@ -94,8 +94,7 @@ def split_dataset(
         key = (prefix, source if source in index.shadowed else -1)
         reads[key]["ids"].append(track[len(prefix) :])
     tasks = {} if cpus is None else {"num_cpus": cpus}
-    # Reads that ask for no CPU are not held back by the CPUs: two at a time (a trial's).
-    reading = {} if cpus is None else {"concurrency": 2}
+    row_bytes = sum(4 * int(np.prod(index.cfg.shape(c))) for c in columns if c != "track_id")
     parts = []
     for (prefix, _), read in reads.items():
         if not read["ids"]:
@@ -105,7 +104,7 @@ def split_dataset(
             filesystem=index.filesystem,
             shuffle=None if shuffle_seed is None else ray.data.FileShuffleConfig(seed=shuffle_seed),
             **tasks,
-            **reading,
+            **_reads_at_once(index, read["files"], row_bytes=row_bytes, cpus=cpus),
         )
         ids = col("track_id").is_in(sorted(read["ids"]))
         ds = ds.select_columns(columns).filter(expr=ids, **tasks)
@@ -117,6 +116,16 @@ def split_dataset(
     if not parts:
         raise ParameterError("none of the split's tracks is in the shards")
     return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
+
+
+def _reads_at_once(index: TrackIndex, files: list[str], *, row_bytes: int, cpus: float | None):
+    """Reads that ask for no CPU are not held back by the CPUs: two at a time (a trial's),
+    fewer when the files make fewer read units (Ray Data warns of a cap it cannot reach)."""
+    if cpus is None:
+        return {}
+    sources = [k for k, f in enumerate(index.files) if f in set(files)]
+    rows = int(index.segments[np.isin(index.source, sources)].sum())
+    return {"concurrency": int(max(1, min(2, -(-rows * row_bytes // BLOCK_BYTES))))}
 
 
 def _filed_under(batch, *, prefix: str):
