@@ -848,7 +848,10 @@ def _open_search(cfg: FeatureConfig, n_segments: int, settings: SearchSettings) 
     params = {
         k: v for k, v in asdict(settings).items() if k not in ("tracking_uri", "grace_clamped")
     }
-    params.update(feature_config_hash=cfg.hash(), n_segments=n_segments)
+    # The folders as a user typed them, not a tuple's repr.
+    params.update(
+        shards=",".join(settings.shards), feature_config_hash=cfg.hash(), n_segments=n_segments
+    )
     start_parent_run(run.parent, name=run.name, params=params)
     try:
         _save_marker(run, status="running")
