@@ -7,7 +7,7 @@ DEMO   ?= demo-out
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast bench eval-models eval-gtzan eval-ood lint clean install
+.PHONY: demo test test-fast bench bench-scale eval-models eval-gtzan eval-ood lint clean install
 
 install: $(STAMP)
 
@@ -37,6 +37,9 @@ bench: $(STAMP)
 	$(PY) tests/bench/bench_extract.py
 	$(PY) tests/bench/bench_tune.py
 	$(PY) tests/bench/bench_label.py
+
+bench-scale: $(STAMP)  # up to 40 min: a search's memory at 1×, 4×, 16× a collection
+	$(PY) tests/bench/bench_tune_scale.py
 
 eval-models: $(STAMP)
 	$(PY) tests/bench/eval_models.py

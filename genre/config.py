@@ -34,6 +34,7 @@ __all__ = [
     "FRONTENDS",
     "SPLIT_METHODS",
     "SCHEDULERS",
+    "DATA_MODES",
     "OTHER_FOLDER",
     "OUTLIER_WEIGHT",
     "FeatureConfig",
@@ -95,6 +96,10 @@ SPLIT_METHODS = ("random", "gtzan-filtered", "auto")
 
 #: Trial schedulers of a search: ASHA stops trials that fall behind; FIFO runs all.
 SCHEDULERS = ("asha", "fifo")
+#: How a search's trials read their data: held in memory (shared through Ray's object
+#: store), streamed from the shards with Ray Data, or ``auto``: memory when the estimated
+#: in-memory peak fits comfortably in the memory available (:func:`genre.tuning.choose_data`).
+DATA_MODES = ("auto", "memory", "stream")
 
 #: The ten GTZAN genres, in the order GTZAN lists them.
 GENRES = (
@@ -261,7 +266,9 @@ class SearchSettings:
     earlier); ``grace_clamped`` says so.
     """
 
-    shards: str
+    #: The extract job's output folders, one or several of the same feature config (a
+    #: collection extracted in parts); a single folder may be given as a plain string.
+    shards: tuple[str, ...]
     models: tuple[str, ...] = ("short_chunk_cnn", "crnn", "cnn")
     features: tuple[str, ...] | None = None  # None: default_features(kind) per trial
     num_samples: int = 8
@@ -310,10 +317,21 @@ class SearchSettings:
     #: go over the shards' before the split (:mod:`genre.corrections`); later files win.
     #: They change training, so their contents' hashes are part of the search's name.
     labels: tuple[str, ...] = ()
+    #: One of :data:`DATA_MODES`. Both read the same splits (and normalisation, to float
+    #: rounding): not part of the search's name, so a search resumes in either.
+    data: str = "auto"
     grace_clamped: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", tuple(self.models))
+        shards = (self.shards,) if isinstance(self.shards, str) else tuple(self.shards)
+        object.__setattr__(self, "shards", shards)
+        if not shards:
+            raise ParameterError("SHARDS is required: the output folder(s) of the extract job")
+        places = [_place(s) for s in shards]
+        if len(set(places)) < len(places):
+            again = next(s for s, p in zip(shards, places, strict=True) if places.count(p) > 1)
+            raise ParameterError(f"shards folder {again!r} is given twice: give each folder once")
         if not self.storage:
             object.__setattr__(self, "storage", default_storage(self.tracking_uri))
         unknown = [m for m in self.models if m not in MODEL_KINDS]
@@ -346,6 +364,7 @@ class SearchSettings:
                 f"--gpus-per-trial={self.gpus_per_trial} ≥ 0"
             )
         _choice("--scheduler", self.scheduler, SCHEDULERS)
+        _choice("--data", self.data, DATA_MODES)
         _choice("--split", self.split, SPLIT_METHODS)
         low, high = self.learning_rate
         if not 0 < low <= high:
@@ -367,7 +386,7 @@ class SearchSettings:
             raise ParameterError(
                 f"--coverage={self.coverage} must be a number strictly between 0 and 1"
             )
-        if self.other is not None and _place(self.other) == _place(self.shards):
+        if self.other is not None and _place(self.other) in places:
             raise ParameterError(
                 f"--other {self.other!r} is the training shards' folder: give a folder of "
                 "shards of audio that is none of the genres"
@@ -408,6 +427,7 @@ class SearchSettings:
             "mapping",
             "coverage",
             "refit_folds",
+            "data",
         )
         keys = {k: v for k, v in asdict(self).items() if k not in skip}
         # Settings added later stay out of the name at their defaults, so searches started
@@ -420,9 +440,11 @@ class SearchSettings:
         ):
             if keys[key] == default:
                 del keys[key]
-        for key in ("shards", "other"):
-            if keys.get(key) is not None and "://" not in keys[key]:
-                keys[key] = os.path.abspath(keys[key])
+        # One folder is named as before several could be given, so its searches still resume.
+        places = [s if "://" in s else os.path.abspath(s) for s in self.shards]
+        keys["shards"] = places[0] if len(places) == 1 else places
+        if keys.get("other") is not None and "://" not in keys["other"]:
+            keys["other"] = os.path.abspath(keys["other"])
         # The corrections by content, in order (later files win): the same files under
         # another name resume the search, an edited file starts another.
         labels = keys.pop("labels")

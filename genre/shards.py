@@ -35,7 +35,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +61,10 @@ __all__ = [
     "write_shard",
     "ShardStore",
     "read_config",
+    "common_config",
     "read_segments",
+    "TrackIndex",
+    "track_index",
     "feature_array",
 ]
 
@@ -387,21 +390,16 @@ def feature_array(column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...]) ->
     return values.astype(np.float32, copy=False).reshape(len(column), *shape)
 
 
-def read_segments(root: str, *, features: Iterable[str] | None = None) -> SegmentSet:
-    """Read every segment under ``root`` (only the ``features`` asked for), once each.
-
-    A segment (``track_id``, ``segment``) held by more than one shard is read once,
-    with a warning; ``SegmentSet.duplicates`` says how many rows were dropped. A shard
-    that cannot be read is skipped with a warning naming it.
+def _folder_files(root: str) -> tuple[FeatureConfig, list[str]]:
+    """The feature config of the shards under ``root`` and its readable shard files, each
+    checked to hold that config.
 
     Raises
     ------
     ParameterError
-        No (readable) shards under ``root``, a folder of labels rather than shards, or
-        a feature that was not extracted.
+        No (readable) shards under ``root``, or a folder of labels rather than shards.
     ConfigMismatchError
-        A shard was extracted with other settings than the folder's manifest says
-        (for example shards of two extract runs copied into one folder).
+        A shard was extracted with other settings than the folder's manifest says.
     """
     cfg = read_config(root)
     filesystem, base = store.filesystem(root)
@@ -422,22 +420,86 @@ def read_segments(root: str, *, features: Iterable[str] | None = None) -> Segmen
                 f"shard {file.rsplit('/', 1)[-1]} under {root!r} has feature config {found}, "
                 f"the folder's is {cfg.hash()}: keep shards of one extract config per folder"
             )
-    names = tuple(features) if features is not None else cfg.features
-    missing = [n for n in names if n not in cfg.features]
-    if missing:
-        raise ParameterError(
-            f"feature(s) {','.join(missing)} not in the shards under {root!r} "
-            f"(they hold {','.join(cfg.features)})"
+    return cfg, files
+
+
+def common_config(roots: str | Sequence[str]) -> FeatureConfig | None:
+    """The one feature config of the shards under ``roots`` (``None`` when none holds any).
+
+    A collection extracted in parts (on several machines, into several folders) is one
+    collection only when every part was extracted with the same settings: the segments
+    of a 3 s and a 4 s extract, or of two sample rates, cannot train one model.
+
+    Raises
+    ------
+    ParameterError
+        A folder of labels rather than shards.
+    ConfigMismatchError
+        Two folders hold shards of different feature configs.
+    """
+    roots = (roots,) if isinstance(roots, str) else tuple(roots)
+    found = [(root, read_config(root)) for root in roots]
+    found = [(root, cfg) for root, cfg in found if cfg is not None]
+    for root, cfg in found[1:]:
+        first, theirs = found[0]
+        if cfg.hash() != theirs.hash():
+            raise ConfigMismatchError(
+                f"shards under {root!r} have feature config {cfg.hash()} "
+                f"(features={','.join(cfg.features)}), those under {first!r} "
+                f"{theirs.hash()} (features={','.join(theirs.features)}): give folders "
+                "extracted with the same settings"
+            )
+    return found[0][1] if found else None
+
+
+def read_segments(
+    root: str | Sequence[str], *, features: Iterable[str] | None = None
+) -> SegmentSet:
+    """Read every segment under ``root`` (only the ``features`` asked for), once each.
+
+    ``root`` may be several folders of one feature config (a collection extracted in
+    parts): their segments are read as one set. A segment (``track_id``, ``segment``)
+    held by more than one shard, in one folder or across folders, is read once (from the
+    first folder given, then the first shard in name order), with a warning;
+    ``SegmentSet.duplicates`` says how many rows were dropped. A shard that cannot be
+    read is skipped with a warning naming it.
+
+    Raises
+    ------
+    ParameterError
+        No (readable) shards under a folder, a folder of labels rather than shards, or
+        a feature that was not extracted.
+    ConfigMismatchError
+        A shard was extracted with other settings than its folder's manifest says (for
+        example shards of two extract runs copied into one folder), or two folders hold
+        shards of different feature configs.
+    """
+    roots = (root,) if isinstance(root, str) else tuple(root)
+    common_config(roots)  # one config across the folders, checked before any is read
+    where = ", ".join(repr(r) for r in roots)
+    names = None
+    tables = []
+    for folder in roots:
+        cfg, files = _folder_files(folder)
+        names = tuple(features) if features is not None else cfg.features
+        missing = [n for n in names if n not in cfg.features]
+        if missing:
+            raise ParameterError(
+                f"feature(s) {','.join(missing)} not in the shards under {folder!r} "
+                f"(they hold {','.join(cfg.features)})"
+            )
+        filesystem, _ = store.filesystem(folder)
+        table, _ = store.read_parts(
+            filesystem, files, columns=["track_id", "path", "genre", "segment", *names], redo=_REDO
         )
-    table, _ = store.read_parts(
-        filesystem, files, columns=["track_id", "path", "genre", "segment", *names], redo=_REDO
-    )
-    if table is None:
-        raise ParameterError(f"no readable shard under {root!r}: re-run the extract job")
-    table, duplicates = store.drop_duplicates(table, keys=_KEYS, what="segments", where=repr(root))
+        if table is None:
+            raise ParameterError(f"no readable shard under {folder!r}: re-run the extract job")
+        tables.append(table)
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+    table, duplicates = store.drop_duplicates(table, keys=_KEYS, what="segments", where=where)
     table = table.sort_by([("track_id", "ascending"), ("segment", "ascending")])
     if len(table) == 0:
-        raise ParameterError(f"the shards under {root!r} hold no segments")
+        raise ParameterError(f"the shards under {where} hold no segments")
     return SegmentSet(
         track_id=np.asarray(table.column("track_id").to_pylist(), dtype=object),
         path=np.asarray(table.column("path").to_pylist(), dtype=object),
@@ -446,6 +508,142 @@ def read_segments(root: str, *, features: Iterable[str] | None = None) -> Segmen
         features={n: feature_array(table.column(n), cfg.shape(n)) for n in names},
         cfg=cfg,
         duplicates=duplicates,
+    )
+
+
+@dataclass(frozen=True)
+class TrackIndex:
+    """Every track of one or more shard folders, without its features: what a search
+    needs to split, count and stream a collection that does not fit in memory.
+
+    Attributes
+    ----------
+    track_id, genre : np.ndarray [shape=(tracks,), dtype=object]
+        Sorted by track id; ``genre`` is ``None`` for an unlabelled track. Tracks of
+        an ``other`` folder are filed under :data:`OTHER_MOUNT` without a genre, as
+        :func:`with_other` files them.
+    segments : np.ndarray [shape=(tracks,), dtype=int64]
+    source : np.ndarray [shape=(tracks,), dtype=int64]
+        Index into ``files`` of the shard each track is read from.
+    files : list of str
+        The readable shard files, in the order the folders were given (each folder's
+        in name order), as paths of ``filesystem``.
+    prefixes : list of str
+        Per file: what its track ids are filed under (``""``, or ``OTHER_MOUNT + "/"``).
+    filesystem : pyarrow.fs.FileSystem
+    cfg : FeatureConfig
+    duplicates : int
+        Segments ignored because an earlier shard held their track.
+    shadowed : frozenset of int
+        The files (indices into ``files``) that hold such ignored copies.
+    """
+
+    track_id: np.ndarray
+    genre: np.ndarray
+    segments: np.ndarray
+    source: np.ndarray
+    files: list[str]
+    prefixes: list[str]
+    filesystem: Any
+    cfg: FeatureConfig
+    duplicates: int = 0
+    shadowed: frozenset[int] = frozenset()
+
+    def __len__(self) -> int:
+        return len(self.track_id)
+
+
+def track_index(roots: str | Sequence[str], *, other: str | None = None) -> TrackIndex:
+    """The tracks of ``roots`` (and of ``other``, as out-of-taxonomy audio), read from the
+    shards' id columns only: a few bytes per segment, whatever the features weigh.
+
+    A track is read from the first shard that holds it (folders in the order given, each
+    folder's shards in name order), as :func:`read_segments` keeps the first copy of a
+    segment: extract writes a track's segments into one shard, so the two agree.
+
+    Raises
+    ------
+    ParameterError, ConfigMismatchError
+        As :func:`read_segments`; ``other`` as :func:`with_other`.
+    """
+    roots = (roots,) if isinstance(roots, str) else tuple(roots)
+    cfg = common_config(roots)
+    if cfg is None:
+        raise ParameterError(f"no segment shards under {roots[0]!r}: run the extract job first")
+    groups = [(root, "") for root in roots]
+    if other is not None:
+        other_cfg = read_config(other)
+        if other_cfg is None:
+            raise ParameterError(
+                f"--other {other!r} holds no segment shards: run the extract job on it"
+            )
+        missing = [n for n in cfg.features if n not in other_cfg.features]
+        if missing:
+            raise ParameterError(
+                f"--other {other!r} lacks {','.join(missing)}: extract it with the same "
+                f"--features as the training shards ({','.join(cfg.features)})"
+            )
+        if other_cfg.with_features(cfg.features) != cfg:
+            raise ConfigMismatchError(
+                f"--other {other!r} was extracted with other settings than the training "
+                f"shards (feature config {other_cfg.with_features(cfg.features).hash()}, "
+                f"theirs {cfg.hash()}): extract it with the same flags"
+            )
+        groups.append((other, f"{OTHER_MOUNT}/"))
+    files: list[str] = []
+    prefixes: list[str] = []
+    seen: dict[str, tuple[str | None, int, int]] = {}
+    duplicates, shadowed = 0, set()
+    filesystem = None
+    for root, prefix in groups:
+        _, found = _folder_files(root)
+        folder_fs = store.filesystem(root)[0]
+        filesystem = filesystem or folder_fs
+        if type(folder_fs) is not type(filesystem):
+            raise ParameterError(
+                f"shards folder {root!r} is on another filesystem than {roots[0]!r}: a "
+                "search streams from one (copy the folders to one place)"
+            )
+        for file in found:
+            columns = ["track_id", "genre"]
+            table, _ = store.read_parts(folder_fs, [file], columns=columns, redo=_REDO)
+            if table is None:
+                continue
+            files.append(file)
+            prefixes.append(prefix)
+            counted = table.group_by(["track_id", "genre"], use_threads=False).aggregate(
+                [([], "count_all")]
+            )
+            for track, genre, n in zip(
+                counted.column("track_id").to_pylist(),
+                counted.column("genre").to_pylist(),
+                counted.column("count_all").to_pylist(),
+                strict=True,
+            ):
+                key = prefix + track
+                if key in seen:
+                    duplicates += n
+                    shadowed.add(len(files) - 1)
+                    continue
+                seen[key] = (None if prefix else genre, int(n), len(files) - 1)
+    if duplicates:
+        warnings.warn(
+            f"{duplicates} duplicate segments under {', '.join(repr(r) for r, _ in groups)} "
+            "ignored (the same track_id, segment in more than one part)",
+            stacklevel=2,
+        )
+    order = sorted(seen)
+    return TrackIndex(
+        track_id=np.array(order, dtype=object),
+        genre=np.array([seen[t][0] for t in order], dtype=object),
+        segments=np.array([seen[t][1] for t in order], dtype=np.int64),
+        source=np.array([seen[t][2] for t in order], dtype=np.int64),
+        files=files,
+        prefixes=prefixes,
+        filesystem=filesystem,
+        cfg=cfg,
+        duplicates=duplicates,
+        shadowed=frozenset(shadowed),
     )
 
 

@@ -493,6 +493,7 @@ class SearchOutcome:
     review: dict[str, Any] = field(default_factory=dict)  # genre.posthoc.review_figures
     fitted: dict[str, Any] = field(default_factory=dict)  # the card's training["fitted"]
     corrections: dict[str, Any] | None = None  # the card's, as JSON (LabelCorrections)
+    data: str = ""  # how the trials read their data, and why (genre.tuning.DataChoice)
 
     def _calibration_lines(self) -> list[str]:
         # The outcome keeps the JSON form (it is saved beside the search); read it back typed.
@@ -545,6 +546,7 @@ class SearchOutcome:
             f"tune: {len(self.trials)} trials, {sum(t['epochs'] for t in self.trials)} "
             f"trial-epochs in {self.wall_s:.0f} s"
             f"{' (resumed)' if self.resumed else ''}",
+            *([f"  data: {self.data}"] if self.data else []),
             *_corrections_lines(self.corrections),
             f"  best: {best['kind']} on {best['features']} (lr {best['learning_rate']:.1e}, "
             f"batch {best['batch_size']}, "

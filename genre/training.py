@@ -44,11 +44,20 @@ from genre.errors import ParameterError
 from genre.models import ModelConfig, build_model, compile_model
 from genre.report import evaluate as evaluate_probs
 from genre.report import segment_to_track, track_labels
-from genre.shards import SegmentSet
+from genre.shards import SegmentSet, TrackIndex
 
 __all__ = [
     "SPLIT_METHODS",
+    "Moments",
     "PreparedData",
+    "SearchStats",
+    "StreamedData",
+    "predict_split",
+    "input_shape_of",
+    "nonfinite_error",
+    "other_assignment",
+    "plan_splits",
+    "split_assignment",
     "prepare",
     "pooled",
     "stack_features",
@@ -170,6 +179,58 @@ def _assign(
     return assignment, method
 
 
+def split_assignment(
+    track: np.ndarray,
+    genre: np.ndarray,
+    *,
+    split: str = "auto",
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    assignment: dict[str, str] | None = None,
+) -> tuple[list[str], dict[str, str], str]:
+    """The genres, ``track id → split`` and the method that made it, for the labelled
+    tracks ``track`` (one entry per segment or per track: :func:`prepare` and a search's
+    statistics pass over a :class:`~genre.shards.TrackIndex` split alike).
+
+    Raises
+    ------
+    ParameterError
+        No labelled track, or fewer than two genres.
+    """
+    if not len(track):
+        raise ParameterError(
+            "the shards hold no labelled segments (files must sit in <root>/<genre>/)"
+        )
+    labels = _labels(genre)
+    if len(labels) < 2:
+        raise ParameterError(f"need at least two genres to train, found {labels}")
+    assignment, method = _assign(
+        track, genre, split=split, fractions=fractions, seed=seed, assignment=assignment
+    )
+    return labels, assignment, method
+
+
+def other_assignment(
+    tracks: np.ndarray | list[str], *, fractions: tuple[float, float, float], seed: int
+) -> dict[str, str]:
+    """``track id → split`` of out-of-taxonomy tracks: seeded like the genres, one group for
+    all of them (no published list knows them), so a track is in one split only."""
+    unique = list(np.unique(np.asarray(tracks, dtype=object))) if len(tracks) else []
+    return split_tracks(unique, [OTHER_FOLDER] * len(unique), fractions=fractions, seed=seed)
+
+
+def nonfinite_error(tracks: list[str], segments: int) -> ParameterError:
+    """What a search says of segments whose features are not finite: one NaN spreads
+    through the normalisation to every weight of every trial."""
+    tracks = list(dict.fromkeys(tracks))
+    shown = ", ".join(tracks[:5]) + (f" and {len(tracks) - 5} more" if len(tracks) > 5 else "")
+    return ParameterError(
+        f"{segments} segments of {len(tracks)} tracks hold non-finite feature "
+        f"values ({shown}): extract the collection into a new folder (such files are now "
+        "reported as corrupt)"
+    )
+
+
 def _corrected_assignment(
     segments: SegmentSet, *, split: str, fractions: tuple[float, float, float], seed: int
 ) -> tuple[dict[str, str], str]:
@@ -194,41 +255,24 @@ def _corrected_assignment(
     )
     labelled = {t for t, g in zip(segments.track_id, segments.genre, strict=True) if g is not None}
     newcomers = sorted(labelled - set(assignment))
-    others = _other_assignment(segments, fractions=fractions, seed=seed)
+    others = other_assignment(_shards_others(segments), fractions=fractions, seed=seed)
     fresh = hash_split([t for t in newcomers if t not in others], fractions=fractions, seed=seed)
     return {**assignment, **{t: others[t] for t in newcomers if t in others}, **fresh}, method
 
 
-def _other_assignment(
-    segments: SegmentSet, *, fractions: tuple[float, float, float], seed: int
-) -> dict[str, str]:
-    """``track id → split`` of the out-of-taxonomy tracks (``_other/``, no genre in the
-    shards): seeded, one group, whatever split the genres got (no published list knows
-    them). Drawn over the shards' own labels, so a correction that gives one of them a
-    genre moves none of the others."""
-    tracks = sorted(
-        {
-            t
-            for t, g in zip(segments.track_id, segments.folder_genre, strict=True)
-            if g is None and is_other(t)
-        }
-    )
-    # One group for all of them, seeded like the genres: a track is in one split only.
-    return split_tracks(tracks, [OTHER_FOLDER] * len(tracks), fractions=fractions, seed=seed)
+def _shards_others(segments: SegmentSet) -> list[str]:
+    """The out-of-taxonomy tracks (``_other/``, no genre) as the shards hold them, before
+    any correction: their split is drawn over this set, so a correction that gives one of
+    them a genre moves none of the others."""
+    pairs = zip(segments.track_id, segments.folder_genre, strict=True)
+    return [t for t, g in pairs if g is None and is_other(t)]
 
 
 def _check_finite(x: np.ndarray, track: np.ndarray) -> None:
-    """Refuse segments whose features are not finite: one NaN spreads through the
-    normalisation to every weight of every trial."""
+    """Refuse segments whose features are not finite (:func:`nonfinite_error`)."""
     bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
     if bad.any():
-        tracks = list(dict.fromkeys(track[bad].tolist()))
-        shown = ", ".join(tracks[:5]) + (f" and {len(tracks) - 5} more" if len(tracks) > 5 else "")
-        raise ParameterError(
-            f"{int(bad.sum())} segments of {len(tracks)} tracks hold non-finite feature "
-            f"values ({shown}): extract the collection into a new folder (such files are now "
-            "reported as corrupt)"
-        )
+        raise nonfinite_error(track[bad].tolist(), int(bad.sum()))
 
 
 def prepare(
@@ -272,21 +316,17 @@ def prepare(
     if split not in SPLIT_METHODS:
         raise ParameterError(f"split={split!r}: choose one of {', '.join(SPLIT_METHODS)}")
     labelled = np.array([g is not None for g in segments.genre])
-    if not labelled.any():
-        raise ParameterError(
-            "the shards hold no labelled segments (files must sit in <root>/<genre>/)"
-        )
     track = segments.track_id[labelled]
     genre = segments.genre[labelled]
-    labels = _labels(genre)
-    if len(labels) < 2:
-        raise ParameterError(f"need at least two genres to train, found {labels}")
     if assignment is None and segments.shard_genre is not None:
+        labels = _labels(genre)
+        if len(labels) < 2:
+            raise ParameterError(f"need at least two genres to train, found {labels}")
         assignment, method = _corrected_assignment(
             segments, split=split, fractions=fractions, seed=seed
         )
     else:
-        assignment, method = _assign(
+        labels, assignment, method = split_assignment(
             track, genre, split=split, fractions=fractions, seed=seed, assignment=assignment
         )
     which = np.array([assignment.get(t, "") for t in track])
@@ -363,6 +403,212 @@ def _normalisation(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+@dataclass
+class Moments:
+    """Per-bin count, mean and sum of squared deviations in float64, merged piece by piece
+    (Chan, Golub & LeVeque's pairwise update), so the normalisation of a training split
+    read a batch at a time is the one :func:`prepare` fits on all of it at once.
+
+    ``n`` counts frames (every segment's frames, each a vector of ``bins``); ``mean`` and
+    ``m2`` are ``(bins,)`` float64.
+    """
+
+    n: int = 0
+    mean: np.ndarray | None = None
+    m2: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> Moments:
+        """The moments of ``x`` ``(segments, frames, bins)`` or ``(segments, dims)``."""
+        flat = x.reshape(-1, x.shape[-1]).astype(np.float64)
+        if not len(flat):
+            return cls()
+        mean = flat.mean(axis=0)
+        return cls(n=len(flat), mean=mean, m2=np.square(flat - mean).sum(axis=0))
+
+    def merge(self, other: Moments) -> Moments:
+        """The moments of both pieces together."""
+        if not other.n:
+            return self
+        if not self.n:
+            return other
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.n / n)
+        m2 = self.m2 + other.m2 + np.square(delta) * (self.n * other.n / n)
+        return Moments(n=n, mean=mean, m2=m2)
+
+    def normalisation(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and variance (floored at 1e-6) as the ``Normalization`` layer takes them."""
+        if not self.n:
+            raise ParameterError("no training segments to fit the normalisation on")
+        variance = np.maximum(self.m2 / self.n, 1e-6)
+        return self.mean.astype(np.float32), variance.astype(np.float32)
+
+
+def input_shape_of(cfg: FeatureConfig, features: tuple[str, ...]) -> tuple[int, ...]:
+    """One segment's input when ``features`` of ``cfg`` are stacked (:func:`stack_features`),
+    known from the shards' config without reading a segment.
+
+    Raises
+    ------
+    ParameterError
+        A feature the shards lack, or ``(frames, bins)`` features mixed with vectors.
+    """
+    missing = [n for n in features if n not in cfg.features]
+    if missing:
+        raise ParameterError(
+            f"features {','.join(missing)} are missing (have {','.join(cfg.features)})"
+        )
+    shapes = [cfg.shape(n) for n in features]
+    if len({len(shape) for shape in shapes}) > 1:
+        raise ParameterError(
+            f"features {','.join(features)} cannot be stacked: (frames, bins) features "
+            "and pretrained vectors go to different models"
+        )
+    return (*shapes[0][:-1], sum(shape[-1] for shape in shapes))
+
+
+@dataclass
+class SearchStats:
+    """What a search's statistics pass finds once for one feature set, stored with the
+    search and read by every trial instead of computed again.
+
+    ``assignment`` is ``track id → split`` of the labelled tracks, as :func:`prepare`
+    splits them; ``other_assignment`` the same for out-of-taxonomy tracks (empty without
+    outlier exposure). ``counts`` per split as :attr:`PreparedData.counts`. ``mean``,
+    ``variance`` ``(bins,)`` float32: the normalisation fitted on the training split.
+    """
+
+    features: tuple[str, ...]
+    labels: list[str]
+    split_method: str
+    seed: int
+    assignment: dict[str, str]
+    other_assignment: dict[str, str]
+    counts: dict[str, dict[str, int]]
+    input_shape: tuple[int, ...]
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    variance: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        d.update(mean=self.mean.tolist(), variance=self.variance.tolist())
+        return json.dumps(d)
+
+    @classmethod
+    def from_json(cls, text: str) -> SearchStats:
+        d = json.loads(text)
+        d.update(
+            features=tuple(d["features"]),
+            input_shape=tuple(d["input_shape"]),
+            mean=np.asarray(d["mean"], np.float32),
+            variance=np.asarray(d["variance"], np.float32),
+        )
+        return cls(**d)
+
+    @property
+    def segments(self) -> int:
+        """Labelled and out-of-taxonomy segments of every split."""
+        return sum(c["segments"] + c.get("other_segments", 0) for c in self.counts.values())
+
+
+@dataclass
+class StreamedData:
+    """A search's data for one feature set, read split by split from a stream rather than
+    held in memory: what :class:`PreparedData` says of the data (genres, features,
+    normalisation, counts), from the search's :class:`SearchStats`, and ``source``, which
+    reads a split.
+
+    ``source(split, *, batch_size, seed, other)`` yields ``(x, y, track)`` batches of the
+    split's segments: ``x`` float32 ``(rows, *input_shape)``, ``y`` int32 class indices
+    (``-1`` for an out-of-taxonomy segment, given only with ``other``), ``track`` the
+    track ids; shuffled (seeded) when ``seed`` is not ``None``. It must pickle: it travels
+    to the trials (:class:`genre.searchdata.ShardStream`).
+    """
+
+    stats: SearchStats
+    feature_config: FeatureConfig
+    source: Any
+    outlier_weight: float = 0.0
+
+    labels = property(lambda self: self.stats.labels)
+    features = property(lambda self: self.stats.features)
+    mean = property(lambda self: self.stats.mean)
+    variance = property(lambda self: self.stats.variance)
+    split_method = property(lambda self: self.stats.split_method)
+    seed = property(lambda self: self.stats.seed)
+    counts = property(lambda self: self.stats.counts)
+    input_shape = property(lambda self: self.stats.input_shape)
+
+    @property
+    def has_other(self) -> bool:
+        """As :attr:`PreparedData.has_other`."""
+        return self.outlier_weight > 0 and self.counts["train"].get("other_segments", 0) > 0
+
+
+def plan_splits(
+    index: TrackIndex,
+    *,
+    features: tuple[str, ...],
+    split: str = "auto",
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    outlier_weight: float | None = None,
+) -> SearchStats:
+    """The part of a search's statistics that needs no feature value: genres, split, counts
+    and input shape, from the tracks of ``index`` (the normalisation is left empty for the
+    pass over the training segments to fill).
+
+    Raises
+    ------
+    ParameterError
+        As :func:`prepare`: no labels, fewer than two genres, an empty split, or features
+        the shards lack or that cannot be stacked.
+    """
+    if split not in SPLIT_METHODS:
+        raise ParameterError(f"split={split!r}: choose one of {', '.join(SPLIT_METHODS)}")
+    shape = input_shape_of(index.cfg, tuple(features))
+    labelled = np.array([g is not None for g in index.genre], dtype=bool)
+    labels, assignment, method = split_assignment(
+        index.track_id[labelled], index.genre[labelled], split=split, fractions=fractions, seed=seed
+    )
+    which = np.array([assignment.get(t, "") for t in index.track_id[labelled]])
+    counts = {}
+    for name in SPLITS:
+        mask = which == name
+        if not mask.any():
+            raise ParameterError(
+                f"the {name} split is empty: extract more tracks per genre (at least 3)"
+            )
+        counts[name] = {
+            "tracks": int(mask.sum()),
+            "segments": int(index.segments[labelled][mask].sum()),
+        }
+    others: dict[str, str] = {}
+    if outlier_weight is not None:
+        pairs = zip(index.track_id, index.genre, strict=True)
+        rows = np.array([g is None and is_other(t) for t, g in pairs], dtype=bool)
+        others = other_assignment(index.track_id[rows], fractions=fractions, seed=seed)
+        where = np.array([others.get(t, "") for t in index.track_id[rows]])
+        for name in SPLITS:
+            mask = where == name
+            counts[name].update(
+                other_tracks=int(mask.sum()),
+                other_segments=int(index.segments[rows][mask].sum()),
+            )
+    return SearchStats(
+        features=tuple(features),
+        labels=labels,
+        split_method=method,
+        seed=seed,
+        assignment=assignment,
+        other_assignment=others,
+        counts=counts,
+        input_shape=shape,
+    )
+
+
 def _add_other(
     data: PreparedData, segments: SegmentSet, *, fractions: tuple[float, float, float], weight
 ) -> None:
@@ -380,7 +626,7 @@ def _add_other(
         [g is None and is_other(t) for t, g in zip(segments.track_id, segments.genre, strict=True)]
     )
     track = segments.track_id[rows]
-    assignment = _other_assignment(segments, fractions=fractions, seed=data.seed)
+    assignment = other_assignment(_shards_others(segments), fractions=fractions, seed=data.seed)
     which = np.array([assignment[t] for t in track], dtype=object)
     x = stack_features({n: segments.features[n][rows] for n in data.features}, data.features)
     if len(rows):
@@ -394,7 +640,10 @@ def _add_other(
 
 
 def build_network(
-    model_cfg: ModelConfig, data: PreparedData, *, outlier_exposure: bool | None = None
+    model_cfg: ModelConfig,
+    data: PreparedData | StreamedData,
+    *,
+    outlier_exposure: bool | None = None,
 ):
     """The model for ``data``: fixed normalisation, then the zoo model (compiled).
 
@@ -417,44 +666,114 @@ def build_network(
 
 
 def train_epoch(
-    network, data: PreparedData, *, batch_size: int, epoch: int, seed: int = 0
+    network, data: PreparedData | StreamedData, *, batch_size: int, epoch: int, seed: int = 0
 ) -> dict[str, float]:
     """One epoch of training plus validation; returns the epoch's metrics.
 
     Keys: ``loss``, ``accuracy`` (train), ``val_loss``, ``val_accuracy`` (segments),
     ``val_track_accuracy`` (mean of segment probabilities per track) and
-    ``train_segments_per_s`` (training throughput).
+    ``train_segments_per_s`` (training throughput). ``data`` held in memory is shuffled
+    whole; a stream is shuffled as its source does it (files, then a local buffer).
     """
-    rng = np.random.default_rng(seed * 100_003 + epoch)
-    if data.has_other:
-        order = rng.permutation(len(data.y["train"]) + len(data.other_track["train"]))
-        batches = _exposed_batches(data, order, batch_size=batch_size)
+    return _train_epoch(network, data, batch_size=batch_size, epoch=epoch, seed=seed)[0]
+
+
+def _train_epoch(
+    network, data: PreparedData | StreamedData, *, batch_size: int, epoch: int, seed: int
+) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+    """:func:`train_epoch`'s metrics and the validation predictions they came from
+    (:func:`predict_split`; ``None`` without a validation split), which the trainer's
+    report of the best epoch reads instead of predicting the split again."""
+    shuffle = seed * 100_003 + epoch
+    steps = None
+    if isinstance(data, StreamedData):
+        batches, counted = _streamed_batches(data, batch_size=batch_size, seed=shuffle)
+        train = data.counts["train"]
+        total = train["segments"] + (train.get("other_segments", 0) if data.has_other else 0)
+        steps = -(-total // batch_size)  # Keras cannot ask a generator for its length
     else:
-        order = rng.permutation(len(data.y["train"]))
-        batches = _shuffled_batches(data.x["train"], data.y["train"], order, batch_size=batch_size)
+        rng = np.random.default_rng(shuffle)
+        if data.has_other:
+            order = rng.permutation(len(data.y["train"]) + len(data.other_track["train"]))
+            batches = _exposed_batches(data, order, batch_size=batch_size)
+        else:
+            order = rng.permutation(len(data.y["train"]))
+            batches = _shuffled_batches(
+                data.x["train"], data.y["train"], order, batch_size=batch_size
+            )
+        counted = [len(order)]
     started = time.perf_counter()  # training only: validation is timed out
-    history = network.fit(batches, epochs=1, shuffle=False, verbose=0)
+    history = network.fit(batches, epochs=1, shuffle=False, verbose=0, steps_per_epoch=steps)
     train_s = time.perf_counter() - started
     trained = {
         "loss": float(history.history["loss"][-1]),
         "accuracy": float(history.history["accuracy"][-1]),
-        "train_segments_per_s": float(len(order) / max(train_s, 1e-9)),
+        "train_segments_per_s": float(sum(counted) / max(train_s, 1e-9)),
     }
-    if not len(data.y["val"]):  # a refit on train + val (see pooled): nothing to validate on
+    streamed = isinstance(data, StreamedData)
+    # A refit on train + val (see pooled) has nothing to validate on.
+    if not (data.counts["val"]["segments"] if streamed else len(data.y["val"])):
         nan = float("nan")
-        return {**trained, "val_loss": nan, "val_accuracy": nan, "val_track_accuracy": nan}
-    probs = network.predict(data.x["val"], batch_size=max(256, batch_size), verbose=0)
-    y = data.y["val"]
+        return {**trained, "val_loss": nan, "val_accuracy": nan, "val_track_accuracy": nan}, None
+    predicted = predict_split(network, data, "val", batch_size=max(256, batch_size))
+    probs, y, track = predicted
     eps = 1e-7
     val_loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], eps, 1.0))))
-    tracks, track_probs = segment_to_track(data.track["val"], probs, aggregate="mean")
-    track_y = track_labels(data.track["val"], y, tracks)
+    tracks, track_probs = segment_to_track(track, probs, aggregate="mean")
+    track_y = track_labels(track, y, tracks)
     return {
         **trained,
         "val_loss": val_loss,
         "val_accuracy": float(np.mean(np.argmax(probs, axis=1) == y)),
         "val_track_accuracy": float(np.mean(np.argmax(track_probs, axis=1) == track_y)),
-    }
+    }, predicted
+
+
+def predict_split(
+    network, data: PreparedData | StreamedData, split: str, *, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The segment probabilities of ``network`` on one split of ``data``, with each
+    segment's class and track: ``(segments, classes)``, ``(segments,)``, ``(segments,)``.
+
+    A stream is read once, batch by batch: only the probabilities are kept, a few numbers
+    per segment, never the split's features.
+    """
+    if not isinstance(data, StreamedData):
+        probs = network.predict(data.x[split], batch_size=batch_size, verbose=0)
+        return probs, data.y[split], data.track[split]
+    parts: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    tracks: list[np.ndarray] = []
+    for x, y, track in data.source(split, batch_size=batch_size, seed=None, other=False):
+        parts.append(np.asarray(network.predict_on_batch(x)))
+        ys.append(y)
+        tracks.append(track)
+    if not parts:
+        return np.zeros((0, len(data.labels)), np.float32), np.zeros(0, np.int32), np.zeros(0)
+    return np.concatenate(parts), np.concatenate(ys), np.concatenate(tracks)
+
+
+def _streamed_batches(data: StreamedData, *, batch_size: int, seed: int):
+    """A generator of the training split's batches for ``network.fit``, and a list that
+    holds the number of segments it gave once it is spent. With outlier exposure the
+    out-of-taxonomy segments come mixed in, with the targets and weights of
+    :func:`_exposed_batches`."""
+    n_classes = len(data.labels)
+    eye = np.eye(n_classes, dtype=np.float32)
+    counted: list[int] = []
+
+    def batches():
+        for x, y, _ in data.source("train", batch_size=batch_size, seed=seed, other=data.has_other):
+            counted.append(len(y))
+            if not data.has_other:
+                yield x, y
+                continue
+            inside = y >= 0
+            targets = np.full((len(y), n_classes), 1.0 / n_classes, dtype=np.float32)
+            targets[inside] = eye[y[inside]]
+            yield x, targets, np.where(inside, 1.0, data.outlier_weight).astype(np.float32)
+
+    return batches(), counted
 
 
 def _shuffled_batches(x: np.ndarray, y: np.ndarray, order: np.ndarray, *, batch_size: int):
@@ -543,7 +862,8 @@ class Trainer:
 
     Parameters
     ----------
-    data : PreparedData
+    data : PreparedData or StreamedData
+        Held in memory, or read from a stream an epoch at a time.
     model_cfg : ModelConfig
     batch_size : int
     patience : int
@@ -556,7 +876,7 @@ class Trainer:
 
     def __init__(
         self,
-        data: PreparedData,
+        data: PreparedData | StreamedData,
         model_cfg: ModelConfig,
         *,
         batch_size: int,
@@ -573,7 +893,7 @@ class Trainer:
     def step(self) -> dict[str, float]:
         """Train one epoch, validate, keep the weights if the validation loss improved."""
         epoch = self.state.epoch
-        metrics = train_epoch(
+        metrics, predicted = _train_epoch(
             self.network, self.data, batch_size=self.batch_size, epoch=epoch, seed=self.seed
         )
         for key, value in metrics.items():
@@ -582,7 +902,7 @@ class Trainer:
             self.state.best_val_loss, self.state.best_epoch = metrics["val_loss"], epoch
             self.best_weights = self.network.get_weights()
             if self.report_val:
-                report = evaluate(self.network, self.data, split="val")
+                report = evaluate(self.network, self.data, split="val", predicted=predicted)
                 self.state.val_report = {k: report[k] for k in _VAL_REPORT_KEYS}
         self.state.epoch = epoch + 1
         return metrics
@@ -670,14 +990,16 @@ def fit(
 
 def evaluate(
     network,
-    data: PreparedData,
+    data: PreparedData | StreamedData,
     *,
     split: str = "test",
     aggregate: str = "mean",
     probs: np.ndarray | None = None,
+    predicted: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Segment- and track-level scores of ``network`` on one split (``probs``: its segment
-    probabilities, when already predicted).
+    probabilities, when already predicted, for data held in memory; ``predicted``: what
+    :func:`predict_split` gave, for either).
 
     Returns
     -------
@@ -686,9 +1008,12 @@ def evaluate(
         and the track-level ``per_genre``, ``confusion`` and ``most_confused`` of
         :func:`genre.report.evaluate`, plus ``n_tracks`` and ``n_segments``.
     """
-    x, y, track = data.x[split], data.y[split], data.track[split]
-    if probs is None:
-        probs = network.predict(x, batch_size=256, verbose=0)
+    if predicted is not None:
+        probs, y, track = predicted
+    elif probs is None:
+        probs, y, track = predict_split(network, data, split)
+    else:
+        y, track = data.y[split], data.track[split]
     tracks, track_probs = segment_to_track(track, probs, aggregate=aggregate)
     track_y = track_labels(track, y, tracks)
     report = evaluate_probs(y_true=track_y, probs=track_probs, labels=data.labels)

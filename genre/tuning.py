@@ -4,6 +4,9 @@
 
 1. :func:`validate`: every check a search can make before anything starts; it prepares
    the data once per feature set (split by track, normalisation fitted on train).
+   :func:`plan_search` first chooses memory or stream (``--data``): a streamed search
+   reads the shards' index alone, and once Ray is up one statistics pass
+   (:mod:`genre.searchdata`) gives the normalisation its trials read, stored with it.
 2. :func:`search`: the Ray Tune run. Each trial trains one configuration (model kind,
    features, learning rate, batch size, width, dropout) epoch by epoch on the prepared
    data (shared through Ray's object store), reports validation metrics and a
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import sys
@@ -45,7 +49,8 @@ from genre.models import HEAD_KINDS, SEED_KINDS
 from genre.posthoc import PostHoc, fit_posthoc
 from genre.refit import refit
 from genre.runtime import cluster_gpus, live_nodes
-from genre.shards import OTHER_MOUNT, SegmentSet, read_segments, with_other
+from genre.searchdata import ShardStream, load_stats, save_stats, statistics
+from genre.shards import OTHER_MOUNT, SegmentSet, TrackIndex, read_segments, track_index, with_other
 from genre.store import FolderLock, filesystem, is_uri
 from genre.tracking import (
     Champion,
@@ -66,16 +71,21 @@ from genre.training import (
     BEST_WEIGHTS,
     STATE_FILE,
     PreparedData,
+    SearchStats,
+    StreamedData,
     Trainer,
     build_network,
     evaluate,
+    input_shape_of,
     model_config_from_trial,
+    plan_splits,
     prepare,
 )
 from genre.zeroshot import TagMapping, load_mapping
 
 __all__ = [
     "MARKER",
+    "DataChoice",
     "SearchPlan",
     "SearchResult",
     "card_with_posthoc",
@@ -85,11 +95,14 @@ __all__ = [
     "check_search",
     "check_search_name",
     "check_storage",
+    "choose_data",
     "default_features",
     "default_models",
+    "plan_search",
     "remove_search",
     "run_search",
     "search",
+    "streamed_trials_at_once",
     "training_segments",
     "validate",
 ]
@@ -260,16 +273,30 @@ def _load_state(checkpoint) -> tuple[dict[str, Any], Path]:
 
 
 @dataclass(frozen=True)
+class DataChoice:
+    """How a search's trials read their data (:func:`choose_data`), and why: the tune
+    summary prints it."""
+
+    mode: str  # "memory" or "stream"
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.mode}: {self.reason}"
+
+
+@dataclass(frozen=True)
 class SearchPlan:
-    """What a search trains on, decided and prepared once by :func:`validate`.
+    """What a search trains on, decided and prepared once by :func:`validate` (or
+    :func:`plan_search`).
 
     Attributes
     ----------
     features : dict
         Model kind → the features it reads (stacked along the bins axis).
     data : dict
-        Feature set → its :class:`~genre.training.PreparedData`: every trial of that
-        feature set trains on it, the champion is evaluated on it.
+        Feature set → its :class:`~genre.training.PreparedData` (in memory) or
+        :class:`~genre.training.StreamedData`: every trial of that feature set trains on
+        it. A streamed search's are made once Ray is up (:func:`run_search`).
     mapping : TagMapping or None
         The zero-shot mapping the champion is blended with (``None``: no blend).
     segments : SegmentSet or None
@@ -278,13 +305,22 @@ class SearchPlan:
     corrections : LabelCorrections or None
         What the ``--labels`` files did (``None``: no ``--labels``), for the summary and
         the champion's card.
+    choice : DataChoice or None
+        Memory or stream, and why (``None``: in memory, not chosen by :func:`plan_search`).
+    index : TrackIndex or None
+        A streamed search's tracks; ``None`` in memory.
+    stats : dict
+        A streamed search's splits per feature set, before the statistics pass.
     """
 
     features: dict[str, tuple[str, ...]]
-    data: dict[tuple[str, ...], PreparedData]
+    data: dict[tuple[str, ...], PreparedData | StreamedData]
     mapping: TagMapping | None
     segments: SegmentSet | None = None
     corrections: LabelCorrections | None = None
+    choice: DataChoice | None = None
+    index: TrackIndex | None = None
+    stats: dict[tuple[str, ...], SearchStats] = dataclasses.field(default_factory=dict)
 
 
 def training_segments(settings: SearchSettings) -> SegmentSet:
@@ -338,22 +374,24 @@ def check_search(segments: SegmentSet, settings: SearchSettings) -> SearchPlan:
                 seed=settings.seed,
                 outlier_weight=settings.outlier_weight,
             )
-        if len(data[names].input_shape) != (1 if kind in HEAD_KINDS else 2):
-            raise ParameterError(
-                f"--models {kind} with --features {','.join(names)}: "
-                + (
-                    "a head reads pretrained vectors (musicnn_msd_pool, …)"
-                    if kind in HEAD_KINDS
-                    else f"{kind} reads (frames, bins) features (mfcc, chroma, mel)"
-                )
-            )
+        _check_form(kind, names, data[names].input_shape)
     return SearchPlan(
-        features=features,
-        data=data,
-        mapping=mapping,
-        segments=segments,
-        corrections=corrections,
+        features=features, data=data, mapping=mapping, segments=segments, corrections=corrections
     )
+
+
+def _check_form(kind: str, names: tuple[str, ...], input_shape: tuple[int, ...]) -> None:
+    """Refuse features of the wrong form for ``kind``: heads take pretrained vectors, the
+    others ``(frames, bins)`` features."""
+    if len(input_shape) != (1 if kind in HEAD_KINDS else 2):
+        raise ParameterError(
+            f"--models {kind} with --features {','.join(names)}: "
+            + (
+                "a head reads pretrained vectors (musicnn_msd_pool, …)"
+                if kind in HEAD_KINDS
+                else f"{kind} reads (frames, bins) features (mfcc, chroma, mel)"
+            )
+        )
 
 
 def validate(segments: SegmentSet, settings: SearchSettings) -> SearchPlan:
@@ -376,6 +414,158 @@ def validate(segments: SegmentSet, settings: SearchSettings) -> SearchPlan:
     check_destinations(settings)
     check_tracking_uri(settings.tracking_uri)
     return check_search(segments, settings)
+
+
+#: ``--data auto`` holds a search in memory when its estimated peak is at most this share of
+#: the memory available: the rest is the trials' TensorFlow, Ray and the system's.
+COMFORTABLE_SHARE = 0.5
+
+
+def _available_bytes() -> int:
+    """Memory this machine can give without swapping (``MemAvailable``; elsewhere, the
+    free physical memory)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def in_memory_peak(index: TrackIndex, features: dict[str, tuple[str, ...]]) -> int:
+    """Bytes a search in memory holds at its peak, estimated from the shards' index.
+
+    The driver reads every feature column of every segment (:func:`training_segments`);
+    for each feature set :func:`genre.training.prepare` stacks the labelled segments,
+    slices the splits while the stack lives and casts the training split to float64 for
+    its normalisation (about 3.4 copies at once), then Ray's object store holds one more
+    for the trials: 3.5 copies of each feature set beside the driver's columns.
+    """
+    n = int(index.segments.sum())
+    columns = sum(4 * math.prod(index.cfg.shape(f)) for f in index.cfg.features)
+    sets = {tuple(f) for f in features.values()}
+    stacked = sum(4 * math.prod(input_shape_of(index.cfg, f)) for f in sets)
+    return int(n * (columns + 3.5 * stacked))
+
+
+def choose_data(
+    index: TrackIndex,
+    settings: SearchSettings,
+    features: dict[str, tuple[str, ...]],
+    *,
+    available: int | None = None,
+) -> DataChoice:
+    """Memory or stream for ``settings.data``: ``auto`` picks memory when the estimated
+    in-memory peak (:func:`in_memory_peak`) is at most :data:`COMFORTABLE_SHARE` of the
+    memory available on this machine (``available`` bytes: measured when ``None``)."""
+    peak = in_memory_peak(index, features)
+    available = _available_bytes() if available is None else available
+    sizes = f"in-memory peak ~{peak / 1e9:.2f} GB, {available / 1e9:.1f} GB available"
+    if settings.data != "auto":
+        return DataChoice(settings.data, f"--data {settings.data} ({sizes})")
+    fits = peak <= COMFORTABLE_SHARE * available
+    return DataChoice(
+        "memory" if fits else "stream",
+        f"auto: {sizes}, {'within' if fits else 'over'} {COMFORTABLE_SHARE:.0%} of it",
+    )
+
+
+def plan_search(settings: SearchSettings) -> tuple[SegmentSet | None, SearchPlan]:
+    """Phase 1 as the tune job runs it: read the shards' index, choose memory or stream
+    (:func:`choose_data`), and check and plan the search either way before anything starts.
+
+    Returns
+    -------
+    segments : SegmentSet or None
+        In memory: every segment (:func:`training_segments`). Streamed: ``None``, nothing
+        read beyond the shards' id columns.
+    plan : SearchPlan
+
+    Raises
+    ------
+    ParameterError, ConfigMismatchError
+        As :func:`validate`.
+    """
+    index = track_index(settings.shards, other=settings.other)
+    features = {
+        kind: settings.features or default_features(kind, index.cfg.features)
+        for kind in settings.models
+    }
+    choice = choose_data(index, settings, features)
+    if choice.mode == "stream" and settings.labels:
+        raise ParameterError(
+            f"--labels: corrections train searches held in memory only, for now; this one "
+            f"streams ({choice.reason}): give --data memory if the collection fits"
+        )
+    if choice.mode == "memory":
+        segments = training_segments(settings)
+        return segments, dataclasses.replace(validate(segments, settings), choice=choice)
+    check_destinations(settings)
+    check_tracking_uri(settings.tracking_uri)
+    mapping = load_mapping(settings.mapping) if settings.blend else None
+    stats: dict[tuple[str, ...], SearchStats] = {}
+    for kind, names in features.items():
+        if names not in stats:
+            stats[names] = plan_splits(
+                index,
+                features=names,
+                split=settings.split,
+                seed=settings.seed,
+                outlier_weight=settings.outlier_weight,
+            )
+        _check_form(kind, names, stats[names].input_shape)
+    plan = SearchPlan(
+        features=features, data={}, mapping=mapping, choice=choice, index=index, stats=stats
+    )
+    return None, plan
+
+
+def _streamed(plan: SearchPlan, settings: SearchSettings, *, path: str) -> SearchPlan:
+    """``plan`` with a stream per feature set: the statistics the search stored, or those of
+    a pass over the shards (:func:`genre.searchdata.statistics`), stored in ``path``."""
+    data = {}
+    for names in plan.stats:
+        stats = load_stats(path, names)
+        if stats is None:
+            stats = statistics(
+                plan.index,
+                features=names,
+                split=settings.split,
+                seed=settings.seed,
+                outlier_weight=settings.outlier_weight,
+            )
+            save_stats(path, stats)
+        data[names] = StreamedData(
+            stats=stats,
+            feature_config=plan.index.cfg.with_features(names),
+            source=ShardStream(plan.index, stats),
+            outlier_weight=float(settings.outlier_weight),
+        )
+    return dataclasses.replace(plan, data=data)
+
+
+def _champion_in_memory(
+    found: SearchResult, plan: SearchPlan, settings: SearchSettings
+) -> tuple[SegmentSet, SearchPlan]:
+    """A streamed search's best feature set read into memory for the champion phase, split
+    and normalised as the search's statistics say (the refit, calibration and evaluation
+    are not streamed yet)."""
+    names = tuple(found.best.row["config"]["features"])
+    stats = plan.data[names].stats
+    segments = training_segments(settings)
+    data = prepare(
+        segments,
+        features=names,
+        split=settings.split,
+        seed=settings.seed,
+        assignment=stats.assignment,
+        outlier_weight=settings.outlier_weight,
+    )
+    data = dataclasses.replace(
+        data, split_method=stats.split_method, mean=stats.mean, variance=stats.variance
+    )
+    return segments, dataclasses.replace(plan, data={**plan.data, names: data})
 
 
 #: The file that marks a folder under ``--storage`` as a search's own (see _open_search).
@@ -495,6 +685,33 @@ def check_resources(settings: SearchSettings) -> None:
     )
 
 
+def streamed_trials_at_once(settings: SearchSettings) -> int:
+    """How many trials of a streamed search run at once: as many as the cluster's CPUs
+    hold with one CPU left over for Ray Data's tasks.
+
+    Ray Data schedules its tasks outside a trial's placement group, and some of them (its
+    file listing) ask for a CPU whatever the read asks for: once the trials hold every CPU
+    they wait for ever, and so do the trials (Ray's advice for Tune + Data: cap the trials
+    with ``max_concurrent_trials``). Call once Ray is up.
+
+    Raises
+    ------
+    ParameterError
+        The cluster has no CPU beside one trial's.
+    """
+    import ray
+
+    cpus = float(ray.cluster_resources().get("CPU", 0.0))
+    at_once = int((cpus - 1) // settings.cpus_per_trial)
+    if at_once < 1:
+        raise ParameterError(
+            f"--data stream with --cpus-per-trial={settings.cpus_per_trial:g}: the cluster has "
+            f"{cpus:g} CPUs and Ray Data needs one beside a trial's; lower --cpus-per-trial, "
+            "raise --num-cpus or use --data memory"
+        )
+    return at_once
+
+
 class _Unschedulable(Callback):
     """End a search whose waiting trials no live node can hold any more (nodes left the
     cluster after :func:`check_resources`): Tune itself only warns, for ever.
@@ -538,7 +755,7 @@ class _SearchRun:
 
 
 def run_search(
-    segments: SegmentSet,
+    segments: SegmentSet | None,
     settings: SearchSettings,
     *,
     progress: bool = True,
@@ -554,9 +771,11 @@ def run_search(
 
     Parameters
     ----------
-    segments : SegmentSet
+    segments : SegmentSet or None
         From :func:`training_segments` (:func:`genre.shards.read_segments` without
         ``--other``). Their ``_other/`` tracks are outlier exposure (``outlier_weight``).
+        ``None`` for a streamed search (:func:`plan_search`): its trials stream the
+        shards, and its champion phase reads them.
     settings : SearchSettings
     progress : bool
         Show Tune's progress table.
@@ -579,20 +798,27 @@ def run_search(
     plan = validate(segments, settings) if plan is None else plan
     segments = plan.segments if plan.segments is not None else segments  # corrected labels
     check_resources(settings)
+    if plan.index is not None:
+        streamed_trials_at_once(settings)  # refused before any run is created
     # One run per search folder: two identical commands at once would share Tune's state
     # and register the champion twice; the second is refused with one line.
     with FolderLock(_search_path(settings), command="jobs.tune"):
         shutil.rmtree(_scratch(settings), ignore_errors=True)  # left by a killed run
         try:
-            run = _open_search(segments, settings)
+            source = segments if plan.index is None else plan.index
+            run = _open_search(source.cfg, _segment_count(source), settings)
             if run.saved.get("status") == "finished":
                 return _finished(run, settings)
             parent = run.parent
             trial_runs = MlflowTrialLogger(parent.client, parent.experiment_id, parent.run_id)
             try:
+                if plan.index is not None:
+                    plan = _streamed(plan, settings, path=run.path)
                 found = search(
                     plan, settings, path=run.path, trial_runs=trial_runs, progress=progress
                 )
+                if plan.index is not None:
+                    segments, plan = _champion_in_memory(found, plan, settings)
                 best = champion(found, plan, segments, settings, search_name=run.name)
                 outcome = log(
                     parent,
@@ -607,6 +833,7 @@ def run_search(
                 end_parent_run(parent, status_of(exc), trials=trial_runs)
                 raise
             outcome.resumed = found.resumed
+            outcome.data = plan.choice.line() if plan.choice else "memory"
             _save_marker(run, status="finished", outcome=outcome)
         finally:
             # Trials' checkpoint folders a Ctrl-C or a failure left behind (this node's).
@@ -620,7 +847,11 @@ def _scratch(settings: SearchSettings) -> Path:
     return Path(tempfile.gettempdir()) / f"genre-tune-{settings.search_name()}"
 
 
-def _open_search(segments: SegmentSet, settings: SearchSettings) -> _SearchRun:
+def _segment_count(source: SegmentSet | TrackIndex) -> int:
+    return len(source) if isinstance(source, SegmentSet) else int(source.segments.sum())
+
+
+def _open_search(cfg: FeatureConfig, n_segments: int, settings: SearchSettings) -> _SearchRun:
     """The search's experiment and parent run: created, or reopened from its marker."""
     path = _search_path(settings)
     marker = None if is_uri(path) else Path(path) / MARKER
@@ -641,7 +872,10 @@ def _open_search(segments: SegmentSet, settings: SearchSettings) -> _SearchRun:
     params = {
         k: v for k, v in asdict(settings).items() if k not in ("tracking_uri", "grace_clamped")
     }
-    params.update(feature_config_hash=segments.cfg.hash(), n_segments=len(segments))
+    # The folders as a user typed them, not a tuple's repr.
+    params.update(
+        shards=",".join(settings.shards), feature_config_hash=cfg.hash(), n_segments=n_segments
+    )
     start_parent_run(run.parent, name=run.name, params=params)
     try:
         _save_marker(run, status="running")
@@ -753,6 +987,8 @@ def _fit(
         {"cpu": cpus, "gpu": gpus},
     )
     space = _search_space(settings, features=plan.features, gpus=gpus)
+    # A streamed search leaves a CPU to Ray Data (see streamed_trials_at_once).
+    at_once = 0 if plan.index is None else streamed_trials_at_once(settings)
     if tune.Tuner.can_restore(path):
         # Tuner.restore unpickles the experiment state under --storage: trusted writers
         # only (README).
@@ -782,7 +1018,7 @@ def _fit(
             mode="max",
             scheduler=scheduler,
             num_samples=settings.num_samples,
-            search_alg=_seeded_search(settings.seed),
+            search_alg=_seeded_search(settings.seed, max_concurrent=at_once),
             # A new trial runs in the actor of a finished one: each actor process pays
             # TensorFlow's import (~6 s of a CPU) and, on a GPU node, CUDA's start once,
             # not once per trial.
@@ -850,10 +1086,13 @@ def _trial_row(result, state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _seeded_search(seed: int):
+def _seeded_search(seed: int, *, max_concurrent: int = 0):
+    """Tune's random search, seeded; ``max_concurrent`` trials at once (0: as many as fit).
+    The cap lives here: Tune ignores ``TuneConfig.max_concurrent_trials`` beside a given
+    ``BasicVariantGenerator``."""
     from ray.tune.search import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=seed)
+    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)
 
 
 def champion(

@@ -2,14 +2,16 @@
 
 The best trial's model is registered with the alias ``champion``.
 
-    python -m jobs.tune SHARDS [--models short_chunk_cnn,crnn,cnn] [--num-samples N]
-                               [--max-epochs N] [--tracking-uri URI] [--register-as NAME]
-                               [--labels corrections.csv ...] [--address ADDR]
+    python -m jobs.tune SHARDS [SHARDS ...] [--models short_chunk_cnn,crnn,cnn]
+                               [--num-samples N] [--max-epochs N] [--tracking-uri URI]
+                               [--register-as NAME] [--labels corrections.csv ...]
+                               [--address ADDR]
 
 Without ``--models``, shards that hold musicnn features add the heads mlp_head and linear.
 Tracks under the corpus's ``_other/`` (and every track of ``--other DIR``, shards of audio
 that is none of the genres) are outlier exposure: trained towards uniform probabilities.
 
+Several SHARDS folders (a collection extracted in parts) are one collection of one feature config.
 ``--labels`` puts a review page's corrections over the shards' labels (genre.corrections).
 
 Re-running the same command resumes an interrupted search (or reports a finished one).
@@ -20,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from genre.config import SCHEDULERS, SPLIT_METHODS, SearchSettings
+from genre.config import DATA_MODES, SCHEDULERS, SPLIT_METHODS, SearchSettings
 from genre.errors import ParameterError
 from jobs._cli import add_ray_flags, check_folder, check_ray_flags, parser, run_main
 from jobs._cli import tracking_uri as cli_tracking_uri
@@ -40,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     add, default = p.add_argument, " (default %(default)s)"
     # A flag a line with its help beside it reads better than the formatter's seven lines.
     # fmt: off
-    add("shards", nargs="?", help="output folder of the extract job")
+    add("shards", nargs="*", help="output folder(s) of the extract job, of one feature config")
     add("--models", default="auto", help="comma list of model kinds to search over (default: "
         f"{','.join(S.models)}, plus mlp_head,linear when the shards hold musicnn features)")
     add("--features", default="auto", help="comma list of features to stack (default: mfcc for "
@@ -76,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
         "again on train + val, calibrated on K-fold out-of-fold predictions; 0: no" + default)
     add("--labels", action="append", metavar="CSV", help="corrections (path,genre: the review "
         "page's corrections.csv) over the shards' labels; repeatable, later files win")
+    add("--data", choices=DATA_MODES, default=S.data, help="trials read the shards held in "
+        "memory, or streamed with Ray Data (auto: memory when it fits comfortably)")
     add("--split", choices=SPLIT_METHODS, default=S.split,
         help="by-track split (auto: GTZAN lists when the corpus is GTZAN)")
     add("--seed", type=int, default=S.seed, help="seed of the split and of the search" + default)
@@ -99,18 +103,20 @@ def _parser() -> argparse.ArgumentParser:
 _AS_IS = (
     "grace_epochs reduction_factor patience cpus_per_trial gpus_per_trial mixed_precision mapping "
     "coverage other outlier_weight refit_folds scheduler split seed experiment register_as storage "
-    "name labels"
+    "name labels data"
 ).split()
 
 
-def _settings(args: argparse.Namespace, shards: str, tracking_uri: str) -> SearchSettings:
+def _settings(
+    args: argparse.Namespace, shards: tuple[str, ...], tracking_uri: str
+) -> SearchSettings:
     """The search settings the flags ask for (validated on construction)."""
-    from genre.shards import read_config
+    from genre.shards import common_config
     from genre.tuning import default_models
 
     return SearchSettings(  # validates every setting; nothing has started yet
         shards=shards,
-        models=_list(args.models) or default_models(read_config(shards)),
+        models=_list(args.models) or default_models(common_config(shards)),
         features=_list(args.features),
         num_samples=2 if args.smoke_test else args.num_samples,
         max_epochs=2 if args.smoke_test else args.max_epochs,
@@ -127,14 +133,15 @@ def main(argv: list[str] | None = None) -> int:
         from genre import tuning
         from genre.runtime import init_ray
 
-        shards = args.shards
+        shards = tuple(args.shards)
         if not shards:
             raise ParameterError(
                 "--smoke-test needs SHARDS (run python -m jobs.extract --smoke-test first)"
                 if args.smoke_test
                 else "SHARDS is required: the output folder of the extract job"
             )
-        check_folder(shards, "shards folder")
+        for folder in shards:
+            check_folder(folder, "shards folder")
         check_folder(args.other, "--other")
         check_ray_flags(args)
         tuning.check_search_name(args.name)  # before _settings: an empty --name reads as none
@@ -145,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"--max-epochs {settings.max_epochs}; using {settings.grace_epochs}",
                 file=sys.stderr,
             )
-        segments = tuning.training_segments(settings)
-        plan = tuning.validate(segments, settings)  # every check before anything is created
+        segments, plan = tuning.plan_search(settings)  # every check before anything starts
         if args.fresh:
             tuning.remove_search(settings)
         init_ray(address=args.address, num_cpus=args.num_cpus)

@@ -261,14 +261,15 @@ def stop_process_group(pid: int, *, grace_s: float = 20) -> None:
 #: needs no search, so it runs while the first process builds the run's one (``tuned``).
 _LONGEST_FIRST = (
     "test_tune.py",
+    "test_tune_stream.py",
     "test_posthoc.py",
     "test_label.py",
     "test_musicnn_pipeline.py",
+    "test_s3.py",
     "test_failures.py",
     "test_ray_start.py",
     "test_audio_shapes.py",
     "test_demo.py",
-    "test_s3.py",
 )
 
 

@@ -68,3 +68,17 @@ def test_refit_folds_are_zero_or_at_least_two_and_not_part_of_the_search_name(tm
     # The refit comes after the search: a finished search is not run again for it.
     assert SearchSettings(shards=shards, refit_folds=0).search_name() == plain
     assert SearchSettings(shards=shards, refit_folds=3).search_name() == plain
+
+
+def test_several_shards_folders_name_a_search_and_one_keeps_its_name(tmp_path):
+    one, two = str(tmp_path / "a"), str(tmp_path / "b")
+    # A search started when SHARDS was one folder keeps its name (and resumes).
+    assert SearchSettings(shards=(one,)).search_name() == SearchSettings(shards=one).search_name()
+    assert SearchSettings(shards=one).shards == (one,)
+    both = SearchSettings(shards=(one, two)).search_name()
+    alone = {SearchSettings(shards=s).search_name() for s in (one, two)}
+    assert both not in alone and len(alone) == 2
+    with pytest.raises(ParameterError, match="given twice"):
+        SearchSettings(shards=(one, one + "/"))
+    with pytest.raises(ParameterError, match="--other .* the training shards"):
+        SearchSettings(shards=(one, two), other=two)

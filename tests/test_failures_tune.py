@@ -429,3 +429,41 @@ def test_a_bad_other_folder_is_one_line_before_anything_is_created(tmp_path, cap
     )
     assert "--other" in line
     assert sorted(tmp_path.rglob("*")) == before  # no database, no search folder
+
+
+# ----------------------------------------------------------------------------- several SHARDS
+
+
+@pytest.mark.parametrize("case", ["other-settings", "twice", "missing"])
+def test_bad_shards_folders_are_one_line_before_anything_is_created(tmp_path, capsys, rng, case):
+    from genre.config import FeatureConfig
+    from tests.test_shards import _shards
+
+    cfg = FeatureConfig(features=("mfcc",))
+    first = _shards(tmp_path / "a", cfg, rng, [("rock/a.wav", "rock"), ("jazz/b.wav", "jazz")])
+    second = {
+        "other-settings": _shards(
+            tmp_path / "b",
+            FeatureConfig(features=("mfcc",), segment_seconds=4.0),
+            rng,
+            [("pop/c.wav", "pop")],
+        ),
+        "twice": first + "/",
+        "missing": str(tmp_path / "nowhere"),
+    }[case]
+    before = sorted(tmp_path.rglob("*"))
+    line = _tune(
+        capsys,
+        first,
+        second,
+        "--models",
+        "mlp",
+        "--storage",
+        str(tmp_path / "st"),
+        "--tracking-uri",
+        f"sqlite:///{tmp_path}/m.db",
+    )
+    assert {"other-settings": "same settings", "twice": "given twice", "missing": "nowhere"}[
+        case
+    ] in line
+    assert sorted(tmp_path.rglob("*")) == before  # no database, no search folder

@@ -186,3 +186,30 @@ def test_with_other_refuses_other_settings_or_missing_features(tmp_path, rng):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ParameterError, match="--other .* no segment shards"):
         with_other(main, str(tmp_path / "empty"))
+
+
+def test_several_folders_read_as_one_collection_with_a_track_in_two_read_once(tmp_path, rng):
+    cfg = FeatureConfig(features=("mfcc",))
+    first = _shards(tmp_path / "a", cfg, rng, [("rock/a.wav", "rock"), ("jazz/b.wav", "jazz")])
+    second = _shards(tmp_path / "b", cfg, rng, [("jazz/b.wav", "jazz"), ("pop/c.wav", "pop")])
+    with pytest.warns(UserWarning, match="3 duplicate segments under .*'.*a', '.*b'"):
+        both = read_segments((first, second))
+    assert list(dict.fromkeys(both.track_id)) == ["jazz/b.wav", "pop/c.wav", "rock/a.wav"]
+    assert len(both) == 9 and both.duplicates == 3 and both.cfg == cfg
+    # The track both folders hold is read from the first folder given, as within a folder
+    # the first shard's copy is kept.
+    kept = both.features["mfcc"][both.track_id == "jazz/b.wav"]
+    alone = read_segments(first)
+    np.testing.assert_array_equal(kept, alone.features["mfcc"][alone.track_id == "jazz/b.wav"])
+
+
+def test_folders_of_other_feature_configs_are_refused_before_any_is_read(tmp_path, rng):
+    from genre.shards import common_config
+
+    mfcc = _shards(tmp_path / "a", FeatureConfig(features=("mfcc",)), rng, [("x/a.wav", "x")])
+    longer = FeatureConfig(features=("mfcc",), segment_seconds=4.0)
+    other = _shards(tmp_path / "b", longer, rng, [("y/b.wav", "y")])
+    for call in (common_config, read_segments):
+        with pytest.raises(ConfigMismatchError, match="extracted with the same settings"):
+            call((mfcc, other))
+    assert common_config((mfcc, str(tmp_path / "none"))) == FeatureConfig(features=("mfcc",))

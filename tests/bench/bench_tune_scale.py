@@ -1,0 +1,175 @@
+"""How a log-mel search's memory grows with the collection: streamed at 1×, 4× and 16× a base
+size, and streamed against in memory at 1×.
+
+Shards are written directly (learnable synthetic log-mel features, no audio decode), so the
+16× folder can be bigger than this machine's free memory. Each size runs one 2-trial search
+through the tune job (a local Ray runtime of its own, ``--refit-folds 0``) while the peak
+resident memory of the job and every process it started (Ray's daemons, the trials, Ray
+Data's tasks) is sampled, summed over processes, every 0.25 s. Printed per run: the peak of
+that sum over the whole job and over the Ray workers alone, the wall time, and the trials'
+training throughput (segments/s, the mean over their epochs after the first, read from
+Tune's result files).
+
+    python tests/bench/bench_tune_scale.py [--base-tracks 1000] [--sizes 1,4,16] [--cpus 2]
+
+Up to 40 minutes on 2 cores with the defaults; ``make bench-scale``, not ``make bench``.
+The last line is machine-readable:
+peak_rss_ratio=<16× over 1×> stream_over_memory=<f>
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+GENRES = ("rock", "jazz", "pop", "blues")
+SEGMENTS = 10  # a 30 s track
+
+
+def write_shards(root: Path, tracks: int, *, seed: int = 0) -> int:
+    """``tracks`` learnable log-mel tracks as shards under ``root``; their features' bytes."""
+    from genre.config import FeatureConfig
+    from genre.shards import ShardStore, segments_table, write_shard
+
+    cfg = FeatureConfig(features=("mel",))
+    store = ShardStore(str(root), cfg)
+    rng = np.random.default_rng(seed)
+    per_shard = 32  # as extract batches them
+    for start in range(0, tracks, per_shard):
+        ends = min(tracks, start + per_shard)
+        ids = [f"{GENRES[k % 4]}/t{k:06d}.wav" for k in range(start, ends)]
+        genre = np.repeat([t.split("/")[0] for t in ids], SEGMENTS).astype(object)
+        mel = rng.standard_normal((len(genre), *cfg.shape("mel")), dtype=np.float32)
+        for g, name in enumerate(GENRES):
+            mel[genre == name, :, g * 8 : g * 8 + 8] += 1.0
+        track = np.repeat(ids, SEGMENTS).astype(object)
+        write_shard(
+            str(root),
+            segments_table(
+                track_id=track,
+                path=track,
+                genre=genre,
+                segment=np.tile(np.arange(SEGMENTS), len(ids)),
+                start_s=np.zeros(len(track)),
+                duration_s=np.full(len(track), 30.0),
+                features={"mel": mel},
+                cfg=cfg,
+            ),
+        )
+    store.write_manifest()
+    return tracks * SEGMENTS * 4 * int(np.prod(cfg.shape("mel")))
+
+
+def _tree(root: int) -> dict[int, str]:
+    """``root`` and every process below it: pid → command name."""
+    children: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        names[pid] = text[text.index("(") + 1 : text.rindex(")")]
+        children.setdefault(int(text.rsplit(")", 1)[1].split()[1]), []).append(pid)
+    found, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in names:
+            found[pid] = names[pid]
+        todo += children.get(pid, [])
+    return found
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def run(shards: Path, work: Path, mode: str, cpus: int) -> dict:
+    """One 2-trial search through the tune job; its peaks, wall time and throughput."""
+    name = f"scale-{mode}-{shards.name}"
+    args = [str(shards), "--data", mode, "--models", "short_chunk_cnn", "--features", "mel"]
+    args += ["--num-samples", "2", "--max-epochs", "2", "--grace-epochs", "1"]
+    args += ["--refit-folds", "0", "--num-cpus", str(cpus), "--name", name]
+    args += ["--tracking-uri", f"sqlite:///{work / 'mlflow.db'}", "--register-as", name]
+    args += ["--storage", str(work / "ray_results")]
+    env = {**os.environ, "RAY_ADDRESS": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    peak = {"all": 0, "workers": 0}
+    t0 = time.perf_counter()
+    with open(work / f"{name}.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs.tune", *args], cwd=REPO, env=env, stdout=log, stderr=log
+        )
+        while proc.poll() is None:
+            tree = _tree(proc.pid)
+            sizes = {pid: _rss(pid) for pid in tree}
+            peak["all"] = max(peak["all"], sum(sizes.values()))
+            workers = sum(s for pid, s in sizes.items() if tree[pid].startswith("ray::"))
+            peak["workers"] = max(peak["workers"], workers)
+            time.sleep(0.25)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"{name} failed: see {work / f'{name}.log'}")
+    rates = []
+    for result in (work / "ray_results" / name).glob("*/result.json"):
+        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        rates += [r["train_segments_per_s"] for r in rows[1:]]  # the first epoch traces
+    return {**peak, "wall": wall, "rate": float(np.mean(rates)) if rates else float("nan")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base-tracks", type=int, default=1000)
+    ap.add_argument("--sizes", default="1,4,16")
+    ap.add_argument("--cpus", type=int, default=2)
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="bench-tune-scale-"))
+    try:
+        results = {}
+        for size in sizes:
+            shards = work / f"x{size}"
+            gb = write_shards(shards, args.base_tracks * size) / 1e9
+            results[(size, "stream")] = r = run(shards, work, "stream", args.cpus)
+            print(
+                f"{size:>3}× ({args.base_tracks * size} tracks, {gb:.2f} GB of mel) stream: "
+                f"peak {r['all'] / 1e9:.2f} GB (Ray workers {r['workers'] / 1e9:.2f} GB), "
+                f"{r['wall']:.0f} s, {r['rate']:.0f} training segments/s",
+                flush=True,
+            )
+            if size == sizes[0]:
+                results[(size, "memory")] = m = run(shards, work, "memory", args.cpus)
+                print(
+                    f"{size:>3}× memory: peak {m['all'] / 1e9:.2f} GB (Ray workers "
+                    f"{m['workers'] / 1e9:.2f} GB), {m['wall']:.0f} s, "
+                    f"{m['rate']:.0f} training segments/s",
+                    flush=True,
+                )
+            shutil.rmtree(shards, ignore_errors=True)
+        first, last = results[(sizes[0], "stream")], results[(sizes[-1], "stream")]
+        ratio = last["all"] / first["all"]
+        speed = first["rate"] / results[(sizes[0], "memory")]["rate"]
+        print(f"peak_rss_ratio={ratio:.2f} stream_over_memory={speed:.2f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""A search over a collection several times larger than the object store of its own Ray node:
+the trials stream the shards (``--data stream``), no object larger than the store is made
+(the in-memory path puts the whole collection in one), and the search keeps its promises
+(ASHA, MLflow runs, a registered champion, its statistics stored with it). What Ray spilled
+to disk and the Ray workers' peak resident memory are printed (``-s``), not capped."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import RAY, REPO, free_port, start_ray_node, stop_ray_node
+
+pytestmark = pytest.mark.slow
+
+#: Ray's object store of the test's own node: the least Ray accepts.
+OBJECT_STORE_BYTES = 80 * 1024**2
+#: Segments of the collection: log-mel, 66.5 kB each.
+TRACKS, SEGMENTS, GENRES = 1100, 5, ("rock", "jazz", "pop", "blues")
+
+
+@pytest.fixture(scope="module")
+def big_shards(tmp_path_factory) -> tuple[str, int]:
+    """Learnable log-mel shards written directly (no audio), several times the caps; the
+    folder and its features' bytes."""
+    from genre.config import FeatureConfig
+    from genre.shards import ShardStore, segments_table, write_shard
+
+    cfg = FeatureConfig(features=("mel",))
+    root = str(tmp_path_factory.mktemp("big-shards"))
+    store = ShardStore(root, cfg)
+    rng = np.random.default_rng(5)
+    per_shard = 50
+    for start in range(0, TRACKS, per_shard):
+        ids = [f"{GENRES[k % 4]}/t{k:05d}.wav" for k in range(start, start + per_shard)]
+        genre = np.repeat([t.split("/")[0] for t in ids], SEGMENTS).astype(object)
+        mel = rng.standard_normal((len(genre), *cfg.shape("mel")), dtype=np.float32)
+        for g, name in enumerate(GENRES):
+            mel[genre == name, :, g * 8 : g * 8 + 8] += 2.0
+        track = np.repeat(ids, SEGMENTS).astype(object)
+        table = segments_table(
+            track_id=track,
+            path=track,
+            genre=genre,
+            segment=np.tile(np.arange(SEGMENTS), per_shard),
+            start_s=np.zeros(len(track)),
+            duration_s=np.full(len(track), 15.0),
+            features={"mel": mel},
+            cfg=cfg,
+        )
+        write_shard(root, table)
+    store.write_manifest()
+    return root, TRACKS * SEGMENTS * 4 * int(np.prod(cfg.shape("mel")))
+
+
+@pytest.fixture(scope="module")
+def capped_ray(tmp_path_factory):
+    """A Ray node of its own with a small object store (2 CPUs, loopback): its address and
+    its ``ray start`` process."""
+    root = tmp_path_factory.mktemp("rt")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PATH"] = f"{RAY.parent}{os.pathsep}{env.get('PATH', '')}"
+    args = ["--head", "--node-ip-address", "127.0.0.1", "--port", str(port)]
+    args += ["--include-dashboard", "false", "--disable-usage-stats", "--num-cpus", "2"]
+    args += ["--num-gpus", "0", "--object-store-memory", str(OBJECT_STORE_BYTES)]
+    args += ["--temp-dir", str(root / "ray")]
+    for flag in ("--ray-client-server-port", "--dashboard-agent-listen-port"):
+        args += [flag, str(free_port())]
+    args += ["--metrics-export-port", str(free_port())]
+    proc = start_ray_node(args, root / "head.log", env)
+    yield f"127.0.0.1:{port}", proc
+    stop_ray_node(proc)
+
+
+class _PeakRss:
+    """The largest resident set (``VmHWM``) any process of a Ray node's session reached,
+    sampled while a job runs (a trial's actor is gone before the job ends)."""
+
+    def __init__(self, session: int):
+        self.session, self.peak, self.stopped = session, {}, threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        from tests.conftest import _session
+
+        while not self.stopped.is_set():
+            for pid in _session(self.session):
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                    name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+                except OSError:
+                    continue
+                lines = status.splitlines()
+                kb = next((int(x.split()[1]) for x in lines if x.startswith("VmHWM")), 0)
+                if kb * 1024 > self.peak.get(pid, ("", 0))[1]:
+                    self.peak[pid] = (name, kb * 1024)
+            time.sleep(0.25)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
+
+
+def _store_stats(address: str) -> dict[str, int]:
+    """What the node's object store has spilled to disk and allocated on disk beside it
+    (objects larger than the store), in bytes, so far (``ray memory --stats-only``)."""
+    import re
+
+    out = subprocess.run(
+        [str(RAY), "memory", "--stats-only", "--address", address],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    ).stdout
+    assert "Plasma memory usage" in out, out
+
+    def mib(pattern: str) -> int:
+        found = re.search(pattern, out)
+        return int(found.group(1)) * 2**20 if found else 0
+
+    return {
+        "spilled": mib(r"Spilled (\d+) MiB"),
+        "beside": mib(r"filesystem mmap usage: (\d+) MiB"),
+    }
+
+
+def test_a_streamed_search_over_four_times_its_object_store_registers_a_champion(
+    big_shards, capped_ray, mlflow_server, tmp_path
+):
+    import mlflow
+
+    shards, corpus_bytes = big_shards
+    address, head = capped_ray
+    assert corpus_bytes >= 4 * OBJECT_STORE_BYTES
+    storage = tmp_path / "ray-results"
+    args = [
+        shards,
+        "--data",
+        "stream",
+        "--models",
+        "mlp",
+        "--features",
+        "mel",
+        "--num-samples",
+        "2",
+        "--max-epochs",
+        "2",
+        "--grace-epochs",
+        "1",
+        "--refit-folds",
+        "0",
+        "--tracking-uri",
+        mlflow_server,
+        "--experiment",
+        "stream",
+        "--register-as",
+        "genre-stream",
+        "--storage",
+        str(storage),
+        "--name",
+        "stream",
+    ]
+    env = {**os.environ, "RAY_ADDRESS": address, "PYTHONUNBUFFERED": "1"}
+    with _PeakRss(head.pid) as rss:
+        result = subprocess.run(
+            [sys.executable, "-m", "jobs.tune", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "data: stream: --data stream" in result.stdout
+    assert "tune: 2 trials" in result.stdout
+    assert (storage / "stream" / "genre_stats" / "mel.json").is_file()
+    # No object larger than the store: in memory, the trials' data (a copy of every segment)
+    # is one object, which Ray can only allocate on disk beside an 80 MiB store.
+    store = _store_stats(address)
+    assert store["beside"] == 0, store
+    print(f"spilled through the object store: {store['spilled'] / 2**20:.0f} MiB")
+    workers = [b for name, b in rss.peak.values() if name.startswith("ray::")]
+    print(f"largest Ray worker: {max(workers) / 2**20:.0f} MiB resident at its peak")
+    client = mlflow.MlflowClient(mlflow_server)
+    version = client.get_model_version_by_alias("genre-stream", "champion")
+    assert version.version
