@@ -288,3 +288,24 @@ def test_bad_labels_are_one_line_exit_2_and_create_nothing(
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(err) == 1 and needle.format(path=path) in err[0], err
     assert list(work.iterdir()) == [], "nothing is created for a command that exits 2"
+
+
+@pytest.mark.slow
+def test_labels_on_a_streamed_search_are_refused_in_one_line(small_shards, tmp_path, capsys):
+    """Corrections are applied to segments held in memory; a streamed search reads the
+    shards' own labels, so it would train on the uncorrected ones: refused, not ignored."""
+    from jobs.tune import main
+
+    work = tmp_path / "work"
+    work.mkdir()
+    path = write(tmp_path / "corrections.csv", ("/x/blues/blues.00000.wav", "jazz"))
+    code = main(
+        [
+            str(small_shards),
+            *("--labels", path, "--data", "stream"),
+            *("--tracking-uri", f"sqlite:///{work}/m.db", "--storage", str(work / "ray")),
+        ]
+    )
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and "--data memory" in err[0], err
+    assert list(work.iterdir()) == [], "nothing is created for a command that exits 2"

@@ -7,8 +7,10 @@ to disk and the Ray workers' peak resident memory are printed (``-s``), not capp
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -64,10 +66,13 @@ def big_shards(tmp_path_factory) -> tuple[str, int]:
 def capped_ray(tmp_path_factory):
     """A Ray node of its own with a small object store (2 CPUs, loopback): its address and
     its ``ray start`` process."""
-    root = tmp_path_factory.mktemp("rt")
+    # Short (Ray's socket paths under it must stay within 107 bytes; an xdist worker's own
+    # temp dir is too deep), and removed with the node.
+    root = Path(tempfile.mkdtemp(prefix="genre-capped-", dir="/tmp"))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PATH"] = f"{RAY.parent}{os.pathsep}{env.get('PATH', '')}"
+    env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"  # as the run's shared head: stops at once
     args = ["--head", "--node-ip-address", "127.0.0.1", "--port", str(port)]
     args += ["--include-dashboard", "false", "--disable-usage-stats", "--num-cpus", "2"]
     args += ["--num-gpus", "0", "--object-store-memory", str(OBJECT_STORE_BYTES)]
@@ -76,8 +81,11 @@ def capped_ray(tmp_path_factory):
         args += [flag, str(free_port())]
     args += ["--metrics-export-port", str(free_port())]
     proc = start_ray_node(args, root / "head.log", env)
-    yield f"127.0.0.1:{port}", proc
-    stop_ray_node(proc)
+    try:
+        yield f"127.0.0.1:{port}", proc
+    finally:
+        stop_ray_node(proc)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 class _PeakRss:
