@@ -17,6 +17,7 @@ decoded. A track held by two shards is read from the one the index chose
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -26,7 +27,7 @@ import numpy as np
 from genre import store
 from genre.errors import ParameterError
 from genre.shards import TrackIndex, feature_array
-from genre.training import Moments, SearchStats, nonfinite_error, plan_splits
+from genre.training import Moments, SearchStats, nonfinite_error
 
 __all__ = [
     "STATS_FOLDER",
@@ -160,17 +161,9 @@ def _moments(batch, *, features: tuple[str, ...], shapes: dict[str, tuple[int, .
     }
 
 
-def statistics(
-    index: TrackIndex,
-    *,
-    features: tuple[str, ...],
-    split: str = "auto",
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-    seed: int = 0,
-    outlier_weight: float | None = None,
-) -> SearchStats:
-    """A search's statistics for ``features``: the split, counts (:func:`plan_splits`) and
-    the normalisation, from one streaming pass over the training segments.
+def statistics(index: TrackIndex, planned: SearchStats) -> SearchStats:
+    """``planned`` (the split, counts and shape :func:`genre.training.plan_splits` gave for
+    ``index``) with the normalisation, from one streaming pass over its training segments.
 
     The training segments are checked finite on the way: the normalisation reads them, and
     one NaN there spreads to every weight of every trial.
@@ -178,17 +171,10 @@ def statistics(
     Raises
     ------
     ParameterError
-        As :func:`genre.training.prepare`, and training segments that are not finite.
+        Training segments that are not finite.
     """
-    stats = plan_splits(
-        index,
-        features=features,
-        split=split,
-        fractions=fractions,
-        seed=seed,
-        outlier_weight=outlier_weight,
-    )
-    train = {t for t, s in stats.assignment.items() if s == "train"}
+    features = planned.features
+    train = {t for t, s in planned.assignment.items() if s == "train"}
     shapes = {n: index.cfg.shape(n) for n in features}
     _small_blocks()
     ds = split_dataset(index, train, columns=["track_id", *features])
@@ -204,8 +190,8 @@ def statistics(
         bad_tracks += json.loads(str(row["bad_tracks"]))
     if bad:
         raise nonfinite_error(bad_tracks, bad)
-    stats.mean, stats.variance = total.normalisation()
-    return stats
+    mean, variance = total.normalisation()
+    return dataclasses.replace(planned, mean=mean, variance=variance)
 
 
 def _stats_name(features: tuple[str, ...]) -> str:

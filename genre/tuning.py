@@ -522,19 +522,14 @@ def plan_search(settings: SearchSettings) -> tuple[SegmentSet | None, SearchPlan
 
 
 def _streamed(plan: SearchPlan, settings: SearchSettings, *, path: str) -> SearchPlan:
-    """``plan`` with a stream per feature set: the statistics the search stored, or those of
-    a pass over the shards (:func:`genre.searchdata.statistics`), stored in ``path``."""
+    """``plan`` with a stream per feature set: the statistics the search stored, or its
+    planned splits completed by a pass over the shards (:func:`genre.searchdata.statistics`),
+    stored in ``path``."""
     data = {}
     for names in plan.stats:
         stats = load_stats(path, names)
         if stats is None:
-            stats = statistics(
-                plan.index,
-                features=names,
-                split=settings.split,
-                seed=settings.seed,
-                outlier_weight=settings.outlier_weight,
-            )
+            stats = statistics(plan.index, plan.stats[names])
             save_stats(path, stats)
         data[names] = StreamedData(
             stats=stats,

@@ -16,7 +16,7 @@ from genre.shards import (
     with_other,
     write_shard,
 )
-from genre.training import SearchStats, prepare
+from genre.training import SearchStats, plan_splits, prepare
 
 CFG = FeatureConfig(features=("mfcc", "chroma"))
 GENRES = ("rock", "jazz", "pop")
@@ -93,7 +93,8 @@ def test_the_statistics_pass_finds_the_split_counts_and_normalisation_prepare_fi
         index = track_index(roots, other=other)
     features = ("mfcc", "chroma")
     data = prepare(segments, features=features, split=split, seed=3, outlier_weight=weight)
-    stats = statistics(index, features=features, split=split, seed=3, outlier_weight=weight)
+    planned = plan_splits(index, features=features, split=split, seed=3, outlier_weight=weight)
+    stats = statistics(index, planned)
     assert stats.labels == data.labels and stats.split_method == data.split_method
     assert stats.counts == data.counts
     for name in ("train", "val", "test"):
@@ -111,15 +112,16 @@ def test_the_statistics_pass_refuses_training_segments_that_are_not_finite(
     tmp_path, rng, ray_local
 ):
     from genre.searchdata import statistics
-    from genre.training import plan_splits
 
     tracks = [(f"{g}/{g}{k}.wav", g) for g in GENRES for k in range(4)]
     root = _folder(tmp_path / "s", rng, tracks, per_shard=1)
     split = plan_splits(track_index(root), features=("mfcc",), split="random", seed=0)
     victim = sorted(t for t, s in split.assignment.items() if s == "train")[0]
     write_shard(root, _track(rng, victim, victim.split("/")[0], nan=True))  # replaces its shard
+    index = track_index(root)
+    planned = plan_splits(index, features=("mfcc",), split="random", seed=0)
     with pytest.raises(ParameterError, match=f"1 segments of 1 tracks .*non-finite.*{victim}"):
-        statistics(track_index(root), features=("mfcc",), split="random", seed=0)
+        statistics(index, planned)
 
 
 def test_stored_statistics_are_read_back_for_their_feature_set(tmp_path):
@@ -158,7 +160,8 @@ def test_a_stream_gives_a_split_once_with_outliers_marked_and_a_trainer_learns_f
     tracks += [(f"_other/noise{k}.wav", None) for k in range(6)]
     root = _folder(tmp_path / "s", rng, tracks, per_shard=4)
     index = track_index(root)
-    stats = statistics(index, features=("mfcc",), split="random", seed=1, outlier_weight=0.5)
+    planned = plan_splits(index, features=("mfcc",), split="random", seed=1, outlier_weight=0.5)
+    stats = statistics(index, planned)
     data = StreamedData(
         stats=stats,
         feature_config=index.cfg.with_features(("mfcc",)),
