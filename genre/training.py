@@ -268,6 +268,11 @@ def _shards_others(segments: SegmentSet) -> list[str]:
     return [t for t, g in pairs if g is None and is_other(t)]
 
 
+def _empty_split(name: str) -> ParameterError:
+    """What :func:`prepare` and :func:`plan_splits` say of a split without tracks."""
+    return ParameterError(f"the {name} split is empty: extract more tracks per genre (at least 3)")
+
+
 def _check_finite(x: np.ndarray, track: np.ndarray) -> None:
     """Refuse segments whose features are not finite (:func:`nonfinite_error`)."""
     bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
@@ -348,9 +353,7 @@ def prepare(
     for name in ("train", "val", "test"):
         mask = which == name
         if not mask.any():
-            raise ParameterError(
-                f"the {name} split is empty: extract more tracks per genre (at least 3)"
-            )
+            raise _empty_split(name)
         data.x[name], data.y[name], data.track[name] = x_all[mask], y_all[mask], track[mask]
         data.counts[name] = {
             "tracks": int(len(np.unique(track[mask]))),
@@ -578,9 +581,7 @@ def plan_splits(
     for name in SPLITS:
         mask = which == name
         if not mask.any():
-            raise ParameterError(
-                f"the {name} split is empty: extract more tracks per genre (at least 3)"
-            )
+            raise _empty_split(name)
         counts[name] = {
             "tracks": int(mask.sum()),
             "segments": int(index.segments[labelled][mask].sum()),
