@@ -103,19 +103,28 @@ def _session(sid: int) -> list[int]:
     return [pid for pid, fields in _processes() if int(fields[3]) == sid]
 
 
-def stop_ray_node(proc: subprocess.Popen) -> None:
-    """SIGTERM the node's session (what ``ray stop`` sends), then SIGKILL what is left."""
-    for sig, grace_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 5)):
-        for pid in _session(proc.pid):
+def stop_session(sid: int, *, grace_s: float, reap: Callable[[], object] = lambda: None) -> None:
+    """SIGTERM every process of session ``sid`` (what ``ray stop`` sends a node), then
+    SIGKILL what is left after ``grace_s``; ``reap`` polls the session's leader when it is
+    this process's child, so it does not stay behind as a zombie."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5)):
+        for pid in _session(sid):
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        deadline = time.time() + grace_s
-        while proc.poll() is None or _session(proc.pid):  # poll() reaps `ray start` itself
-            if time.time() > deadline:
-                break
-            time.sleep(0.5)
+        deadline = time.time() + wait_s
+        while time.time() < deadline:
+            reap()
+            members = [fields for _, fields in _processes() if int(fields[3]) == sid]
+            if all(fields[0] == "Z" for fields in members):
+                return
+            time.sleep(0.2)
+
+
+def stop_ray_node(proc: subprocess.Popen) -> None:
+    """Stop a node started by :func:`start_ray_node` (:func:`stop_session`), and reap it."""
+    stop_session(proc.pid, grace_s=30, reap=proc.poll)
     proc.wait(timeout=10)
 
 
@@ -240,20 +249,6 @@ def built_once(request, name: str, build: Callable[[], dict]) -> dict:
         return value
 
 
-def stop_process_group(pid: int, *, grace_s: float = 20) -> None:
-    """SIGTERM a process started in a session of its own and its group, then SIGKILL."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.time() + wait_s
-        while time.time() < deadline:
-            if not [p for p, fields in _processes() if int(fields[3]) == pid and fields[0] != "Z"]:
-                return
-            time.sleep(0.2)
-
-
 #: The files that take longest, longest first. ``make test`` runs the suite in two
 #: processes, a file at a time each (``-n 2 --dist loadfile --no-loadscope-reorder``: by
 #: default xdist hands out the files with the most tests first, which left the longest to
@@ -283,7 +278,7 @@ def pytest_unconfigure(config):
     _SharedRay.stop()
     if _controller(config):  # the servers the workers shared outlive each worker's session
         for record in _run_root_of(config).glob("*.server.json"):
-            stop_process_group(json.loads(record.read_text())["pid"])
+            stop_session(json.loads(record.read_text())["pid"], grace_s=20)
 
 
 def shared_ray_address() -> str:
