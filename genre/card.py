@@ -31,12 +31,14 @@ from genre.audio import MAX_DURATION_S
 from genre.calibration import DEFAULT_MAX_SET, Calibration
 from genre.config import AGGREGATES, DEFAULT_PRETRAINED, PRETRAINED, FeatureConfig, sqlite_path
 from genre.conformal import Conformal
+from genre.corpus import SPLITS
 from genre.corrections import LabelCorrections
 from genre.embeddings import describe, patch_shape, waveform_samples
 from genre.errors import ConfigMismatchError, ParameterError, first_line
 from genre.models import ModelConfig
 from genre.posthoc import Blend, embedding_extractors
 from genre.pretrained import TAGS
+from genre.training import tracks_of
 from genre.zeroshot import TagMapping
 
 __all__ = [
@@ -287,17 +289,15 @@ def card_for(
     aggregate: str = "mean",
     training: dict[str, Any] | None = None,
 ) -> ModelCard:
-    """The model card of a network trained on ``data`` (a :class:`genre.training.PreparedData`):
+    """The model card of a network trained on ``data`` (a :class:`genre.training.PreparedData`
+    or :class:`~genre.training.StreamedData`):
     labels, features, splits, and the pretrained extractor the features need
     (:func:`genre.embeddings.describe`)."""
-    splits = {name: tuple(sorted({str(t) for t in ids})) for name, ids in data.track.items()}
+    splits = {name: tuple(tracks_of(data, name)) for name in SPLITS}
     # The out-of-taxonomy tracks of outlier exposure, when there were any (``other_test``: those
     # label's review was measured on, never trained on).
-    splits.update(
-        (f"other_{name}", tuple(sorted({str(t) for t in ids})))
-        for name, ids in data.other_track.items()
-        if len(ids)
-    )
+    others = {name: tuple(tracks_of(data, name, other=True)) for name in SPLITS}
+    splits.update((f"other_{name}", ids) for name, ids in others.items() if ids)
     return ModelCard(
         labels=tuple(data.labels),
         features=tuple(data.features),

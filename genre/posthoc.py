@@ -47,12 +47,14 @@ from genre.calibration import DEFAULT_MAX_SET, Calibration, fit_temperature, tem
 from genre.config import DEFAULT_COVERAGE
 from genre.errors import ParameterError
 from genre.ood import MahalanobisOOD
-from genre.report import segment_to_track, track_mean
+from genre.report import segment_to_track, track_labels, track_mean
+from genre.training import outlier_tracks_known, predict_other, predict_split, tracks_of
 from genre.zeroshot import TagMapping, genre_scores
 
 __all__ = [
     "BLEND_FORMAT",
     "BLEND_WEIGHTS",
+    "COMPANION_COLUMNS",
     "EMBEDDING_COLUMNS",
     "embedding",
     "embedding_extractors",
@@ -69,6 +71,9 @@ BLEND_FORMAT = "genre.blend/1"
 BLEND_WEIGHTS = tuple(round(float(w), 2) for w in np.linspace(0.0, 1.0, 21))
 #: Embedding columns for the Mahalanobis score, in order of preference.
 EMBEDDING_COLUMNS = ("musicnn_msd", "musicnn_mtt")
+#: The shards' columns post-hoc fitting reads beside the network's predictions: the
+#: embeddings and the tag columns of the blend's prior.
+COMPANION_COLUMNS = (*EMBEDDING_COLUMNS, *(f"{c}_tags" for c in EMBEDDING_COLUMNS))
 #: Principal directions kept by the Mahalanobis model (the card holds components × dims).
 MAHALANOBIS_COMPONENTS = 64
 
@@ -203,7 +208,9 @@ class PostHoc:
     calibration: Calibration
     blend: Blend | None
     notes: list[str]
-    probs: dict[str, np.ndarray]  # split → segment probabilities of the head (val, test)
+    #: split (val, test) → the head's segment probabilities, classes and tracks
+    #: (:func:`genre.training.predict_split`; val out of fold after a refit)
+    predicted: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
     reliability: Callable[[Path], Path]
     #: What label's default review flags (:func:`review_figures`); empty without genre sets.
     review: dict[str, Any] = field(default_factory=dict)
@@ -283,7 +290,7 @@ def _fit_mahalanobis(segments, data, heads, notes, folds=None):
         rows = _split_rows(segments, tracks)
         return track_distances(model, segments.track_id[rows], emb[rows])
 
-    train_tracks = np.unique(data.track["train"])
+    train_tracks = tracks_of(data, "train")
     model = fitted(train_tracks)
     distances = {"test": distances_of(model, heads["test"][0])}
     if folds is None:
@@ -307,7 +314,7 @@ def fit_posthoc(
     mapping=None,
     ood_quantile: float = 0.95,
     coverage: float = DEFAULT_COVERAGE,
-    val_probs: np.ndarray | None = None,
+    val_predicted: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     folds: list[np.ndarray] | None = None,
 ) -> PostHoc:
     """Blend weight, calibration and out-of-taxonomy model of a trained ``network``.
@@ -315,35 +322,37 @@ def fit_posthoc(
     Parameters
     ----------
     network : keras.Model trained on ``data``
-    data : genre.training.PreparedData
+    data : genre.training.PreparedData or genre.training.StreamedData
+        Its val and test splits are predicted batch by batch when streamed: only the
+        probabilities are kept.
     segments : genre.shards.SegmentSet
-        The shards ``data`` came from: their musicnn columns feed the prior and the
-        Mahalanobis model even when the network reads other features.
+        The shards ``data`` came from (their musicnn columns alone suffice): they feed
+        the prior and the Mahalanobis model even when the network reads other features.
     aggregate : the card's segment → track aggregation
     mapping : TagMapping or None
         The zero-shot prior to blend with (``None``: no blend).
     ood_quantile : the validation quantile of the out-of-taxonomy thresholds
     coverage : ``1 − α`` of the conformal genre sets, fitted on the validation tracks and
         measured on the test tracks
-    val_probs : np.ndarray [shape=(segments, classes)] or None
-        The validation segments' probabilities when they do not come from ``network``:
-        the out-of-fold predictions of a refit (:mod:`genre.refit`), whose ``data`` has
-        the pooled tracks as both its training and validation split.
+    val_predicted : tuple or None
+        The validation segments' ``(probs, classes, tracks)`` when they do not come from
+        ``network``: the out-of-fold predictions of a refit (:mod:`genre.refit`), whose
+        ``data`` has the pooled tracks as its training split and no validation split.
     folds : list of np.ndarray or None
         The refit's folds (track ids): the validation tracks' Mahalanobis distances are
         then cross-fitted too.
     """
     notes: list[str] = []
-    probs, heads, ys = {}, {}, {}
+    predicted, heads, ys = {}, {}, {}
     for split in ("val", "test"):
-        if split == "val" and val_probs is not None:
-            probs[split] = val_probs
+        if split == "val" and val_predicted is not None:
+            predicted[split] = val_predicted
         else:
-            probs[split] = network.predict(data.x[split], batch_size=256, verbose=0)
-        tracks, track_probs = segment_to_track(data.track[split], probs[split], aggregate=aggregate)
-        truth = dict(zip(data.track[split], data.y[split], strict=True))
+            predicted[split] = predict_split(network, data, split)
+        probs, y, track = predicted[split]
+        tracks, track_probs = segment_to_track(track, probs, aggregate=aggregate)
         heads[split] = (tracks, track_probs)
-        ys[split] = np.array([truth[t] for t in tracks], dtype=np.int64)
+        ys[split] = track_labels(track, y, tracks).astype(np.int64)
     blend = _fit_blend(mapping, segments, data.labels, heads, ys, aggregate, notes)
     mixed = {split: heads[split][1] for split in heads}
     if blend is not None:
@@ -362,7 +371,9 @@ def fit_posthoc(
         test_probs=mixed["test"],
         test_y=ys["test"],
         coverage=coverage,
-        fitted_on="validation tracks" if val_probs is None else "train + val tracks, out of fold",
+        fitted_on=(
+            "validation tracks" if val_predicted is None else "train + val tracks, out of fold"
+        ),
     )
 
     def reliability(path: Path) -> Path:
@@ -379,7 +390,7 @@ def fit_posthoc(
         calibration=fitted,
         blend=blend,
         notes=notes,
-        probs=probs,
+        predicted=predicted,
         reliability=reliability,
         review=review_figures(fitted, mixed["test"], other, data=data),
     )
@@ -390,12 +401,10 @@ def _other_tracks(network, data, segments, blend: Blend | None, aggregate: str) 
     out-of-taxonomy validation and test tracks (none: an empty dict)."""
     out = {}
     for split in ("val", "test"):
-        if not len(data.other_track.get(split, ())):
+        segment_probs, track = predict_other(network, data, split)
+        if not len(track):
             continue
-        segment_probs = network.predict(data.other_x[split], batch_size=256, verbose=0)
-        tracks, track_probs = segment_to_track(
-            data.other_track[split], segment_probs, aggregate=aggregate
-        )
+        tracks, track_probs = segment_to_track(track, segment_probs, aggregate=aggregate)
         if blend is not None:
             prior = _prior_tracks(blend, segments, tracks, data.labels, aggregate)
             track_probs = blend.mix(track_probs, prior)
@@ -418,7 +427,8 @@ def review_figures(
     calibration : Calibration, with conformal sets (else the answer is ``{}``)
     test_probs : np.ndarray [shape=(tracks, classes)], the genres' test tracks, uncalibrated
     other : dict ``split → (tracks, classes)``, out-of-taxonomy tracks, uncalibrated
-    data : genre.training.PreparedData, optional: its λ and out-of-taxonomy training tracks
+    data : genre.training.PreparedData or StreamedData, optional: its λ and
+        out-of-taxonomy training tracks
 
     Returns
     -------
@@ -442,7 +452,7 @@ def review_figures(
         "test_flagged": float(np.mean(empty | wide)),
         "n_test": len(test_probs),
     }
-    if data is not None and data.other_track:
+    if data is not None and outlier_tracks_known(data):
         review["outlier_weight"] = data.outlier_weight
         review["n_train_other"] = data.counts["train"].get("other_tracks", 0)
     for split, probs in other.items():

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,17 @@ from genre import backend
 from genre.config import REFIT_FOLDS
 from genre.errors import ParameterError
 from genre.runtime import live_nodes
-from genre.training import PreparedData, build_network, fit, model_config_from_trial, pooled
+from genre.training import (
+    HELD_OUT,
+    PreparedData,
+    StreamedData,
+    build_network,
+    fit,
+    model_config_from_trial,
+    pooled,
+    predict_split,
+    tracks_of,
+)
 
 __all__ = ["REFIT_FOLDS", "Refit", "crossfit_folds", "refit"]
 
@@ -49,19 +60,21 @@ class Refit:
     ----------
     network : keras.Model
         Trained on train + val, compiled plainly (as a search's champion is).
-    data : PreparedData
-        The calibration view: ``train`` and ``val`` are both the pooled segments (train +
-        val), ``test`` the test split; the network's normalisation is the pool's.
-    val_probs : np.ndarray [shape=(segments, classes)]
-        Out-of-fold probabilities of ``data``'s ``val`` segments.
+    data : PreparedData or StreamedData
+        The pooled view (:func:`genre.training.pooled`): its ``train`` split is the pool
+        (train + val), ``test`` the test split; the network's normalisation is the pool's.
+    val_predicted : tuple of np.ndarray
+        The pool's out-of-fold predictions as :func:`genre.training.predict_split` gives
+        them: segment probabilities ``(segments, classes)``, classes and track ids, each
+        segment predicted by the model of the fold that left its track out.
     folds : list of np.ndarray
         The track ids of each fold.
     epochs : int
     """
 
     network: Any
-    data: PreparedData
-    val_probs: np.ndarray
+    data: PreparedData | StreamedData
+    val_predicted: tuple[np.ndarray, np.ndarray, np.ndarray]
     folds: list[np.ndarray]
     epochs: int
 
@@ -70,7 +83,7 @@ class Refit:
         return {
             "method": "refit",
             "trained_on": ["train", "val"],
-            "tracks": int(len(np.unique(self.data.track["val"]))),
+            "tracks": int(len(tracks_of(self.data, "train"))),
             "epochs": self.epochs,
             "folds": len(self.folds),
             "calibration": "out-of-fold predictions of the folds' models",
@@ -120,7 +133,7 @@ def crossfit_folds(
 
 
 def _train(
-    data: PreparedData,
+    data: PreparedData | StreamedData,
     config: dict[str, Any],
     *,
     leave_out: np.ndarray | None,
@@ -129,8 +142,9 @@ def _train(
     threads: int,
     mixed_precision: bool,
 ):
-    """One training on the pool less ``leave_out``: the probabilities of the left-out
-    segments (in pool order), or the weights when nothing is left out."""
+    """One training on the pool less ``leave_out``: the left-out segments' predictions
+    (:func:`_held_out`), or, when nothing is left out, the weights and (for a stream) the
+    pooled view's statistics, which the driver's network is built with."""
     backend.configure(threads=threads, mixed_precision=mixed_precision)
     view = pooled(data, leave_out=leave_out)
     result = fit(
@@ -143,39 +157,66 @@ def _train(
         restore_best=False,
     )
     if leave_out is None:
-        return result.network.get_weights()
-    # The left-out segments in pool order (train's, then val's), without a second copy of
-    # the whole pool beside the one the training view holds.
-    x = np.concatenate(
-        [data.x[split][np.isin(data.track[split], leave_out)] for split in ("train", "val")]
-    )
-    return result.network.predict(x, batch_size=256, verbose=0)
+        stats = view.stats if isinstance(view, StreamedData) else None
+        return result.network.get_weights(), stats
+    return _held_out(result.network, data, view, leave_out)
 
 
-def _gather(refs: list, *, cpus: float, gpus: float, limit_s: float) -> list:
-    """``ray.get`` of the trainings, bounded: gives up when, for ``limit_s``, none has
-    finished and no live node could hold one (nodes left the cluster)."""
+def _held_out(network, data, view, leave_out: np.ndarray):
+    """``(probs, classes, tracks)`` of the segments of the ``leave_out`` tracks: streamed
+    from the view's held-out split, or, in memory, gathered from train and val without a
+    second copy of the whole pool beside the one the training view holds."""
+    if isinstance(view, StreamedData):
+        return predict_split(network, view, HELD_OUT)
+    rows = {split: np.isin(data.track[split], leave_out) for split in ("train", "val")}
+    x = np.concatenate([data.x[split][rows[split]] for split in rows])
+    y = np.concatenate([data.y[split][rows[split]] for split in rows])
+    track = np.concatenate([data.track[split][rows[split]] for split in rows])
+    return network.predict(x, batch_size=256, verbose=0), y, track
+
+
+def _pool(data: PreparedData | StreamedData) -> tuple[np.ndarray, np.ndarray]:
+    """The pooled (train + val) tracks and their class indices, one entry per track."""
+    if isinstance(data, StreamedData):
+        tracks = np.concatenate([tracks_of(data, "train"), tracks_of(data, "val")])
+        return tracks, np.array([data.source.label[t] for t in tracks], dtype=np.int64)
+    track = np.concatenate([data.track["train"], data.track["val"]])
+    y = np.concatenate([data.y["train"], data.y["val"]])
+    tracks, first = np.unique(track, return_index=True)
+    return tracks, y[first]
+
+
+def _gather(calls: list, *, cpus: float, gpus: float, limit_s: float, at_once: int) -> list:
+    """The results of ``calls`` (each submits one training and returns its ref), at most
+    ``at_once`` running at a time (0: all), bounded: gives up when, for ``limit_s``, none
+    has finished and no live node could hold one (nodes left the cluster)."""
     import ray
 
-    pending, since = list(refs), None
-    while pending:
-        done, pending = ray.wait(pending, num_returns=len(pending), timeout=5.0)
+    results: list = [None] * len(calls)
+    waiting, running, since = list(enumerate(calls)), {}, None
+    while waiting or running:
+        while waiting and (not at_once or len(running) < at_once):
+            k, call = waiting.pop(0)
+            running[call()] = k
+        done, _ = ray.wait(list(running), num_returns=len(running), timeout=5.0)
+        for ref in done:
+            results[running.pop(ref)] = ray.get(ref)
         if done or any(cpus <= c and gpus <= g for c, g in live_nodes()):
             since = None
             continue
         since = since or time.monotonic()
         if time.monotonic() - since > limit_s:
-            for ref in pending:
+            for ref in running:
                 ray.cancel(ref, force=True)
             raise ParameterError(
                 f"the refit's trainings could not run for {limit_s:.0f} s: each asks for "
                 f"{cpus:g} CPUs and {gpus:g} GPUs and no live Ray node has them"
             )
-    return ray.get(refs)
+    return results
 
 
 def refit(
-    data: PreparedData,
+    data: PreparedData | StreamedData,
     config: dict[str, Any],
     *,
     epochs: int,
@@ -185,13 +226,15 @@ def refit(
     gpus: float = 0.0,
     mixed_precision: bool = False,
     limit_s: float = _UNSCHEDULABLE_S,
+    at_once: int = 0,
 ) -> Refit:
     """Train ``config`` on train + val of ``data``, and cross-fit its out-of-fold predictions.
 
     Parameters
     ----------
-    data : PreparedData
-        The search's data for the configuration's features.
+    data : PreparedData or StreamedData
+        The search's data for the configuration's features: a stream is trained on as
+        the trials were (each training reads the pool from the shards).
     config : dict
         The best trial's Tune config (``kind``, ``batch_size``, ``trial_seed``, …).
     epochs : int ≥ 1
@@ -203,6 +246,10 @@ def refit(
     cpus, gpus : what each training asks Ray for (a trial's share)
     mixed_precision : float16 compute on GPUs, as the trials had
     limit_s : how long the trainings may wait for a node that can hold them
+    at_once : trainings running at once, at most (0: as many as the cluster holds). A
+        stream's trainings must leave Ray Data a CPU, as a streamed search's trials do
+        (:func:`genre.tuning.streamed_trials_at_once`): its file listing asks for one,
+        and trainings holding every CPU would wait for ever for their own data.
 
     Returns
     -------
@@ -212,33 +259,22 @@ def refit(
 
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ParameterError(f"epochs={epochs!r} must be a positive integer")
-    view = pooled(data)  # the refit's training data; its train split is the pool, in order
-    pool_track, pool_y = view.track["train"], view.y["train"]
-    tracks, first = np.unique(pool_track, return_index=True)
-    cut = crossfit_folds(tracks, pool_y[first], folds=folds, seed=seed)
+    tracks, classes = _pool(data)
+    cut = crossfit_folds(tracks, classes, folds=folds, seed=seed)
     task = ray.remote(_train).options(num_cpus=cpus, num_gpus=gpus)
     shared = ray.put(data)
     start = seed + int(config.get("trial_seed", 0))
     common = {"epochs": epochs, "threads": max(1, int(cpus)), "mixed_precision": mixed_precision}
-    refs = [task.remote(shared, config, leave_out=None, seed=start, **common)]
-    refs += [
-        task.remote(shared, config, leave_out=fold, seed=start + 1 + k, **common)
+    calls = [partial(task.remote, shared, config, leave_out=None, seed=start, **common)]
+    calls += [
+        partial(task.remote, shared, config, leave_out=fold, seed=start + 1 + k, **common)
         for k, fold in enumerate(cut)
     ]
-    weights, *held = _gather(refs, cpus=cpus, gpus=gpus, limit_s=limit_s)
-    val_probs = np.empty((len(pool_track), len(data.labels)), dtype=np.float32)
-    for fold, probs in zip(cut, held, strict=True):
-        val_probs[np.isin(pool_track, fold)] = probs
+    (weights, stats), *held = _gather(calls, cpus=cpus, gpus=gpus, limit_s=limit_s, at_once=at_once)
+    val_predicted = tuple(np.concatenate(part) for part in zip(*held, strict=True))
+    view = data.with_stats(stats) if isinstance(data, StreamedData) else pooled(data)
     backend.configure()
     # Compiled plainly, as the search's champion: the logged model holds Keras's own loss.
     network = build_network(model_config_from_trial(config), view, outlier_exposure=False)
     network.set_weights(weights)
-    calibration_view = replace(
-        view,
-        x={**view.x, "val": view.x["train"]},
-        y={**view.y, "val": pool_y},
-        track={**view.track, "val": pool_track},
-    )
-    return Refit(
-        network=network, data=calibration_view, val_probs=val_probs, folds=cut, epochs=epochs
-    )
+    return Refit(network=network, data=view, val_predicted=val_predicted, folds=cut, epochs=epochs)

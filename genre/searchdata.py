@@ -250,6 +250,10 @@ class ShardStream:
             if g is not None and t in stats.assignment
         }
 
+    def with_stats(self, stats: SearchStats) -> ShardStream:
+        """The same shards split as ``stats`` say (a refit's pooled view and its folds)."""
+        return ShardStream(self.index, stats, buffer_bytes=self.buffer_bytes)
+
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_datasets": {}}  # datasets are planned where they are read
 

@@ -53,6 +53,10 @@ __all__ = [
     "SearchStats",
     "StreamedData",
     "predict_split",
+    "predict_other",
+    "tracks_of",
+    "outlier_tracks_known",
+    "HELD_OUT",
     "input_shape_of",
     "nonfinite_error",
     "other_assignment",
@@ -364,14 +368,24 @@ def prepare(
     return data
 
 
-def pooled(data: PreparedData, *, leave_out: np.ndarray | None = None) -> PreparedData:
+#: The split a refit's streamed view files a cross-fitting fold's tracks under (:func:`pooled`).
+HELD_OUT = "held_out"
+
+
+def pooled(
+    data: PreparedData | StreamedData, *, leave_out: np.ndarray | None = None
+) -> PreparedData | StreamedData:
     """``data`` with its validation tracks joined to the training ones (a refit), less the
     tracks in ``leave_out`` (a cross-fitting fold), and no validation split.
 
     The normalisation is fitted again on the pooled training segments; the test split and
     the out-of-taxonomy tracks stay as they are. ``x["val"]`` is empty, so training runs a
     fixed number of epochs (:func:`train_epoch` reports its validation metrics as NaN).
+    A stream is re-split rather than copied (the fold's tracks become its
+    :data:`HELD_OUT` split), and its normalisation is fitted by one pass over the pool.
     """
+    if isinstance(data, StreamedData):
+        return _pooled_stream(data, leave_out)
     x = np.concatenate([data.x["train"], data.x["val"]])
     y = np.concatenate([data.y["train"], data.y["val"]])
     track = np.concatenate([data.track["train"], data.track["val"]])
@@ -395,6 +409,36 @@ def pooled(data: PreparedData, *, leave_out: np.ndarray | None = None) -> Prepar
             },
             "val": {"tracks": 0, "segments": 0},
         },
+    )
+
+
+def _pooled_stream(data: StreamedData, leave_out: np.ndarray | None) -> StreamedData:
+    """:func:`pooled` of a stream: the new splits, then the pool's moments and segment
+    count from one pass over it (float64, as :func:`genre.searchdata.statistics`)."""
+    left = set() if leave_out is None else {str(t) for t in leave_out}
+    pool = {
+        t: HELD_OUT if t in left else "train"
+        for t, s in data.stats.assignment.items()
+        if s in ("train", "val")
+    }
+    view = data.with_stats(
+        dataclasses.replace(data.stats, assignment={**data.stats.assignment, **pool})
+    )
+    total, segments = Moments(), 0
+    for x, _, _ in view.source("train", batch_size=256, seed=None, other=False):
+        total, segments = total.merge(Moments.of(x)), segments + len(x)
+    mean, variance = total.normalisation()
+    counts = {
+        **data.counts,
+        "train": {
+            **data.counts["train"],
+            "tracks": sum(s == "train" for s in pool.values()),
+            "segments": segments,
+        },
+        "val": {"tracks": 0, "segments": 0},
+    }
+    return view.with_stats(
+        dataclasses.replace(view.stats, mean=mean, variance=variance, counts=counts)
     )
 
 
@@ -526,8 +570,11 @@ class StreamedData:
     ``source(split, *, batch_size, seed, other)`` yields ``(x, y, track)`` batches of the
     split's segments: ``x`` float32 ``(rows, *input_shape)``, ``y`` int32 class indices
     (``-1`` for an out-of-taxonomy segment, given only with ``other``), ``track`` the
-    track ids; shuffled (seeded) when ``seed`` is not ``None``. It must pickle: it travels
-    to the trials (:class:`genre.searchdata.ShardStream`).
+    track ids; shuffled (seeded) when ``seed`` is not ``None``. A split is whatever the
+    stats' ``assignment`` names (a refit's held-out fold is one). ``source.label`` is
+    ``track id → class index`` of the labelled tracks, and ``source.with_stats(stats)`` the
+    same source over the splits of other stats (:meth:`with_stats`). It must pickle: it
+    travels to the trials (:class:`genre.searchdata.ShardStream`).
     """
 
     stats: SearchStats
@@ -548,6 +595,26 @@ class StreamedData:
     def has_other(self) -> bool:
         """As :attr:`PreparedData.has_other`."""
         return self.outlier_weight > 0 and self.counts["train"].get("other_segments", 0) > 0
+
+    def with_stats(self, stats: SearchStats) -> StreamedData:
+        """The same data split and normalised as ``stats`` say."""
+        return dataclasses.replace(self, stats=stats, source=self.source.with_stats(stats))
+
+
+def tracks_of(data: PreparedData | StreamedData, split: str, *, other: bool = False) -> np.ndarray:
+    """The sorted track ids of one split of ``data`` (its out-of-taxonomy tracks with
+    ``other``), held in memory or streamed alike."""
+    if isinstance(data, StreamedData):
+        assignment = data.stats.other_assignment if other else data.stats.assignment
+        return np.array(sorted(t for t, s in assignment.items() if s == split), dtype=object)
+    tracks = (data.other_track if other else data.track).get(split, np.zeros(0, dtype=object))
+    return np.array(sorted({str(t) for t in tracks}), dtype=object)
+
+
+def outlier_tracks_known(data: PreparedData | StreamedData) -> bool:
+    """Whether the search split out-of-taxonomy tracks at all (``--outlier-weight`` given,
+    even λ = 0): then its review reports them."""
+    return "other_tracks" in data.counts["train"]
 
 
 def plan_splits(
@@ -752,6 +819,30 @@ def predict_split(
     if not parts:
         return np.zeros((0, len(data.labels)), np.float32), np.zeros(0, np.int32), np.zeros(0)
     return np.concatenate(parts), np.concatenate(ys), np.concatenate(tracks)
+
+
+def predict_other(
+    network, data: PreparedData | StreamedData, split: str, *, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """The segment probabilities of ``network`` on the out-of-taxonomy tracks of one split,
+    and each segment's track (none: empty arrays). A stream is read as in
+    :func:`predict_split`, the split's genre segments passed over."""
+    if not isinstance(data, StreamedData):
+        x = data.other_x.get(split)
+        if x is None or not len(x):
+            return np.zeros((0, len(data.labels)), np.float32), np.zeros(0, dtype=object)
+        return network.predict(x, batch_size=batch_size, verbose=0), data.other_track[split]
+    parts: list[np.ndarray] = []
+    tracks: list[np.ndarray] = []
+    if len(tracks_of(data, split, other=True)):
+        for x, y, track in data.source(split, batch_size=batch_size, seed=None, other=True):
+            outside = y < 0
+            if outside.any():
+                parts.append(np.asarray(network.predict_on_batch(x[outside])))
+                tracks.append(track[outside])
+    if not parts:
+        return np.zeros((0, len(data.labels)), np.float32), np.zeros(0, dtype=object)
+    return np.concatenate(parts), np.concatenate(tracks)
 
 
 def _streamed_batches(data: StreamedData, *, batch_size: int, seed: int):

@@ -13,6 +13,9 @@
    checkpoint every epoch, and is stopped early by ASHA when it falls behind.
 3. :func:`champion`: the best trial's network rebuilt with its best weights, blended and
    calibrated on the validation tracks, evaluated on the test tracks, given its card.
+   A streamed search's champion streams too: its refit trains from the shards as the
+   trials did, and its predictions are read batch by batch; only the shards' musicnn
+   columns are read into memory (:func:`companion_segments`).
 4. :func:`genre.tracking.log`: the MLflow calls alone.
 
 All MLflow writes happen in the driver (one parent run for the search, one child run per
@@ -46,7 +49,7 @@ from genre.corrections import LabelCorrections, apply_corrections, read_correcti
 from genre.embeddings import describe
 from genre.errors import ParameterError
 from genre.models import HEAD_KINDS, SEED_KINDS
-from genre.posthoc import PostHoc, fit_posthoc
+from genre.posthoc import COMPANION_COLUMNS, PostHoc, fit_posthoc
 from genre.refit import refit
 from genre.runtime import cluster_gpus, live_nodes
 from genre.searchdata import ShardStream, load_stats, save_stats, statistics
@@ -97,6 +100,7 @@ __all__ = [
     "check_storage",
     "choose_data",
     "default_features",
+    "companion_segments",
     "default_models",
     "plan_search",
     "remove_search",
@@ -540,27 +544,14 @@ def _streamed(plan: SearchPlan, settings: SearchSettings, *, path: str) -> Searc
     return dataclasses.replace(plan, data=data)
 
 
-def _champion_in_memory(
-    found: SearchResult, plan: SearchPlan, settings: SearchSettings
-) -> tuple[SegmentSet, SearchPlan]:
-    """A streamed search's best feature set read into memory for the champion phase, split
-    and normalised as the search's statistics say (the refit, calibration and evaluation
-    are not streamed yet)."""
-    names = tuple(found.best.row["config"]["features"])
-    stats = plan.data[names].stats
-    segments = training_segments(settings)
-    data = prepare(
-        segments,
-        features=names,
-        split=settings.split,
-        seed=settings.seed,
-        assignment=stats.assignment,
-        outlier_weight=settings.outlier_weight,
-    )
-    data = dataclasses.replace(
-        data, split_method=stats.split_method, mean=stats.mean, variance=stats.variance
-    )
-    return segments, dataclasses.replace(plan, data={**plan.data, names: data})
+def companion_segments(index: TrackIndex, settings: SearchSettings) -> SegmentSet:
+    """What a streamed search's champion phase reads into memory: the shards' musicnn
+    columns (:data:`genre.posthoc.COMPANION_COLUMNS`, a few kB a segment, for the blend's
+    prior and the out-of-taxonomy model) with the tracks' ids and genres; never the
+    network's features, which the refit, the calibration and the evaluation stream."""
+    columns = [c for c in index.cfg.features if c in COMPANION_COLUMNS]
+    segments = read_segments(settings.shards, features=columns)
+    return segments if settings.other is None else with_other(segments, settings.other)
 
 
 #: The file that marks a folder under ``--storage`` as a search's own (see _open_search).
@@ -769,8 +760,8 @@ def run_search(
     segments : SegmentSet or None
         From :func:`training_segments` (:func:`genre.shards.read_segments` without
         ``--other``). Their ``_other/`` tracks are outlier exposure (``outlier_weight``).
-        ``None`` for a streamed search (:func:`plan_search`): its trials stream the
-        shards, and its champion phase reads them.
+        ``None`` for a streamed search (:func:`plan_search`): its trials and its champion
+        stream the shards (:func:`companion_segments`).
     settings : SearchSettings
     progress : bool
         Show Tune's progress table.
@@ -813,7 +804,7 @@ def run_search(
                     plan, settings, path=run.path, trial_runs=trial_runs, progress=progress
                 )
                 if plan.index is not None:
-                    segments, plan = _champion_in_memory(found, plan, settings)
+                    segments = companion_segments(plan.index, settings)
                 best = champion(found, plan, segments, settings, search_name=run.name)
                 outcome = log(
                     parent,
@@ -1111,8 +1102,9 @@ def champion(
     plan : SearchPlan
         The plan the search ran: its data and its blend's mapping are used again.
     segments : SegmentSet
-        The shards of the search: their musicnn columns feed the blend's prior and the
-        out-of-taxonomy model even when the network reads other features.
+        The shards of the search (a streamed search's: :func:`companion_segments`): their
+        musicnn columns feed the blend's prior and the out-of-taxonomy model even when the
+        network reads other features.
     settings : SearchSettings
     search_name : str
         Recorded in the card.
@@ -1134,11 +1126,12 @@ def champion(
             cpus=cpus,
             gpus=gpus,
             mixed_precision=settings.mixed_precision,
+            at_once=streamed_trials_at_once(settings) if isinstance(data, StreamedData) else 0,
         )
-        network, fitted_on, val_probs = again.network, again.data, again.val_probs
+        network, fitted_on, val_predicted = again.network, again.data, again.val_predicted
         folds, fitted = again.folds, again.describe()
     else:
-        network, fitted_on, val_probs, folds = _rebuild(best, data), data, None, None
+        network, fitted_on, val_predicted, folds = _rebuild(best, data), data, None, None
         fitted = {"method": "best trial", "trained_on": ["train"], "calibration": "val"}
     post = fit_posthoc(
         network,
@@ -1147,11 +1140,11 @@ def champion(
         aggregate="mean",
         mapping=plan.mapping,
         coverage=settings.coverage,
-        val_probs=val_probs,
+        val_predicted=val_predicted,
         folds=folds,
     )
-    test = evaluate(network, fitted_on, split="test", probs=post.probs["test"])
-    val = evaluate(network, fitted_on, split="val", probs=post.probs["val"])
+    test = evaluate(network, fitted_on, split="test", predicted=post.predicted["test"])
+    val = evaluate(network, fitted_on, split="val", predicted=post.predicted["val"])
     card = card_for(
         data,  # the splits as the search drew them; "fitted" says what trained the weights
         model_config=best.row["config"],

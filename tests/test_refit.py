@@ -99,15 +99,19 @@ def test_a_refit_predicts_every_pooled_track_out_of_fold(rng, ray_local):
     }
     again = refit(data, config, epochs=25, folds=4, seed=0)
     view = again.data
-    assert len(again.folds) == 4 and set(view.track["val"]) == set(view.track["train"])
-    assert again.val_probs.shape == (len(view.y["val"]), 2)
-    truth = dict(zip(view.track["val"], view.y["val"], strict=True))
+    probs, y, track = again.val_predicted
+    assert len(again.folds) == 4 and len(view.y["val"]) == 0
+    assert sorted(track) == sorted(view.track["train"]) and probs.shape == (len(track), 2)
+    truth = dict(zip(view.track["train"], view.y["train"], strict=True))
+    assert [truth[t] for t in track] == list(y)
 
-    def track_accuracy(probs):
-        tracks, p = segment_to_track(view.track["val"], probs, aggregate="mean")
+    def track_accuracy(probs, track):
+        tracks, p = segment_to_track(track, probs, aggregate="mean")
         return np.mean(np.argmax(p, axis=1) == [truth[t] for t in tracks])
 
-    in_sample = track_accuracy(again.network.predict(view.x["val"], verbose=0))
-    out_of_fold = track_accuracy(again.val_probs)
+    in_sample = track_accuracy(
+        again.network.predict(view.x["train"], verbose=0), view.track["train"]
+    )
+    out_of_fold = track_accuracy(probs, track)
     assert in_sample >= 0.9 and out_of_fold <= 0.75, (in_sample, out_of_fold)
     assert again.describe()["tracks"] == len(truth) and again.describe()["epochs"] == 25

@@ -217,3 +217,66 @@ def test_a_streamed_search_leaves_a_cpu_to_ray_data_and_refuses_a_cluster_withou
     assert streamed_trials_at_once(SearchSettings(shards=str(tmp_path))) == 1
     with pytest.raises(ParameterError, match="Ray Data needs one beside a trial's"):
         streamed_trials_at_once(SearchSettings(shards=str(tmp_path), cpus_per_trial=2))
+
+
+def test_a_streamed_champion_pools_refits_and_calibrates_as_one_held_in_memory(
+    tmp_path, rng, ray_local
+):
+    """The champion phase of a streamed search: the refit's pooled views (and each fold's)
+    have the normalisation and counts :func:`prepare`'s arrays give, every pooled segment
+    is predicted once out of fold, and the post-hoc fit and the card read the stream."""
+    from genre.card import card_for
+    from genre.posthoc import fit_posthoc
+    from genre.refit import refit
+    from genre.searchdata import ShardStream, statistics
+    from genre.training import HELD_OUT, StreamedData, evaluate, pooled, tracks_of
+
+    tracks = [(f"{g}/{g}{k}.wav", g) for g in GENRES for k in range(8)]
+    tracks += [(f"_other/noise{k}.wav", None) for k in range(6)]
+    root = _folder(tmp_path / "s", rng, tracks, per_shard=5)
+    index = track_index(root)
+    planned = plan_splits(index, features=("mfcc",), split="random", seed=1, outlier_weight=0.0)
+    stats = statistics(index, planned)
+    stream = StreamedData(
+        stats=stats,
+        feature_config=index.cfg.with_features(("mfcc",)),
+        source=ShardStream(index, stats),
+    )
+    memory = prepare(
+        read_segments(root),
+        features=("mfcc",),
+        split="random",
+        seed=1,
+        assignment=stats.assignment,
+        outlier_weight=0.0,
+    )
+    assert card_for(stream).splits == card_for(memory).splits
+    assert "other_test" in card_for(stream).splits
+    fold = tracks_of(stream, "val")[:2]
+    for leave_out in (None, fold):
+        a, b = pooled(stream, leave_out=leave_out), pooled(memory, leave_out=leave_out)
+        np.testing.assert_allclose(a.mean, b.mean, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(a.variance, b.variance, rtol=1e-4)
+        assert a.counts == b.counts and list(tracks_of(a, "train")) == list(tracks_of(b, "train"))
+    assert list(tracks_of(a, HELD_OUT)) == list(fold)
+
+    config = {"kind": "mlp", "batch_size": 8, "learning_rate": 3e-3, "width": 16}
+    again = refit(stream, config, epochs=2, folds=2, seed=0, at_once=1)  # a CPU for Ray Data
+    probs, y, track = again.val_predicted
+    pool = [*tracks_of(stream, "train"), *tracks_of(stream, "val")]
+    assert sorted(set(track)) == sorted(pool) and len(track) == 3 * len(pool)  # each once
+    assert probs.shape == (len(track), 3) and (y >= 0).all()
+    assert again.describe()["tracks"] == len(pool)
+    post = fit_posthoc(
+        again.network,
+        again.data,
+        read_segments(root, features=()),  # no musicnn columns: entropy alone
+        val_predicted=again.val_predicted,
+        folds=again.folds,
+    )
+    test_probs, _, test_track = post.predicted["test"]
+    assert len(test_probs) == stats.counts["test"]["segments"]
+    assert set(test_track) == set(tracks_of(stream, "test"))
+    assert post.review["n_test_other"] == stats.counts["test"]["other_tracks"] > 0
+    report = evaluate(again.network, again.data, split="test", predicted=post.predicted["test"])
+    assert report["n_tracks"] == stats.counts["test"]["tracks"]

@@ -1,13 +1,15 @@
 """A search over a collection several times larger than the object store of its own Ray node:
 the trials stream the shards (``--data stream``), no object larger than the store is made
 (the in-memory path puts the whole collection in one), and the search keeps its promises
-(ASHA, MLflow runs, a registered champion, its statistics stored with it). What Ray spilled
-to disk and the Ray workers' peak resident memory are printed (``-s``), not capped."""
+(ASHA, MLflow runs, resume after a kill, a registered champion whose post-hoc fits stream
+too, its statistics stored with it and read back on resume). What Ray spilled to disk and the peak
+resident memory of the job's driver and of the Ray workers are printed (``-s``)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -145,7 +147,46 @@ def _store_stats(address: str) -> dict[str, int]:
     }
 
 
-def test_a_streamed_search_over_four_times_its_object_store_registers_a_champion(
+def _kill_once_checkpointed(command: list[str], env: dict, storage: Path) -> None:
+    """Run ``command`` and SIGKILL it (a crash, not an interrupt) once a trial has
+    checkpointed an epoch under ``storage``."""
+    proc = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list(storage.glob("stream/*/checkpoint_*")):
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+
+
+def _run_watched(command: list[str], env: dict) -> tuple[subprocess.CompletedProcess, int]:
+    """Run ``command`` to its end; what it printed, and its peak resident bytes."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=err, text=True)
+        peak, deadline = 0, time.monotonic() + 600
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                peak = max(peak, *(int(x.split()[1]) * 1024 for x in status if "VmHWM" in x))
+            except (OSError, TypeError):
+                pass
+            time.sleep(0.25)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+        out.seek(0), err.seek(0)
+        return subprocess.CompletedProcess(command, proc.returncode, out.read(), err.read()), peak
+
+
+def test_a_streamed_search_over_four_times_its_object_store_resumes_and_registers_a_champion(
     big_shards, capped_ray, mlflow_server, tmp_path
 ):
     import mlflow
@@ -154,47 +195,24 @@ def test_a_streamed_search_over_four_times_its_object_store_registers_a_champion
     address, head = capped_ray
     assert corpus_bytes >= 4 * OBJECT_STORE_BYTES
     storage = tmp_path / "ray-results"
-    args = [
-        shards,
-        "--data",
-        "stream",
-        "--models",
-        "mlp",
-        "--features",
-        "mel",
-        "--num-samples",
-        "2",
-        "--max-epochs",
-        "2",
-        "--grace-epochs",
-        "1",
-        "--refit-folds",
-        "0",
-        "--tracking-uri",
-        mlflow_server,
-        "--experiment",
-        "stream",
-        "--register-as",
-        "genre-stream",
-        "--storage",
-        str(storage),
-        "--name",
-        "stream",
-    ]
+    args = [shards, "--data", "stream", "--models", "mlp", "--features", "mel"]
+    args += ["--num-samples", "2", "--max-epochs", "2", "--grace-epochs", "1"]
+    # The streamed refit is tested in test_searchdata (its folds' trainings cost minutes here).
+    args += ["--refit-folds", "0", "--tracking-uri", mlflow_server, "--experiment", "stream"]
+    args += ["--register-as", "genre-stream", "--storage", str(storage), "--name", "stream"]
+    command = [sys.executable, "-m", "jobs.tune", *args]
     env = {**os.environ, "RAY_ADDRESS": address, "PYTHONUNBUFFERED": "1"}
+    stats = storage / "stream" / "genre_stats" / "mel.json"
     with _PeakRss(head.pid) as rss:
-        result = subprocess.run(
-            [sys.executable, "-m", "jobs.tune", *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        _kill_once_checkpointed(command, env, storage)
+        assert stats.is_file(), "the statistics are stored before the first trial"
+        stored = stats.stat().st_mtime_ns
+        result, driver = _run_watched(command, env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "data: stream: --data stream" in result.stdout
-    assert "tune: 2 trials" in result.stdout
-    assert (storage / "stream" / "genre_stats" / "mel.json").is_file()
+    assert "tune: 2 trials" in result.stdout and "(resumed)" in result.stdout
+    assert stats.stat().st_mtime_ns == stored, "a resumed search reads its statistics back"
+    print(f"job driver: {driver / 2**20:.0f} MiB resident at its peak")
     # No object larger than the store: in memory, the trials' data (a copy of every segment)
     # is one object, which Ray can only allocate on disk beside an 80 MiB store.
     store = _store_stats(address)
@@ -204,4 +222,7 @@ def test_a_streamed_search_over_four_times_its_object_store_registers_a_champion
     print(f"largest Ray worker: {max(workers) / 2**20:.0f} MiB resident at its peak")
     client = mlflow.MlflowClient(mlflow_server)
     version = client.get_model_version_by_alias("genre-stream", "champion")
-    assert version.version
+    runs = client.search_runs([client.get_experiment_by_name("stream").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [p.info.status for p in parents] == ["FINISHED"], "the kill's run was resumed"
+    assert version.run_id == parents[0].info.run_id
