@@ -11,6 +11,7 @@ training throughput (segments/s, the mean over their epochs after the first, rea
 Tune's result files).
 
     python tests/bench/bench_tune_scale.py [--base-tracks 1000] [--sizes 1,4,16] [--cpus 2]
+                                           [--memory-sizes 1[,4]]
 
 Up to 40 minutes on 2 cores with the defaults; ``make bench-scale``, not ``make bench``.
 The last line is machine-readable:
@@ -139,14 +140,21 @@ def main() -> None:
     ap.add_argument("--base-tracks", type=int, default=1000)
     ap.add_argument("--sizes", default="1,4,16")
     ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument(
+        "--memory-sizes",
+        default="1",
+        help="sizes also searched in memory (two or more: the peak's growth per GB of mel)",
+    )
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    in_memory = [int(s) for s in args.memory_sizes.split(",")]
     work = Path(tempfile.mkdtemp(prefix="bench-tune-scale-"))
     try:
-        results = {}
+        results, mel_bytes = {}, {}
         for size in sizes:
             shards = work / f"x{size}"
-            gb = write_shards(shards, args.base_tracks * size) / 1e9
+            mel_bytes[size] = write_shards(shards, args.base_tracks * size)
+            gb = mel_bytes[size] / 1e9
             results[(size, "stream")] = r = run(shards, work, "stream", args.cpus)
             print(
                 f"{size:>3}× ({args.base_tracks * size} tracks, {gb:.2f} GB of mel) stream: "
@@ -154,7 +162,7 @@ def main() -> None:
                 f"{r['wall']:.0f} s, {r['rate']:.0f} training segments/s",
                 flush=True,
             )
-            if size == sizes[0]:
+            if size in in_memory:
                 results[(size, "memory")] = m = run(shards, work, "memory", args.cpus)
                 print(
                     f"{size:>3}× memory: peak {m['all'] / 1e9:.2f} GB (Ray workers "
@@ -163,6 +171,16 @@ def main() -> None:
                     flush=True,
                 )
             shutil.rmtree(shards, ignore_errors=True)
+        known = sorted(s for s in in_memory if (s, "memory") in results)
+        if len(known) > 1:
+            lo, hi = known[0], known[-1]
+            features = mel_bytes[hi] - mel_bytes[lo]
+            grew = results[(hi, "memory")]["all"] - results[(lo, "memory")]["all"]
+            print(
+                f"in memory: the peak grows {grew / features:.2f} GB per GB of mel "
+                f"({lo}× to {hi}×), from {results[(lo, 'memory')]['all'] / 1e9:.2f} GB at {lo}×",
+                flush=True,
+            )
         first, last = results[(sizes[0], "stream")], results[(sizes[-1], "stream")]
         ratio = last["all"] / first["all"]
         speed = first["rate"] / results[(sizes[0], "memory")]["rate"]
