@@ -95,8 +95,11 @@ def test_one_row_per_input_file_bad_files_included(collection, labelled):
     assert (rows.model == "genre-test/1").all() and rows.labeled_at.notna().all()
     assert f"{len(good)} labelled, {len(bad)} failed" in result.stdout
     assert "least confident" in result.stdout and "failed by reason" in result.stdout
-    # The test model reads MFCC and log-mel only: label says its flags are the weaker kind.
+    # The test model reads MFCC and log-mel only: label says its flags are the weaker kind,
+    # and by default computes no musicnn for it: no tags column (tags asked for such a
+    # model: tests/test_posthoc.py).
     assert "note: this model reads no musicnn features" in result.stdout
+    assert "tags" not in rows.columns
 
 
 def test_ten_minute_track_is_labelled_from_spread_segments(labelled):
