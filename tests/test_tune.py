@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -11,11 +12,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from genre.card import ModelCard
+from genre.config import SearchSettings
 from tests.conftest import REPO, free_port, one_error_line, run_job
+from tests.test_corrections import write
 
 pytestmark = pytest.mark.slow
 
@@ -197,35 +201,33 @@ def test_unknown_model_kind_is_one_line(small_shards, tmp_path):
     assert "resnet9000" in one_error_line(result)
 
 
-def test_max_epochs_below_the_default_grace_period_runs_with_artifacts_beside_the_database(
-    small_shards, tmp_path
-):
-    """``--max-epochs 2`` with the default ``--grace-epochs 3`` used to crash in ASHAScheduler."""
-    db = tmp_path / "db" / "mlflow.db"
+@pytest.fixture(scope="module")
+def beside_db(small_shards, tmp_path_factory) -> SimpleNamespace:
+    """One small search as a user in another folder runs it: a SQLite store, ``--max-epochs
+    2`` under the default ``--grace-epochs 3``, and two corrections files (``--labels``, the
+    second relabels a test track; the first names it with its old genre and a file the
+    shards lack). What it printed, and what the assertions need to read it back."""
+    from genre.shards import read_segments
+    from genre.training import prepare
+
+    root = tmp_path_factory.mktemp("beside-db")
+    db = root / "db" / "mlflow.db"
     db.parent.mkdir()
-    elsewhere = tmp_path / "cwd"
+    elsewhere = root / "cwd"
     elsewhere.mkdir()
+    shards = read_segments(str(small_shards), features=("mfcc",))
+    plain = prepare(shards, features=("mfcc",))
+    test_track = sorted(plain.track["test"])[0]
+    old = plain.labels[int(plain.y["test"][plain.track["test"] == test_track][0])]
+    new = next(g for g in plain.labels if g != old)
+    path_of = dict(zip(shards.track_id, shards.path, strict=True))
+    first = write(root / "first.csv", (path_of[test_track], old), ("/nowhere/x.wav", old))
+    second = write(root / "second.csv", (path_of[test_track], new))
+    args = [str(small_shards), "--models", "mlp", "--num-samples", "1", "--max-epochs", "2"]
+    args += ["--refit-folds", "0", "--labels", first, "--labels", second]
+    args += ["--tracking-uri", f"sqlite:///{db}", "--storage", str(root / "ray")]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.tune",
-            str(small_shards),
-            "--models",
-            "mlp",
-            "--num-samples",
-            "1",
-            "--max-epochs",
-            "2",
-            "--refit-folds",
-            "0",
-            "--tracking-uri",
-            f"sqlite:///{db}",
-            "--storage",
-            str(tmp_path / "ray"),
-            "--num-cpus",
-            "2",
-        ],
+        [sys.executable, "-m", "jobs.tune", *args, "--num-cpus", "2"],
         cwd=elsewhere,
         capture_output=True,
         text=True,
@@ -233,12 +235,69 @@ def test_max_epochs_below_the_default_grace_period_runs_with_artifacts_beside_th
         env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return SimpleNamespace(
+        result=result,
+        db=db,
+        elsewhere=elsewhere,
+        folder=small_shards,
+        shards=shards,
+        labels=(first, second),
+        storage=root / "ray",
+        test_track=test_track,
+        new=new,
+    )
+
+
+def test_max_epochs_below_the_default_grace_period_runs_with_artifacts_beside_the_database(
+    beside_db,
+):
+    """``--max-epochs 2`` with the default ``--grace-epochs 3`` used to crash in ASHAScheduler."""
+    result, db, elsewhere = beside_db.result, beside_db.db, beside_db.elsewhere
     assert "using 2" in result.stderr and "AssertionError" not in result.stderr
     assert not (elsewhere / "mlruns").exists() and list(elsewhere.iterdir()) == []
     artifacts = db.parent / "mlartifacts"
     assert artifacts.is_dir() and any(artifacts.rglob("*.keras"))
     assert f"artifacts: {artifacts.as_uri()}" in result.stdout
     assert [p.info.status for p in _parents(f"sqlite:///{db}", "genre")] == ["FINISHED"]
+
+
+def test_tune_with_labels_trains_on_them_reports_them_and_records_their_hashes(beside_db):
+    """Moved from tests/test_corrections.py, on the search above: the corrections are
+    reported, recorded in the card with their hashes, and trained and scored on."""
+    import mlflow
+
+    from genre import tuning
+
+    out, (first, second) = beside_db.result.stdout, beside_db.labels
+    assert "labels: 1 from corrections (files first.csv sha256 " in out
+    assert "1 relabelled, 0 added to unlabelled tracks, 0 as the folder said" in out
+    assert "1 row(s) matched no track in the shards and were skipped (e.g. /nowhere/x.wav)" in out
+    uri = f"sqlite:///{beside_db.db}"
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)  # models:/ URIs are looked up in the global registry
+    try:
+        info = mlflow.models.get_model_info("models:/genre@champion")
+    finally:
+        mlflow.set_tracking_uri(before)
+    card = ModelCard.from_metadata(info.metadata["genre"])
+    files = card.corrections.files
+    assert [f.sha256 for f in files] == [
+        hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in (first, second)
+    ]
+    assert [(f.rows, f.applied) for f in files] == [(2, 0), (1, 1)]  # the second file won
+    assert card.split_of()[beside_db.test_track] == "test"  # where the shards' label put it
+    # What the search trained and scored on: the track with its corrected genre.
+    settings = SearchSettings(
+        shards=str(beside_db.folder),
+        models=("mlp",),
+        tracking_uri=uri,
+        storage=str(beside_db.storage),
+        labels=(first, second),
+    )
+    plan = tuning.check_search(beside_db.shards, settings)
+    data = plan.data[("mfcc",)]
+    rows = data.track["test"] == beside_db.test_track
+    assert rows.any() and (data.y["test"][rows] == data.labels.index(beside_db.new)).all()
 
 
 def _runs(uri: str, experiment: str) -> list:
