@@ -338,7 +338,10 @@ def test_zero_shot_calibrated_on_a_folder_through_the_cli(fitted):
     assert "2 tracks of reggae left out" in result.stdout
     assert "confidence: calibrated (temperature" in result.stdout
     rows = pd.read_parquet(out)
-    assert len(rows) == 4 and rows["model"].str.contains(r"-cal[0-9a-f]{6}$").all()
+    # the shipped mapping (gtzan10), its name extended by the calibration's hash
+    assert len(rows) == 4 and set(rows.genre) <= set(load_mapping().labels)
+    assert {f"p_{g}" for g in load_mapping().labels} <= set(rows.columns)
+    assert rows["model"].str.fullmatch(r"zero-shot/gtzan10-[0-9a-f]{8}-cal[0-9a-f]{6}").all()
 
 
 def test_calibrate_on_refuses_genres_the_mapping_lacks(tmp_path):
