@@ -330,6 +330,26 @@ def run_job(
     )
 
 
+def main_in_process(capfd, module: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -m <module> args…`` run in this process, for a command line it refuses:
+    its exit code, and what it wrote to stdout and stderr (file descriptors, so Ray's or
+    TensorFlow's lines would show too) as :func:`run_job` returns them.
+
+    A refusal is over before anything starts; as a subprocess it costs an interpreter and
+    the job's imports (2–4 s) for a few microseconds of checks. The subprocess path itself
+    (``sys.exit(main())``) is run by each job's other refusal tests, through :func:`run_job`.
+    """
+    import importlib
+
+    capfd.readouterr()  # what earlier steps of the test printed is not the job's
+    try:
+        code = importlib.import_module(module).main(list(args))
+    except SystemExit as exc:  # argparse's refusals exit from inside main
+        code = exc.code
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(["python", "-m", module, *args], code, out, err)
+
+
 def one_error_line(result: subprocess.CompletedProcess) -> str:
     """The one line a job refused with (exit 2, no traceback; Ray's WARNING lines aside)."""
     lines = [line for line in result.stderr.splitlines() if line.strip() and "WARNING" not in line]

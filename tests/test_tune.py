@@ -18,7 +18,7 @@ import pytest
 
 from genre.card import ModelCard
 from genre.config import SearchSettings
-from tests.conftest import REPO, free_port, one_error_line, run_job
+from tests.conftest import REPO, free_port, main_in_process, one_error_line, run_job
 from tests.test_corrections import write
 
 pytestmark = pytest.mark.slow
@@ -507,10 +507,11 @@ def test_rerun_with_another_register_as_registers_the_finished_champion(tuned, c
     ],
 )
 def test_bad_search_settings_start_nothing_and_create_nothing(
-    small_shards, tmp_path, flags, needle
+    small_shards, tmp_path, capfd, flags, needle
 ):
     db = tmp_path / "mlflow.db"
-    result = run_job(
+    result = main_in_process(
+        capfd,
         "jobs.tune",
         str(small_shards),
         "--tracking-uri",
@@ -518,7 +519,6 @@ def test_bad_search_settings_start_nothing_and_create_nothing(
         "--storage",
         str(tmp_path / "ray"),
         *flags,
-        timeout=120,
     )
     assert needle in one_error_line(result)
     assert "Ray" not in result.stderr and "token" not in result.stderr.lower()
