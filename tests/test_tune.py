@@ -150,7 +150,7 @@ def test_empty_shards_folder_is_one_line(tmp_path):
     assert "run the extract job first" in one_error_line(result)
 
 
-def test_shards_of_another_feature_config_are_one_line(small_corpus, small_shards, tmp_path):
+def test_shards_of_another_feature_config_are_one_line(small_corpus, small_shards, tmp_path, capfd):
     import shutil
 
     import numpy as np
@@ -169,34 +169,34 @@ def test_shards_of_another_feature_config_are_one_line(small_corpus, small_shard
     # A shard of the same track with chroma only, written as extract writes it (no Ray).
     out = extract_batch(batch, cfg=FeatureConfig(features=("chroma",)), output=str(tmp_path / "o"))
     shutil.copy(tmp_path / "o" / out["shard"][0], mixed / "part-0000000000000000.parquet")
-    result = run_job(
-        "jobs.tune", str(mixed), "--tracking-uri", f"sqlite:///{tmp_path}/m.db", timeout=120
+    result = main_in_process(
+        capfd, "jobs.tune", str(mixed), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"
     )
     assert "feature config" in one_error_line(result)
 
 
-def test_features_missing_from_the_shards_are_one_line(small_shards, tmp_path):
-    result = run_job(
+def test_features_missing_from_the_shards_are_one_line(small_shards, tmp_path, capfd):
+    result = main_in_process(
+        capfd,
         "jobs.tune",
         str(small_shards),
         "--features",
         "chroma",
         "--tracking-uri",
         f"sqlite:///{tmp_path}/m.db",
-        timeout=120,
     )
     assert "chroma" in one_error_line(result)
 
 
-def test_unknown_model_kind_is_one_line(small_shards, tmp_path):
-    result = run_job(
+def test_unknown_model_kind_is_one_line(small_shards, tmp_path, capfd):
+    result = main_in_process(
+        capfd,
         "jobs.tune",
         str(small_shards),
         "--models",
         "resnet9000",
         "--tracking-uri",
         f"sqlite:///{tmp_path}/m.db",
-        timeout=120,
     )
     assert "resnet9000" in one_error_line(result)
 
