@@ -31,7 +31,7 @@ from genre.ood import MahalanobisOOD
 from genre.predictor import review, score_tracks
 from genre.results import ResultStore, read_results, results_table
 from genre.tracking import SearchOutcome
-from tests.conftest import one_error_line, run_job
+from tests.conftest import main_in_process, one_error_line
 
 LABELS = ("blues", "jazz", "rock", "metal")
 
@@ -328,10 +328,11 @@ def test_domain_shift_is_the_distance_over_the_validation_percentile(rng):
         (["--max-set", "0"], "--max-set=0 must be a positive integer"),
     ],
 )
-def test_label_refuses_bad_set_flags_in_one_line_creating_nothing(tmp_path, flags, needle):
+def test_label_refuses_bad_set_flags_in_one_line_creating_nothing(tmp_path, capfd, flags, needle):
     (tmp_path / "in").mkdir()
     out = tmp_path / "out"
-    result = run_job(
+    result = main_in_process(
+        capfd,
         "jobs.label",
         str(tmp_path / "in"),
         str(out),
@@ -340,16 +341,16 @@ def test_label_refuses_bad_set_flags_in_one_line_creating_nothing(tmp_path, flag
         "--tracking-uri",
         f"sqlite:///{tmp_path}/mlflow.db",
         *flags,
-        timeout=120,
     )
     assert needle in one_error_line(result)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
 @pytest.mark.parametrize("value", ["1", "0", "-0.1"])
-def test_tune_refuses_a_bad_coverage_in_one_line_creating_nothing(tmp_path, value):
+def test_tune_refuses_a_bad_coverage_in_one_line_creating_nothing(tmp_path, capfd, value):
     (tmp_path / "shards").mkdir()
-    result = run_job(
+    result = main_in_process(
+        capfd,
         "jobs.tune",
         str(tmp_path / "shards"),
         "--models",
@@ -360,7 +361,6 @@ def test_tune_refuses_a_bad_coverage_in_one_line_creating_nothing(tmp_path, valu
         f"sqlite:///{tmp_path}/mlflow.db",
         "--storage",
         str(tmp_path / "ray"),
-        timeout=120,
     )
     assert "--coverage=" in one_error_line(result) and "strictly between 0 and 1" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]

@@ -15,7 +15,6 @@ from genre.corrections import LabelCorrections, apply_corrections, read_correcti
 from genre.errors import ParameterError
 from genre.shards import SegmentSet
 from genre.training import prepare
-from tests.conftest import run_job
 
 ROOT = "/data/collection"
 GENRES = ("blues", "jazz", "rock")
@@ -201,62 +200,6 @@ def test_the_card_records_the_corrections_and_cards_without_them_still_load():
 
 
 # ----------------------------------------------------------------------------- the tune job
-
-
-@pytest.mark.slow
-def test_tune_with_labels_trains_on_them_reports_them_and_records_their_hashes(
-    small_shards, mlflow_server, tmp_path
-):
-    import mlflow
-
-    from genre import tuning
-    from genre.shards import read_segments
-
-    shards = read_segments(str(small_shards), features=("mfcc",))
-    plain = prepare(shards, features=("mfcc",))
-    test_track = sorted(plain.track["test"])[0]
-    old = plain.labels[int(plain.y["test"][plain.track["test"] == test_track][0])]
-    new = next(g for g in plain.labels if g != old)
-    path_of = dict(zip(shards.track_id, shards.path, strict=True))
-    first = write(tmp_path / "first.csv", (path_of[test_track], old), ("/nowhere/x.wav", old))
-    second = write(tmp_path / "second.csv", (path_of[test_track], new))
-    flags = ["--models", "mlp", "--num-samples", "1", "--max-epochs", "2", "--refit-folds", "0"]
-    result = run_job(
-        "jobs.tune",
-        str(small_shards),
-        *flags,
-        *("--labels", first, "--labels", second),
-        *("--tracking-uri", mlflow_server, "--experiment", "tests-corrections"),
-        *("--register-as", "genre-corrections", "--storage", str(tmp_path / "ray")),
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "labels: 1 from corrections (files first.csv sha256 " in result.stdout
-    assert "1 relabelled, 0 added to unlabelled tracks, 0 as the folder said" in result.stdout
-    assert "1 row(s) matched no track in the shards and were skipped (e.g. /nowhere/x.wav)" in (
-        result.stdout
-    )
-    mlflow.set_tracking_uri(mlflow_server)
-    info = mlflow.models.get_model_info("models:/genre-corrections@champion")
-    card = ModelCard.from_metadata(info.metadata["genre"])
-    files = card.corrections.files
-    assert [f.sha256 for f in files] == [
-        hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in (first, second)
-    ]
-    assert [(f.rows, f.applied) for f in files] == [(2, 0), (1, 1)]  # the second file won
-    assert card.split_of()[test_track] == "test"  # where the shards' label put it
-    # What the search trained and scored on: the track with its corrected genre.
-    settings = SearchSettings(
-        shards=str(small_shards),
-        models=("mlp",),
-        tracking_uri=mlflow_server,
-        storage=str(tmp_path / "ray"),
-        labels=(first, second),
-    )
-    plan = tuning.check_search(shards, settings)
-    data = plan.data[("mfcc",)]
-    rows = data.track["test"] == test_track
-    assert rows.any() and (data.y["test"][rows] == data.labels.index(new)).all()
 
 
 @pytest.mark.slow

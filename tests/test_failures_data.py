@@ -32,7 +32,7 @@ from genre.results import ResultStore, read_results, results_schema, results_tab
 from genre.shards import ShardStore, read_config, read_segments, segments_table, write_shard
 from genre.store import FolderLock
 from genre.zeroshot import load_mapping
-from tests.conftest import REPO, run_job, tone, write_audio
+from tests.conftest import REPO, main_in_process, run_job, tone, write_audio
 
 CFG = FeatureConfig(features=("mfcc",))
 
@@ -259,9 +259,10 @@ def test_a_folder_of_foreign_parquet_is_refused_by_both_stores(tmp_path):
             open_store()
 
 
-def test_tune_on_a_labels_folder_exits_2_saying_it_is_a_labels_folder(tmp_path):
+def test_tune_on_a_labels_folder_exits_2_saying_it_is_a_labels_folder(tmp_path, capfd):
     _results(tmp_path / "labels", ["/m/a.wav"])
-    done = run_job("jobs.tune", str(tmp_path / "labels"), "--storage", str(tmp_path / "st"))
+    args = [str(tmp_path / "labels"), "--storage", str(tmp_path / "st")]
+    done = main_in_process(capfd, "jobs.tune", *args)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "is a labels folder" in lines[0], lines

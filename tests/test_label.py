@@ -20,7 +20,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from genre.card import ModelCard
-from tests.conftest import FORMATS, REPO, free_port, one_error_line, run_job, tone, write_audio
+from tests.conftest import (
+    FORMATS,
+    REPO,
+    free_port,
+    main_in_process,
+    one_error_line,
+    run_job,
+    tone,
+    write_audio,
+)
 from tests.test_failures import make_bad_files
 
 pytestmark = pytest.mark.slow
@@ -95,8 +104,11 @@ def test_one_row_per_input_file_bad_files_included(collection, labelled):
     assert (rows.model == "genre-test/1").all() and rows.labeled_at.notna().all()
     assert f"{len(good)} labelled, {len(bad)} failed" in result.stdout
     assert "least confident" in result.stdout and "failed by reason" in result.stdout
-    # The test model reads MFCC and log-mel only: label says its flags are the weaker kind.
+    # The test model reads MFCC and log-mel only: label says its flags are the weaker kind,
+    # and by default computes no musicnn for it: no tags column (tags asked for such a
+    # model: tests/test_posthoc.py).
     assert "note: this model reads no musicnn features" in result.stdout
+    assert "tags" not in rows.columns
 
 
 def test_ten_minute_track_is_labelled_from_spread_segments(labelled):
@@ -216,11 +228,11 @@ def test_accuracy_on_held_out_tracks_matches_the_tune_figure(
 
 def test_killed_driver_then_rerun_labels_every_file_exactly_once(tmp_path, champion):
     root = tmp_path / "many"
-    n = 240
+    n = 120  # label's tasks take 16 files each: the kill comes after one of 8 has landed
     for i in range(n):
         write_audio(
             root / f"f{i:03d}.flac",
-            tone(seconds=12.0, sample_rate=22050, freq_hz=150 + i),
+            tone(seconds=6.0, sample_rate=22050, freq_hz=150 + i),
             sample_rate=22050,
         )
     out = tmp_path / "out"
@@ -307,7 +319,7 @@ def _register(tuned, name: str, *, input_bins: int, metadata: dict | None):
     return f"models:/{name}/{info.registered_model_version}"
 
 
-def test_model_whose_feature_config_does_not_match_is_refused(tuned, tmp_path):
+def test_model_whose_feature_config_does_not_match_is_refused(tuned, tmp_path, capfd):
     from genre.config import FeatureConfig
 
     cfg = FeatureConfig(features=("mel",))
@@ -319,7 +331,8 @@ def test_model_whose_feature_config_does_not_match_is_refused(tuned, tmp_path):
         }
     }
     uri = _register(tuned, "mismatched", input_bins=13, metadata=meta)
-    result = run_job(
+    result = main_in_process(
+        capfd,
         "jobs.label",
         str(tmp_path),
         str(tmp_path / "out"),
@@ -331,9 +344,10 @@ def test_model_whose_feature_config_does_not_match_is_refused(tuned, tmp_path):
     assert "refusing" in one_error_line(result)
 
 
-def test_model_without_a_feature_config_is_refused(tuned, tmp_path):
+def test_model_without_a_feature_config_is_refused(tuned, tmp_path, capfd):
     uri = _register(tuned, "foreign", input_bins=13, metadata=None)
-    result = run_job(
+    result = main_in_process(
+        capfd,
         "jobs.label",
         str(tmp_path),
         str(tmp_path / "out"),
@@ -383,9 +397,9 @@ def test_one_file_prints_its_genres(collection, champion):
     assert rest == [] or (len(rest) == 1 and "needs review" in rest[0])  # and why to review
 
 
-def test_one_bad_file_is_one_line(collection, champion):
+def test_one_bad_file_is_one_line(collection, champion, capfd):
     root, _, _ = collection
-    result = run_job("jobs.label", str(root / "broken" / "text.mp3"), *champion, timeout=300)
+    result = main_in_process(capfd, "jobs.label", str(root / "broken" / "text.mp3"), *champion)
     assert "not a recognised audio file" in one_error_line(result)
 
 
@@ -451,7 +465,7 @@ def _tampered_copy(tuned, tmp_path, *, n_mfcc: int, fix_hash: bool, signature: s
 
 @pytest.mark.parametrize("signature", ["deleted", "edited"])
 def test_a_model_whose_keras_input_does_not_fit_its_card_is_refused_in_the_driver(
-    tuned, tmp_path, signature
+    tuned, tmp_path, capfd, signature
 ):
     """MLmodel says n_mfcc=20 (hash fixed to match, signature deleted or edited to 20 bins),
     the Keras file still takes 13: one line, exit 2, before any Ray worker starts."""
@@ -459,7 +473,8 @@ def test_a_model_whose_keras_input_does_not_fit_its_card_is_refused_in_the_drive
     song = write_audio(
         tmp_path / "in" / "song.wav", tone(seconds=7, sample_rate=22050), sample_rate=22050
     )
-    result = run_job(
+    result = main_in_process(
+        capfd,
         "jobs.label",
         str(song.parent),
         str(tmp_path / "out"),
@@ -469,17 +484,16 @@ def test_a_model_whose_keras_input_does_not_fit_its_card_is_refused_in_the_drive
         tuned.uri,
         "--num-cpus",
         "1",
-        timeout=300,
     )
     line = one_error_line(result)
     assert "takes input (130, 13)" in line and "(130, 20)" in line, line
     assert not (tmp_path / "out").exists(), "nothing is created for a command that exits 2"
 
 
-def test_a_card_edited_without_its_hash_is_refused(tuned, tmp_path):
+def test_a_card_edited_without_its_hash_is_refused(tuned, tmp_path, capfd):
     local = _tampered_copy(tuned, tmp_path, n_mfcc=20, fix_hash=False, signature="deleted")
     song = write_audio(tmp_path / "song.wav", tone(seconds=7, sample_rate=22050), sample_rate=22050)
-    result = run_job(
-        "jobs.label", str(song), "--model", str(local), "--tracking-uri", tuned.uri, timeout=300
+    result = main_in_process(
+        capfd, "jobs.label", str(song), "--model", str(local), "--tracking-uri", tuned.uri
     )
     assert "card was edited" in one_error_line(result)

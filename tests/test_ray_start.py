@@ -213,6 +213,8 @@ def pipeline(cluster, small_corpus, tmp_path_factory):
             str(out / "ray_results"),
             "--gpus-per-trial",
             "0.5",
+            "--refit-folds",  # the refit's K + 1 trainings would queue on the GPU node's one
+            "0",  # CPU; where Ray puts a trial is what is tested, and trials show it
         )
         label = _submit(
             cluster,

@@ -190,9 +190,9 @@ def test_segments_with_non_finite_features_are_refused_naming_their_tracks(rng):
     assert prepare(segs, features=("chroma",)).labels  # the other feature is usable
 
 
-def test_tune_on_shards_with_non_finite_features_exits_2_with_one_line(rng, tmp_path):
+def test_tune_on_shards_with_non_finite_features_exits_2_with_one_line(rng, tmp_path, capfd):
     from genre.shards import ShardStore, segments_table, write_shard
-    from tests.conftest import run_job
+    from tests.conftest import main_in_process
 
     segs = segment_set(rng, per_genre=4)
     segs.features["mfcc"][0] = np.nan
@@ -209,7 +209,8 @@ def test_tune_on_shards_with_non_finite_features_exits_2_with_one_line(rng, tmp_
     )
     write_shard(str(tmp_path / "shards"), table)
     ShardStore(str(tmp_path / "shards"), FeatureConfig(features=("mfcc",))).write_manifest()
-    result = run_job(
+    result = main_in_process(
+        capfd,
         "jobs.tune",
         str(tmp_path / "shards"),
         "--models",
@@ -222,7 +223,6 @@ def test_tune_on_shards_with_non_finite_features_exits_2_with_one_line(rng, tmp_
         str(tmp_path / "ray"),
         "--num-cpus",
         "1",
-        timeout=300,
     )
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -11,11 +12,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from genre.card import ModelCard
-from tests.conftest import REPO, free_port, one_error_line, run_job
+from genre.config import SearchSettings
+from tests.conftest import REPO, free_port, main_in_process, one_error_line, run_job
+from tests.test_corrections import write
 
 pytestmark = pytest.mark.slow
 
@@ -146,7 +150,7 @@ def test_empty_shards_folder_is_one_line(tmp_path):
     assert "run the extract job first" in one_error_line(result)
 
 
-def test_shards_of_another_feature_config_are_one_line(small_corpus, small_shards, tmp_path):
+def test_shards_of_another_feature_config_are_one_line(small_corpus, small_shards, tmp_path, capfd):
     import shutil
 
     import numpy as np
@@ -165,67 +169,65 @@ def test_shards_of_another_feature_config_are_one_line(small_corpus, small_shard
     # A shard of the same track with chroma only, written as extract writes it (no Ray).
     out = extract_batch(batch, cfg=FeatureConfig(features=("chroma",)), output=str(tmp_path / "o"))
     shutil.copy(tmp_path / "o" / out["shard"][0], mixed / "part-0000000000000000.parquet")
-    result = run_job(
-        "jobs.tune", str(mixed), "--tracking-uri", f"sqlite:///{tmp_path}/m.db", timeout=120
+    result = main_in_process(
+        capfd, "jobs.tune", str(mixed), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"
     )
     assert "feature config" in one_error_line(result)
 
 
-def test_features_missing_from_the_shards_are_one_line(small_shards, tmp_path):
-    result = run_job(
+def test_features_missing_from_the_shards_are_one_line(small_shards, tmp_path, capfd):
+    result = main_in_process(
+        capfd,
         "jobs.tune",
         str(small_shards),
         "--features",
         "chroma",
         "--tracking-uri",
         f"sqlite:///{tmp_path}/m.db",
-        timeout=120,
     )
     assert "chroma" in one_error_line(result)
 
 
-def test_unknown_model_kind_is_one_line(small_shards, tmp_path):
-    result = run_job(
+def test_unknown_model_kind_is_one_line(small_shards, tmp_path, capfd):
+    result = main_in_process(
+        capfd,
         "jobs.tune",
         str(small_shards),
         "--models",
         "resnet9000",
         "--tracking-uri",
         f"sqlite:///{tmp_path}/m.db",
-        timeout=120,
     )
     assert "resnet9000" in one_error_line(result)
 
 
-def test_max_epochs_below_the_default_grace_period_runs_with_artifacts_beside_the_database(
-    small_shards, tmp_path
-):
-    """``--max-epochs 2`` with the default ``--grace-epochs 3`` used to crash in ASHAScheduler."""
-    db = tmp_path / "db" / "mlflow.db"
+@pytest.fixture(scope="module")
+def beside_db(small_shards, tmp_path_factory) -> SimpleNamespace:
+    """One small search as a user in another folder runs it: a SQLite store, ``--max-epochs
+    2`` under the default ``--grace-epochs 3``, and two corrections files (``--labels``, the
+    second relabels a test track; the first names it with its old genre and a file the
+    shards lack). What it printed, and what the assertions need to read it back."""
+    from genre.shards import read_segments
+    from genre.training import prepare
+
+    root = tmp_path_factory.mktemp("beside-db")
+    db = root / "db" / "mlflow.db"
     db.parent.mkdir()
-    elsewhere = tmp_path / "cwd"
+    elsewhere = root / "cwd"
     elsewhere.mkdir()
+    shards = read_segments(str(small_shards), features=("mfcc",))
+    plain = prepare(shards, features=("mfcc",))
+    test_track = sorted(plain.track["test"])[0]
+    old = plain.labels[int(plain.y["test"][plain.track["test"] == test_track][0])]
+    new = next(g for g in plain.labels if g != old)
+    path_of = dict(zip(shards.track_id, shards.path, strict=True))
+    first = write(root / "first.csv", (path_of[test_track], old), ("/nowhere/x.wav", old))
+    second = write(root / "second.csv", (path_of[test_track], new))
+    args = [str(small_shards), "--models", "mlp", "--num-samples", "1", "--max-epochs", "2"]
+    args += ["--refit-folds", "0", "--labels", first, "--labels", second]
+    args += ["--tracking-uri", f"sqlite:///{db}", "--storage", str(root / "ray")]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.tune",
-            str(small_shards),
-            "--models",
-            "mlp",
-            "--num-samples",
-            "1",
-            "--max-epochs",
-            "2",
-            "--refit-folds",
-            "0",
-            "--tracking-uri",
-            f"sqlite:///{db}",
-            "--storage",
-            str(tmp_path / "ray"),
-            "--num-cpus",
-            "2",
-        ],
+        [sys.executable, "-m", "jobs.tune", *args, "--num-cpus", "2"],
         cwd=elsewhere,
         capture_output=True,
         text=True,
@@ -233,12 +235,69 @@ def test_max_epochs_below_the_default_grace_period_runs_with_artifacts_beside_th
         env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return SimpleNamespace(
+        result=result,
+        db=db,
+        elsewhere=elsewhere,
+        folder=small_shards,
+        shards=shards,
+        labels=(first, second),
+        storage=root / "ray",
+        test_track=test_track,
+        new=new,
+    )
+
+
+def test_max_epochs_below_the_default_grace_period_runs_with_artifacts_beside_the_database(
+    beside_db,
+):
+    """``--max-epochs 2`` with the default ``--grace-epochs 3`` used to crash in ASHAScheduler."""
+    result, db, elsewhere = beside_db.result, beside_db.db, beside_db.elsewhere
     assert "using 2" in result.stderr and "AssertionError" not in result.stderr
     assert not (elsewhere / "mlruns").exists() and list(elsewhere.iterdir()) == []
     artifacts = db.parent / "mlartifacts"
     assert artifacts.is_dir() and any(artifacts.rglob("*.keras"))
     assert f"artifacts: {artifacts.as_uri()}" in result.stdout
     assert [p.info.status for p in _parents(f"sqlite:///{db}", "genre")] == ["FINISHED"]
+
+
+def test_tune_with_labels_trains_on_them_reports_them_and_records_their_hashes(beside_db):
+    """Moved from tests/test_corrections.py, on the search above: the corrections are
+    reported, recorded in the card with their hashes, and trained and scored on."""
+    import mlflow
+
+    from genre import tuning
+
+    out, (first, second) = beside_db.result.stdout, beside_db.labels
+    assert "labels: 1 from corrections (files first.csv sha256 " in out
+    assert "1 relabelled, 0 added to unlabelled tracks, 0 as the folder said" in out
+    assert "1 row(s) matched no track in the shards and were skipped (e.g. /nowhere/x.wav)" in out
+    uri = f"sqlite:///{beside_db.db}"
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)  # models:/ URIs are looked up in the global registry
+    try:
+        info = mlflow.models.get_model_info("models:/genre@champion")
+    finally:
+        mlflow.set_tracking_uri(before)
+    card = ModelCard.from_metadata(info.metadata["genre"])
+    files = card.corrections.files
+    assert [f.sha256 for f in files] == [
+        hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in (first, second)
+    ]
+    assert [(f.rows, f.applied) for f in files] == [(2, 0), (1, 1)]  # the second file won
+    assert card.split_of()[beside_db.test_track] == "test"  # where the shards' label put it
+    # What the search trained and scored on: the track with its corrected genre.
+    settings = SearchSettings(
+        shards=str(beside_db.folder),
+        models=("mlp",),
+        tracking_uri=uri,
+        storage=str(beside_db.storage),
+        labels=(first, second),
+    )
+    plan = tuning.check_search(beside_db.shards, settings)
+    data = plan.data[("mfcc",)]
+    rows = data.track["test"] == beside_db.test_track
+    assert rows.any() and (data.y["test"][rows] == data.labels.index(beside_db.new)).all()
 
 
 def _runs(uri: str, experiment: str) -> list:
@@ -448,10 +507,11 @@ def test_rerun_with_another_register_as_registers_the_finished_champion(tuned, c
     ],
 )
 def test_bad_search_settings_start_nothing_and_create_nothing(
-    small_shards, tmp_path, flags, needle
+    small_shards, tmp_path, capfd, flags, needle
 ):
     db = tmp_path / "mlflow.db"
-    result = run_job(
+    result = main_in_process(
+        capfd,
         "jobs.tune",
         str(small_shards),
         "--tracking-uri",
@@ -459,7 +519,6 @@ def test_bad_search_settings_start_nothing_and_create_nothing(
         "--storage",
         str(tmp_path / "ray"),
         *flags,
-        timeout=120,
     )
     assert needle in one_error_line(result)
     assert "Ray" not in result.stderr and "token" not in result.stderr.lower()

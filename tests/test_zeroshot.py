@@ -106,54 +106,21 @@ def few_tracks(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_zero_shot_labels_a_folder_with_the_default_mapping_and_tags(few_tracks, tmp_path):
-    """One CLI run: the shipped mapping, raw confidence said so, and the tags column
-    (``--tags 3``) readable by pandas, DuckDB and the CSV."""
+def test_zero_shot_labels_a_folder_into_a_taxonomy_the_user_wrote_with_tags(few_tracks, tmp_path):
+    """One CLI run: a mapping the user wrote, raw confidence said so, and the tags column
+    (``--tags 3``) readable by pandas, DuckDB and the CSV.
+
+    The shipped mapping through the command line: tests/test_posthoc.py's ``--calibrate-on``
+    run (and the demo's zero-shot step); ``tags=0`` leaving no tags column though zero-shot
+    computes musicnn anyway: tests/test_posthoc.py's blend test.
+    """
     import duckdb
     import pandas as pd
 
     from tests.conftest import run_job
 
-    out = tmp_path / "zs"
-    result = run_job(
-        "jobs.label",
-        str(few_tracks),
-        str(out),
-        "--model",
-        "zero-shot",
-        "--tags",
-        "3",
-        "--csv",
-        "--num-cpus",
-        "2",
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "with zero-shot/gtzan10-" in result.stdout and "needs review:" in result.stdout
-    assert "confidence: raw, not calibrated" in result.stdout
-    assert "most common tags:" in result.stdout
-    rows = duckdb.sql(f"select * from read_parquet('{out}/part-*.parquet')").df()
-    assert len(rows) == 4 and rows.error.isna().all()
-    assert set(rows.genre) <= set(load_mapping().labels)
-    assert {f"p_{g}" for g in load_mapping().labels} <= set(rows.columns)
-    assert rows.ood_score.between(0, 1).all() and rows.needs_review.notna().all()
-
-    assert all(len(t) == 3 for t in pd.read_parquet(out).tags)
-    first = duckdb.sql(
-        f"select tags[1].tag as tag, tags[1].probability as p "
-        f"from read_parquet('{out}/part-*.parquet')"
-    ).df()
-    assert first.p.between(0, 1).all() and first.tag.str.len().gt(0).all()
-    assert "tags" in pd.read_csv(out / "_results.csv").columns
-
-
-@pytest.mark.slow
-def test_zero_shot_labels_into_a_taxonomy_the_user_wrote(few_tracks, tmp_path):
-    import pandas as pd
-
-    from tests.conftest import run_job
-
     (tmp_path / "mine.toml").write_text(TWO_GENRES)
+    mine = load_mapping(str(tmp_path / "mine.toml"))
     out = tmp_path / "mine"
     result = run_job(
         "jobs.label",
@@ -164,16 +131,29 @@ def test_zero_shot_labels_into_a_taxonomy_the_user_wrote(few_tracks, tmp_path):
         "--mapping",
         str(tmp_path / "mine.toml"),
         "--tags",
-        "0",
+        "3",
+        "--csv",
         "--num-cpus",
         "2",
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = pd.read_parquet(out)
-    assert set(rows.genre) <= {"electronic", "soul/rnb"} and len(rows) == 4
+    assert "with zero-shot/mine-" in result.stdout and "needs review:" in result.stdout
+    assert "confidence: raw, not calibrated" in result.stdout
+    assert "most common tags:" in result.stdout
+    rows = duckdb.sql(f"select * from read_parquet('{out}/part-*.parquet')").df()
+    assert len(rows) == 4 and rows.error.isna().all()
+    assert set(rows.genre) <= {"electronic", "soul/rnb"} == set(mine.labels)
     assert {"p_electronic", "p_soul/rnb"} <= set(rows.columns)
-    assert "tags" not in rows.columns  # --tags 0, though zero-shot computes musicnn anyway
+    assert rows.ood_score.between(0, 1).all() and rows.needs_review.notna().all()
+
+    assert all(len(t) == 3 for t in pd.read_parquet(out).tags)
+    first = duckdb.sql(
+        f"select tags[1].tag as tag, tags[1].probability as p "
+        f"from read_parquet('{out}/part-*.parquet')"
+    ).df()
+    assert first.p.between(0, 1).all() and first.tag.str.len().gt(0).all()
+    assert "tags" in pd.read_csv(out / "_results.csv").columns
 
 
 def test_a_mapping_without_zero_shot_is_refused(tmp_path):
