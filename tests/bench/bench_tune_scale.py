@@ -3,12 +3,15 @@ size, and streamed against in memory at 1×.
 
 Shards are written directly (learnable synthetic log-mel features, no audio decode), so the
 16× folder can be bigger than this machine's free memory. Each size runs one 2-trial search
-through the tune job (a local Ray runtime of its own, ``--refit-folds 0``) while the peak
-resident memory of the job and every process it started (Ray's daemons, the trials, Ray
-Data's tasks) is sampled, summed over processes, every 0.25 s. Printed per run: the peak of
-that sum over the whole job and over the Ray workers alone, the wall time, and the trials'
-training throughput (segments/s, the mean over their epochs after the first, read from
-Tune's result files).
+through the tune job (a local Ray runtime of its own, ``--refit-folds 0``) while the memory
+of the job and every process it started (Ray's daemons, the trials, Ray Data's tasks) is
+sampled every 0.25 s and summed over processes as PSS (proportional set size: Ray's object
+store is shared memory that every reader maps, which summed RSS counts once per reader;
+that sum is printed beside it). Printed per run: the peak of that sum over the whole job
+and over the Ray workers alone, the wall time, and the trials' training throughput
+(segments/s, the mean over their epochs after the first, read from Tune's result files).
+With ``--memory-sizes 1,4`` the in-memory search runs at 4× too, and the growth of its
+peak per GB of mel is printed.
 
     python tests/bench/bench_tune_scale.py [--base-tracks 1000] [--sizes 1,4,16] [--cpus 2]
                                            [--memory-sizes 1[,4]]
@@ -93,14 +96,20 @@ def _tree(root: int) -> dict[int, str]:
     return found
 
 
-def _rss(pid: int) -> int:
+def _memory(pid: int) -> tuple[int, int]:
+    """Resident and proportional set size of ``pid`` in bytes. Ray's object store is shared
+    memory every worker that reads an object maps: summed RSS counts those pages once per
+    process, summed PSS (shared pages divided among their processes) once in all."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
     except OSError:
-        pass
-    return 0
+        return 0, 0
+    sizes = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("Rss", "Pss"):
+            sizes[key] = int(value.split()[0]) * 1024
+    return sizes.get("Rss", 0), sizes.get("Pss", 0)
 
 
 def run(shards: Path, work: Path, mode: str, cpus: int) -> dict:
@@ -112,7 +121,7 @@ def run(shards: Path, work: Path, mode: str, cpus: int) -> dict:
     args += ["--tracking-uri", f"sqlite:///{work / 'mlflow.db'}", "--register-as", name]
     args += ["--storage", str(work / "ray_results")]
     env = {**os.environ, "RAY_ADDRESS": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    peak = {"all": 0, "workers": 0}
+    peak = {"all": 0, "workers": 0, "rss": 0}
     t0 = time.perf_counter()
     with open(work / f"{name}.log", "w") as log:
         proc = subprocess.Popen(
@@ -120,9 +129,10 @@ def run(shards: Path, work: Path, mode: str, cpus: int) -> dict:
         )
         while proc.poll() is None:
             tree = _tree(proc.pid)
-            sizes = {pid: _rss(pid) for pid in tree}
-            peak["all"] = max(peak["all"], sum(sizes.values()))
-            workers = sum(s for pid, s in sizes.items() if tree[pid].startswith("ray::"))
+            sizes = {pid: _memory(pid) for pid in tree}
+            peak["rss"] = max(peak["rss"], sum(rss for rss, _ in sizes.values()))
+            peak["all"] = max(peak["all"], sum(pss for _, pss in sizes.values()))
+            workers = sum(s[1] for pid, s in sizes.items() if tree[pid].startswith("ray::"))
             peak["workers"] = max(peak["workers"], workers)
             time.sleep(0.25)
     wall = time.perf_counter() - t0
@@ -158,15 +168,17 @@ def main() -> None:
             results[(size, "stream")] = r = run(shards, work, "stream", args.cpus)
             print(
                 f"{size:>3}× ({args.base_tracks * size} tracks, {gb:.2f} GB of mel) stream: "
-                f"peak {r['all'] / 1e9:.2f} GB (Ray workers {r['workers'] / 1e9:.2f} GB), "
+                f"peak {r['all'] / 1e9:.2f} GB PSS (Ray workers {r['workers'] / 1e9:.2f} GB; "
+                f"summed RSS {r['rss'] / 1e9:.2f} GB), "
                 f"{r['wall']:.0f} s, {r['rate']:.0f} training segments/s",
                 flush=True,
             )
             if size in in_memory:
                 results[(size, "memory")] = m = run(shards, work, "memory", args.cpus)
                 print(
-                    f"{size:>3}× memory: peak {m['all'] / 1e9:.2f} GB (Ray workers "
-                    f"{m['workers'] / 1e9:.2f} GB), {m['wall']:.0f} s, "
+                    f"{size:>3}× memory: peak {m['all'] / 1e9:.2f} GB PSS (Ray workers "
+                    f"{m['workers'] / 1e9:.2f} GB; summed RSS {m['rss'] / 1e9:.2f} GB), "
+                    f"{m['wall']:.0f} s, "
                     f"{m['rate']:.0f} training segments/s",
                     flush=True,
                 )
