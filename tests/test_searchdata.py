@@ -147,27 +147,32 @@ def test_stored_statistics_are_read_back_for_their_feature_set(tmp_path):
     assert load_stats(str(tmp_path / "search"), ("mel",)) is None
 
 
+def _streamed(root, rng, *, per_genre: int, per_shard: int, weight: float):
+    """Shards of ``per_genre`` tracks a genre and six ``_other/`` ones, split at random with
+    outlier exposure λ = ``weight``, and their stream: the folder, its stats and the data."""
+    from genre.searchdata import ShardStream, statistics
+    from genre.training import StreamedData
+
+    tracks = [(f"{g}/{g}{k}.wav", g) for g in GENRES for k in range(per_genre)]
+    tracks += [(f"_other/noise{k}.wav", None) for k in range(6)]
+    root = _folder(root, rng, tracks, per_shard=per_shard)
+    index = track_index(root)
+    planned = plan_splits(index, features=("mfcc",), split="random", seed=1, outlier_weight=weight)
+    stats = statistics(index, planned)
+    source = ShardStream(index, stats)
+    features = index.cfg.with_features(("mfcc",))
+    return root, stats, StreamedData(stats, features, source, outlier_weight=weight)
+
+
 def test_a_stream_gives_a_split_once_with_outliers_marked_and_a_trainer_learns_from_it(
     tmp_path, rng, ray_local
 ):
     import keras
 
     from genre.models import ModelConfig
-    from genre.searchdata import ShardStream, statistics
-    from genre.training import StreamedData, Trainer, evaluate
+    from genre.training import Trainer, evaluate
 
-    tracks = [(f"{g}/{g}{k}.wav", g) for g in GENRES for k in range(10)]
-    tracks += [(f"_other/noise{k}.wav", None) for k in range(6)]
-    root = _folder(tmp_path / "s", rng, tracks, per_shard=4)
-    index = track_index(root)
-    planned = plan_splits(index, features=("mfcc",), split="random", seed=1, outlier_weight=0.5)
-    stats = statistics(index, planned)
-    data = StreamedData(
-        stats=stats,
-        feature_config=index.cfg.with_features(("mfcc",)),
-        source=ShardStream(index, stats),
-        outlier_weight=0.5,
-    )
+    _, stats, data = _streamed(tmp_path / "s", rng, per_genre=10, per_shard=4, weight=0.5)
     assert data.has_other and data.input_shape == (130, 13)
     batches = list(data.source("train", batch_size=8, seed=5, other=True))
     y = np.concatenate([b[1] for b in batches])
@@ -228,20 +233,9 @@ def test_a_streamed_champion_pools_refits_and_calibrates_as_one_held_in_memory(
     from genre.card import card_for
     from genre.posthoc import fit_posthoc
     from genre.refit import refit
-    from genre.searchdata import ShardStream, statistics
-    from genre.training import HELD_OUT, StreamedData, evaluate, pooled, tracks_of
+    from genre.training import HELD_OUT, evaluate, pooled, tracks_of
 
-    tracks = [(f"{g}/{g}{k}.wav", g) for g in GENRES for k in range(8)]
-    tracks += [(f"_other/noise{k}.wav", None) for k in range(6)]
-    root = _folder(tmp_path / "s", rng, tracks, per_shard=5)
-    index = track_index(root)
-    planned = plan_splits(index, features=("mfcc",), split="random", seed=1, outlier_weight=0.0)
-    stats = statistics(index, planned)
-    stream = StreamedData(
-        stats=stats,
-        feature_config=index.cfg.with_features(("mfcc",)),
-        source=ShardStream(index, stats),
-    )
+    root, stats, stream = _streamed(tmp_path / "s", rng, per_genre=8, per_shard=5, weight=0.0)
     memory = prepare(
         read_segments(root),
         features=("mfcc",),
