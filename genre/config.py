@@ -320,6 +320,10 @@ class SearchSettings:
     #: One of :data:`DATA_MODES`. Both read the same splits (and normalisation, to float
     #: rounding): not part of the search's name, so a search resumes in either.
     data: str = "auto"
+    #: MiB a trial may take for its data beyond its framework and model (0: no cap): past
+    #: it the trial fails with one line instead of meeting the OOM killer. A streamed
+    #: trial's shuffle buffer is sized within it. Not part of the search's name.
+    trial_memory_mb: int = 0
     grace_clamped: bool = False
 
     def __post_init__(self) -> None:
@@ -397,6 +401,9 @@ class SearchSettings:
         k = self.refit_folds
         if isinstance(k, bool) or not isinstance(k, int) or k < 0 or k == 1:
             raise ParameterError(f"--refit-folds={k!r} must be 0 (no refit) or an integer ≥ 2")
+        m = self.trial_memory_mb
+        if isinstance(m, bool) or not isinstance(m, int) or m < 0:
+            raise ParameterError(f"--trial-memory={m!r} must be a whole number of MiB, ≥ 0")
         object.__setattr__(self, "labels", tuple(self.labels or ()))
         for path in self.labels:
             if not os.path.isfile(path):
@@ -428,6 +435,7 @@ class SearchSettings:
             "coverage",
             "refit_folds",
             "data",
+            "trial_memory_mb",
         )
         keys = {k: v for k, v in asdict(self).items() if k not in skip}
         # Settings added later stay out of the name at their defaults, so searches started

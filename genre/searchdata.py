@@ -60,6 +60,22 @@ def _small_blocks() -> None:
     os.environ.setdefault("RAY_DATA_PARQUET_BIN_PACKING_BYTES", str(BLOCK_BYTES))
 
 
+def _lean_arrow() -> None:
+    """Arrow's allocations in this process from jemalloc, which hands freed pages back at
+    once: a trial's batches (the shuffle buffer, the numpy copies) are made and freed at
+    every step, and Arrow's default pool kept what they freed. Measured over three epochs
+    of a stream with a 16 MiB buffer: 178 MiB held with the default pool (mimalloc), 210 MiB
+    with jemalloc's default decay, 76 MiB with this one."""
+    import pyarrow as pa
+
+    try:
+        pool = pa.jemalloc_memory_pool()
+    except NotImplementedError:  # a pyarrow built without it: keep its default
+        return
+    pa.set_memory_pool(pool)
+    pa.jemalloc_set_decay_ms(0)
+
+
 def split_dataset(
     index: TrackIndex,
     tracks: set[str],
@@ -276,6 +292,7 @@ class ShardStream:
 
         DataContext.get_current().enable_progress_bars = False  # a trial's log, not a terminal
         _small_blocks()
+        _lean_arrow()
         features = self.stats.features
         shapes = {n: self.index.cfg.shape(n) for n in features}
         ds = self._dataset(split, other=other, seed=seed)

@@ -57,6 +57,7 @@ _EPOCH_METRICS = (
     "val_accuracy",
     "val_track_accuracy",
     "train_segments_per_s",
+    "data_memory_mb",  # with --trial-memory: the most its data took so far
 )
 
 

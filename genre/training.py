@@ -40,7 +40,7 @@ from genre.corpus import (
     is_other,
     split_tracks,
 )
-from genre.errors import ParameterError
+from genre.errors import GenreError, ParameterError
 from genre.models import ModelConfig, build_model, compile_model
 from genre.report import evaluate as evaluate_probs
 from genre.report import segment_to_track, track_labels
@@ -747,7 +747,13 @@ def train_epoch(
 
 
 def _train_epoch(
-    network, data: PreparedData | StreamedData, *, batch_size: int, epoch: int, seed: int
+    network,
+    data: PreparedData | StreamedData,
+    *,
+    batch_size: int,
+    epoch: int,
+    seed: int,
+    callbacks: list | None = None,
 ) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
     """:func:`train_epoch`'s metrics and the validation predictions they came from
     (:func:`predict_split`; ``None`` without a validation split), which the trainer's
@@ -771,7 +777,9 @@ def _train_epoch(
             )
         counted = [len(order)]
     started = time.perf_counter()  # training only: validation is timed out
-    history = network.fit(batches, epochs=1, shuffle=False, verbose=0, steps_per_epoch=steps)
+    history = network.fit(
+        batches, epochs=1, shuffle=False, verbose=0, steps_per_epoch=steps, callbacks=callbacks
+    )
     train_s = time.perf_counter() - started
     trained = {
         "loss": float(history.history["loss"][-1]),
@@ -946,6 +954,49 @@ class TrainState:
     val_report: dict[str, Any] | None = None
 
 
+def resident_data_bytes() -> int | None:
+    """Resident bytes of this process's own memory (``RssAnon``): not the code it maps, nor
+    the pages of Ray's object store it reads (shared, and bounded by the store's own cap);
+    ``None`` where ``/proc`` does not say (not Linux)."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return None
+    kb = [int(x.split()[1]) for x in lines if x.startswith("RssAnon:")]
+    return 1024 * kb[0] if kb else None
+
+
+class MemoryCap:
+    """The memory one training may take for its data: :func:`resident_data_bytes` may grow
+    at most ``limit`` bytes over what the process held when the cap was made (its framework
+    and model, built before). :meth:`check` raises a :class:`~genre.errors.GenreError` past
+    it; the trainer checks after every training batch and every epoch. A cap where
+    ``/proc`` says nothing checks nothing (``peak`` stays 0)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.peak = int(limit), 0
+        self.base = resident_data_bytes()
+
+    def check(self) -> None:
+        now = resident_data_bytes()
+        if now is None or self.base is None:
+            return
+        grown = now - self.base
+        self.peak = max(self.peak, grown)
+        if grown > self.limit:
+            raise GenreError(
+                f"training holds {grown / 2**20:.0f} MiB of data, over its cap of "
+                f"{self.limit / 2**20:.0f} MiB (--trial-memory): raise the cap, or stream "
+                "the shards (--data stream) with a smaller batch"
+            )
+
+    def callback(self):
+        """A Keras callback that checks after every training batch."""
+        import keras
+
+        return keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: self.check())
+
+
 class Trainer:
     """The one training loop: epochs with early stopping on validation loss, best weights kept.
 
@@ -964,6 +1015,9 @@ class Trainer:
         Seed of the per-epoch shuffles (seed the weights with ``keras.utils.set_random_seed``).
     report_val : bool
         Keep the validation report (confusion, per-genre scores) of the best epoch.
+    memory_cap : MemoryCap, optional
+        Checked after every training batch and every epoch (set with :meth:`cap_memory`
+        once the model is built).
     """
 
     def __init__(
@@ -981,13 +1035,27 @@ class Trainer:
         self.network = build_network(model_cfg, data)
         self.state = TrainState()
         self.best_weights: list | None = None
+        self.memory_cap: MemoryCap | None = None
+
+    def cap_memory(self, limit: int) -> MemoryCap:
+        """Cap what training takes for its data from now on at ``limit`` bytes."""
+        self.memory_cap = MemoryCap(limit)
+        return self.memory_cap
 
     def step(self) -> dict[str, float]:
         """Train one epoch, validate, keep the weights if the validation loss improved."""
         epoch = self.state.epoch
+        cap = self.memory_cap
         metrics, predicted = _train_epoch(
-            self.network, self.data, batch_size=self.batch_size, epoch=epoch, seed=self.seed
+            self.network,
+            self.data,
+            batch_size=self.batch_size,
+            epoch=epoch,
+            seed=self.seed,
+            callbacks=[cap.callback()] if cap else [],
         )
+        if cap:
+            cap.check()
         for key, value in metrics.items():
             self.state.history.setdefault(key, []).append(value)
         if metrics["val_loss"] < self.state.best_val_loss:

@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
         "page's corrections.csv) over the shards' labels; repeatable, later files win")
     add("--data", choices=DATA_MODES, default=S.data, help="trials read the shards held in "
         "memory, or streamed with Ray Data (auto: memory when it fits comfortably)")
+    add("--trial-memory", type=int, default=S.trial_memory_mb, dest="trial_memory_mb",
+        metavar="MIB", help="MiB a trial may take for its data beyond its model; past it the "
+        "trial fails with one line (default 0: no cap)")
     add("--split", choices=SPLIT_METHODS, default=S.split,
         help="by-track split (auto: GTZAN lists when the corpus is GTZAN)")
     add("--seed", type=int, default=S.seed, help="seed of the split and of the search" + default)
@@ -103,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
 _AS_IS = (
     "grace_epochs reduction_factor patience cpus_per_trial gpus_per_trial mixed_precision mapping "
     "coverage other outlier_weight refit_folds scheduler split seed experiment register_as storage "
-    "name labels data"
+    "name labels data trial_memory_mb"
 ).split()
 
 

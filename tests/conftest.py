@@ -252,16 +252,17 @@ def built_once(request, name: str, build: Callable[[], dict]) -> dict:
 #: The files that take longest, longest first. ``make test`` runs the suite in two
 #: processes, a file at a time each (``-n 2 --dist loadfile --no-loadscope-reorder``: by
 #: default xdist hands out the files with the most tests first, which left the longest to
-#: run alone at the end). Handing these out first keeps the two busy to the end; the second
-#: needs no search, so it runs while the first process builds the run's one (``tuned``).
+#: run alone at the end). Handing these out first keeps the two busy to the end; the first
+#: needs no shared search, so it runs while the second process builds the run's one (``tuned``).
 #: The order: seconds summed over each file's tests in a two-process run of e578133 (tune
 #: 291, tune_stream 290, label 254, posthoc 187, musicnn_pipeline 171, ray_start 159, demo
 #: 158, s3 125, failures 95, extract 69, searchdata 61, store 59, audio_shapes 55), less
 #: what later changes saved, measured file by file (tune ~13, label ~39, ray_start ~20,
-#: posthoc ~6, musicnn_pipeline ~5).
+#: posthoc ~6, musicnn_pipeline ~5); tune_stream then grew to three times its caps (338 s
+#: alone).
 _LONGEST_FIRST = (
-    "test_tune.py",
     "test_tune_stream.py",
+    "test_tune.py",
     "test_label.py",
     "test_posthoc.py",
     "test_musicnn_pipeline.py",

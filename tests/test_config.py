@@ -70,6 +70,16 @@ def test_refit_folds_are_zero_or_at_least_two_and_not_part_of_the_search_name(tm
     assert SearchSettings(shards=shards, refit_folds=3).search_name() == plain
 
 
+def test_trial_memory_is_whole_mib_and_not_part_of_the_search_name(tmp_path):
+    shards = str(tmp_path / "shards")
+    for bad in (-1, 2.5, True, "64"):
+        with pytest.raises(ParameterError, match="--trial-memory"):
+            SearchSettings(shards=shards, trial_memory_mb=bad)
+    # A cap changes what a trial may hold, not what it learns: the search resumes under another.
+    plain = SearchSettings(shards=shards).search_name()
+    assert SearchSettings(shards=shards, trial_memory_mb=512).search_name() == plain
+
+
 def test_several_shards_folders_name_a_search_and_one_keeps_its_name(tmp_path):
     one, two = str(tmp_path / "a"), str(tmp_path / "b")
     # A search started when SHARDS was one folder keeps its name (and resumes).

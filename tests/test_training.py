@@ -8,13 +8,14 @@ import pytest
 from genre.audio import segment
 from genre.config import FeatureConfig
 from genre.corpus import gtzan_coverage
-from genre.errors import ParameterError
+from genre.errors import GenreError, ParameterError
 from genre.features import extract
 from genre.models import ModelConfig, compile_model
 from genre.shards import SegmentSet
 from genre.synth import OTHER_STYLES, render_other, render_track
 from genre.training import (
     BEST_WEIGHTS,
+    MemoryCap,
     Trainer,
     build_network,
     fit,
@@ -145,6 +146,31 @@ def test_fit_restores_the_weights_of_the_best_validation_epoch(rng):
     assert (
         result.stopped_early and len(losses) == result.best_epoch + 2
     )  # patience 1: one epoch past the best
+
+
+@pytest.mark.skipif(MemoryCap(0).base is None, reason="no /proc/self/status here")
+def test_a_memory_cap_counts_what_the_process_holds_since_it_was_set():
+    cap = MemoryCap(64 * 2**20)
+    held = np.ones(128 * 2**20, dtype=np.uint8)  # touched: resident
+    with pytest.raises(GenreError, match=r"over its cap of 64 MiB \(--trial-memory\)"):
+        cap.check()
+    assert cap.peak >= 128 * 2**20
+    del held
+    cap.check()  # given back: under the cap again
+
+
+@pytest.mark.skipif(MemoryCap(0).base is None, reason="no /proc/self/status here")
+def test_a_trainer_over_its_memory_cap_stops_in_its_epoch_with_one_line(rng):
+    data = prepare(segment_set(rng, per_genre=4), features=("mfcc",), seed=0)
+    trainer = Trainer(data, ModelConfig(kind="mlp", width=16), batch_size=8, patience=2)
+    big = trainer.cap_memory(2**40)
+    trainer.step()
+    assert 0 < big.peak < 2**40
+    trainer.cap_memory(64 * 2**20)
+    held = np.ones(256 * 2**20, dtype=np.uint8)  # what a leaking input pipeline would hold
+    with pytest.raises(GenreError, match="--trial-memory"):
+        trainer.step()
+    assert trainer.state.epoch == 1 and held.any(), "the epoch over the cap is not counted"
 
 
 def test_a_resumed_trial_goes_on_from_the_newest_checkpoint_it_can_read(rng, tmp_path):

@@ -504,6 +504,7 @@ def test_rerun_with_another_register_as_registers_the_finished_champion(tuned, c
         (["--num-cpus", "0"], "--num-cpus"),
         (["--models", "cnn,bogus"], "bogus"),
         (["--refit-folds", "1"], "--refit-folds"),
+        (["--trial-memory", "-1"], "--trial-memory"),
     ],
 )
 def test_bad_search_settings_start_nothing_and_create_nothing(

@@ -1,9 +1,11 @@
-"""A search over a collection several times larger than the object store of its own Ray node:
-the trials stream the shards (``--data stream``), no object larger than the store is made
-(the in-memory path puts the whole collection in one), and the search keeps its promises
-(ASHA, MLflow runs, resume after a kill, a registered champion whose post-hoc fits stream
-too, its statistics stored with it and read back on resume). What Ray spilled to disk and the peak
-resident memory of the job's driver and of the Ray workers are printed (``-s``)."""
+"""A search over a collection three times larger than the memory it allows its Ray node's
+object store (80 MiB) and its trials' data (``--trial-memory``, checked after every batch)
+together: the trials stream the shards (``--data stream``), no object larger than the store
+is made (the in-memory path puts the whole collection in one), and the search keeps its
+promises (ASHA, MLflow runs, resume after a kill, a registered champion whose post-hoc fits
+stream too, its statistics stored with it and read back on resume). What Ray spilled to disk,
+the trials' data at its most and the peak resident memory of the job's driver and of the
+Ray workers are printed (``-s``)."""
 
 from __future__ import annotations
 
@@ -26,8 +28,10 @@ pytestmark = pytest.mark.slow
 
 #: Ray's object store of the test's own node: the least Ray accepts.
 OBJECT_STORE_BYTES = 80 * 1024**2
+#: What each trial may take for its data beyond its framework and model (--trial-memory).
+TRIAL_MIB = 256
 #: Segments of the collection: log-mel, 66.5 kB each.
-TRACKS, SEGMENTS, GENRES = 1100, 5, ("rock", "jazz", "pop", "blues")
+TRACKS, SEGMENTS, GENRES = 3300, 5, ("rock", "jazz", "pop", "blues")
 
 
 @pytest.fixture(scope="module")
@@ -186,17 +190,18 @@ def _run_watched(command: list[str], env: dict) -> tuple[subprocess.CompletedPro
         return subprocess.CompletedProcess(command, proc.returncode, out.read(), err.read()), peak
 
 
-def test_a_streamed_search_over_four_times_its_object_store_resumes_and_registers_a_champion(
+def test_a_streamed_search_over_three_times_its_caps_resumes_and_registers_a_champion(
     big_shards, capped_ray, mlflow_server, tmp_path
 ):
     import mlflow
 
     shards, corpus_bytes = big_shards
     address, head = capped_ray
-    assert corpus_bytes >= 4 * OBJECT_STORE_BYTES
+    assert corpus_bytes >= 3 * (OBJECT_STORE_BYTES + TRIAL_MIB * 2**20)
     storage = tmp_path / "ray-results"
     args = [shards, "--data", "stream", "--models", "mlp", "--features", "mel"]
     args += ["--num-samples", "2", "--max-epochs", "2", "--grace-epochs", "1"]
+    args += ["--trial-memory", str(TRIAL_MIB)]
     # The streamed refit is tested in test_searchdata (its folds' trainings cost minutes here).
     args += ["--refit-folds", "0", "--tracking-uri", mlflow_server, "--experiment", "stream"]
     args += ["--register-as", "genre-stream", "--storage", str(storage), "--name", "stream"]
@@ -224,5 +229,11 @@ def test_a_streamed_search_over_four_times_its_object_store_resumes_and_register
     version = client.get_model_version_by_alias("genre-stream", "champion")
     runs = client.search_runs([client.get_experiment_by_name("stream").experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    # Each trial checked its cap after every batch (a trial over it fails the search); what
+    # its data took at most, beyond its framework and model:
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    took = [r.data.metrics["data_memory_mb"] for r in trials]
+    assert len(took) >= 2 and max(took) <= TRIAL_MIB, took
+    print(f"trials' data: at most {max(took):.0f} MiB of the {TRIAL_MIB} MiB cap")
     assert [p.info.status for p in parents] == ["FINISHED"], "the kill's run was resumed"
     assert version.run_id == parents[0].info.run_id

@@ -112,7 +112,7 @@ def _memory(pid: int) -> tuple[int, int]:
     return sizes.get("Rss", 0), sizes.get("Pss", 0)
 
 
-def run(shards: Path, work: Path, mode: str, cpus: int) -> dict:
+def run(shards: Path, work: Path, mode: str, cpus: int, store_share: float | None) -> dict:
     """One 2-trial search through the tune job; its peaks, wall time and throughput."""
     name = f"scale-{mode}-{shards.name}"
     args = [str(shards), "--data", mode, "--models", "short_chunk_cnn", "--features", "mel"]
@@ -121,6 +121,8 @@ def run(shards: Path, work: Path, mode: str, cpus: int) -> dict:
     args += ["--tracking-uri", f"sqlite:///{work / 'mlflow.db'}", "--register-as", name]
     args += ["--storage", str(work / "ray_results")]
     env = {**os.environ, "RAY_ADDRESS": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if store_share is not None:  # the local runtime's object store, as a share of memory
+        env["RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION"] = str(store_share)
     peak = {"all": 0, "workers": 0, "rss": 0}
     t0 = time.perf_counter()
     with open(work / f"{name}.log", "w") as log:
@@ -155,6 +157,12 @@ def main() -> None:
         default="1",
         help="sizes also searched in memory (two or more: the peak's growth per GB of mel)",
     )
+    ap.add_argument(
+        "--object-store-share",
+        type=float,
+        default=None,
+        help="the object store as a share of memory (default: Ray's, 0.3)",
+    )
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     in_memory = [int(s) for s in args.memory_sizes.split(",")]
@@ -165,7 +173,9 @@ def main() -> None:
             shards = work / f"x{size}"
             mel_bytes[size] = write_shards(shards, args.base_tracks * size)
             gb = mel_bytes[size] / 1e9
-            results[(size, "stream")] = r = run(shards, work, "stream", args.cpus)
+            results[(size, "stream")] = r = run(
+                shards, work, "stream", args.cpus, args.object_store_share
+            )
             print(
                 f"{size:>3}× ({args.base_tracks * size} tracks, {gb:.2f} GB of mel) stream: "
                 f"peak {r['all'] / 1e9:.2f} GB PSS (Ray workers {r['workers'] / 1e9:.2f} GB; "
@@ -174,7 +184,9 @@ def main() -> None:
                 flush=True,
             )
             if size in in_memory:
-                results[(size, "memory")] = m = run(shards, work, "memory", args.cpus)
+                results[(size, "memory")] = m = run(
+                    shards, work, "memory", args.cpus, args.object_store_share
+                )
                 print(
                     f"{size:>3}× memory: peak {m['all'] / 1e9:.2f} GB PSS (Ray workers "
                     f"{m['workers'] / 1e9:.2f} GB; summed RSS {m['rss'] / 1e9:.2f} GB), "
