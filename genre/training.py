@@ -1015,9 +1015,9 @@ class Trainer:
         Seed of the per-epoch shuffles (seed the weights with ``keras.utils.set_random_seed``).
     report_val : bool
         Keep the validation report (confusion, per-genre scores) of the best epoch.
-    memory_cap : MemoryCap, optional
-        Checked after every training batch and every epoch (set with :meth:`cap_memory`
-        once the model is built).
+
+    ``memory_cap`` (:class:`MemoryCap` or ``None``, set by :meth:`cap_memory` once the model
+    is built) is checked after every training batch and every epoch.
     """
 
     def __init__(
