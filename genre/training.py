@@ -71,6 +71,7 @@ __all__ = [
     "evaluate",
     "FitResult",
     "Trainer",
+    "warm_up",
     "TrainState",
     "STATE_FILE",
     "BEST_WEIGHTS",
@@ -966,12 +967,39 @@ def resident_data_bytes() -> int | None:
     return 1024 * kb[0] if kb else None
 
 
+def warm_up(network, data: PreparedData | StreamedData, *, batch_size: int) -> None:
+    """One training step and one prediction on zeros, as training and validation call them
+    (``fit`` on a generator, ``predict_on_batch``), then every weight and optimizer variable
+    put back: the network is as it was, and the framework holds what its first step takes."""
+    shape = tuple(data.input_shape)
+    n_classes = len(data.labels)
+    optimizer = network.optimizer
+    if not optimizer.built:
+        optimizer.build(network.trainable_variables)
+    variables = [*network.variables, *optimizer.variables]
+    kept = [np.array(v.numpy(), copy=True) for v in variables]
+    x = np.zeros((batch_size, *shape), np.float32)
+    if data.has_other:  # the targets and weights of outlier exposure (_exposed_batches)
+        batch = (
+            x,
+            np.full((batch_size, n_classes), 1.0 / n_classes, np.float32),
+            np.ones(batch_size, np.float32),
+        )
+    else:
+        batch = (x, np.zeros(batch_size, np.int32))
+    network.fit((b for b in [batch]), epochs=1, steps_per_epoch=1, shuffle=False, verbose=0)
+    network.predict_on_batch(np.zeros((max(256, batch_size), *shape), np.float32))
+    for variable, value in zip(variables, kept, strict=True):
+        variable.assign(value)
+
+
 class MemoryCap:
     """The memory one training may take for its data: :func:`resident_data_bytes` may grow
     at most ``limit`` bytes over what the process held when the cap was made (its framework
-    and model, built before). :meth:`check` raises a :class:`~genre.errors.GenreError` past
-    it; the trainer checks after every training batch and every epoch. A cap where
-    ``/proc`` says nothing checks nothing (``peak`` stays 0)."""
+    and model, built and warmed up before: :meth:`Trainer.cap_memory`). :meth:`check`
+    raises a :class:`~genre.errors.GenreError` past it; the trainer checks after every
+    training batch and every epoch. A cap where ``/proc`` says nothing checks nothing
+    (``peak`` stays 0)."""
 
     def __init__(self, limit: int):
         self.limit, self.peak = int(limit), 0
@@ -1038,7 +1066,11 @@ class Trainer:
         self.memory_cap: MemoryCap | None = None
 
     def cap_memory(self, limit: int) -> MemoryCap:
-        """Cap what training takes for its data from now on at ``limit`` bytes."""
+        """Cap what training takes for its data from now on at ``limit`` bytes, counted
+        once the framework is warm (:func:`warm_up`): what TensorFlow takes at a model's
+        first training step and first prediction (its traced functions, kernels, scratch:
+        ~50–100 MiB) is the framework's, not the data's."""
+        warm_up(self.network, self.data, batch_size=self.batch_size)
         self.memory_cap = MemoryCap(limit)
         return self.memory_cap
 

@@ -303,6 +303,8 @@ def _register(tuned, name: str, *, input_bins: int, metadata: dict | None):
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
+    from genre.backend import pip_requirements
+
     mlflow.set_tracking_uri(tuned.uri)
     inputs = keras.Input((130, input_bins))
     model = keras.Model(
@@ -313,8 +315,13 @@ def _register(tuned, name: str, *, input_bins: int, metadata: dict | None):
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
     )
     with mlflow.start_run():
-        info = mlflow.keras.log_model(
-            model, name="model", signature=signature, metadata=metadata, registered_model_name=name
+        info = mlflow.keras.log_model(  # requirements given: MLflow infers none in a subprocess
+            model,
+            name="model",
+            signature=signature,
+            metadata=metadata,
+            registered_model_name=name,
+            pip_requirements=pip_requirements(),
         )
     return f"models:/{name}/{info.registered_model_version}"
 

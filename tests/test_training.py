@@ -173,6 +173,27 @@ def test_a_trainer_over_its_memory_cap_stops_in_its_epoch_with_one_line(rng):
     assert trainer.state.epoch == 1 and held.any(), "the epoch over the cap is not counted"
 
 
+def test_a_capped_trainer_warms_the_framework_up_and_trains_as_an_uncapped_one(rng):
+    # The cap counts from after one training step and one prediction on zeros (TensorFlow's
+    # first step is the framework's memory, not the data's), both undone.
+    import keras
+
+    data = prepare(segment_set(rng, per_genre=4), features=("mfcc",), seed=0)
+    trained = []
+    for capped in (False, True):
+        keras.utils.set_random_seed(3)
+        trainer = Trainer(data, ModelConfig(kind="mlp", width=16), batch_size=8, patience=2)
+        if capped:
+            before = [v.numpy().copy() for v in trainer.network.variables]
+            trainer.cap_memory(2**40)
+            after = [v.numpy() for v in trainer.network.variables]
+            assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+            assert int(trainer.network.optimizer.iterations.numpy()) == 0
+        trainer.step()
+        trained.append([v.numpy() for v in trainer.network.trainable_variables])
+    assert all(np.allclose(a, b) for a, b in zip(*trained, strict=True))
+
+
 def test_a_resumed_trial_goes_on_from_the_newest_checkpoint_it_can_read(rng, tmp_path):
     # A search killed while Tune replaces a checkpoint hands back one that is gone or torn.
     from ray import tune
