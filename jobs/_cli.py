@@ -12,6 +12,7 @@ from collections.abc import Callable
 from genre.errors import GenreError, ParameterError
 
 __all__ = [
+    "comma_list",
     "run_main",
     "add_ray_flags",
     "check_ray_flags",
@@ -24,6 +25,11 @@ __all__ = [
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, as for a GenreError
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def comma_list(text: str | None) -> tuple[str, ...]:
+    """A flag's comma list: ``"a, b,,c"`` is ``("a", "b", "c")``; none given, ``()``."""
+    return tuple(x.strip() for x in (text or "").split(",") if x.strip())
 
 
 def parser(prog: str, description: str) -> argparse.ArgumentParser:

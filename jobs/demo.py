@@ -16,7 +16,7 @@ import sys
 import tempfile
 
 from genre.demo import DemoSettings
-from jobs._cli import parser, run_main
+from jobs._cli import comma_list, parser, run_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +90,7 @@ def _settings(args: argparse.Namespace) -> DemoSettings:
         output=args.output,
         per_genre=args.per_genre,
         seconds=args.seconds,
-        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        models=comma_list(args.models),
         num_samples=args.num_samples,
         max_epochs=args.max_epochs,
         num_cpus=args.num_cpus,

@@ -20,11 +20,18 @@ import tempfile
 
 from genre.config import FEATURES, PRETRAINED, FeatureConfig
 from genre.errors import ParameterError
-from jobs._cli import add_max_duration, add_ray_flags, check_ray_flags, parser, run_main
+from jobs._cli import (
+    add_max_duration,
+    add_ray_flags,
+    check_ray_flags,
+    comma_list,
+    parser,
+    run_main,
+)
 
 
 def _features(text: str) -> tuple[str, ...]:
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    names = comma_list(text)
     unknown = [n for n in names if n not in FEATURES + PRETRAINED]
     if unknown or not names:
         raise ParameterError(

@@ -24,16 +24,8 @@ import sys
 
 from genre.config import DATA_MODES, SCHEDULERS, SPLIT_METHODS, SearchSettings
 from genre.errors import ParameterError
-from jobs._cli import add_ray_flags, check_folder, check_ray_flags, parser, run_main
+from jobs._cli import add_ray_flags, check_folder, check_ray_flags, comma_list, parser, run_main
 from jobs._cli import tracking_uri as cli_tracking_uri
-
-
-def _list(text: str | None) -> tuple[str, ...] | None:
-    return (
-        None
-        if text in (None, "", "auto")
-        else tuple(x.strip() for x in text.split(",") if x.strip())
-    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,6 +102,11 @@ _AS_IS = (
 ).split()
 
 
+def _given(text: str | None) -> tuple[str, ...] | None:
+    """A comma list flag whose default is ``auto``: ``None`` for auto (or nothing)."""
+    return None if text in (None, "", "auto") else comma_list(text)
+
+
 def _settings(
     args: argparse.Namespace, shards: tuple[str, ...], tracking_uri: str
 ) -> SearchSettings:
@@ -119,8 +116,8 @@ def _settings(
 
     return SearchSettings(  # validates every setting; nothing has started yet
         shards=shards,
-        models=_list(args.models) or default_models(common_config(shards)),
-        features=_list(args.features),
+        models=_given(args.models) or default_models(common_config(shards)),
+        features=_given(args.features),
         num_samples=2 if args.smoke_test else args.num_samples,
         max_epochs=2 if args.smoke_test else args.max_epochs,
         blend=not args.no_blend,

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from genre.runtime import FOOTER_READERS
 from genre.synth import WRITE_FORMATS, write_audio  # noqa: F401  (re-exported for the tests)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -151,6 +152,7 @@ class _SharedRay:
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
         env["PATH"] = f"{RAY.parent}{os.pathsep}{env.get('PATH', '')}"
+        env.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", str(FOOTER_READERS))  # as a job's own
         args = ["--head", "--node-ip-address", "127.0.0.1", "--port", str(port)]
         args += ["--include-dashboard", "false", "--disable-usage-stats"]
         args += ["--num-cpus", "2", "--num-gpus", "0", "--temp-dir", str(cls.root / "ray")]
