@@ -968,9 +968,11 @@ def resident_data_bytes() -> int | None:
 
 
 def warm_up(network, data: PreparedData | StreamedData, *, batch_size: int) -> None:
-    """One training step and one prediction on zeros, as training and validation call them
-    (``fit`` on a generator, ``predict_on_batch``), then every weight and optimizer variable
-    put back: the network is as it was, and the framework holds what its first step takes."""
+    """One training step and one prediction on zeros, as a streamed trial's training and
+    validation call them (``fit`` on a generator, ``predict_on_batch``), then every weight
+    and optimizer variable put back: the network is as it was, and the framework holds what
+    its first step takes. An in-memory trial trains on a ``PyDataset`` and validates with
+    ``predict``, which may trace functions this warm-up does not."""
     shape = tuple(data.input_shape)
     n_classes = len(data.labels)
     optimizer = network.optimizer

@@ -123,6 +123,17 @@ def stop_session(sid: int, *, grace_s: float, reap: Callable[[], object] = lambd
             time.sleep(0.2)
 
 
+def ray_node_env() -> dict[str, str]:
+    """The environment of a node the tests start with ``ray start``: joins no other
+    cluster (no ``RAY_ADDRESS``), finds the venv's ``ray``, stops at once when told (no
+    drain), and lists Parquet files with as few processes as a job's own runtime."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PATH"] = f"{RAY.parent}{os.pathsep}{env.get('PATH', '')}"
+    env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
+    env.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", str(FOOTER_READERS))
+    return env
+
+
 def stop_ray_node(proc: subprocess.Popen) -> None:
     """Stop a node started by :func:`start_ray_node` (:func:`stop_session`), and reap it."""
     stop_session(proc.pid, grace_s=30, reap=proc.poll)
@@ -149,10 +160,7 @@ class _SharedRay:
         cls.stop()
         cls.root = Path(tempfile.mkdtemp(prefix="genre-rt-", dir="/tmp"))  # short socket paths
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
-        env["PATH"] = f"{RAY.parent}{os.pathsep}{env.get('PATH', '')}"
-        env.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", str(FOOTER_READERS))  # as a job's own
+        env = ray_node_env()
         args = ["--head", "--node-ip-address", "127.0.0.1", "--port", str(port)]
         args += ["--include-dashboard", "false", "--disable-usage-stats"]
         args += ["--num-cpus", "2", "--num-gpus", "0", "--temp-dir", str(cls.root / "ray")]

@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genre.runtime import FOOTER_READERS
-from tests.conftest import RAY, REPO, free_port, start_ray_node, stop_ray_node
+from tests.conftest import RAY, REPO, free_port, ray_node_env, start_ray_node, stop_ray_node
 
 pytestmark = pytest.mark.slow
 
@@ -77,10 +76,7 @@ def capped_ray(tmp_path_factory):
     # temp dir is too deep), and removed with the node.
     root = Path(tempfile.mkdtemp(prefix="genre-capped-", dir="/tmp"))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PATH"] = f"{RAY.parent}{os.pathsep}{env.get('PATH', '')}"
-    env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"  # as the run's shared head: stops at once
-    env.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", str(FOOTER_READERS))
+    env = ray_node_env()  # as the run's shared head
     args = ["--head", "--node-ip-address", "127.0.0.1", "--port", str(port)]
     args += ["--include-dashboard", "false", "--disable-usage-stats", "--num-cpus", "2"]
     args += ["--num-gpus", "0", "--object-store-memory", str(OBJECT_STORE_BYTES)]
