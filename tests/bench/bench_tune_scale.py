@@ -207,7 +207,8 @@ def main() -> None:
             )
         first, last = results[(sizes[0], "stream")], results[(sizes[-1], "stream")]
         ratio = last["all"] / first["all"]
-        speed = first["rate"] / results[(sizes[0], "memory")]["rate"]
+        memory = results.get((sizes[0], "memory"))  # none unless --memory-sizes has it
+        speed = first["rate"] / memory["rate"] if memory else float("nan")
         print(f"peak_rss_ratio={ratio:.2f} stream_over_memory={speed:.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
