@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import json
 import os
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,37 @@ def ray_node_env() -> dict[str, str]:
     return env
 
 
+def start_ray_head(
+    root: Path, env: dict[str, str], *, store_bytes: int
+) -> tuple[subprocess.Popen, str]:
+    """A ``ray start --head`` of 2 CPUs on loopback (no dashboard, free ports, its temp dir
+    under ``root``, which should be short: Ray's socket paths must stay within 107 bytes);
+    its process and address."""
+    port = free_port()
+    args = ["--head", "--node-ip-address", "127.0.0.1", "--port", str(port)]
+    args += ["--include-dashboard", "false", "--disable-usage-stats"]
+    args += ["--num-cpus", "2", "--num-gpus", "0", "--temp-dir", str(root / "ray")]
+    args += ["--object-store-memory", str(store_bytes)]
+    for flag in ("--ray-client-server-port", "--dashboard-agent-listen-port"):
+        args += [flag, str(free_port())]
+    args += ["--metrics-export-port", str(free_port())]
+    return start_ray_node(args, root / "head.log", env), f"127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def ray_head_with(env: dict[str, str]) -> Iterator[str]:
+    """The address of a Ray head of the test's own whose processes see ``env`` (as a
+    cluster's nodes have what their jobs need: a store's endpoint and credentials); stopped
+    at the end. One head for a test's jobs, not a runtime started by each."""
+    root = Path(tempfile.mkdtemp(prefix="genre-env-", dir="/tmp"))  # short socket paths
+    proc, address = start_ray_head(root, {**ray_node_env(), **env}, store_bytes=512 * 2**20)
+    try:
+        yield address
+    finally:
+        stop_ray_node(proc)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def stop_ray_node(proc: subprocess.Popen) -> None:
     """Stop a node started by :func:`start_ray_node` (:func:`stop_session`), and reap it."""
     stop_session(proc.pid, grace_s=30, reap=proc.poll)
@@ -159,17 +191,7 @@ class _SharedRay:
             return cls.address
         cls.stop()
         cls.root = Path(tempfile.mkdtemp(prefix="genre-rt-", dir="/tmp"))  # short socket paths
-        port = free_port()
-        env = ray_node_env()
-        args = ["--head", "--node-ip-address", "127.0.0.1", "--port", str(port)]
-        args += ["--include-dashboard", "false", "--disable-usage-stats"]
-        args += ["--num-cpus", "2", "--num-gpus", "0", "--temp-dir", str(cls.root / "ray")]
-        args += ["--object-store-memory", str(1024**3)]
-        for flag in ("--ray-client-server-port", "--dashboard-agent-listen-port"):
-            args += [flag, str(free_port())]
-        args += ["--metrics-export-port", str(free_port())]
-        cls.proc = start_ray_node(args, cls.root / "head.log", env)
-        cls.address = f"127.0.0.1:{port}"
+        cls.proc, cls.address = start_ray_head(cls.root, ray_node_env(), store_bytes=1024**3)
         return cls.address
 
     @classmethod

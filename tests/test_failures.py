@@ -14,7 +14,7 @@ from genre.audio import load_segments
 from genre.config import FeatureConfig
 from genre.errors import AudioFileError
 from genre.extraction import extract_batch
-from tests.conftest import REPO, run_job, tone, write_audio
+from tests.conftest import REPO, ray_head_with, run_job, tone, write_audio
 
 
 def _truncate(path, fraction=0.5):
@@ -296,8 +296,6 @@ def test_hundred_files_with_a_1_hz_header_extract_99_and_label_99_plus_one_error
 def test_worker_killed_on_one_file_loses_no_other_file_and_lists_the_culprit(tmp_path, tuned):
     """A worker that dies on a file (as one OOM-killed would) is retried; the file is
     skipped as ``crashed`` on the third attempt and the rest of its batch is written."""
-    import pandas as pd
-
     root = tmp_path / "corpus"
     for i in range(6):
         write_audio(
@@ -308,7 +306,14 @@ def test_worker_killed_on_one_file_loses_no_other_file_and_lists_the_culprit(tmp
     write_audio(
         root / "pop" / "killer.wav", tone(seconds=3.5, sample_rate=22050), sample_rate=22050
     )
-    env = {"GENRE_TEST_DIE_ON": "killer.wav"}
+    with ray_head_with({"GENRE_TEST_DIE_ON": "killer.wav"}) as address:
+        _killed_worker_run(root, tmp_path, tuned, env={"RAY_ADDRESS": address})
+
+
+def _killed_worker_run(root, tmp_path, tuned, *, env: dict) -> None:
+    """Extract and label ``root`` on a head whose workers die on ``killer.wav``."""
+    import pandas as pd
+
     shards = tmp_path / "shards"
     result = run_job(
         "jobs.extract",

@@ -347,7 +347,7 @@ def test_label_job_computes_musicnn_features_itself(small_corpus, musicnn_champi
 @pytest.mark.slow
 @pytest.mark.multinode
 def test_musicnn_actors_go_to_the_gpu_node_when_asked(small_corpus, tmp_path):
-    """A CPU worker and a worker that declares one GPU: with ``--gpus-per-worker 0.5`` the
+    """A CPU head and a worker that declares one GPU: with ``--gpus-per-worker 0.5`` the
     musicnn actors (which write every shard) run on the GPU node, the decoding anywhere.
     Two genres of the corpus: where the shards are written shows on any number of tracks."""
     from ray.cluster_utils import Cluster
@@ -356,10 +356,10 @@ def test_musicnn_actors_go_to_the_gpu_node_when_asked(small_corpus, tmp_path):
     for genre in ("blues", "rock"):
         shutil.copytree(small_corpus / genre, corpus / genre)
     cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
+        initialize_head=True,
+        head_node_args={"num_cpus": 2, "num_gpus": 0, "include_dashboard": False},
     )
     try:
-        cluster.add_node(num_cpus=2)
         gpu = cluster.add_node(num_cpus=2, num_gpus=1)
         cluster.wait_for_nodes()
         result = run_job(

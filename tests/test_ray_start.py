@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RAY, REPO, free_port, start_mlflow_server, start_ray_node, stop_ray_node
+from tests.conftest import RAY, REPO, free_port, start_ray_node, stop_ray_node
 
 pytestmark = [pytest.mark.slow, pytest.mark.multinode]
 
@@ -186,55 +186,49 @@ def _submit(cluster: dict, name: str, *entrypoint: str, timeout_s: float = 480) 
 
 
 @pytest.fixture(scope="module")
-def pipeline(cluster, small_corpus, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ray-start")
-    server, uri = start_mlflow_server(out / "mlflow")
-    try:
-        extract = _submit(
-            cluster, "extract", str(small_corpus), str(out / "shards"), "--features", "mfcc"
-        )
-        tune = _submit(
-            cluster,
-            "tune",
-            str(out / "shards"),
-            "--models",
-            "mlp",
-            "--num-samples",
-            "2",
-            "--max-epochs",
-            "2",
-            "--grace-epochs",
-            "1",
-            "--tracking-uri",
-            uri,
-            "--register-as",
-            "genre-ray-start",
-            "--storage",
-            str(out / "ray_results"),
-            "--gpus-per-trial",
-            "0.5",
-            "--refit-folds",  # the refit's K + 1 trainings would queue on the GPU node's one
-            "0",  # CPU; where Ray puts a trial is what is tested, and trials show it
-        )
-        label = _submit(
-            cluster,
-            "label",
-            str(small_corpus),
-            str(out / "labels"),
-            "--model",
-            "models:/genre-ray-start@champion",
-            "--tracking-uri",
-            uri,
-            "--gpus-per-worker",
-            "0.5",
-        )
-        yield {"extract": extract, "tune": tune, "label": label, "out": out, "uri": uri}
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+def pipeline(cluster, small_corpus, mlflow_server, tmp_path_factory):
+    out, uri = tmp_path_factory.mktemp("ray-start"), mlflow_server
+    extract = _submit(
+        cluster, "extract", str(small_corpus), str(out / "shards"), "--features", "mfcc"
+    )
+    tune = _submit(
+        cluster,
+        "tune",
+        str(out / "shards"),
+        "--models",
+        "mlp",
+        "--num-samples",
+        "2",
+        "--max-epochs",
+        "2",
+        "--grace-epochs",
+        "1",
+        "--tracking-uri",
+        uri,
+        "--experiment",  # the run's shared tracking server: an experiment of its own
+        "ray-start",
+        "--register-as",
+        "genre-ray-start",
+        "--storage",
+        str(out / "ray_results"),
+        "--gpus-per-trial",
+        "0.5",
+        "--refit-folds",  # the refit's K + 1 trainings would queue on the GPU node's one
+        "0",  # CPU; where Ray puts a trial is what is tested, and trials show it
+    )
+    label = _submit(
+        cluster,
+        "label",
+        str(small_corpus),
+        str(out / "labels"),
+        "--model",
+        "models:/genre-ray-start@champion",
+        "--tracking-uri",
+        uri,
+        "--gpus-per-worker",
+        "0.5",
+    )
+    yield {"extract": extract, "tune": tune, "label": label, "out": out, "uri": uri}
 
 
 def _nodes(stdout: str, word: str) -> dict[str, int]:

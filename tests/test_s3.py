@@ -22,6 +22,7 @@ import pytest
 from tests import browser
 from tests.conftest import (
     free_port,
+    ray_head_with,
     run_job,
     start_mlflow_server,
     stop_mlflow_server,
@@ -326,6 +327,16 @@ def test_extract_tune_label_run_on_s3(s3, aws_env, small_corpus, tmp_path):
     MLflow server's artifacts in the bucket) → label → results in the bucket, read back by
     pandas and DuckDB; the label job reads only its windows of a long WAV; the review
     page's players are presigned links that fetch the audio."""
+    _upload(s3, small_corpus, "audio")
+    collection = _collection(tmp_path)
+    _upload(s3, collection, "collection")
+    data = f"s3://{BUCKET}"
+    # The three jobs on one Ray head whose workers have the store's endpoint and credentials.
+    with ray_head_with(s3.env) as address:
+        _pipeline_on_s3(s3, collection, data, tmp_path, env={**s3.env, "RAY_ADDRESS": address})
+
+
+def _pipeline_on_s3(s3, collection: Path, data: str, tmp_path: Path, *, env: dict) -> None:
     import json
 
     import duckdb
@@ -334,14 +345,9 @@ def test_extract_tune_label_run_on_s3(s3, aws_env, small_corpus, tmp_path):
 
     from genre.store import PRESIGN_EXPIRES_S
 
-    _upload(s3, small_corpus, "audio")
-    collection = _collection(tmp_path)
-    _upload(s3, collection, "collection")
-    data = f"s3://{BUCKET}"
-
     extract = run_job(
         "jobs.extract", f"{data}/audio", f"{data}/shards", "--num-cpus", "2",
-        "--features", "mfcc", env=s3.env, timeout=300,
+        "--features", "mfcc", env=env, timeout=300,
     )  # fmt: skip
     assert extract.returncode == 0, extract.stdout[-2000:] + extract.stderr[-3000:]
     assert "40 tracks → 120 segments" in extract.stdout
@@ -355,7 +361,7 @@ def test_extract_tune_label_run_on_s3(s3, aws_env, small_corpus, tmp_path):
             "--num-samples", "2", "--max-epochs", "2", "--grace-epochs", "1",
             "--refit-folds", "0", "--tracking-uri", uri, "--experiment", "s3",
             "--register-as", "genre-s3", "--storage", f"{data}/ray_results",
-            "--num-cpus", "2", env=s3.env, timeout=400,
+            "--num-cpus", "2", env=env, timeout=400,
         )  # fmt: skip
         assert tune.returncode == 0, tune.stdout[-3000:] + tune.stderr[-3000:]
         assert any(p.endswith("/MLmodel") for p in _objects(s3, "mlflow"))
@@ -366,7 +372,7 @@ def test_extract_tune_label_run_on_s3(s3, aws_env, small_corpus, tmp_path):
             "jobs.label", f"{data}/collection", f"{data}/labels",
             "--model", "models:/genre-s3@champion", "--tracking-uri", uri,
             "--segments", "2", "--min-confidence", "1", "--csv", "--num-cpus", "2",
-            env=s3.env, timeout=300,
+            env=env, timeout=300,
         )  # fmt: skip
         assert label.returncode == 0, label.stdout[-3000:] + label.stderr[-3000:]
     finally:

@@ -81,6 +81,7 @@ def test_the_track_index_files_tracks_as_the_readers_do(parts):
     assert [("/b/" in index.files[k]) for k in index.shadowed] == [True]
 
 
+@pytest.mark.slow  # Ray Data on the run's shared head
 @pytest.mark.parametrize("split, weight", [("random", 0.5), ("auto", None)])
 def test_the_statistics_pass_finds_the_split_counts_and_normalisation_prepare_fits(
     parts, ray_local, split, weight
@@ -108,6 +109,7 @@ def test_the_statistics_pass_finds_the_split_counts_and_normalisation_prepare_fi
     assert SearchStats.from_json(stats.to_json()).counts == stats.counts
 
 
+@pytest.mark.slow  # Ray Data on the run's shared head
 def test_the_statistics_pass_refuses_training_segments_that_are_not_finite(
     tmp_path, rng, ray_local
 ):
@@ -164,6 +166,7 @@ def _streamed(root, rng, *, per_genre: int, per_shard: int, weight: float):
     return root, stats, StreamedData(stats, features, source, outlier_weight=weight)
 
 
+@pytest.mark.slow  # Ray Data on the run's shared head
 def test_a_stream_gives_a_split_once_with_outliers_marked_and_a_trainer_learns_from_it(
     tmp_path, rng, ray_local
 ):
@@ -212,6 +215,7 @@ def test_auto_keeps_a_search_in_memory_when_it_fits_comfortably_and_streams_othe
     assert forced.mode == "memory" and forced.reason.startswith("--data memory")
 
 
+@pytest.mark.slow  # Ray Data on the run's shared head
 def test_a_streamed_search_leaves_a_cpu_to_ray_data_and_refuses_a_cluster_without_one(
     ray_local, tmp_path
 ):
@@ -224,6 +228,7 @@ def test_a_streamed_search_leaves_a_cpu_to_ray_data_and_refuses_a_cluster_withou
         streamed_trials_at_once(SearchSettings(shards=str(tmp_path), cpus_per_trial=2))
 
 
+@pytest.mark.slow  # Ray Data on the run's shared head
 def test_a_streamed_champion_pools_refits_and_calibrates_as_one_held_in_memory(
     tmp_path, rng, ray_local
 ):

@@ -154,7 +154,9 @@ def test_a_memory_cap_counts_what_the_process_holds_since_it_was_set():
     held = np.ones(128 * 2**20, dtype=np.uint8)  # touched: resident
     with pytest.raises(GenreError, match=r"over its cap of 64 MiB \(--trial-memory\)"):
         cap.check()
-    assert cap.peak >= 128 * 2**20
+    # Not ≥ 128 MiB to the byte: pages the process held before may be given back meanwhile
+    # (a run measured 126.7 MiB of growth).
+    assert cap.peak > 112 * 2**20
     del held
     cap.check()  # given back: under the cap again
 
