@@ -286,26 +286,24 @@ def built_once(request, name: str, build: Callable[[], dict]) -> dict:
 #: default xdist hands out the files with the most tests first, which left the longest to
 #: run alone at the end). Handing these out first keeps the two busy to the end; the first
 #: needs no shared search, so it runs while the second process builds the run's one (``tuned``).
-#: The order: seconds summed over each file's tests in a two-process run of e578133 (tune
-#: 291, tune_stream 290, label 254, posthoc 187, musicnn_pipeline 171, ray_start 159, demo
-#: 158, s3 125, failures 95, extract 69, searchdata 61, store 59, audio_shapes 55), less
-#: what later changes saved, measured file by file (tune ~13, label ~39, ray_start ~20,
-#: posthoc ~6, musicnn_pipeline ~5); tune_stream then grew to three times its caps (338 s
-#: alone).
+#: The order: seconds summed over each file's tests in a clean clone's ``make test`` of
+#: 3827795 (tune_stream 336, tune 297, label 260, posthoc 218, demo 204, musicnn_pipeline
+#: 195, ray_start 141, searchdata 139, failures 114, s3 113, extract 98, audio_shapes 59,
+#: store 52).
 _LONGEST_FIRST = (
     "test_tune_stream.py",
     "test_tune.py",
     "test_label.py",
     "test_posthoc.py",
-    "test_musicnn_pipeline.py",
     "test_demo.py",
+    "test_musicnn_pipeline.py",
     "test_ray_start.py",
-    "test_s3.py",
-    "test_failures.py",
-    "test_extract.py",
     "test_searchdata.py",
-    "test_store.py",
+    "test_failures.py",
+    "test_s3.py",
+    "test_extract.py",
     "test_audio_shapes.py",
+    "test_store.py",
 )
 
 
@@ -401,6 +399,42 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
 
 #: Ports :func:`free_port` handed out in this run.
 _GIVEN_PORTS: set[int] = set()
+
+
+def write_learnable_shards(
+    root: str, *, feature: str, genres: tuple[str, ...], tracks: int, segments: int, seed: int = 5
+) -> int:
+    """Shards of ``tracks`` tracks written directly, no audio: ``feature`` is noise with a
+    band of bins (8 at most) raised for each genre (learnable), the tracks dealt to
+    ``genres`` in turn, 50 to a shard. Their features' bytes."""
+    from genre.config import FeatureConfig
+    from genre.shards import ShardStore, segments_table, write_shard
+
+    cfg = FeatureConfig(features=(feature,))
+    rng = np.random.default_rng(seed)
+    per_shard = 50
+    for start in range(0, tracks, per_shard):
+        ids = [f"{genres[k % len(genres)]}/t{k:05d}.wav" for k in range(start, start + per_shard)]
+        ids = ids[: tracks - start]
+        genre = np.repeat([t.split("/")[0] for t in ids], segments).astype(object)
+        values = rng.standard_normal((len(genre), *cfg.shape(feature)), dtype=np.float32)
+        band = min(8, cfg.shape(feature)[-1] // len(genres))
+        for g, name in enumerate(genres):
+            values[genre == name, ..., g * band : (g + 1) * band] += 2.0
+        track = np.repeat(ids, segments).astype(object)
+        table = segments_table(
+            track_id=track,
+            path=track,
+            genre=genre,
+            segment=np.tile(np.arange(segments), len(ids)),
+            start_s=np.zeros(len(track)),
+            duration_s=np.full(len(track), 3.0 * segments),
+            features={feature: values},
+            cfg=cfg,
+        )
+        write_shard(root, table)
+    ShardStore(root, cfg).write_manifest()
+    return tracks * segments * 4 * int(np.prod(cfg.shape(feature)))
 
 
 def free_port() -> int:

@@ -13,8 +13,18 @@ from pathlib import Path
 import pytest
 
 from genre.errors import ParameterError
-from tests.conftest import run_job
+from tests.conftest import run_job, write_learnable_shards
 from tests.test_tune import _parents
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    """A shard folder of 40 tracks of 4 genres written directly (no audio, no Ray): what
+    these tests refuse or break happens before, or regardless of, what the features are."""
+    root = tmp_path_factory.mktemp("shards")
+    genres = ("rock", "jazz", "pop", "blues")
+    write_learnable_shards(str(root), feature="mfcc", genres=genres, tracks=40, segments=3)
+    return root
 
 
 def _one_line(code: int, err: str) -> str:
@@ -42,13 +52,13 @@ def _label(capsys, *args: str) -> str:
 # ----------------------------------------------------------------------------- --name, --fresh
 
 
-def test_fresh_with_a_dotdot_name_deletes_nothing(small_shards, tmp_path):
+def test_fresh_with_a_dotdot_name_deletes_nothing(shards, tmp_path):
     keep = tmp_path / "a" / "keep.txt"
     keep.parent.mkdir()
     keep.write_text("mine")
     result = run_job(
         "jobs.tune",
-        str(small_shards),
+        str(shards),
         "--storage",
         str(tmp_path / "a" / "st"),
         "--name",
@@ -65,11 +75,11 @@ def test_fresh_with_a_dotdot_name_deletes_nothing(small_shards, tmp_path):
 
 @pytest.mark.parametrize("name", [".", "", " ", "a/b", "../x", "a\\b"])
 def test_a_name_that_is_a_path_is_refused_before_anything_is_created(
-    small_shards, tmp_path, capsys, name
+    shards, tmp_path, capsys, name
 ):
     line = _tune(
         capsys,
-        str(small_shards),
+        str(shards),
         "--storage",
         str(tmp_path / "st"),
         "--name",
@@ -94,10 +104,10 @@ def _settings(shards, tmp_path, **kw):
     )
 
 
-def test_fresh_refuses_a_folder_that_is_not_a_search(small_shards, tmp_path):
+def test_fresh_refuses_a_folder_that_is_not_a_search(shards, tmp_path):
     from genre.tuning import remove_search
 
-    settings = _settings(small_shards, tmp_path, name="photos")
+    settings = _settings(shards, tmp_path, name="photos")
     kept = tmp_path / "ray" / "photos" / "cat.jpg"
     kept.parent.mkdir(parents=True)
     kept.write_bytes(b"\xff\xd8")
@@ -106,10 +116,10 @@ def test_fresh_refuses_a_folder_that_is_not_a_search(small_shards, tmp_path):
     assert kept.exists()
 
 
-def test_fresh_removes_the_search_folder_and_nothing_beside_it(small_shards, tmp_path):
+def test_fresh_removes_the_search_folder_and_nothing_beside_it(shards, tmp_path):
     from genre.tuning import MARKER, remove_search
 
-    settings = _settings(small_shards, tmp_path, name="s1")
+    settings = _settings(shards, tmp_path, name="s1")
     (tmp_path / "ray" / "s1").mkdir(parents=True)
     (tmp_path / "ray" / "s1" / MARKER).write_text("{}")
     (tmp_path / "ray" / "other").mkdir()
@@ -117,7 +127,7 @@ def test_fresh_removes_the_search_folder_and_nothing_beside_it(small_shards, tmp
     assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == ["other"]
 
 
-def test_fresh_does_not_follow_a_link_out_of_the_storage(small_shards, tmp_path):
+def test_fresh_does_not_follow_a_link_out_of_the_storage(shards, tmp_path):
     from genre.tuning import MARKER, remove_search
 
     elsewhere = tmp_path / "elsewhere"
@@ -126,7 +136,7 @@ def test_fresh_does_not_follow_a_link_out_of_the_storage(small_shards, tmp_path)
     (tmp_path / "ray").mkdir()
     (tmp_path / "ray" / "s1").symlink_to(elsewhere)
     with pytest.raises(ParameterError, match="not a search folder"):
-        remove_search(_settings(small_shards, tmp_path, name="s1"))
+        remove_search(_settings(shards, tmp_path, name="s1"))
     assert (elsewhere / MARKER).exists()
 
 
@@ -154,11 +164,11 @@ def read_only_dir(tmp_path) -> Path:
 
 
 def test_read_only_storage_is_one_line_before_anything_starts(
-    small_shards, tmp_path, capsys, read_only_dir
+    shards, tmp_path, capsys, read_only_dir
 ):
     line = _tune(
         capsys,
-        str(small_shards),
+        str(shards),
         "--storage",
         str(read_only_dir / "genre-storage"),
         "--tracking-uri",
@@ -168,9 +178,7 @@ def test_read_only_storage_is_one_line_before_anything_starts(
     assert not (tmp_path / "m.db").exists()
 
 
-def test_an_oserror_after_the_parent_run_is_created_ends_it_failed(
-    small_shards, tmp_path, monkeypatch
-):
+def test_an_oserror_after_the_parent_run_is_created_ends_it_failed(shards, tmp_path, monkeypatch):
     from genre import tuning
     from genre.shards import read_segments
 
@@ -178,9 +186,9 @@ def test_an_oserror_after_the_parent_run_is_created_ends_it_failed(
         raise OSError(30, "Read-only file system")
 
     monkeypatch.setattr(tuning, "_save_marker", disk_gone)
-    settings = _settings(small_shards, tmp_path, experiment="ro")
+    settings = _settings(shards, tmp_path, experiment="ro")
     with pytest.raises(OSError):
-        tuning.run_search(read_segments(str(small_shards)), settings, progress=False)
+        tuning.run_search(read_segments(str(shards)), settings, progress=False)
     parents = _parents(settings.tracking_uri, "ro")
     assert [p.info.status for p in parents] == ["FAILED"]
 
@@ -190,11 +198,11 @@ def test_an_oserror_after_the_parent_run_is_created_ends_it_failed(
 
 @pytest.mark.parametrize("name", ["bad/name", " ", "a:b", ".."])
 def test_a_registered_model_name_mlflow_refuses_is_one_line_before_the_search(
-    small_shards, tmp_path, capsys, name
+    shards, tmp_path, capsys, name
 ):
     line = _tune(
         capsys,
-        str(small_shards),
+        str(shards),
         "--register-as",
         name,
         "--storage",
@@ -211,14 +219,10 @@ def test_a_registered_model_name_mlflow_refuses_is_one_line_before_the_search(
 
 @pytest.mark.parametrize("job", ["tune", "label"])
 @pytest.mark.parametrize("uri", ["foo://bar", "mlruns"])
-def test_a_tracking_uri_mlflow_has_no_store_for_is_one_line(
-    small_shards, tmp_path, capsys, job, uri
-):
+def test_a_tracking_uri_mlflow_has_no_store_for_is_one_line(shards, tmp_path, capsys, job, uri):
     (tmp_path / "in").mkdir()
     if job == "tune":
-        line = _tune(
-            capsys, str(small_shards), "--storage", str(tmp_path / "st"), "--tracking-uri", uri
-        )
+        line = _tune(capsys, str(shards), "--storage", str(tmp_path / "st"), "--tracking-uri", uri)
     else:
         line = _label(
             capsys,
@@ -284,14 +288,14 @@ def broken_server(request, monkeypatch):
 
 @pytest.mark.parametrize("job", ["tune", "label"])
 def test_a_tracking_server_that_answers_health_but_fails_its_api_is_one_line_within_seconds(
-    small_shards, tmp_path, capsys, broken_server, job
+    shards, tmp_path, capsys, broken_server, job
 ):
     (tmp_path / "in").mkdir()
     started = time.monotonic()
     if job == "tune":
         line = _tune(
             capsys,
-            str(small_shards),
+            str(shards),
             "--storage",
             str(tmp_path / "st"),
             "--tracking-uri",
@@ -325,12 +329,10 @@ def test_label_with_a_missing_model_creates_no_database(tmp_path, capsys, monkey
 
 
 @pytest.mark.slow
-def test_cpus_per_trial_above_the_largest_node_is_one_line_and_creates_no_run(
-    small_shards, tmp_path
-):
+def test_cpus_per_trial_above_the_largest_node_is_one_line_and_creates_no_run(shards, tmp_path):
     result = run_job(
         "jobs.tune",
-        str(small_shards),
+        str(shards),
         "--num-cpus",
         "1",
         "--cpus-per-trial",
@@ -377,15 +379,15 @@ def test_a_search_whose_trials_can_never_be_scheduled_ends_with_one_line(ray_loc
 # ----------------------------------------------------------------------------- concurrency
 
 
-def test_a_second_run_of_the_same_search_is_refused_while_the_first_runs(small_shards, tmp_path):
+def test_a_second_run_of_the_same_search_is_refused_while_the_first_runs(shards, tmp_path):
     from genre.shards import read_segments
     from genre.store import FolderLock
     from genre.tuning import _search_path, run_search
 
-    settings = _settings(small_shards, tmp_path, name="twice")
+    settings = _settings(shards, tmp_path, name="twice")
     with FolderLock(_search_path(settings), command="jobs.tune"):  # the first run
         with pytest.raises(ParameterError, match="being written by jobs.tune"):
-            run_search(read_segments(str(small_shards)), settings, progress=False)
+            run_search(read_segments(str(shards)), settings, progress=False)
     assert not (tmp_path / "mlflow.db").exists(), "the second run created no MLflow run"
 
 

@@ -228,7 +228,7 @@ def test_accuracy_on_held_out_tracks_matches_the_tune_figure(
 
 def test_killed_driver_then_rerun_labels_every_file_exactly_once(tmp_path, champion):
     root = tmp_path / "many"
-    n = 120  # label's tasks take 16 files each: the kill comes after one of 8 has landed
+    n = 64  # label's tasks take 16 files each: the kill comes after one of 4 has landed
     for i in range(n):
         write_audio(
             root / f"f{i:03d}.flac",

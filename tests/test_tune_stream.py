@@ -19,10 +19,16 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from tests.conftest import RAY, REPO, ray_node_env, start_ray_head, stop_ray_node
+from tests.conftest import (
+    RAY,
+    REPO,
+    ray_node_env,
+    start_ray_head,
+    stop_ray_node,
+    write_learnable_shards,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -38,34 +44,11 @@ TRACKS, SEGMENTS, GENRES = 2150, 5, ("rock", "jazz", "pop", "blues")
 def big_shards(tmp_path_factory) -> tuple[str, int]:
     """Learnable log-mel shards written directly (no audio), several times the caps; the
     folder and its features' bytes."""
-    from genre.config import FeatureConfig
-    from genre.shards import ShardStore, segments_table, write_shard
-
-    cfg = FeatureConfig(features=("mel",))
     root = str(tmp_path_factory.mktemp("big-shards"))
-    store = ShardStore(root, cfg)
-    rng = np.random.default_rng(5)
-    per_shard = 50
-    for start in range(0, TRACKS, per_shard):
-        ids = [f"{GENRES[k % 4]}/t{k:05d}.wav" for k in range(start, start + per_shard)]
-        genre = np.repeat([t.split("/")[0] for t in ids], SEGMENTS).astype(object)
-        mel = rng.standard_normal((len(genre), *cfg.shape("mel")), dtype=np.float32)
-        for g, name in enumerate(GENRES):
-            mel[genre == name, :, g * 8 : g * 8 + 8] += 2.0
-        track = np.repeat(ids, SEGMENTS).astype(object)
-        table = segments_table(
-            track_id=track,
-            path=track,
-            genre=genre,
-            segment=np.tile(np.arange(SEGMENTS), per_shard),
-            start_s=np.zeros(len(track)),
-            duration_s=np.full(len(track), 15.0),
-            features={"mel": mel},
-            cfg=cfg,
-        )
-        write_shard(root, table)
-    store.write_manifest()
-    return root, TRACKS * SEGMENTS * 4 * int(np.prod(cfg.shape("mel")))
+    size = write_learnable_shards(
+        root, feature="mel", genres=GENRES, tracks=TRACKS, segments=SEGMENTS
+    )
+    return root, size
 
 
 @pytest.fixture(scope="module")
