@@ -153,14 +153,17 @@ def start_ray_head(
 
 
 @contextlib.contextmanager
-def ray_head_with(env: dict[str, str]) -> Iterator[str]:
-    """The address of a Ray head of the test's own whose processes see ``env`` (as a
-    cluster's nodes have what their jobs need: a store's endpoint and credentials); stopped
-    at the end. One head for a test's jobs, not a runtime started by each."""
+def ray_head_with(
+    env: dict[str, str], *, store_bytes: int = 512 * 2**20
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """The address and process of a Ray head of the test's own whose processes see ``env``
+    (as a cluster's nodes have what their jobs need: a store's endpoint and credentials);
+    stopped, its temp dir removed, at the end. One head for a test's jobs, not a runtime
+    started by each."""
     root = Path(tempfile.mkdtemp(prefix="genre-env-", dir="/tmp"))  # short socket paths
-    proc, address = start_ray_head(root, {**ray_node_env(), **env}, store_bytes=512 * 2**20)
+    proc, address = start_ray_head(root, {**ray_node_env(), **env}, store_bytes=store_bytes)
     try:
-        yield address
+        yield address, proc
     finally:
         stop_ray_node(proc)
         shutil.rmtree(root, ignore_errors=True)

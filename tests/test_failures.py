@@ -306,7 +306,7 @@ def test_worker_killed_on_one_file_loses_no_other_file_and_lists_the_culprit(tmp
     write_audio(
         root / "pop" / "killer.wav", tone(seconds=3.5, sample_rate=22050), sample_rate=22050
     )
-    with ray_head_with({"GENRE_TEST_DIE_ON": "killer.wav"}) as address:
+    with ray_head_with({"GENRE_TEST_DIE_ON": "killer.wav"}) as (address, _):
         _killed_worker_run(root, tmp_path, tuned, env={"RAY_ADDRESS": address})
 
 

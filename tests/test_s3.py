@@ -332,7 +332,7 @@ def test_extract_tune_label_run_on_s3(s3, aws_env, small_corpus, tmp_path):
     _upload(s3, collection, "collection")
     data = f"s3://{BUCKET}"
     # The three jobs on one Ray head whose workers have the store's endpoint and credentials.
-    with ray_head_with(s3.env) as address:
+    with ray_head_with(s3.env) as (address, _):
         _pipeline_on_s3(s3, collection, data, tmp_path, env={**s3.env, "RAY_ADDRESS": address})
 
 

@@ -10,7 +10,6 @@ Ray workers are printed (``-s``)."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,9 +23,7 @@ import pytest
 from tests.conftest import (
     RAY,
     REPO,
-    ray_node_env,
-    start_ray_head,
-    stop_ray_node,
+    ray_head_with,
     write_learnable_shards,
 )
 
@@ -52,18 +49,11 @@ def big_shards(tmp_path_factory) -> tuple[str, int]:
 
 
 @pytest.fixture(scope="module")
-def capped_ray(tmp_path_factory):
+def capped_ray():
     """A Ray node of its own with a small object store (2 CPUs, loopback): its address and
     its ``ray start`` process."""
-    # Short (Ray's socket paths under it must stay within 107 bytes; an xdist worker's own
-    # temp dir is too deep), and removed with the node.
-    root = Path(tempfile.mkdtemp(prefix="genre-capped-", dir="/tmp"))
-    proc, address = start_ray_head(root, ray_node_env(), store_bytes=OBJECT_STORE_BYTES)
-    try:
-        yield address, proc
-    finally:
-        stop_ray_node(proc)
-        shutil.rmtree(root, ignore_errors=True)
+    with ray_head_with({}, store_bytes=OBJECT_STORE_BYTES) as head:
+        yield head
 
 
 class _PeakRss:
