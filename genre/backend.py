@@ -81,9 +81,29 @@ def import_tensorflow():
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # read when TF's C++ side loads
-    with _quiet_native_stderr():
+    with _quiet_native_stderr(), _without_jax():
         import tensorflow as tf
     return tf
+
+
+@contextlib.contextmanager
+def _without_jax():
+    """Hide JAX from TensorFlow's import, unless this process uses JAX.
+
+    ``import tensorflow`` imports its TFLite converter, which imports JAX whenever it is
+    installed (for converting JAX functions, which genre never does): ~320 modules and
+    0.3–0.5 s of a CPU in every process that imports TensorFlow, on each Ray worker and
+    trial. Afterwards JAX imports as usual.
+    """
+    if "jax" in sys.modules or backend_name() == "jax":
+        yield
+        return
+    sys.modules["jax"] = None  # type: ignore[assignment]  # "from jax import …" → ImportError
+    try:
+        yield
+    finally:
+        if sys.modules.get("jax", 0) is None:
+            del sys.modules["jax"]
 
 
 def configure(

@@ -267,7 +267,7 @@ def test_killed_driver_then_rerun_labels_every_file_exactly_once(tmp_path, champ
 
 
 def test_another_model_version_is_refused_unless_new_model_ok(
-    collection, labelled, tuned, tmp_path
+    collection, labelled, tuned, tmp_path, capfd
 ):
     import mlflow
 
@@ -279,7 +279,7 @@ def test_another_model_version_is_refused_unless_new_model_ok(
     out = tmp_path / "results"
     shutil.copytree(labelled[0], out)
     model = ["--model", f"models:/{tuned.name}/{v2.version}", "--tracking-uri", tuned.uri]
-    refused = run_job("jobs.label", str(root), str(out), *model, "--num-cpus", "2", timeout=300)
+    refused = main_in_process(capfd, "jobs.label", str(root), str(out), *model, "--num-cpus", "2")
     assert "--new-model-ok" in one_error_line(refused)
     again = run_job(
         "jobs.label", str(root), str(out), *model, "--num-cpus", "2", "--new-model-ok", timeout=300
@@ -366,8 +366,9 @@ def test_model_without_a_feature_config_is_refused(tuned, tmp_path, capfd):
     assert "feature config" in one_error_line(result)
 
 
-def test_unknown_model_uri_is_one_line(tuned, tmp_path):
-    result = run_job(
+def test_unknown_model_uri_is_one_line(tuned, tmp_path, capfd):
+    result = main_in_process(
+        capfd,
         "jobs.label",
         str(tmp_path),
         str(tmp_path / "out"),
@@ -379,8 +380,9 @@ def test_unknown_model_uri_is_one_line(tuned, tmp_path):
     assert "not found" in one_error_line(result)
 
 
-def test_unreachable_tracking_server_is_one_line(tmp_path):
-    result = run_job(
+def test_unreachable_tracking_server_is_one_line(tmp_path, capfd):
+    result = main_in_process(
+        capfd,
         "jobs.label",
         str(tmp_path),
         str(tmp_path / "out"),
