@@ -25,7 +25,6 @@ from urllib.parse import urlsplit
 from genre.errors import ParameterError
 
 __all__ = [
-    "FOOTER_READERS",
     "JOIN_TIMEOUT_S",
     "check_address",
     "init_ray",
@@ -37,12 +36,6 @@ __all__ = [
 
 #: Seconds a cluster address may take to accept a connection before a job gives up.
 JOIN_TIMEOUT_S = 10.0
-#: Actors Ray Data's Parquet reader lists a dataset's files with on a runtime the job
-#: starts (``RAY_DATA_PARQUET_FOOTER_NUM_ACTORS``; a cluster's own environment decides
-#: on a cluster). Ray's default, 32, is one worker process each at every reading (every
-#: epoch of a streamed trial): on a laptop, dozens of processes started for a few
-#: footers, each importing Ray. Each actor reads 128 footers at once.
-FOOTER_READERS = 2
 #: Ray's switch between a local-only runtime (node IP 127.0.0.1, the default on macOS and
 #: Windows) and one other machines may join (the machine's address, the Linux default).
 _CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -152,10 +145,9 @@ def init_ray(
         raise ParameterError(f"--num-cpus={num_cpus} must be a positive integer")
     address = _address(address)
     check_address(address)
-    # Workers of a runtime started here inherit these: TensorFlow and Ray stay quiet
-    # unless something is wrong, and Parquet listings start few processes.
+    # Workers of a runtime started here inherit it: TensorFlow stays quiet unless something
+    # is wrong.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", str(FOOTER_READERS))
     kwargs = dict(
         address=address,
         include_dashboard=False,

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genre.runtime import FOOTER_READERS
 from genre.synth import WRITE_FORMATS, write_audio  # noqa: F401  (re-exported for the tests)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -130,12 +129,11 @@ def stop_session(sid: int, *, grace_s: float, reap: Callable[[], object] = lambd
 
 def ray_node_env() -> dict[str, str]:
     """The environment of a node the tests start with ``ray start``: joins no other
-    cluster (no ``RAY_ADDRESS``), finds the venv's ``ray``, stops at once when told (no
-    drain), and lists Parquet files with as few processes as a job's own runtime."""
+    cluster (no ``RAY_ADDRESS``), finds the venv's ``ray`` and stops at once when told (no
+    drain)."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PATH"] = f"{RAY.parent}{os.pathsep}{env.get('PATH', '')}"
     env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
-    env.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", str(FOOTER_READERS))
     return env
 
 
