@@ -25,7 +25,7 @@ import pytest
 from genre.config import FeatureConfig
 from genre.errors import ParameterError
 from genre.store import AttemptJournal, FolderLock
-from tests.conftest import REPO, run_job, tone, write_audio
+from tests.conftest import REPO, run_job, shared_ray_address, tone, write_audio
 
 
 @dataclass
@@ -256,7 +256,7 @@ def _start(module: str, *args: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "RAY_ADDRESS": shared_ray_address()},
     )
 
 

@@ -18,7 +18,14 @@ import pytest
 
 from genre.card import ModelCard
 from genre.config import SearchSettings
-from tests.conftest import REPO, free_port, main_in_process, one_error_line, run_job
+from tests.conftest import (
+    REPO,
+    free_port,
+    main_in_process,
+    one_error_line,
+    run_job,
+    shared_ray_address,
+)
 from tests.test_corrections import write
 
 pytestmark = pytest.mark.slow
@@ -232,7 +239,12 @@ def beside_db(small_shards, tmp_path_factory) -> SimpleNamespace:
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "PYTHONUNBUFFERED": "1",
+            "RAY_ADDRESS": shared_ray_address(),  # the runtime is not what this search tests
+        },
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return SimpleNamespace(
