@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 install: $(STAMP)
 
 # uv (from PyPI, into the venv) installs the same requirements as pip in a third of the
-# time (37 s against 117 s here); pip does it where uv cannot be installed or fails. Both
+# time (43 s against 117 s on a clean clone here); pip does it where uv cannot be installed or fails. Both
 # byte-compile what they install: where PYTHONDONTWRITEBYTECODE is set, as on this machine,
 # Python would otherwise compile TensorFlow again in every process that imports it (18 s
 # instead of 7 s), and the suite starts hundreds.
